@@ -1,0 +1,423 @@
+//! Resampling kernels: fill a target buffer from a source image through a [`PixelMap`].
+
+use rayon::prelude::*;
+
+use crate::grid::GeoBox;
+
+use super::map::{PixelMap, Sampling};
+use super::{DEFAULT_TOLERANCE, Resampling, WarpError};
+
+/// A pixel type the kernels can read and write.
+pub trait Pixel: Copy + PartialEq + Send + Sync + 'static {
+    fn to_f64(self) -> f64;
+    /// Nearest representable value: rounded half away from zero... for integers GDAL rounds
+    /// `floor(v + 0.5)` and clamps to the type's range; floats are stored as they are.
+    fn from_f64(v: f64) -> Self;
+    fn is_nan(self) -> bool {
+        false
+    }
+}
+
+macro_rules! int_pixel {
+    ($($t:ty),*) => {$(
+        impl Pixel for $t {
+            #[inline]
+            fn to_f64(self) -> f64 {
+                self as f64
+            }
+            #[inline]
+            fn from_f64(v: f64) -> Self {
+                // `as` saturates at the type's bounds, which is the clamp GDAL applies.
+                (v + 0.5).floor() as $t
+            }
+        }
+    )*};
+}
+int_pixel!(u8, u16, i16, u32, i32);
+
+impl Pixel for f32 {
+    #[inline]
+    fn to_f64(self) -> f64 {
+        self as f64
+    }
+    #[inline]
+    fn from_f64(v: f64) -> Self {
+        v as f32
+    }
+    #[inline]
+    fn is_nan(self) -> bool {
+        f32::is_nan(self)
+    }
+}
+
+impl Pixel for f64 {
+    #[inline]
+    fn to_f64(self) -> f64 {
+        self
+    }
+    #[inline]
+    fn from_f64(v: f64) -> Self {
+        v
+    }
+    #[inline]
+    fn is_nan(self) -> bool {
+        f64::is_nan(self)
+    }
+}
+
+/// A source raster (a whole image or a window of it): row-major pixels on `geobox`.
+#[derive(Debug, Clone, Copy)]
+pub struct SourceImage<'a, T> {
+    pub data: &'a [T],
+    pub geobox: &'a GeoBox,
+    /// Pixels equal to this are missing (NaN is always missing for float types).
+    pub nodata: Option<T>,
+}
+
+impl<T: Pixel> SourceImage<'_, T> {
+    #[inline]
+    fn valid(&self, v: T) -> bool {
+        !(v.is_nan() || self.nodata == Some(v))
+    }
+}
+
+/// Rows per parallel task: enough work per task to amortise scheduling, enough tasks to balance.
+const ROWS_PER_TASK: usize = 16;
+
+/// GDAL adds this before flooring a source coordinate, so points a hair below a pixel edge (from
+/// rounding in the transform) land in the pixel they are meant for.
+const EDGE_EPSILON: f64 = 1e-10;
+
+/// Warp `src` onto `dst_geobox` into `dst` (row-major, `dst_geobox` shape). Every target pixel is
+/// written: a value, or `dst_nodata` where the source has no valid data. Returns the number of
+/// pixels that got a value.
+pub fn warp_into<T: Pixel>(
+    src: &SourceImage<'_, T>,
+    dst_geobox: &GeoBox,
+    resampling: Resampling,
+    dst_nodata: T,
+    dst: &mut [T],
+) -> Result<usize, WarpError> {
+    let sampling = if resampling == Resampling::Average { Sampling::Corners } else { Sampling::Centres };
+    let map = PixelMap::new(src.geobox, dst_geobox, sampling, DEFAULT_TOLERANCE)?;
+    warp_with_map(src, &map, resampling, dst_nodata, dst)
+}
+
+/// [`warp_into`] with a prepared map (reuse one map for every band on the same source grid).
+/// The map must have been built with [`Sampling::Corners`] for `Average`, `Centres` otherwise.
+pub fn warp_with_map<T: Pixel>(
+    src: &SourceImage<'_, T>,
+    map: &PixelMap,
+    resampling: Resampling,
+    dst_nodata: T,
+    dst: &mut [T],
+) -> Result<usize, WarpError> {
+    let (w, h) = (src.geobox.shape.nx, src.geobox.shape.ny);
+    if src.data.len() != w * h {
+        return Err(WarpError::BufferSize { what: "source", expected: w * h, got: src.data.len() });
+    }
+    let (nx, ny) = match resampling {
+        Resampling::Average => (map.width().saturating_sub(1), map.height().saturating_sub(1)),
+        _ => (map.width(), map.height()),
+    };
+    if dst.len() != nx * ny {
+        return Err(WarpError::BufferSize { what: "target", expected: nx * ny, got: dst.len() });
+    }
+    if nx == 0 || ny == 0 {
+        return Ok(0);
+    }
+    let count = dst
+        .par_chunks_mut(nx * ROWS_PER_TASK)
+        .enumerate()
+        .map(|(block, out)| {
+            let first_row = block * ROWS_PER_TASK;
+            match resampling {
+                Resampling::Nearest => nearest_rows(src, map, first_row, nx, dst_nodata, out),
+                Resampling::Bilinear => bilinear_rows(src, map, first_row, nx, dst_nodata, out),
+                Resampling::Average => average_rows(src, map, first_row, nx, dst_nodata, out),
+            }
+        })
+        .sum();
+    Ok(count)
+}
+
+fn nearest_rows<T: Pixel>(
+    src: &SourceImage<'_, T>,
+    map: &PixelMap,
+    first_row: usize,
+    nx: usize,
+    nodata: T,
+    out: &mut [T],
+) -> usize {
+    let (w, h) = (src.geobox.shape.nx as f64, src.geobox.shape.ny as f64);
+    let stride = src.geobox.shape.nx;
+    let (mut sx, mut sy) = (vec![0.0; nx], vec![0.0; nx]);
+    let mut count = 0;
+    for (r, row) in out.chunks_mut(nx).enumerate() {
+        map.row(first_row + r, &mut sx, &mut sy);
+        for ((o, &x), &y) in row.iter_mut().zip(&sx).zip(&sy) {
+            let (x, y) = (x + EDGE_EPSILON, y + EDGE_EPSILON);
+            *o = nodata;
+            // NaN (untransformable) fails these comparisons too.
+            if x >= 0.0 && y >= 0.0 && x < w && y < h {
+                let v = src.data[y as usize * stride + x as usize];
+                if src.valid(v) {
+                    *o = v;
+                    count += 1;
+                }
+            }
+        }
+    }
+    count
+}
+
+fn bilinear_rows<T: Pixel>(
+    src: &SourceImage<'_, T>,
+    map: &PixelMap,
+    first_row: usize,
+    nx: usize,
+    nodata: T,
+    out: &mut [T],
+) -> usize {
+    let (w, h) = (src.geobox.shape.nx as f64, src.geobox.shape.ny as f64);
+    let (wi, hi) = (src.geobox.shape.nx as i64, src.geobox.shape.ny as i64);
+    let stride = src.geobox.shape.nx;
+    let (mut sx, mut sy) = (vec![0.0; nx], vec![0.0; nx]);
+    let mut count = 0;
+    for (r, row) in out.chunks_mut(nx).enumerate() {
+        map.row(first_row + r, &mut sx, &mut sy);
+        for ((o, &x), &y) in row.iter_mut().zip(&sx).zip(&sy) {
+            *o = nodata;
+            // As GDAL: the point itself must fall inside the source image.
+            if !(x + EDGE_EPSILON >= 0.0 && y + EDGE_EPSILON >= 0.0 && x < w && y < h) {
+                continue;
+            }
+            let (u, v) = (x - 0.5, y - 0.5);
+            let (j0, i0) = (u.floor(), v.floor());
+            let (fu, fv) = (u - j0, v - i0);
+            let (j0, i0) = (j0 as i64, i0 as i64);
+            let mut acc = 0.0;
+            let mut wsum = 0.0;
+            for (ii, wy) in [(i0, 1.0 - fv), (i0 + 1, fv)] {
+                if wy == 0.0 || ii < 0 || ii >= hi {
+                    continue;
+                }
+                let base = ii as usize * stride;
+                for (jj, wx) in [(j0, 1.0 - fu), (j0 + 1, fu)] {
+                    if wx == 0.0 || jj < 0 || jj >= wi {
+                        continue;
+                    }
+                    let val = src.data[base + jj as usize];
+                    if src.valid(val) {
+                        let wgt = wx * wy;
+                        acc += val.to_f64() * wgt;
+                        wsum += wgt;
+                    }
+                }
+            }
+            // GDAL's threshold for "no valid neighbour carries weight".
+            if wsum >= 1e-5 {
+                *o = T::from_f64(acc / wsum);
+                count += 1;
+            }
+        }
+    }
+    count
+}
+
+fn average_rows<T: Pixel>(
+    src: &SourceImage<'_, T>,
+    map: &PixelMap,
+    first_row: usize,
+    nx: usize,
+    nodata: T,
+    out: &mut [T],
+) -> usize {
+    let (w, h) = (src.geobox.shape.nx as f64, src.geobox.shape.ny as f64);
+    let stride = src.geobox.shape.nx;
+    let n = nx + 1;
+    let (mut tx, mut ty) = (vec![0.0; n], vec![0.0; n]);
+    let (mut bx, mut by) = (vec![0.0; n], vec![0.0; n]);
+    let mut count = 0;
+    for (r, row) in out.chunks_mut(nx).enumerate() {
+        map.row(first_row + r, &mut tx, &mut ty);
+        map.row(first_row + r + 1, &mut bx, &mut by);
+        for (j, o) in row.iter_mut().enumerate() {
+            *o = nodata;
+            let xs = [tx[j], tx[j + 1], bx[j], bx[j + 1]];
+            let ys = [ty[j], ty[j + 1], by[j], by[j + 1]];
+            if xs.iter().chain(&ys).any(|v| v.is_nan()) {
+                continue;
+            }
+            let x0 = xs.iter().copied().fold(f64::INFINITY, f64::min).max(0.0);
+            let x1 = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max).min(w);
+            let y0 = ys.iter().copied().fold(f64::INFINITY, f64::min).max(0.0);
+            let y1 = ys.iter().copied().fold(f64::NEG_INFINITY, f64::max).min(h);
+            if x1 <= x0 || y1 <= y0 {
+                continue;
+            }
+            let mut acc = 0.0;
+            let mut wsum = 0.0;
+            for ii in (y0.floor() as usize)..(y1.ceil() as usize) {
+                let wy = (y1.min(ii as f64 + 1.0) - y0.max(ii as f64)).max(0.0);
+                let base = ii * stride;
+                for jj in (x0.floor() as usize)..(x1.ceil() as usize) {
+                    let wx = (x1.min(jj as f64 + 1.0) - x0.max(jj as f64)).max(0.0);
+                    let val = src.data[base + jj];
+                    if wx * wy > 0.0 && src.valid(val) {
+                        acc += val.to_f64() * wx * wy;
+                        wsum += wx * wy;
+                    }
+                }
+            }
+            if wsum > 0.0 {
+                *o = T::from_f64(acc / wsum);
+                count += 1;
+            }
+        }
+    }
+    count
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::grid::{Affine, Crs, Shape};
+
+    fn utm(x0: f64, y0: f64, res: f64, ny: usize, nx: usize) -> GeoBox {
+        GeoBox::new(Crs::from_epsg(32618).unwrap(), Affine::north_up(x0, y0, res, res), Shape { ny, nx })
+    }
+
+    #[test]
+    fn nearest_same_grid_is_identity_and_respects_nodata() {
+        let g = utm(0.0, 40.0, 10.0, 4, 4);
+        let data: Vec<u16> = (0..16).collect();
+        let src = SourceImage { data: &data, geobox: &g, nodata: Some(5) };
+        let mut out = vec![9999u16; 16];
+        let n = warp_into(&src, &g, Resampling::Nearest, 0, &mut out).unwrap();
+        let mut want = data.clone();
+        want[5] = 0;
+        assert_eq!((out, n), (want, 15));
+    }
+
+    #[test]
+    fn nearest_outside_the_source_is_nodata() {
+        let src_g = utm(0.0, 40.0, 10.0, 4, 4);
+        let dst_g = utm(20.0, 40.0, 10.0, 4, 4); // half overlaps
+        let data = vec![7u16; 16];
+        let mut out = vec![1u16; 16];
+        let n = warp_into(
+            &SourceImage { data: &data, geobox: &src_g, nodata: None },
+            &dst_g,
+            Resampling::Nearest,
+            0,
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(n, 8);
+        assert_eq!(&out[0..4], &[7, 7, 0, 0]);
+    }
+
+    #[test]
+    fn bilinear_interpolates_and_renormalises_around_nodata() {
+        // 2x2 source of 10 m, target pixel centred on the shared corner (20, 20 in map units)
+        let src_g = utm(10.0, 30.0, 10.0, 2, 2);
+        let dst_g = utm(15.0, 25.0, 10.0, 1, 1);
+        let data = [100u16, 200, 300, 400];
+        let mut out = [0u16];
+        warp_into(
+            &SourceImage { data: &data, geobox: &src_g, nodata: Some(0) },
+            &dst_g,
+            Resampling::Bilinear,
+            0,
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(out[0], 250);
+        // one neighbour missing: mean of the other three, rounded half up
+        let data = [100u16, 0, 300, 400];
+        warp_into(
+            &SourceImage { data: &data, geobox: &src_g, nodata: Some(0) },
+            &dst_g,
+            Resampling::Bilinear,
+            0,
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(out[0], 267);
+        // all missing: nodata
+        let data = [0u16; 4];
+        let n = warp_into(
+            &SourceImage { data: &data, geobox: &src_g, nodata: Some(0) },
+            &dst_g,
+            Resampling::Bilinear,
+            0,
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!((out[0], n), (0, 0));
+        // a quarter of the way: weights 0.75/0.25 along x on the top row only (y on a centre)
+        let dst_g = utm(12.5, 30.0, 5.0, 1, 1); // centre (15, 27.5): x 0.5 px → u=0.0; y row 0.25
+        let data = [100u16, 200, 300, 400];
+        warp_into(
+            &SourceImage { data: &data, geobox: &src_g, nodata: None },
+            &dst_g,
+            Resampling::Bilinear,
+            0,
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(out[0], 100);
+    }
+
+    #[test]
+    fn average_downsamples_by_area_skipping_nodata() {
+        let src_g = utm(0.0, 40.0, 10.0, 4, 4);
+        let dst_g = utm(0.0, 40.0, 20.0, 2, 2);
+        let data: Vec<u16> = vec![1, 3, 10, 10, 5, 7, 10, 0, 0, 0, 2, 2, 0, 0, 2, 2];
+        let mut out = vec![0u16; 4];
+        let n = warp_into(
+            &SourceImage { data: &data, geobox: &src_g, nodata: Some(0) },
+            &dst_g,
+            Resampling::Average,
+            0,
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!((out, n), (vec![4, 10, 0, 2], 3));
+    }
+
+    #[test]
+    fn float_nan_is_missing() {
+        let g = utm(0.0, 20.0, 10.0, 2, 2);
+        let data = [1.5f32, f32::NAN, 2.5, 3.5];
+        let mut out = [0f32; 4];
+        let n =
+            warp_into(&SourceImage { data: &data, geobox: &g, nodata: None }, &g, Resampling::Nearest, -1.0, &mut out)
+                .unwrap();
+        assert_eq!((out, n), ([1.5, -1.0, 2.5, 3.5], 3));
+    }
+
+    #[test]
+    fn wrong_buffer_sizes_are_errors_not_panics() {
+        let g = utm(0.0, 20.0, 10.0, 2, 2);
+        let data = [1u16; 3];
+        let mut out = [0u16; 4];
+        let e = warp_into(&SourceImage { data: &data, geobox: &g, nodata: None }, &g, Resampling::Nearest, 0, &mut out);
+        assert!(matches!(e, Err(WarpError::BufferSize { what: "source", .. })));
+        let data = [1u16; 4];
+        let mut out = [0u16; 5];
+        let e =
+            warp_into(&SourceImage { data: &data, geobox: &g, nodata: None }, &g, Resampling::Bilinear, 0, &mut out);
+        assert!(matches!(e, Err(WarpError::BufferSize { what: "target", .. })));
+    }
+
+    #[test]
+    fn integer_rounding_and_clamping() {
+        assert_eq!(u16::from_f64(2.5), 3);
+        assert_eq!(u16::from_f64(2.4999), 2);
+        assert_eq!(u16::from_f64(70000.0), u16::MAX);
+        assert_eq!(u8::from_f64(-3.0), 0);
+        assert_eq!(i16::from_f64(-2.5), -2);
+    }
+}
