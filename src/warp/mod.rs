@@ -15,14 +15,17 @@
 mod kernels;
 mod map;
 
-pub use kernels::{Pixel, SourceImage, warp_into};
+pub use kernels::{Pixel, SourceImage, warp_into, warp_with_map};
 pub use map::{PixelMap, Sampling};
 
 use crate::grid::{GeoBox, GridError, PixelWindow, Transformer};
 
 /// Default accuracy of the interpolated coordinate map, in source pixels. GDAL's default is
-/// 0.125; ours is tighter because nearest-neighbour results flip at pixel edges.
-pub const DEFAULT_TOLERANCE: f64 = 0.01;
+/// 0.125 and DESIGN asks for at most 0.01; we use 0.001 because nearest-neighbour picks flip
+/// wherever the map error crosses a pixel edge: at 0.01 about 0.2 % of pixels differ from the
+/// exact transform, at 0.001 about 0.01 % (tests/warp.rs), for ~2,000 more exact transforms
+/// per 1200 px chunk (well under a millisecond).
+pub const DEFAULT_TOLERANCE: f64 = 0.001;
 
 /// How a target pixel gets its value from the source pixels around it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]

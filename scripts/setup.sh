@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Install what the test suite needs: Debian's nginx (range-capable HTTP server),
+# a Python venv with rasterio (bundles GDAL) + moto (S3 server), and the Rust
+# components used by scripts/test.sh. Idempotent and quick when already done.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+export DEBIAN_FRONTEND=noninteractive
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo -n"; fi
+
+# 1. nginx (nginx-light is enough: static files + ranges)
+if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
+    echo "setup: installing nginx-light"
+    $SUDO apt-get update -q </dev/null
+    $SUDO apt-get install -y -q --no-install-recommends nginx-light </dev/null
+    # Debian's package may start a system nginx on :80; the tests run their own instance.
+    if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl stop nginx >/dev/null 2>&1 || true; fi
+else
+    echo "setup: nginx present"
+fi
+
+# 2. Python venv with GDAL (rasterio wheel) and moto
+VENV="$ROOT/.venv"
+PY="$VENV/bin/python"
+check_py() {
+    [ -x "$PY" ] && "$PY" - <<'PYEOF' >/dev/null 2>&1
+import rasterio, numpy, boto3, moto, moto.server  # noqa: F401
+assert rasterio.__version__.startswith("1.4"), rasterio.__version__
+PYEOF
+}
+if check_py && [ -x "$VENV/bin/moto_server" ]; then
+    echo "setup: .venv ready"
+else
+    echo "setup: creating .venv (rasterio, numpy, moto[server], boto3)"
+    PYTHON="${PYTHON:-python3}"
+    if ! "$PYTHON" -c 'import venv, ensurepip' >/dev/null 2>&1; then
+        $SUDO apt-get update -q </dev/null
+        $SUDO apt-get install -y -q python3-venv </dev/null
+    fi
+    [ -x "$PY" ] || "$PYTHON" -m venv "$VENV"
+    "$PY" -m pip install -q --disable-pip-version-check \
+        "rasterio>=1.4,<1.5" "numpy>=1.24,<3" "moto[server]>=5,<6" "boto3>=1.28,<2" </dev/null
+    check_py || { echo "setup: .venv is still not usable" >&2; exit 1; }
+fi
+
+# 3. Rust components used by scripts/test.sh
+if command -v rustup >/dev/null 2>&1; then
+    installed="$(rustup component list --installed 2>/dev/null || true)"
+    for c in rustfmt clippy; do
+        if ! grep -q "^$c" <<<"$installed"; then
+            echo "setup: rustup component add $c"
+            rustup component add "$c" </dev/null
+        fi
+    done
+fi
+# 4. PostgreSQL + PostGIS and stac-fastapi-pgstac (a real STAC API for tests/catalog.rs)
+bash "$(dirname "${BASH_SOURCE[0]}")/stac-server.sh" install
+
+echo "setup: done"

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# THE test command of eocube (README, CI): installs what the tests need, generates the
+# fixtures with real GDAL, starts nginx + moto, then runs fmt, clippy and every test.
+# Extra arguments go to `cargo test`, e.g.  scripts/test.sh --test infra
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+export EOCUBE_FIXTURES="${EOCUBE_FIXTURES:-$ROOT/target/eocube-fixtures}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+T_ALL=$(date +%s)
+step() { # name cmd...
+    local name="$1" t0 rc=0
+    shift
+    echo "==> $name"
+    t0=$(date +%s)
+    "$@" || rc=$?
+    echo "==> $name: $([ $rc -eq 0 ] && echo ok || echo "FAILED (exit $rc)") in $(($(date +%s) - t0)) s"
+    return $rc
+}
+
+step setup bash scripts/setup.sh
+step fixtures .venv/bin/python scripts/fixtures.py
+trap 'bash "$ROOT/scripts/servers.sh" stop || true; bash "$ROOT/scripts/stac-server.sh" stop || true' EXIT
+step servers bash scripts/servers.sh start
+# shellcheck disable=SC1091
+source "${EOCUBE_SERVERS_DIR:-$ROOT/target/eocube-servers}/env"
+step stac-server bash scripts/stac-server.sh start
+# shellcheck disable=SC1091
+source "${EOCUBE_STAC_DIR:-$ROOT/target/eocube-stac}/env"
+
+step "cargo fmt --check" cargo fmt --all --check
+step "cargo clippy" cargo clippy --all-targets -- -D warnings
+step "cargo test" cargo test "$@"
+echo "==> all steps passed in $(($(date +%s) - T_ALL)) s"

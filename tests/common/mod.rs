@@ -1,0 +1,213 @@
+//! Shared helpers of the integration tests: `mod common;` at the top of a `tests/*.rs` file.
+//!
+//! The environment comes from `scripts/test.sh`, which installs GDAL (rasterio) into `.venv`,
+//! writes the fixtures with `scripts/fixtures.py` and starts nginx and moto
+//! (`scripts/servers.sh`). The manifest layout is documented in `docs/testing.md`.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+const HOW: &str = "run the tests with scripts/test.sh, which generates fixtures and starts nginx and moto \
+                   (or: scripts/servers.sh start && source target/eocube-servers/env)";
+
+fn env_var(name: &str) -> String {
+    match std::env::var(name) {
+        Ok(v) if !v.is_empty() => v,
+        _ => panic!("{name} is not set: {HOW}"),
+    }
+}
+
+/// The fixtures directory (`$EOCUBE_FIXTURES`).
+pub fn fixtures_dir() -> PathBuf {
+    let dir = PathBuf::from(env_var("EOCUBE_FIXTURES"));
+    assert!(dir.join("manifest.json").is_file(), "{} has no manifest.json: {HOW}", dir.display());
+    dir
+}
+
+/// A path inside the fixtures directory, from a manifest-relative path.
+pub fn fixture(rel: &str) -> PathBuf {
+    fixtures_dir().join(rel)
+}
+
+/// `manifest.json`, parsed once per test binary.
+pub fn manifest() -> &'static Value {
+    static MANIFEST: OnceLock<Value> = OnceLock::new();
+    MANIFEST.get_or_init(|| {
+        let path = fixtures_dir().join("manifest.json");
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("parsing {}: {e}", path.display()))
+    })
+}
+
+/// All entries of `manifest.cogs`.
+pub fn cogs() -> &'static [Value] {
+    manifest()["cogs"].as_array().map(Vec::as_slice).expect("manifest.cogs is an array")
+}
+
+/// The `cogs` entry named `name`.
+pub fn cog(name: &str) -> &'static Value {
+    cogs().iter().find(|c| c["name"] == name).unwrap_or_else(|| panic!("no cog {name:?} in the manifest"))
+}
+
+/// All entries of `manifest.warp_cases`.
+pub fn warp_cases() -> &'static [Value] {
+    manifest()["warp_cases"].as_array().map(Vec::as_slice).expect("manifest.warp_cases is an array")
+}
+
+/// Path of one of the broken files: `truncated`, `garbage`, `offset_past_end`,
+/// `unsupported_compression`, `no_geokeys`.
+pub fn bad(kind: &str) -> PathBuf {
+    let rel = manifest()["bad"][kind].as_str().unwrap_or_else(|| panic!("no bad.{kind} in the manifest"));
+    fixture(rel)
+}
+
+/// Base URL of the nginx serving the fixtures directory, e.g. `http://127.0.0.1:41234`
+/// (no trailing slash). `{http_base()}/{path}` serves the file at `path` of the manifest.
+pub fn http_base() -> String {
+    env_var("EOCUBE_TEST_HTTP").trim_end_matches('/').to_string()
+}
+
+/// `http_base()` joined with a manifest-relative path.
+pub fn http_url(rel: &str) -> String {
+    format!("{}/{}", http_base(), rel.trim_start_matches('/'))
+}
+
+/// nginx's access log (one line per request: `"GET /path HTTP/1.1" "bytes=a-b" status bytes`).
+/// Other tests run in parallel against the same server: filter lines by a path only you use.
+pub fn http_access_log() -> PathBuf {
+    PathBuf::from(env_var("EOCUBE_TEST_HTTP_LOG"))
+}
+
+/// The S3-compatible server (moto) holding a copy of the fixtures directory in `bucket`,
+/// each file under its manifest-relative path as key. Path-style addressing, plain HTTP.
+#[derive(Debug, Clone)]
+pub struct S3Env {
+    pub endpoint: String,
+    pub bucket: String,
+    pub access_key: String,
+    pub secret_key: String,
+    pub region: String,
+}
+
+impl S3Env {
+    /// `s3://bucket/key` of a manifest-relative path.
+    pub fn url(&self, rel: &str) -> String {
+        format!("s3://{}/{}", self.bucket, rel.trim_start_matches('/'))
+    }
+}
+
+pub fn s3() -> S3Env {
+    S3Env {
+        endpoint: env_var("EOCUBE_TEST_S3_ENDPOINT").trim_end_matches('/').to_string(),
+        bucket: env_var("EOCUBE_TEST_S3_BUCKET"),
+        access_key: env_var("AWS_ACCESS_KEY_ID"),
+        secret_key: env_var("AWS_SECRET_ACCESS_KEY"),
+        region: env_var("AWS_REGION"),
+    }
+}
+
+fn read_bytes(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+/// Raw little-endian uint16 (window truths, warp references).
+pub fn read_le_u16(path: impl AsRef<Path>) -> Vec<u16> {
+    let bytes = read_bytes(path.as_ref());
+    assert!(bytes.len().is_multiple_of(2), "{}: odd length", path.as_ref().display());
+    bytes.chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]])).collect()
+}
+
+/// Size in bytes of one sample of a manifest dtype.
+pub fn dtype_size(dtype: &str) -> usize {
+    match dtype {
+        "uint8" | "int8" => 1,
+        "uint16" | "int16" => 2,
+        "uint32" | "int32" | "float32" => 4,
+        "float64" | "uint64" | "int64" => 8,
+        other => panic!("unknown dtype {other:?}"),
+    }
+}
+
+/// Raw little-endian samples of any manifest dtype, widened to f64 (exact for all of them
+/// except 64-bit integers beyond 2^53, which the fixtures do not use).
+pub fn read_raw(path: impl AsRef<Path>, dtype: &str) -> Vec<f64> {
+    let path = path.as_ref();
+    let bytes = read_bytes(path);
+    let size = dtype_size(dtype);
+    assert!(bytes.len().is_multiple_of(size), "{}: length {} is not a multiple of {size}", path.display(), bytes.len());
+    let c = bytes.chunks_exact(size);
+    match dtype {
+        "uint8" => bytes.iter().map(|&b| f64::from(b)).collect(),
+        "int8" => bytes.iter().map(|&b| f64::from(b as i8)).collect(),
+        "uint16" => c.map(|b| f64::from(u16::from_le_bytes([b[0], b[1]]))).collect(),
+        "int16" => c.map(|b| f64::from(i16::from_le_bytes([b[0], b[1]]))).collect(),
+        "uint32" => c.map(|b| f64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))).collect(),
+        "int32" => c.map(|b| f64::from(i32::from_le_bytes([b[0], b[1], b[2], b[3]]))).collect(),
+        "float32" => c.map(|b| f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]]))).collect(),
+        "float64" => c.map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes"))).collect(),
+        "uint64" => c.map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as f64).collect(),
+        "int64" => c.map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")) as f64).collect(),
+        other => panic!("unknown dtype {other:?}"),
+    }
+}
+
+/// A window of `manifest.cogs[].windows`, typed.
+#[derive(Debug, Clone)]
+pub struct WindowCase {
+    /// 0 = full resolution, k = k-th overview (overview factor `overviews[k-1]`).
+    pub level: usize,
+    /// Top-left in pixels of that level; may be negative (partly outside the image).
+    pub row: i64,
+    pub col: i64,
+    pub height: usize,
+    pub width: usize,
+    /// Expected samples, row-major, widened to f64; outside the image = nodata (or 0).
+    pub file: PathBuf,
+}
+
+/// The windows of a `cogs` entry.
+pub fn windows(cog: &Value) -> Vec<WindowCase> {
+    let dir = fixtures_dir();
+    cog["windows"]
+        .as_array()
+        .expect("windows is an array")
+        .iter()
+        .map(|w| WindowCase {
+            level: w["level"].as_u64().expect("level") as usize,
+            row: w["row"].as_i64().expect("row"),
+            col: w["col"].as_i64().expect("col"),
+            height: w["height"].as_u64().expect("height") as usize,
+            width: w["width"].as_u64().expect("width") as usize,
+            file: dir.join(w["file"].as_str().expect("file")),
+        })
+        .collect()
+}
+
+/// A 6-number affine of the manifest (rasterio order `[a, b, c, d, e, f]`:
+/// `x = a*col + b*row + c`, `y = d*col + e*row + f`).
+pub fn affine6(v: &Value) -> [f64; 6] {
+    let a = v.as_array().expect("transform is an array");
+    assert_eq!(a.len(), 6, "transform has 6 numbers");
+    std::array::from_fn(|i| a[i].as_f64().expect("number"))
+}
+
+/// Fraction of positions where `got` and `want` are equal.
+pub fn fraction_equal<T: PartialEq>(got: &[T], want: &[T]) -> f64 {
+    assert_eq!(got.len(), want.len(), "length");
+    if want.is_empty() {
+        return 1.0;
+    }
+    got.iter().zip(want).filter(|(a, b)| a == b).count() as f64 / want.len() as f64
+}
+
+/// Fraction of positions where `|got - want| <= tol`.
+pub fn fraction_within(got: &[u16], want: &[u16], tol: u16) -> f64 {
+    assert_eq!(got.len(), want.len(), "length");
+    if want.is_empty() {
+        return 1.0;
+    }
+    got.iter().zip(want).filter(|(a, b)| a.abs_diff(**b) <= tol).count() as f64 / want.len() as f64
+}
