@@ -17,7 +17,11 @@
 
 pub mod catalog;
 pub mod cog;
+pub mod fuse;
 pub mod grid;
+pub mod mask;
+pub mod reduce;
+pub mod time;
 pub mod warp;
 
 pub use grid::{Affine, Bbox, Chunk, ChunkGrid, Crs, GeoBox, GridError, PixelWindow, Shape, Transformer};

@@ -48,7 +48,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 async fn info(href: &str) -> anyhow::Result<()> {
     let fetcher = Fetcher::new(FetchConfig::from_env());
-    let cog = fetcher.open(href).await.with_context(|| format!("cannot open {href}"))?;
+    // The library error already names the href and the reason.
+    let cog = fetcher.open(href).await?;
     let full = cog.geobox(0).context("the file has no image")?;
     let a = full.affine;
     println!("href:      {}", cog.href());

@@ -268,9 +268,11 @@ pub(crate) fn map_store_error(href: &str, e: object_store::Error) -> CogError {
                 }
                 src = s.source();
             }
-            // Error bodies (HTML pages, S3 XML) can be long: keep the start, which has the status.
-            if reason.len() > 600 {
-                let cut = (0..=600).rev().find(|&i| reason.is_char_boundary(i)).unwrap_or(0);
+            // Error bodies (HTML pages, S3 XML) are long and multi-line: one line, and only the
+            // start, which has the status.
+            let mut reason = reason.split_whitespace().collect::<Vec<_>>().join(" ");
+            if reason.len() > 300 {
+                let cut = (0..=300).rev().find(|&i| reason.is_char_boundary(i)).unwrap_or(0);
                 reason.truncate(cut);
                 reason.push_str("...");
             }
