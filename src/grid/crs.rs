@@ -57,6 +57,11 @@ impl Crs {
         if self.is_geographic() { "degree" } else { self.proj.units() }
     }
 
+    /// OGC WKT of the CRS (from the same embedded EPSG database), for `crs_wkt` attributes.
+    pub fn wkt(&self) -> &'static str {
+        u16::try_from(self.epsg).ok().and_then(crs_definitions::from_code).map_or("", |d| d.wkt)
+    }
+
     pub(crate) fn proj(&self) -> &Proj {
         &self.proj
     }
@@ -147,6 +152,12 @@ mod tests {
         assert_eq!(Crs::parse(" 3857 ").map(|c| c.epsg()), Ok(3857));
         assert!(Crs::parse("4326").is_ok_and(|c| c.is_geographic()));
         assert!(Crs::parse("EPSG:32618").is_ok_and(|c| !c.is_geographic() && c.units() == "m"));
+    }
+
+    #[test]
+    fn wkt_names_the_crs() {
+        assert!(Crs::from_epsg(32618).unwrap().wkt().contains("UTM zone 18N"));
+        assert!(Crs::wgs84().wkt().contains("WGS 84"));
     }
 
     #[test]
