@@ -10,8 +10,8 @@ use super::{DEFAULT_TOLERANCE, Resampling, WarpError};
 /// A pixel type the kernels can read and write.
 pub trait Pixel: Copy + PartialEq + Send + Sync + 'static {
     fn to_f64(self) -> f64;
-    /// Nearest representable value: rounded half away from zero... for integers GDAL rounds
-    /// `floor(v + 0.5)` and clamps to the type's range; floats are stored as they are.
+    /// The stored value for a resampled `v`: integers round as GDAL does, `floor(v + 0.5)`,
+    /// clamped to the type's range; floats are stored as they are.
     fn from_f64(v: f64) -> Self;
     fn is_nan(self) -> bool {
         false
@@ -141,6 +141,33 @@ pub fn warp_with_map<T: Pixel>(
     Ok(count)
 }
 
+/// Runs `pixel(x, y)` for every target pixel of the block starting at `first_row`, with `(x, y)`
+/// its source coordinates, and writes what it returns (or `nodata`); counts the values written.
+fn for_each_pixel<T: Pixel>(
+    map: &PixelMap,
+    first_row: usize,
+    nx: usize,
+    nodata: T,
+    out: &mut [T],
+    mut pixel: impl FnMut(f64, f64) -> Option<T>,
+) -> usize {
+    let (mut sx, mut sy) = (vec![0.0; nx], vec![0.0; nx]);
+    let mut count = 0;
+    for (r, row) in out.chunks_mut(nx).enumerate() {
+        map.row(first_row + r, &mut sx, &mut sy);
+        for ((o, &x), &y) in row.iter_mut().zip(&sx).zip(&sy) {
+            match pixel(x, y) {
+                Some(v) => {
+                    *o = v;
+                    count += 1;
+                }
+                None => *o = nodata,
+            }
+        }
+    }
+    count
+}
+
 fn nearest_rows<T: Pixel>(
     src: &SourceImage<'_, T>,
     map: &PixelMap,
@@ -151,24 +178,15 @@ fn nearest_rows<T: Pixel>(
 ) -> usize {
     let (w, h) = (src.geobox.shape.nx as f64, src.geobox.shape.ny as f64);
     let stride = src.geobox.shape.nx;
-    let (mut sx, mut sy) = (vec![0.0; nx], vec![0.0; nx]);
-    let mut count = 0;
-    for (r, row) in out.chunks_mut(nx).enumerate() {
-        map.row(first_row + r, &mut sx, &mut sy);
-        for ((o, &x), &y) in row.iter_mut().zip(&sx).zip(&sy) {
-            let (x, y) = (x + EDGE_EPSILON, y + EDGE_EPSILON);
-            *o = nodata;
-            // NaN (untransformable) fails these comparisons too.
-            if x >= 0.0 && y >= 0.0 && x < w && y < h {
-                let v = src.data[y as usize * stride + x as usize];
-                if src.valid(v) {
-                    *o = v;
-                    count += 1;
-                }
-            }
+    for_each_pixel(map, first_row, nx, nodata, out, |x, y| {
+        let (x, y) = (x + EDGE_EPSILON, y + EDGE_EPSILON);
+        // NaN (untransformable) fails these comparisons too.
+        if !(x >= 0.0 && y >= 0.0 && x < w && y < h) {
+            return None;
         }
-    }
-    count
+        let v = src.data[y as usize * stride + x as usize];
+        src.valid(v).then_some(v)
+    })
 }
 
 fn bilinear_rows<T: Pixel>(
@@ -182,47 +200,37 @@ fn bilinear_rows<T: Pixel>(
     let (w, h) = (src.geobox.shape.nx as f64, src.geobox.shape.ny as f64);
     let (wi, hi) = (src.geobox.shape.nx as i64, src.geobox.shape.ny as i64);
     let stride = src.geobox.shape.nx;
-    let (mut sx, mut sy) = (vec![0.0; nx], vec![0.0; nx]);
-    let mut count = 0;
-    for (r, row) in out.chunks_mut(nx).enumerate() {
-        map.row(first_row + r, &mut sx, &mut sy);
-        for ((o, &x), &y) in row.iter_mut().zip(&sx).zip(&sy) {
-            *o = nodata;
-            // As GDAL: the point itself must fall inside the source image.
-            if !(x + EDGE_EPSILON >= 0.0 && y + EDGE_EPSILON >= 0.0 && x < w && y < h) {
+    for_each_pixel(map, first_row, nx, nodata, out, |x, y| {
+        // As GDAL: the point itself must fall inside the source image.
+        if !(x + EDGE_EPSILON >= 0.0 && y + EDGE_EPSILON >= 0.0 && x < w && y < h) {
+            return None;
+        }
+        let (u, v) = (x - 0.5, y - 0.5);
+        let (j0, i0) = (u.floor(), v.floor());
+        let (fu, fv) = (u - j0, v - i0);
+        let (j0, i0) = (j0 as i64, i0 as i64);
+        let mut acc = 0.0;
+        let mut wsum = 0.0;
+        for (ii, wy) in [(i0, 1.0 - fv), (i0 + 1, fv)] {
+            if wy == 0.0 || ii < 0 || ii >= hi {
                 continue;
             }
-            let (u, v) = (x - 0.5, y - 0.5);
-            let (j0, i0) = (u.floor(), v.floor());
-            let (fu, fv) = (u - j0, v - i0);
-            let (j0, i0) = (j0 as i64, i0 as i64);
-            let mut acc = 0.0;
-            let mut wsum = 0.0;
-            for (ii, wy) in [(i0, 1.0 - fv), (i0 + 1, fv)] {
-                if wy == 0.0 || ii < 0 || ii >= hi {
+            let base = ii as usize * stride;
+            for (jj, wx) in [(j0, 1.0 - fu), (j0 + 1, fu)] {
+                if wx == 0.0 || jj < 0 || jj >= wi {
                     continue;
                 }
-                let base = ii as usize * stride;
-                for (jj, wx) in [(j0, 1.0 - fu), (j0 + 1, fu)] {
-                    if wx == 0.0 || jj < 0 || jj >= wi {
-                        continue;
-                    }
-                    let val = src.data[base + jj as usize];
-                    if src.valid(val) {
-                        let wgt = wx * wy;
-                        acc += val.to_f64() * wgt;
-                        wsum += wgt;
-                    }
+                let val = src.data[base + jj as usize];
+                if src.valid(val) {
+                    let wgt = wx * wy;
+                    acc += val.to_f64() * wgt;
+                    wsum += wgt;
                 }
             }
-            // GDAL's threshold for "no valid neighbour carries weight".
-            if wsum >= 1e-5 {
-                *o = T::from_f64(acc / wsum);
-                count += 1;
-            }
         }
-    }
-    count
+        // GDAL's threshold for "no valid neighbour carries weight".
+        (wsum >= 1e-5).then(|| T::from_f64(acc / wsum))
+    })
 }
 
 fn average_rows<T: Pixel>(
