@@ -26,7 +26,7 @@ VENV="$ROOT/.venv"
 PY="$VENV/bin/python"
 check_py() {
     [ -x "$PY" ] && "$PY" - <<'PYEOF' >/dev/null 2>&1
-import rasterio, numpy, boto3, moto, moto.server  # noqa: F401
+import rasterio, numpy, boto3, moto, moto.server, xarray, zarr, rioxarray  # noqa: F401
 assert rasterio.__version__.startswith("1.4"), rasterio.__version__
 PYEOF
 }
@@ -41,7 +41,7 @@ else
     fi
     [ -x "$PY" ] || "$PYTHON" -m venv "$VENV"
     "$PY" -m pip install -q --disable-pip-version-check \
-        "rasterio>=1.4,<1.5" "numpy>=1.24,<3" "moto[server]>=5,<6" "boto3>=1.28,<2" </dev/null
+        "rasterio>=1.4,<1.5" "numpy>=1.24,<3" "moto[server]>=5,<6" "boto3>=1.28,<2" "xarray>=2025.1" "zarr>=3,<4" "rioxarray>=0.18" </dev/null
     check_py || { echo "setup: .venv is still not usable" >&2; exit 1; }
 fi
 

@@ -19,8 +19,12 @@ pub mod catalog;
 pub mod cog;
 pub mod fuse;
 pub mod grid;
+pub mod landmask;
 pub mod mask;
+pub mod plan;
 pub mod reduce;
+pub mod spec;
+pub mod store;
 pub mod time;
 pub mod warp;
 

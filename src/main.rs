@@ -5,9 +5,15 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use eocube::cog::{FetchConfig, Fetcher};
+use eocube::spec::{Resolution, SpecInput};
 
 #[derive(Parser)]
-#[command(name = "eocube", version, about = "Turn piles of satellite scenes into analysis-ready Zarr datacubes")]
+#[command(
+    name = "eocube",
+    version,
+    about = "Turn piles of satellite scenes into analysis-ready Zarr datacubes",
+    args_override_self = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -26,6 +32,123 @@ enum Command {
         /// Path or URL of the COG.
         href: String,
     },
+    /// Print the plan of a cube without touching the network: grid, chunks, land chunks kept,
+    /// time bins, jobs and an output size bound.
+    ///
+    /// Example: eocube plan --bbox -73.43 42.72 -71.47 45.02 --start 2020-01-01 --end 2023-12-31
+    Plan {
+        #[command(flatten)]
+        spec: Box<SpecArgs>,
+        /// Print the plan as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// The cube settings; a TOML file given with --config uses the same names (with _ for -), and
+/// flags override it.
+#[derive(clap::Args)]
+struct SpecArgs {
+    /// TOML file with any of the settings below.
+    #[arg(long, value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
+    /// Region in degrees: west south east north.
+    #[arg(long, num_args = 4, value_names = ["W", "S", "E", "N"], allow_negative_numbers = true)]
+    bbox: Option<Vec<f64>>,
+    /// First day (YYYY-MM-DD).
+    #[arg(long)]
+    start: Option<String>,
+    /// Last day, inclusive (YYYY-MM-DD).
+    #[arg(long)]
+    end: Option<String>,
+    /// Time bin length: nM (months, default 1M), nD (days) or nY (years).
+    #[arg(long)]
+    time_step: Option<String>,
+    /// Target CRS as EPSG:<code> (default EPSG:4326).
+    #[arg(long)]
+    crs: Option<String>,
+    /// Pixel size in CRS units; fractions allowed (default 1/3600 degree, or 30 for projected CRSs).
+    #[arg(long, allow_negative_numbers = true)]
+    resolution: Option<String>,
+    /// Chunk size in pixels (default 1200).
+    #[arg(long, allow_negative_numbers = true)]
+    chunk_size: Option<i64>,
+    /// Bands, comma-separated: Earth Search names or band numbers (default red,green,blue).
+    #[arg(long, value_delimiter = ',')]
+    bands: Option<Vec<String>>,
+    /// STAC collection (default sentinel-2-c1-l2a).
+    #[arg(long)]
+    collection: Option<String>,
+    /// STAC API root (default Earth Search v1).
+    #[arg(long)]
+    stac_url: Option<String>,
+    /// A local STAC item collection file to use instead of an API.
+    #[arg(long, value_name = "FILE")]
+    items: Option<std::path::PathBuf>,
+    /// Skip scenes with more cloud cover than this percentage.
+    #[arg(long, allow_negative_numbers = true)]
+    cloud_cover_max: Option<f64>,
+    /// default, seed, or valid SCL classes such as 4,5,6,7,11.
+    #[arg(long)]
+    mask: Option<String>,
+    /// Grow the bad-pixel mask by this many pixels.
+    #[arg(long)]
+    mask_dilation: Option<u32>,
+    /// nearest, bilinear (default) or average.
+    #[arg(long)]
+    resampling: Option<String>,
+    /// Data variable name (default rgb_median for red,green,blue, else median).
+    #[arg(long)]
+    variable: Option<String>,
+    /// Zarr format, 2 or 3 (default 3).
+    #[arg(long)]
+    zarr_format: Option<u8>,
+    /// Output cube.
+    #[arg(long)]
+    out: Option<String>,
+    /// Jobs run at once (default: the number of cores).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Keep chunks with no land too.
+    #[arg(long)]
+    all_chunks: bool,
+}
+
+impl SpecArgs {
+    fn input(self) -> anyhow::Result<SpecInput> {
+        let file = match &self.config {
+            Some(path) => SpecInput::from_toml_file(path)?,
+            None => SpecInput::default(),
+        };
+        let resolution = match &self.resolution {
+            Some(r) => Some(r.parse::<Resolution>().map_err(|e| anyhow::anyhow!("--resolution {r}: {e}"))?),
+            None => None,
+        };
+        let flags = SpecInput {
+            bbox: self.bbox,
+            start: self.start,
+            end: self.end,
+            time_step: self.time_step,
+            crs: self.crs,
+            resolution,
+            chunk_size: self.chunk_size,
+            bands: self.bands,
+            collection: self.collection,
+            stac_url: self.stac_url,
+            items: self.items,
+            cloud_cover_max: self.cloud_cover_max,
+            mask: self.mask,
+            mask_dilation: self.mask_dilation,
+            resampling: self.resampling,
+            reducer: None,
+            variable: self.variable,
+            zarr_format: self.zarr_format,
+            out: self.out,
+            workers: self.workers,
+            all_chunks: self.all_chunks.then_some(true),
+        };
+        Ok(file.overridden_by(flags))
+    }
 }
 
 fn main() -> ExitCode {
@@ -43,6 +166,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     match cli.command {
         Command::Info { href } => runtime.block_on(info(&href)),
+        Command::Plan { spec, json } => plan(*spec, json),
     }
 }
 
@@ -71,4 +195,35 @@ async fn info(href: &str) -> anyhow::Result<()> {
     let s = cog.stats();
     println!("read:      {} requests, {} bytes for the header", s.requests, s.bytes);
     Ok(())
+}
+
+fn plan(args: SpecArgs, json: bool) -> anyhow::Result<()> {
+    let spec = args.input()?.validate()?;
+    let t0 = std::time::Instant::now();
+    let plan = eocube::plan::Plan::new(&spec, &land_test)?;
+    let s = plan.summary();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+        return Ok(());
+    }
+    println!("grid:        {} x {} px (rows x cols) in {}", s.grid.ny, s.grid.nx, s.crs);
+    println!("chunks:      {} x {} of {} px = {}", s.chunk_grid.ny, s.chunk_grid.nx, s.chunk_size, s.chunks_total);
+    if spec.all_chunks {
+        println!("kept:        {} (--all-chunks)", s.chunks_kept);
+    } else {
+        println!("kept:        {} with land ({:.1} s to test)", s.chunks_kept, t0.elapsed().as_secs_f64());
+    }
+    println!("time bins:   {} ({} .. {}, step {})", s.time_bins, s.first_bin, s.last_bin, spec.time_step);
+    println!("jobs:        {}", s.jobs);
+    println!(
+        "output:      at most {:.2} GB before compression ({} bands, uint16)",
+        s.bytes_uncompressed as f64 / 1e9,
+        s.bands
+    );
+    Ok(())
+}
+
+fn land_test(ring: &[(f64, f64)], buffer: f64) -> Result<bool, String> {
+    let mask = eocube::landmask::LandMask::embedded().map_err(|e| e.to_string())?;
+    Ok(mask.intersects(ring, buffer))
 }

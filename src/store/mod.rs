@@ -1,0 +1,627 @@
+//! The cube on disk (DESIGN §8): a Zarr v3 (default) or v2 group holding one uint16 data variable,
+//! its coordinates and a `spatial_ref` grid mapping, plus eocube's bookkeeping under `_eocube/`.
+//!
+//! Owns: the layout of the Zarr store (metadata documents, chunk keys, consolidated metadata), the
+//! encoding and atomic placement of chunks, and the `_eocube/` files (plan, ledger, run report).
+//! Must not touch: how chunks are computed (warp, mask, reduce), the CubeSpec itself (it arrives
+//! as opaque JSON in [`CubeLayout::attrs`]) or the scheduling of jobs.
+//!
+//! ```text
+//! Cube::create ─▶ template (group + arrays metadata, coordinates, _eocube/plan.json)
+//!   write_chunk(t, iy, ix) ─▶ encode with zarrs (in memory) ─▶ put_atomic(chunk key)
+//!   mark_done / append_report ─▶ _eocube/ledger/…, _eocube/report.jsonl
+//! Cube::finish ─▶ consolidated metadata (v3: root zarr.json; v2: .zmetadata), written last
+//! ```
+//!
+//! Reads, listings and the coordinate values go through a `zarrs` storage trait object
+//! ([`zarrs::storage::ReadableWritableListableStorage`]); chunks are encoded by `zarrs` and, like
+//! every metadata document, placed whole with [`Backend`]'s atomic write. An object-store backend
+//! slots in as another [`Backend`] variant: its storage object plus the two operations a plain
+//! key/value store lacks (atomic whole writes, appends). Only local disk is implemented for now.
+//! The choices and their reasons are in `docs/cube.md`.
+
+mod ledger;
+pub mod meta;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use zarrs::array::Array;
+use zarrs::filesystem::FilesystemStore;
+use zarrs::metadata::ArrayMetadata;
+use zarrs::metadata::v2::ArrayMetadataV2;
+use zarrs::metadata::v3::ArrayMetadataV3;
+use zarrs::storage::store::MemoryStore;
+use zarrs::storage::{ReadableWritableListableStorage, StoreKey};
+
+use crate::grid::{Affine, Crs, GeoBox, Shape};
+
+pub use ledger::JobId;
+
+/// The Zarr format of the cube; v3 unless the user asks for v2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ZarrFormat {
+    V2,
+    #[default]
+    V3,
+}
+
+/// What the store needs to know of the cube: the part of the CubeSpec/Plan that fixes its layout.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CubeLayout {
+    pub geobox: GeoBox,
+    pub chunk_size: usize,
+    /// Bin labels as days since 1970-01-01 ([`crate::time::days_since_epoch`]).
+    pub times: Vec<i64>,
+    pub bands: Vec<String>,
+    /// Name of the data variable (default `rgb_median`).
+    pub variable: String,
+    pub zarr_format: ZarrFormat,
+    /// The CubeSpec as JSON, stored as the group attribute `spec` so the cube describes itself.
+    pub attrs: Value,
+}
+
+/// Default name of the data variable.
+pub const DEFAULT_VARIABLE: &str = "rgb_median";
+/// Directory of eocube's own files inside the store; no Zarr node lives there.
+pub const BOOKKEEPING_DIR: &str = "_eocube";
+
+/// The serialized form of a [`CubeLayout`]: group attribute `eocube_layout` and `_eocube/plan.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct LayoutRecord {
+    epsg: u32,
+    affine: Affine,
+    shape: Shape,
+    chunk_size: usize,
+    times: Vec<i64>,
+    bands: Vec<String>,
+    variable: String,
+    zarr_format: ZarrFormat,
+}
+
+impl LayoutRecord {
+    fn of(layout: &CubeLayout) -> LayoutRecord {
+        LayoutRecord {
+            epsg: layout.geobox.crs.epsg(),
+            affine: layout.geobox.affine,
+            shape: layout.geobox.shape,
+            chunk_size: layout.chunk_size,
+            times: layout.times.clone(),
+            bands: layout.bands.clone(),
+            variable: layout.variable.clone(),
+            zarr_format: layout.zarr_format,
+        }
+    }
+}
+
+/// What can go wrong reading or writing a cube. Each message names the path and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("I/O error at {path}: {source}; check that the path is on a writable local disk with free space")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error(
+        "Zarr error at {path} ({node}): {reason}; this is an eocube bug if the cube was made by eocube, please report it"
+    )]
+    Zarr { path: PathBuf, node: String, reason: String },
+    #[error(
+        "{path} already exists and is not empty; to resume a build open it with the same spec, otherwise remove it or choose another output path"
+    )]
+    AlreadyExists { path: PathBuf },
+    #[error("no cube at {path}; check the path, or create the cube first (`eocube init`)")]
+    NotFound { path: PathBuf },
+    #[error("{path} is not an eocube cube: {reason}; give the path of a cube made by eocube, or a new path")]
+    NotACube { path: PathBuf, reason: String },
+    #[error(
+        "the cube at {path} has a different {field} (on disk: {found}, requested: {requested}); use the spec it was built with, or a new output path"
+    )]
+    LayoutMismatch { path: PathBuf, field: &'static str, found: String, requested: String },
+    #[error("invalid cube layout for {path}: {reason}")]
+    InvalidLayout { path: PathBuf, reason: String },
+    #[error("chunk (t {t}, y {iy}, x {ix}) of {path}: {reason}")]
+    BadChunk { path: PathBuf, t: usize, iy: usize, ix: usize, reason: String },
+}
+
+type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Where the cube's bytes go. Metadata and chunks use the zarrs storage trait object; the two
+/// operations a plain key/value storage lacks are here, so an object store (where a PUT is
+/// already atomic and the report can be written as parts) slots in as another variant.
+#[derive(Clone)]
+pub enum Backend {
+    /// A directory on local disk.
+    Local { root: PathBuf, storage: ReadableWritableListableStorage },
+}
+
+impl Backend {
+    fn local(root: &Path) -> Result<Backend> {
+        let store = FilesystemStore::new(root)
+            .map_err(|e| StoreError::Io { path: root.to_path_buf(), source: std::io::Error::other(e.to_string()) })?;
+        Ok(Backend::Local { root: root.to_path_buf(), storage: Arc::new(store) })
+    }
+
+    fn storage(&self) -> &ReadableWritableListableStorage {
+        match self {
+            Backend::Local { storage, .. } => storage,
+        }
+    }
+
+    fn root(&self) -> &Path {
+        match self {
+            Backend::Local { root, .. } => root,
+        }
+    }
+
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let k = store_key(self.root(), key)?;
+        self.storage().get(&k).map(|b| b.map(|b| b.to_vec())).map_err(|e| self.zarr_err(key, e))
+    }
+
+    /// Write `key` whole or not at all: readers see the old value or the new one, never a torn
+    /// file. zarrs' `FilesystemStore::set` truncates and rewrites in place, so a reader racing a
+    /// writer could see half a chunk; write a temporary file under `_eocube/tmp/` and rename it
+    /// over the key (atomic within one file system).
+    fn put_atomic(&self, key: &str, bytes: &[u8]) -> Result<()> {
+        match self {
+            Backend::Local { root, .. } => {
+                static COUNTER: AtomicU64 = AtomicU64::new(0);
+                let dest = root.join(key);
+                let tmp_dir = root.join(BOOKKEEPING_DIR).join("tmp");
+                let tmp = tmp_dir.join(format!(
+                    "{}-{}-{}",
+                    std::process::id(),
+                    COUNTER.fetch_add(1, Ordering::Relaxed),
+                    key.replace('/', "_")
+                ));
+                let io = |path: &Path| {
+                    let path = path.to_path_buf();
+                    move |source| StoreError::Io { path, source }
+                };
+                std::fs::create_dir_all(&tmp_dir).map_err(io(&tmp_dir))?;
+                if let Some(parent) = dest.parent() {
+                    std::fs::create_dir_all(parent).map_err(io(parent))?;
+                }
+                std::fs::write(&tmp, bytes).map_err(io(&tmp))?;
+                std::fs::rename(&tmp, &dest).map_err(io(&dest))
+            }
+        }
+    }
+
+    fn erase(&self, key: &str) -> Result<()> {
+        let k = store_key(self.root(), key)?;
+        self.storage().erase(&k).map_err(|e| self.zarr_err(key, e))
+    }
+
+    /// Append one line. On local disk an `O_APPEND` write of one small buffer lands whole, even
+    /// with several workers appending at once.
+    fn append_line(&self, key: &str, line: &str) -> Result<()> {
+        use std::io::Write;
+        match self {
+            Backend::Local { root, .. } => {
+                let path = root.join(key);
+                let io = |source| StoreError::Io { path: path.clone(), source };
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent).map_err(io)?;
+                }
+                let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(io)?;
+                let mut buf = line.trim_end_matches('\n').to_string();
+                buf.push('\n');
+                f.write_all(buf.as_bytes()).map_err(io)
+            }
+        }
+    }
+
+    fn list_prefix(&self, prefix: &str) -> Result<Vec<String>> {
+        let p = zarrs::storage::StorePrefix::new(prefix).map_err(|e| StoreError::Zarr {
+            path: self.root().to_path_buf(),
+            node: prefix.into(),
+            reason: e.to_string(),
+        })?;
+        match self.storage().list_prefix(&p) {
+            Ok(keys) => Ok(keys.iter().map(|k| k.as_str().to_string()).collect()),
+            // A prefix that was never written is an empty listing, not an error.
+            Err(_) if !self.root().join(prefix).exists() => Ok(Vec::new()),
+            Err(e) => Err(self.zarr_err(prefix, e)),
+        }
+    }
+
+    fn zarr_err(&self, node: &str, e: impl std::fmt::Display) -> StoreError {
+        StoreError::Zarr { path: self.root().to_path_buf(), node: node.into(), reason: e.to_string() }
+    }
+}
+
+fn store_key(root: &Path, key: &str) -> Result<StoreKey> {
+    StoreKey::new(key).map_err(|e| StoreError::Zarr {
+        path: root.to_path_buf(),
+        node: key.into(),
+        reason: e.to_string(),
+    })
+}
+
+/// An eocube cube: its layout and where it lives.
+pub struct Cube {
+    backend: Backend,
+    layout: CubeLayout,
+    /// The data variable bound to an in-memory store: zarrs encodes a chunk there, and the bytes
+    /// are then placed atomically in the real store (see [`Backend::put_atomic`]).
+    encoder: Array<MemoryStore>,
+    memory: Arc<MemoryStore>,
+}
+
+impl Cube {
+    /// Create the cube at `path` and write its template: group metadata, every array's metadata
+    /// and the coordinate values, and `_eocube/plan.json`. No data chunk is written. Refuses an
+    /// existing non-empty path.
+    pub fn create(path: impl AsRef<Path>, layout: &CubeLayout) -> Result<Cube> {
+        let path = path.as_ref();
+        validate(path, layout)?;
+        if path.is_file() {
+            return Err(StoreError::AlreadyExists { path: path.to_path_buf() });
+        }
+        if path.is_dir() {
+            let mut entries =
+                std::fs::read_dir(path).map_err(|source| StoreError::Io { path: path.to_path_buf(), source })?;
+            if entries.next().is_some() {
+                return Err(StoreError::AlreadyExists { path: path.to_path_buf() });
+            }
+        }
+        std::fs::create_dir_all(path).map_err(|source| StoreError::Io { path: path.to_path_buf(), source })?;
+        let backend = Backend::local(path)?;
+
+        // Plan first: a half-written template is still recognisable and refused by `create`.
+        let record = LayoutRecord::of(layout);
+        let plan = json!({"layout": record, "spec": layout.attrs});
+        backend.put_atomic(&format!("{BOOKKEEPING_DIR}/plan.json"), &to_pretty(&plan))?;
+
+        let attrs = group_attrs(layout, &record);
+        match layout.zarr_format {
+            ZarrFormat::V3 => {
+                let doc = json!({"zarr_format": 3, "node_type": "group", "attributes": attrs});
+                backend.put_atomic("zarr.json", &to_pretty(&doc))?;
+            }
+            ZarrFormat::V2 => {
+                backend.put_atomic(".zgroup", &to_pretty(&json!({"zarr_format": 2})))?;
+                backend.put_atomic(".zattrs", &to_pretty(&attrs))?;
+            }
+        }
+        let storage = backend.storage().clone();
+        for doc in meta::array_docs(layout) {
+            // zarrs parses and validates each document, then the document itself is written: zarrs
+            // 0.23 serializes a codec without configuration in the short form (`"vlen-utf8"`),
+            // which zarr-python 3.1 rejects, so its own metadata writer is not used.
+            let array =
+                Array::new_with_metadata(storage.clone(), &format!("/{}", doc.name), parse_metadata(path, &doc)?)
+                    .map_err(|e| backend.zarr_err(&doc.name, e))?;
+            match layout.zarr_format {
+                ZarrFormat::V3 => backend.put_atomic(&format!("{}/zarr.json", doc.name), &to_pretty(&doc.metadata))?,
+                ZarrFormat::V2 => {
+                    backend.put_atomic(&format!("{}/.zarray", doc.name), &to_pretty(&doc.metadata))?;
+                    backend.put_atomic(&format!("{}/.zattrs", doc.name), &to_pretty(&doc.attrs))?;
+                }
+            }
+            write_coordinate(&array, &doc.name, layout).map_err(|e| backend.zarr_err(&doc.name, e))?;
+        }
+        Cube::with_backend(backend, layout.clone())
+    }
+
+    /// Open an existing cube and read its layout back from the group attributes.
+    pub fn open(path: impl AsRef<Path>) -> Result<Cube> {
+        let path = path.as_ref();
+        if !path.exists() {
+            return Err(StoreError::NotFound { path: path.to_path_buf() });
+        }
+        if !path.is_dir() {
+            return Err(StoreError::NotACube {
+                path: path.to_path_buf(),
+                reason: "it is a file, not a directory".into(),
+            });
+        }
+        let backend = Backend::local(path)?;
+        let not_cube = |reason: &str| StoreError::NotACube { path: path.to_path_buf(), reason: reason.into() };
+        let (attrs, format) = if let Some(bytes) = backend.get("zarr.json")? {
+            let doc: Value = serde_json::from_slice(&bytes).map_err(|_| not_cube("zarr.json is not JSON"))?;
+            if doc.get("node_type").and_then(Value::as_str) != Some("group") {
+                return Err(not_cube("zarr.json is not a Zarr group"));
+            }
+            (doc.get("attributes").cloned().unwrap_or(Value::Null), ZarrFormat::V3)
+        } else if backend.get(".zgroup")?.is_some() {
+            let bytes = backend.get(".zattrs")?.unwrap_or_else(|| b"{}".to_vec());
+            (serde_json::from_slice(&bytes).map_err(|_| not_cube(".zattrs is not JSON"))?, ZarrFormat::V2)
+        } else {
+            return Err(not_cube("no Zarr group metadata (zarr.json or .zgroup)"));
+        };
+        let record: LayoutRecord = attrs
+            .get("eocube_layout")
+            .cloned()
+            .ok_or_else(|| not_cube("the Zarr group has no `eocube_layout` attribute"))
+            .and_then(|v| serde_json::from_value(v).map_err(|e| not_cube(&format!("bad `eocube_layout`: {e}"))))?;
+        if record.zarr_format != format {
+            return Err(not_cube("`eocube_layout` names another Zarr format than the metadata on disk"));
+        }
+        let crs = Crs::from_epsg(record.epsg).map_err(|e| not_cube(&e.to_string()))?;
+        let layout = CubeLayout {
+            geobox: GeoBox::new(crs, record.affine, record.shape),
+            chunk_size: record.chunk_size,
+            times: record.times,
+            bands: record.bands,
+            variable: record.variable,
+            zarr_format: record.zarr_format,
+            attrs: attrs.get("spec").cloned().unwrap_or(Value::Null),
+        };
+        Cube::with_backend(backend, layout)
+    }
+
+    /// Open the cube at `path` and check that it has exactly `layout` (grid, chunking, times,
+    /// bands, variable, format and spec): the precondition for resuming a build into it.
+    pub fn open_matching(path: impl AsRef<Path>, layout: &CubeLayout) -> Result<Cube> {
+        let path = path.as_ref();
+        let cube = Cube::open(path)?;
+        let (a, b) = (LayoutRecord::of(&cube.layout), LayoutRecord::of(layout));
+        let mismatch = |field: &'static str, found: String, requested: String| {
+            Err(StoreError::LayoutMismatch { path: path.to_path_buf(), field, found, requested })
+        };
+        if a.epsg != b.epsg {
+            return mismatch("CRS", format!("EPSG:{}", a.epsg), format!("EPSG:{}", b.epsg));
+        }
+        if a.affine != b.affine || a.shape != b.shape {
+            return mismatch("grid", format!("{:?} {:?}", a.affine, a.shape), format!("{:?} {:?}", b.affine, b.shape));
+        }
+        if a.chunk_size != b.chunk_size {
+            return mismatch("chunk size", a.chunk_size.to_string(), b.chunk_size.to_string());
+        }
+        if a.times != b.times {
+            return mismatch("time bins", format!("{:?}", a.times), format!("{:?}", b.times));
+        }
+        if a.bands != b.bands {
+            return mismatch("bands", a.bands.join(","), b.bands.join(","));
+        }
+        if a.variable != b.variable {
+            return mismatch("variable name", a.variable, b.variable);
+        }
+        if a.zarr_format != b.zarr_format {
+            return mismatch("Zarr format", format!("{:?}", a.zarr_format), format!("{:?}", b.zarr_format));
+        }
+        if cube.layout.attrs != layout.attrs {
+            return mismatch("spec", cube.layout.attrs.to_string(), layout.attrs.to_string());
+        }
+        Ok(cube)
+    }
+
+    fn with_backend(backend: Backend, layout: CubeLayout) -> Result<Cube> {
+        let root = backend.root().to_path_buf();
+        let data_doc = meta::array_docs(&layout)
+            .into_iter()
+            .next()
+            .ok_or_else(|| StoreError::InvalidLayout { path: root.clone(), reason: "no data variable".into() })?;
+        let memory = Arc::new(MemoryStore::new());
+        let encoder = Array::new_with_metadata(
+            memory.clone(),
+            &format!("/{}", layout.variable),
+            parse_metadata(&root, &data_doc)?,
+        )
+        .map_err(|e| backend.zarr_err(&layout.variable, e))?;
+        Ok(Cube { backend, layout, encoder, memory })
+    }
+
+    pub fn layout(&self) -> &CubeLayout {
+        &self.layout
+    }
+
+    pub fn path(&self) -> &Path {
+        self.backend.root()
+    }
+
+    /// The expected shape `(rows, cols)` of chunk `(iy, ix)`: clipped at the grid edge.
+    pub fn chunk_shape(&self, iy: usize, ix: usize) -> Option<(usize, usize)> {
+        let cs = self.layout.chunk_size;
+        let Shape { ny, nx } = self.layout.geobox.shape;
+        (iy * cs < ny && ix * cs < nx).then(|| (cs.min(ny - iy * cs), cs.min(nx - ix * cs)))
+    }
+
+    /// The store key of a data chunk (relative to the cube's root).
+    pub fn chunk_key(&self, t: usize, iy: usize, ix: usize) -> String {
+        self.encoder.chunk_key(&[t as u64, iy as u64, ix as u64, 0]).as_str().to_string()
+    }
+
+    /// Write chunk `(t, iy, ix)` whole: `data` in (row, col, band) order with `shape = (rows,
+    /// cols)` equal to [`Cube::chunk_shape`] (clipped at the grid edge; it is still stored at
+    /// offset `index * chunk_size`, as a full Zarr chunk padded with the fill value). A chunk
+    /// all fill is not stored (and a previous one erased): it reads as fill either way. The bytes
+    /// depend only on the input, so rewriting a chunk gives identical files.
+    pub fn write_chunk(&self, t: usize, iy: usize, ix: usize, data: &[u16], shape: (usize, usize)) -> Result<()> {
+        let bad = |reason: String| StoreError::BadChunk { path: self.path().to_path_buf(), t, iy, ix, reason };
+        if t >= self.layout.times.len() {
+            return Err(bad(format!("time index out of range (the cube has {} time bins)", self.layout.times.len())));
+        }
+        let (rows, cols) =
+            self.chunk_shape(iy, ix).ok_or_else(|| bad("chunk index outside the chunk grid".to_string()))?;
+        if shape != (rows, cols) {
+            return Err(bad(format!("shape {shape:?} given, this chunk is {rows} x {cols} pixels")));
+        }
+        let nb = self.layout.bands.len();
+        if data.len() != rows * cols * nb {
+            return Err(bad(format!("{} values given, expected {rows} x {cols} x {nb} bands", data.len())));
+        }
+        let cs = self.layout.chunk_size;
+        let full: Vec<u16> = if (rows, cols) == (cs, cs) {
+            data.to_vec()
+        } else {
+            let mut full = vec![0u16; cs * cs * nb];
+            for r in 0..rows {
+                full[r * cs * nb..(r * cs + cols) * nb].copy_from_slice(&data[r * cols * nb..(r + 1) * cols * nb]);
+            }
+            full
+        };
+        let indices = [t as u64, iy as u64, ix as u64, 0];
+        let key = self.encoder.chunk_key(&indices);
+        self.encoder.store_chunk(&indices, full).map_err(|e| bad(format!("encoding failed: {e}")))?;
+        let encoded = zarrs::storage::ReadableStorageTraits::get(&*self.memory, &key)
+            .map_err(|e| bad(format!("encoding failed: {e}")))?;
+        // Free the staging copy at once: the memory store is only a codec pipeline.
+        zarrs::storage::WritableStorageTraits::erase(&*self.memory, &key)
+            .map_err(|e| bad(format!("encoding failed: {e}")))?;
+        match encoded {
+            Some(bytes) => self.backend.put_atomic(key.as_str(), &bytes),
+            None => self.backend.erase(key.as_str()),
+        }
+    }
+
+    /// Write the consolidated metadata, last: v3 into the root `zarr.json`
+    /// (`consolidated_metadata`, as zarr-python 3 writes it), v2 as `.zmetadata`. It is built
+    /// from the metadata files on disk, so it says exactly what they say.
+    pub fn finish(&self) -> Result<()> {
+        let names: Vec<String> = meta::array_docs(&self.layout).into_iter().map(|d| d.name).collect();
+        let read = |key: &str| -> Result<Value> {
+            let bytes = self.backend.get(key)?.ok_or_else(|| StoreError::NotACube {
+                path: self.path().to_path_buf(),
+                reason: format!("{key} is missing"),
+            })?;
+            serde_json::from_slice(&bytes).map_err(|e| self.backend.zarr_err(key, e))
+        };
+        match self.layout.zarr_format {
+            ZarrFormat::V3 => {
+                let mut group = read("zarr.json")?;
+                let mut members = Map::new();
+                for name in names {
+                    members.insert(name.clone(), read(&format!("{name}/zarr.json"))?);
+                }
+                if let Value::Object(g) = &mut group {
+                    g.insert(
+                        "consolidated_metadata".into(),
+                        json!({"kind": "inline", "must_understand": false, "metadata": members}),
+                    );
+                }
+                self.backend.put_atomic("zarr.json", &to_pretty(&group))
+            }
+            ZarrFormat::V2 => {
+                let mut m = Map::new();
+                m.insert(".zgroup".into(), read(".zgroup")?);
+                m.insert(".zattrs".into(), read(".zattrs")?);
+                for name in names {
+                    m.insert(format!("{name}/.zarray"), read(&format!("{name}/.zarray"))?);
+                    m.insert(format!("{name}/.zattrs"), read(&format!("{name}/.zattrs"))?);
+                }
+                let doc = json!({"metadata": m, "zarr_consolidated_format": 1});
+                self.backend.put_atomic(".zmetadata", &to_pretty(&doc))
+            }
+        }
+    }
+
+    /// Record job `job` as done with `record` (counts, timings) in `_eocube/ledger/`.
+    pub fn mark_done(&self, job: JobId, record: &Value) -> Result<()> {
+        self.backend.put_atomic(&ledger::key(job), &to_pretty(record))
+    }
+
+    /// The jobs recorded as done: resuming skips them.
+    pub fn done_jobs(&self) -> Result<HashSet<JobId>> {
+        let keys = self.backend.list_prefix(&format!("{BOOKKEEPING_DIR}/ledger/"))?;
+        Ok(keys.iter().filter_map(|k| ledger::parse_key(k)).collect())
+    }
+
+    /// The ledger record of a job, if it is done.
+    pub fn ledger_record(&self, job: JobId) -> Result<Option<Value>> {
+        let key = ledger::key(job);
+        match self.backend.get(&key)? {
+            Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| self.backend.zarr_err(&key, e)),
+            None => Ok(None),
+        }
+    }
+
+    /// Append one record (one JSON line) to `_eocube/report.jsonl`.
+    pub fn append_report(&self, record: &Value) -> Result<()> {
+        self.backend.append_line(&format!("{BOOKKEEPING_DIR}/report.jsonl"), &record.to_string())
+    }
+}
+
+fn validate(path: &Path, layout: &CubeLayout) -> Result<()> {
+    let bad = |reason: &str| Err(StoreError::InvalidLayout { path: path.to_path_buf(), reason: reason.into() });
+    if layout.chunk_size == 0 {
+        return bad("chunk size is 0");
+    }
+    if layout.times.is_empty() {
+        return bad("no time bins");
+    }
+    if layout.bands.is_empty() {
+        return bad("no bands");
+    }
+    let reserved = ["time", "band", "spatial_ref", "latitude", "longitude", "x", "y", BOOKKEEPING_DIR];
+    if layout.variable.is_empty() || layout.variable.contains('/') || reserved.contains(&layout.variable.as_str()) {
+        return bad("the variable name must be non-empty, without '/', and not a coordinate name");
+    }
+    if layout.geobox.shape.ny == 0 || layout.geobox.shape.nx == 0 {
+        return bad("empty grid");
+    }
+    Ok(())
+}
+
+fn group_attrs(layout: &CubeLayout, record: &LayoutRecord) -> Value {
+    json!({
+        "title": format!("eocube {}", layout.variable),
+        "Conventions": "CF-1.8",
+        "eocube_version": env!("CARGO_PKG_VERSION"),
+        "created": now_rfc3339(),
+        "spec": layout.attrs,
+        "eocube_layout": record,
+    })
+}
+
+/// Now, RFC 3339 UTC to the second (chrono is built without its `clock` feature).
+fn now_rfc3339() -> String {
+    let secs =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    chrono::DateTime::from_timestamp(secs, 0)
+        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_default()
+}
+
+fn to_pretty(v: &Value) -> Vec<u8> {
+    serde_json::to_vec_pretty(v).unwrap_or_default()
+}
+
+/// Parse one of our metadata documents with zarrs (which validates it).
+fn parse_metadata(path: &Path, doc: &meta::ArrayDoc) -> Result<ArrayMetadata> {
+    let err = |e: serde_json::Error| StoreError::Zarr {
+        path: path.to_path_buf(),
+        node: doc.name.clone(),
+        reason: e.to_string(),
+    };
+    if doc.metadata.get("zarr_format").and_then(Value::as_u64) == Some(2) {
+        let mut m: ArrayMetadataV2 = serde_json::from_value(doc.metadata.clone()).map_err(err)?;
+        if let Value::Object(attrs) = &doc.attrs {
+            m.attributes = attrs.clone();
+        }
+        Ok(ArrayMetadata::V2(m))
+    } else {
+        Ok(ArrayMetadata::V3(serde_json::from_value::<ArrayMetadataV3>(doc.metadata.clone()).map_err(err)?))
+    }
+}
+
+/// Write the values of a coordinate array (one chunk each); the data variable gets none.
+fn write_coordinate(
+    array: &Array<dyn zarrs::storage::ReadableWritableListableStorageTraits>,
+    name: &str,
+    layout: &CubeLayout,
+) -> std::result::Result<(), zarrs::array::ArrayError> {
+    let (yname, xname) = meta::spatial_dims(&layout.geobox.crs);
+    if name == "time" {
+        array.store_chunk(&[0], layout.times.clone())
+    } else if name == yname {
+        array.store_chunk(&[0], layout.geobox.y_coords())
+    } else if name == xname {
+        array.store_chunk(&[0], layout.geobox.x_coords())
+    } else if name == "band" {
+        let bands: Vec<&str> = layout.bands.iter().map(String::as_str).collect();
+        array.store_chunk(&[0], bands)
+    } else if name == "spatial_ref" {
+        // Its value is meaningless (the attributes carry the CRS); rioxarray writes 0.
+        array.store_chunk(&[], vec![0i32])
+    } else {
+        Ok(())
+    }
+}
