@@ -14,29 +14,13 @@ BUCKET=eocube-fixtures
 
 log() { echo "servers: $*" >&2; }
 
-alive() { [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null; }
-
-stop_pid() { # name pidfile
-    local name="$1" pidfile="$2" pid
-    [ -f "$pidfile" ] || return 0
-    pid="$(cat "$pidfile" 2>/dev/null || true)"
-    if alive "$pid"; then
-        kill "$pid" 2>/dev/null || true
-        for _ in $(seq 1 50); do alive "$pid" || break; sleep 0.1; done
-        if alive "$pid"; then kill -9 "$pid" 2>/dev/null || true; fi
-        log "stopped $name (pid $pid)"
-    fi
-    rm -f "$pidfile"
-}
+# shellcheck source=scripts/lib.sh
+source "$ROOT/scripts/lib.sh"
 
 stop() {
     stop_pid nginx "$DIR/nginx.pid"
     stop_pid moto "$DIR/moto.pid"
     rm -f "$DIR/env"
-}
-
-free_port() {
-    "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
 }
 
 start() {

@@ -23,7 +23,8 @@ PGBIN="${PGBIN:-/usr/lib/postgresql/15/bin}"
 export DEBIAN_FRONTEND=noninteractive
 
 log() { echo "stac-server: $*" >&2; }
-alive() { [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null; }
+# shellcheck source=scripts/lib.sh
+source "$ROOT/scripts/lib.sh"
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo -n"; fi
@@ -35,10 +36,6 @@ as_pg() {
     else
         "$@"
     fi
-}
-
-free_port() {
-    "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
 }
 
 ensure_deps() {
@@ -62,17 +59,7 @@ ensure_deps() {
 }
 
 stop() {
-    local pid
-    if [ -f "$DIR/uvicorn.pid" ]; then
-        pid="$(cat "$DIR/uvicorn.pid" 2>/dev/null || true)"
-        if alive "$pid"; then
-            kill "$pid" 2>/dev/null || true
-            for _ in $(seq 1 50); do alive "$pid" || break; sleep 0.1; done
-            if alive "$pid"; then kill -9 "$pid" 2>/dev/null || true; fi
-            log "stopped uvicorn (pid $pid)"
-        fi
-        rm -f "$DIR/uvicorn.pid"
-    fi
+    stop_pid uvicorn "$DIR/uvicorn.pid"
     if [ -f "$DIR/pg/postmaster.pid" ]; then
         as_pg "$PGBIN/pg_ctl" -D "$DIR/pg" -m fast -w stop >/dev/null 2>&1 && log "stopped PostgreSQL" || true
     fi

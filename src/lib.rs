@@ -29,3 +29,19 @@ pub mod time;
 pub mod warp;
 
 pub use grid::{Affine, Bbox, Chunk, ChunkGrid, Crs, GeoBox, GridError, PixelWindow, Shape, Transformer};
+
+/// `e`'s message followed by each source's message not already in it: libraries (reqwest,
+/// object_store) keep the reason, e.g. "connection refused", in the sources.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        let m = s.to_string();
+        if !msg.contains(&m) {
+            msg.push_str(": ");
+            msg.push_str(&m);
+        }
+        src = s.source();
+    }
+    msg
+}

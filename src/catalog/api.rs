@@ -431,17 +431,8 @@ fn unit_random() -> f64 {
 
 /// reqwest's own message is terse ("error sending request"); its sources say why.
 fn error_chain(e: &reqwest::Error) -> String {
-    let mut msg = if e.is_timeout() { format!("timed out ({e})") } else { e.to_string() };
-    let mut src = std::error::Error::source(e);
-    while let Some(s) = src {
-        let s_msg = s.to_string();
-        if !msg.contains(&s_msg) {
-            msg.push_str(": ");
-            msg.push_str(&s_msg);
-        }
-        src = s.source();
-    }
-    msg
+    let msg = crate::error_chain(e);
+    if e.is_timeout() { format!("timed out ({msg})") } else { msg }
 }
 
 #[cfg(test)]

@@ -258,16 +258,7 @@ pub(crate) fn map_store_error(href: &str, e: object_store::Error) -> CogError {
             CogError::NotFound { href, reason: format!("the server answered 404 / no such key or bucket ({e})") }
         }
         e => {
-            let mut reason = e.to_string();
-            let mut src = std::error::Error::source(&e);
-            while let Some(s) = src {
-                let m = s.to_string();
-                if !reason.contains(&m) {
-                    reason.push_str(": ");
-                    reason.push_str(&m);
-                }
-                src = s.source();
-            }
+            let reason = crate::error_chain(&e);
             // Error bodies (HTML pages, S3 XML) are long and multi-line: one line, and only the
             // start, which has the status.
             let mut reason = reason.split_whitespace().collect::<Vec<_>>().join(" ");
