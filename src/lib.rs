@@ -15,16 +15,20 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod build;
 pub mod catalog;
 pub mod cog;
+pub mod executor;
 pub mod fuse;
 pub mod grid;
+pub mod job;
 pub mod landmask;
 pub mod mask;
 pub mod plan;
 pub mod reduce;
 pub mod spec;
 pub mod store;
+pub mod synth;
 pub mod time;
 pub mod warp;
 

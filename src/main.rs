@@ -43,6 +43,45 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Build a cube: search the scenes of every (time bin, chunk), read, warp, mask, reduce and
+    /// write them into a Zarr cube. Running it again with the same flags resumes: jobs in the
+    /// cube's ledger are skipped. Ctrl-C stops cleanly.
+    ///
+    /// Example: eocube build --bbox -73.43 42.72 -71.47 45.02 --start 2020-01-01 --end 2023-12-31 --out vermont.zarr
+    Build {
+        #[command(flatten)]
+        spec: Box<SpecArgs>,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Report a cube's jobs: done, failed (in the last run that tried them) and pending.
+    ///
+    /// Example: eocube status vermont.zarr
+    Status {
+        /// The cube (the --out of `eocube build`).
+        out: std::path::PathBuf,
+        /// Print the status as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// How a build runs; none of this changes the cube's bytes.
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Seconds one attempt of one job may take.
+    #[arg(long, default_value_t = 90.0, value_name = "SECS")]
+    timeout: f64,
+    /// Attempts after the first for transient failures (network, throttling, timeouts).
+    #[arg(long, default_value_t = 5)]
+    retries: u32,
+    /// Leave out scenes that fail permanently (404, corrupt TIFF, missing band), with a warning
+    /// in the run report, instead of failing their jobs.
+    #[arg(long)]
+    skip_bad_scenes: bool,
+    /// No progress output.
+    #[arg(long, short)]
+    quiet: bool,
 }
 
 /// The cube settings; a TOML file given with --config uses the same names (with _ for -), and
@@ -167,6 +206,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Info { href } => runtime.block_on(info(&href)),
         Command::Plan { spec, json } => plan(*spec, json),
+        Command::Build { spec, run } => runtime.block_on(build(*spec, run)),
+        Command::Status { out, json } => status(&out, json),
     }
 }
 
@@ -220,6 +261,92 @@ fn plan(args: SpecArgs, json: bool) -> anyhow::Result<()> {
         s.bytes_uncompressed as f64 / 1e9,
         s.bands
     );
+    Ok(())
+}
+
+async fn build(args: SpecArgs, run: RunArgs) -> anyhow::Result<()> {
+    use eocube::executor::{ProgressMode, RunOptions};
+    let spec = args.input()?.validate()?;
+    if !(run.timeout.is_finite() && run.timeout > 0.0) {
+        anyhow::bail!("--timeout {}: must be a positive number of seconds, e.g. 90", run.timeout);
+    }
+    let opts = eocube::build::BuildOptions {
+        run: RunOptions {
+            workers: spec.workers,
+            timeout: std::time::Duration::from_secs_f64(run.timeout),
+            retries: run.retries,
+            ..RunOptions::default()
+        },
+        skip_bad_scenes: run.skip_bad_scenes,
+        progress: if run.quiet { ProgressMode::Quiet } else { ProgressMode::detect() },
+        fetch: FetchConfig::from_env(),
+    };
+    let stop = async {
+        // If the handler cannot be installed, run to the end rather than stop at once.
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let report = eocube::build::build(&spec, &opts, &land_test, stop).await?;
+    let s = &report.summary;
+    let out = report.out.display();
+    println!(
+        "{} jobs: {} done now, {} done before, {} failed, {} not run; {} scenes, {:.1} MB in {} requests, {} retries, {:.1} s",
+        s.jobs,
+        s.done,
+        s.already_done,
+        s.failed,
+        s.not_run,
+        s.scenes,
+        s.bytes as f64 / 1e6,
+        s.requests,
+        s.retries,
+        s.seconds
+    );
+    for f in s.failures.iter().take(10) {
+        eprintln!(
+            "failed: job t={} iy={} ix={}: {}",
+            f.job.t,
+            f.job.iy,
+            f.job.ix,
+            f.error.as_deref().unwrap_or("unknown error")
+        );
+    }
+    if s.failures.len() > 10 {
+        eprintln!("... and {} more failures: see {out}/_eocube/report.jsonl", s.failures.len() - 10);
+    }
+    if s.interrupted {
+        eprintln!("interrupted: run the same command again to resume ({} jobs left)", s.jobs - s.already_done - s.done);
+        std::process::exit(130);
+    }
+    if s.failed > 0 {
+        anyhow::bail!(
+            "{} of {} jobs failed; run the same command again to retry them (done jobs are kept), details in {out}/_eocube/report.jsonl",
+            s.failed,
+            s.jobs
+        );
+    }
+    println!("cube: {out} (complete)");
+    println!("open it in Python:");
+    println!("  import xarray as xr");
+    println!("  ds = xr.open_zarr(\"{out}\")");
+    Ok(())
+}
+
+fn status(out: &std::path::Path, json: bool) -> anyhow::Result<()> {
+    let s = eocube::build::status(out, &land_test)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+        return Ok(());
+    }
+    println!("jobs: {}", s.jobs);
+    println!("done: {}", s.done);
+    println!("pending: {}", s.pending);
+    println!("failed: {}", s.failed);
+    println!("complete: {}", if s.complete { "yes" } else { "no (run eocube build again to finish it)" });
+    for (job, error) in s.failures.iter().take(10) {
+        println!("  failed job t={} iy={} ix={}: {error}", job.t, job.iy, job.ix);
+    }
     Ok(())
 }
 

@@ -336,6 +336,17 @@ pub struct CubeSpec {
 }
 
 impl CubeSpec {
+    /// The spec as stored in the cube and compared on resume: everything that decides the
+    /// cube's bytes, without how it is run (`workers`) or where it is written (`out`).
+    pub fn identity_json(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
+        if let Some(m) = v.as_object_mut() {
+            m.remove("workers");
+            m.remove("out");
+        }
+        v
+    }
+
     pub fn crs(&self) -> Result<Crs, SpecError> {
         Crs::parse(&self.crs).map_err(|e| bad("crs", &self.crs, e.to_string()))
     }

@@ -174,6 +174,33 @@ impl ApiClient {
         Ok(PageRequest::Get { url, headers: self.options.headers.clone() })
     }
 
+    /// The landing page, fetched once without retries: the check `eocube build` makes before any
+    /// work so that a wrong or dead --stac-url fails in seconds, not after the first job's retries.
+    pub async fn landing(&self) -> Result<Value, CatalogError> {
+        let req = PageRequest::Get { url: self.root.clone(), headers: self.options.headers.clone() };
+        let page = match self.try_once(&req).await {
+            Ok(v) => v,
+            Err(Failure::Permanent(e) | Failure::Transient { err: e, .. }) => return Err(e),
+        };
+        let bad = |reason: &str| CatalogError::InvalidJson { url: self.root.to_string(), reason: reason.into() };
+        if !page.is_object() {
+            return Err(bad("the landing page is not a JSON object"));
+        }
+        let links =
+            page.get("links").and_then(Value::as_array).ok_or_else(|| bad("the landing page has no `links`"))?;
+        let searchable = links.iter().any(|l| l.get("rel").and_then(Value::as_str) == Some("search"))
+            || page
+                .get("conformsTo")
+                .and_then(Value::as_array)
+                .is_some_and(|c| c.iter().filter_map(Value::as_str).any(|c| c.contains("item-search")));
+        if !searchable {
+            return Err(bad(
+                "the landing page offers no item search (no `search` link, no item-search conformance class)",
+            ));
+        }
+        Ok(page)
+    }
+
     /// Every scene matching `req`, with the assets of `bands`, sorted by (datetime, id).
     pub async fn search(&self, req: &SearchRequest, bands: &[String]) -> Result<Vec<Scene>, CatalogError> {
         scenes_from_items(&self.search_items(req).await?, bands)

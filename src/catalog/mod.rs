@@ -75,6 +75,18 @@ pub enum CatalogError {
     InvalidRequest { field: String, reason: String },
 }
 
+impl CatalogError {
+    /// True for failures a later attempt may not see (network, throttling, server errors); the
+    /// client already retried them, so the job-level retry is the next line of defence.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            CatalogError::Unreachable { .. } => true,
+            CatalogError::Http { status, .. } => *status == 429 || *status >= 500,
+            _ => false,
+        }
+    }
+}
+
 /// One band of one scene: where its COG lives and what the STAC item says about its pixels.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Asset {
@@ -275,6 +287,15 @@ impl Catalog {
     /// A local FeatureCollection / ItemCollection file (or one item, or a JSON array of items).
     pub fn file(path: impl Into<PathBuf>) -> Result<Self, CatalogError> {
         Ok(Catalog::File(load_item_collection(path)?))
+    }
+
+    /// Checks, before any work, that the catalog answers: an API's landing page offers item
+    /// search; a file was already read by [`Catalog::file`].
+    pub async fn check(&self) -> Result<(), CatalogError> {
+        match self {
+            Catalog::Api(c) => c.landing().await.map(|_| ()),
+            Catalog::File(_) => Ok(()),
+        }
     }
 
     /// Every scene matching `req`, with the assets of `bands`, sorted by (datetime, id), ids unique.

@@ -114,7 +114,7 @@ pub enum StoreError {
         "{path} already exists and is not empty; to resume a build open it with the same spec, otherwise remove it or choose another output path"
     )]
     AlreadyExists { path: PathBuf },
-    #[error("no cube at {path}; check the path, or create the cube first (`eocube init`)")]
+    #[error("no cube at {path}; check the path, or build the cube first (`eocube build --out PATH ...`)")]
     NotFound { path: PathBuf },
     #[error("{path} is not an eocube cube: {reason}; give the path of a cube made by eocube, or a new path")]
     NotACube { path: PathBuf, reason: String },
@@ -513,6 +513,20 @@ impl Cube {
         }
     }
 
+    /// Whether [`Cube::finish`] has run: the consolidated metadata is there.
+    pub fn is_consolidated(&self) -> bool {
+        match self.layout.zarr_format {
+            ZarrFormat::V3 => self
+                .backend
+                .get("zarr.json")
+                .ok()
+                .flatten()
+                .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+                .is_some_and(|v| v.get("consolidated_metadata").is_some()),
+            ZarrFormat::V2 => self.backend.get(".zmetadata").ok().flatten().is_some(),
+        }
+    }
+
     /// Record job `job` as done with `record` (counts, timings) in `_eocube/ledger/`.
     pub fn mark_done(&self, job: JobId, record: &Value) -> Result<()> {
         self.backend.put_atomic(&ledger::key(job), &to_pretty(record))
@@ -531,6 +545,15 @@ impl Cube {
             Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| self.backend.zarr_err(&key, e)),
             None => Ok(None),
         }
+    }
+
+    /// Every record of `_eocube/report.jsonl`, oldest first; lines that are not JSON (a line cut
+    /// short by a killed process) are skipped.
+    pub fn report(&self) -> Result<Vec<Value>> {
+        let Some(bytes) = self.backend.get(&format!("{BOOKKEEPING_DIR}/report.jsonl"))? else {
+            return Ok(Vec::new());
+        };
+        Ok(String::from_utf8_lossy(&bytes).lines().filter_map(|l| serde_json::from_str(l).ok()).collect())
     }
 
     /// Append one record (one JSON line) to `_eocube/report.jsonl`.

@@ -1,0 +1,176 @@
+//! A whole build, start to finish (DESIGN section 1): check the catalog answers, plan, create the
+//! cube's template (or reopen it to resume), run the jobs, and when every job is done write the
+//! consolidated metadata that makes the cube complete. `eocube build` and `eocube demo` both
+//! come through here.
+//!
+//! Owns: the order of those steps and the refusals that must come before any work (no output
+//! path, a dead catalog, an output holding another cube). Must not touch: what a job computes,
+//! how jobs are scheduled, or the store's byte layout.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::catalog::{Catalog, CatalogError};
+use crate::cog::{FetchConfig, Fetcher};
+use crate::executor::{self, Progress, ProgressMode, RunOptions, Summary};
+use crate::job::JobContext;
+use crate::plan::{LandTest, Plan, PlanError, PlanSummary};
+use crate::spec::CubeSpec;
+use crate::store::{Cube, CubeLayout, StoreError, ZarrFormat};
+use crate::time::days_since_epoch;
+
+/// How a build runs (not what it makes: that is the [`CubeSpec`]).
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    pub run: RunOptions,
+    pub skip_bad_scenes: bool,
+    pub progress: ProgressMode,
+    pub fetch: FetchConfig,
+}
+
+/// What a build did.
+#[derive(Debug, Clone)]
+pub struct BuildReport {
+    pub out: PathBuf,
+    pub plan: PlanSummary,
+    /// The output already held this cube: done jobs were skipped.
+    pub resumed: bool,
+    pub summary: Summary,
+    /// Every job is done and the consolidated metadata is written.
+    pub complete: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("--out is missing: give the directory to write the cube into, e.g. --out cube.zarr")]
+    NoOutput,
+    #[error("--stac-url {url}: {source}")]
+    Catalog { url: String, source: CatalogError },
+    #[error("--items {path}: {source}")]
+    Items { path: PathBuf, source: CatalogError },
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error("--out {path}: {source}")]
+    Store { path: PathBuf, source: StoreError },
+}
+
+/// The catalog of `spec`, checked to answer: a local item file is read, an API's landing page
+/// must offer item search. Called before anything is written.
+pub async fn open_catalog(spec: &CubeSpec) -> Result<Catalog, BuildError> {
+    match &spec.items {
+        Some(path) => Catalog::file(path).map_err(|source| BuildError::Items { path: path.clone(), source }),
+        None => {
+            let bad = |source| BuildError::Catalog { url: spec.stac_url.clone(), source };
+            let catalog = Catalog::api(&spec.stac_url).map_err(bad)?;
+            catalog.check().await.map_err(bad)?;
+            Ok(catalog)
+        }
+    }
+}
+
+/// The store layout of a plan.
+pub fn layout(plan: &Plan) -> CubeLayout {
+    let spec = &plan.spec;
+    CubeLayout {
+        geobox: plan.geobox.clone(),
+        chunk_size: spec.chunk_size,
+        times: plan.bins.iter().map(|b| days_since_epoch(b.label())).collect(),
+        bands: spec.bands.clone(),
+        variable: spec.variable.clone(),
+        zarr_format: if spec.zarr_format == 2 { ZarrFormat::V2 } else { ZarrFormat::V3 },
+        attrs: spec.identity_json(),
+    }
+}
+
+/// Creates the cube at `out`, or reopens it when it holds the same cube (resume). Refuses an
+/// output that holds anything else, without touching it.
+pub fn create_or_resume(out: &Path, plan: &Plan) -> Result<(Cube, bool), BuildError> {
+    let layout = layout(plan);
+    let store = |source| BuildError::Store { path: out.to_path_buf(), source };
+    let non_empty = out.is_file() || std::fs::read_dir(out).is_ok_and(|mut d| d.next().is_some());
+    if non_empty {
+        Ok((Cube::open_matching(out, &layout).map_err(store)?, true))
+    } else {
+        Ok((Cube::create(out, &layout).map_err(store)?, false))
+    }
+}
+
+/// Runs the build of `spec` until every job has ended or `stop` completes.
+pub async fn build(
+    spec: &CubeSpec,
+    opts: &BuildOptions,
+    is_land: LandTest<'_>,
+    stop: impl Future<Output = ()>,
+) -> Result<BuildReport, BuildError> {
+    let out = PathBuf::from(spec.out.as_deref().ok_or(BuildError::NoOutput)?);
+    let catalog = open_catalog(spec).await?;
+    let plan = Arc::new(Plan::new(spec, is_land)?);
+    let (cube, resumed) = create_or_resume(&out, &plan)?;
+    let cube = Arc::new(cube);
+    let ctx = JobContext::new(Arc::clone(&plan), catalog, Fetcher::new(opts.fetch.clone()), opts.skip_bad_scenes);
+    let mut progress = Progress::new(opts.progress);
+    let store = |source| BuildError::Store { path: out.clone(), source };
+    let summary = executor::run_local(&ctx, &cube, &opts.run, &mut progress, stop).await.map_err(store)?;
+    let complete = summary.complete();
+    if complete {
+        cube.finish().map_err(store)?;
+    }
+    Ok(BuildReport { out, plan: plan.summary(), resumed, summary, complete })
+}
+
+/// Jobs of a cube's plan by state, read from its ledger and run report.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Status {
+    pub jobs: usize,
+    pub done: usize,
+    /// Ended as failed in the last run that tried them, and not done since.
+    pub failed: usize,
+    pub pending: usize,
+    /// Consolidated metadata written: the build finished.
+    pub complete: bool,
+    pub failures: Vec<(crate::plan::Job, String)>,
+}
+
+/// The status of the cube at `path`: its plan is recomputed from the spec stored in it (the plan
+/// is deterministic), then compared with the ledger and the run report.
+pub fn status(path: &Path, is_land: LandTest<'_>) -> Result<Status, BuildError> {
+    let store = |source| BuildError::Store { path: path.to_path_buf(), source };
+    let cube = Cube::open(path).map_err(store)?;
+    let not_cube = |reason: String| store(StoreError::NotACube { path: path.to_path_buf(), reason });
+    let spec: CubeSpec = serde_json::from_value(with_run_fields(cube.layout().attrs.clone()))
+        .map_err(|e| not_cube(format!("its stored spec cannot be read ({e})")))?;
+    let plan = Plan::new(&spec, is_land)?;
+    let done = cube.done_jobs().map_err(store)?;
+    let mut last: std::collections::HashMap<crate::plan::Job, (bool, String)> = Default::default();
+    for r in cube.report().map_err(store)? {
+        let Some(job) = r.get("job").and_then(|j| serde_json::from_value::<crate::plan::Job>(j.clone()).ok()) else {
+            continue;
+        };
+        let failed = r.get("outcome").and_then(|o| o.as_str()) == Some("failed");
+        let error = r.get("error").and_then(|e| e.as_str()).unwrap_or_default().to_string();
+        last.insert(job, (failed, error));
+    }
+    let mut s = Status { jobs: 0, done: 0, failed: 0, pending: 0, complete: cube.is_consolidated(), failures: vec![] };
+    for job in plan.jobs() {
+        s.jobs += 1;
+        if done.contains(&(job.t, job.iy, job.ix)) {
+            s.done += 1;
+        } else if let Some((true, error)) = last.get(&job) {
+            s.failed += 1;
+            s.failures.push((job, error.clone()));
+        } else {
+            s.pending += 1;
+        }
+    }
+    Ok(s)
+}
+
+/// The stored spec lacks the run-only fields ([`CubeSpec::identity_json`]); put defaults back.
+fn with_run_fields(mut v: serde_json::Value) -> serde_json::Value {
+    if let Some(m) = v.as_object_mut() {
+        m.entry("workers").or_insert(serde_json::json!(1));
+        m.entry("out").or_insert(serde_json::Value::Null);
+    }
+    v
+}

@@ -1,0 +1,156 @@
+//! Executors: who runs the jobs of a plan, with retries, timeouts, progress and the ledger
+//! (DESIGN section 9). Today the local executor ([`run_local`]); Lambda and array jobs will call
+//! the same [`crate::job::run`] through one worker entry point and report the same
+//! [`JobRecord`]s.
+//!
+//! Owns: which jobs still need running (plan minus ledger), job-level retries with backoff, the
+//! per-job timeout, the run report and ledger records, progress and the final [`Summary`]. Must
+//! not touch: what a job computes (`job`) or how the store lays out bytes (`store`).
+
+mod local;
+mod progress;
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+pub use local::run_local;
+pub use progress::{Progress, ProgressMode};
+
+use crate::job::JobStats;
+use crate::plan::Job;
+
+/// How jobs are run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunOptions {
+    /// Jobs in flight at once.
+    pub workers: usize,
+    /// One attempt of one job; a timed-out attempt counts as a transient failure.
+    pub timeout: Duration,
+    /// Attempts after the first, for transient failures only (a 404 or a corrupt TIFF fails at
+    /// once: trying again cannot fix it).
+    pub retries: u32,
+    /// First wait between attempts; doubles each retry, with jitter, up to [`MAX_BACKOFF`].
+    pub backoff: Duration,
+}
+
+/// 90 s per job: a chunk-month of Sentinel-2 reads ~170 MB; at 10 MB/s that is well inside.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(90);
+pub const DEFAULT_RETRIES: u32 = 5;
+pub const DEFAULT_BACKOFF: Duration = Duration::from_secs(1);
+/// Longest wait between two attempts of a job.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions { workers: 2, timeout: DEFAULT_TIMEOUT, retries: DEFAULT_RETRIES, backoff: DEFAULT_BACKOFF }
+    }
+}
+
+impl RunOptions {
+    /// Wait before retry number `retry` (0-based): `backoff * 2^retry`, capped, times a jitter
+    /// in [0.5, 1.0] so that jobs failing together do not retry together.
+    pub fn delay(&self, retry: u32, jitter: f64) -> Duration {
+        let base = self.backoff.saturating_mul(1u32 << retry.min(16)).min(MAX_BACKOFF);
+        base.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
+    }
+}
+
+/// How a job ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Done,
+    Failed,
+}
+
+/// One job's line in the run report (`_eocube/report.jsonl`) and, when done, its ledger record.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JobRecord {
+    pub job: Job,
+    pub outcome: Outcome,
+    /// Attempts after the first.
+    pub retries: u32,
+    /// Wall time of all attempts, waits included.
+    pub seconds: f64,
+    /// The statistics of the last attempt.
+    #[serde(flatten)]
+    pub stats: JobStats,
+    /// Why the last attempt failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Errors of earlier attempts that were retried.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub retried_errors: Vec<String>,
+}
+
+/// The end of a run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Summary {
+    /// Jobs in the plan.
+    pub jobs: usize,
+    /// Done before this run started (skipped).
+    pub already_done: usize,
+    pub done: usize,
+    pub failed: usize,
+    /// Neither done nor failed: left when the run was interrupted.
+    pub not_run: usize,
+    pub interrupted: bool,
+    pub scenes: usize,
+    pub requests: u64,
+    pub bytes: u64,
+    pub retries: u64,
+    pub seconds: f64,
+    /// The failed jobs' records, for the final report.
+    #[serde(skip)]
+    pub failures: Vec<JobRecord>,
+}
+
+impl Summary {
+    /// Every job of the plan is in the ledger.
+    pub fn complete(&self) -> bool {
+        self.already_done + self.done == self.jobs
+    }
+}
+
+/// A number in [0, 1) for backoff jitter.
+pub(crate) fn jitter() -> f64 {
+    // No RNG dependency for one number: the clock's nanoseconds are spread enough.
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    f64::from(nanos % 1_000_000) / 1_000_000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delay_doubles_is_capped_and_jittered_down_to_half() {
+        let o = RunOptions::default();
+        assert_eq!(o.delay(0, 1.0), Duration::from_secs(1));
+        assert_eq!(o.delay(3, 1.0), Duration::from_secs(8));
+        assert_eq!(o.delay(3, 0.0), Duration::from_secs(4));
+        assert_eq!(o.delay(30, 1.0), MAX_BACKOFF);
+        let j = jitter();
+        assert!((0.0..1.0).contains(&j));
+    }
+
+    #[test]
+    fn record_serializes_flat_with_outcome_and_job() {
+        let r = JobRecord {
+            job: Job { t: 1, iy: 2, ix: 3 },
+            outcome: Outcome::Failed,
+            retries: 2,
+            seconds: 1.5,
+            stats: JobStats { scenes: 4, ..Default::default() },
+            error: Some("boom".into()),
+            retried_errors: vec![],
+        };
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["job"], serde_json::json!({"t": 1, "iy": 2, "ix": 3}));
+        assert_eq!(v["outcome"], "failed");
+        assert_eq!(v["scenes"], 4);
+        assert_eq!(v["error"], "boom");
+        assert!(v.get("retried_errors").is_none());
+    }
+}
