@@ -13,6 +13,12 @@
 #   stop    kills uvicorn by its PID and stops PostgreSQL with `pg_ctl stop` (data dir is kept).
 # State lives in $EOCUBE_STAC_DIR (default target/eocube-stac): pg/ (data dir), run/ (socket),
 # logs, pid files, and `env` (`export EOCUBE_TEST_STAC=http://127.0.0.1:PORT`) to be sourced.
+#
+# The e2e archive (scripts/e2e_fixtures.py, for tests/build.rs) is loaded too, into its own
+# collection `e2e-s2-l2a`, when $EOCUBE_FIXTURES/e2e exists and $EOCUBE_TEST_HTTP (the nginx of
+# scripts/servers.sh) is set: its asset hrefs point at that nginx, so it is reloaded (the
+# collection's items deleted, then loaded again) whenever the nginx URL or the archive changes,
+# also when a running server is reused. `e2e.loaded` records what was loaded.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DIR="${EOCUBE_STAC_DIR:-$ROOT/target/eocube-stac}"
@@ -58,6 +64,34 @@ ensure_deps() {
     fi
 }
 
+# The e2e archive into collection e2e-s2-l2a, hrefs on the nginx of $EOCUBE_TEST_HTTP. Needs the
+# PG* variables of a running PostgreSQL. Idempotent: skipped when e2e.loaded says it is current.
+load_e2e() {
+    local e2e="${EOCUBE_FIXTURES:-$ROOT/target/eocube-fixtures}/e2e"
+    if [ ! -f "$e2e/items.ndjson.in" ]; then
+        log "no e2e archive in $e2e (run scripts/e2e_fixtures.py): collection e2e-s2-l2a not loaded"
+        return 0
+    fi
+    if [ -z "${EOCUBE_TEST_HTTP:-}" ]; then
+        log "EOCUBE_TEST_HTTP is not set (start scripts/servers.sh and source its env first): e2e items not loaded"
+        return 0
+    fi
+    local key
+    key="$EOCUBE_TEST_HTTP $(cat "$e2e/.stamp")"
+    if [ "$(cat "$DIR/e2e.loaded" 2>/dev/null || true)" = "$key" ]; then
+        return 0
+    fi
+    sed "s|@HTTP@|${EOCUBE_TEST_HTTP%/}|g" "$e2e/items.ndjson.in" >"$DIR/e2e-items.ndjson"
+    "$PY" -c 'import json, sys; print(json.dumps(json.load(open(sys.argv[1]))))' "$e2e/collection.json" \
+        >"$DIR/e2e-collection.ndjson"
+    { "$VENV/bin/pypgstac" load collections "$DIR/e2e-collection.ndjson" --method upsert \
+        && "$PGBIN/psql" -q -v ON_ERROR_STOP=1 -c "DELETE FROM pgstac.items WHERE collection = 'e2e-s2-l2a'" \
+        && "$VENV/bin/pypgstac" load items "$DIR/e2e-items.ndjson" --method upsert; } >"$DIR/load-e2e.log" 2>&1 \
+        || { log "loading the e2e archive failed:"; cat "$DIR/load-e2e.log" >&2; exit 1; }
+    echo "$key" >"$DIR/e2e.loaded"
+    log "loaded $(wc -l <"$DIR/e2e-items.ndjson") e2e items into e2e-s2-l2a (assets on $EOCUBE_TEST_HTTP)"
+}
+
 stop() {
     stop_pid uvicorn "$DIR/uvicorn.pid"
     if [ -f "$DIR/pg/postmaster.pid" ]; then
@@ -77,6 +111,9 @@ running() {
 start() {
     if running; then
         log "already running ($(cat "$DIR/env"))"
+        export PGHOST=127.0.0.1 PGPORT="$(cat "$DIR/pg.port" 2>/dev/null || true)" PGUSER=postgres \
+            PGPASSWORD=postgres PGDATABASE=pgstac
+        load_e2e
         return 0
     fi
     ensure_deps
@@ -99,6 +136,8 @@ start() {
         -o "-p $pg_port -k $DIR/run -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null \
         || { log "PostgreSQL failed:"; cat "$DIR/pg.log" >&2; exit 1; }
 
+    echo "$pg_port" >"$DIR/pg.port"
+    rm -f "$DIR/e2e.loaded"
     export PGHOST=127.0.0.1 PGPORT="$pg_port" PGUSER=postgres PGPASSWORD=postgres PGDATABASE=pgstac
     "$PGBIN/psql" -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'pgstac'" | grep -q 1 \
         || "$PGBIN/createdb" pgstac
@@ -127,6 +166,7 @@ PYEOF
     "$VENV/bin/pypgstac" load collections "$DIR/collections.ndjson" --method upsert >"$DIR/load.log" 2>&1 \
         && "$VENV/bin/pypgstac" load items "$DIR/items.ndjson" --method upsert >>"$DIR/load.log" 2>&1 \
         || { log "pypgstac load failed:"; cat "$DIR/load.log" >&2; exit 1; }
+    load_e2e
 
     api_port="$(free_port)"
     # stac-fastapi-pgstac reads PG* (newer) or POSTGRES_* (older releases) settings.

@@ -21,6 +21,7 @@ step() { # name cmd...
 
 step setup bash scripts/setup.sh
 step fixtures .venv/bin/python scripts/fixtures.py
+step e2e-fixtures .venv/bin/python scripts/e2e_fixtures.py
 trap 'bash "$ROOT/scripts/servers.sh" stop || true; bash "$ROOT/scripts/stac-server.sh" stop || true' EXIT
 step servers bash scripts/servers.sh start
 # shellcheck disable=SC1091

@@ -26,9 +26,9 @@ pub mod landmask;
 pub mod mask;
 pub mod plan;
 pub mod reduce;
+pub mod serve;
 pub mod spec;
 pub mod store;
-pub mod synth;
 pub mod time;
 pub mod warp;
 

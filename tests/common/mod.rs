@@ -211,3 +211,217 @@ pub fn fraction_within(got: &[u16], want: &[u16], tol: u16) -> f64 {
     }
     got.iter().zip(want).filter(|(a, b)| a.abs_diff(**b) <= tol).count() as f64 / want.len() as f64
 }
+
+// ---------------------------------------------------------------------------------------------
+// End-to-end: `eocube build` against the e2e archive (scripts/e2e_fixtures.py), served by the
+// test nginx and the test pgstac (collection `e2e-s2-l2a`, loaded by scripts/stac-server.sh).
+// ---------------------------------------------------------------------------------------------
+
+/// The e2e archive directory (`$EOCUBE_FIXTURES/e2e`).
+pub fn e2e_dir() -> PathBuf {
+    let dir = PathBuf::from(env_var("EOCUBE_FIXTURES")).join("e2e");
+    assert!(
+        dir.join("manifest.json").is_file(),
+        "{} has no manifest.json: run .venv/bin/python scripts/e2e_fixtures.py (scripts/test.sh does)",
+        dir.display()
+    );
+    dir
+}
+
+/// `e2e/manifest.json`, parsed once per test binary.
+pub fn e2e_manifest() -> &'static Value {
+    static MANIFEST: OnceLock<Value> = OnceLock::new();
+    MANIFEST.get_or_init(|| {
+        let path = e2e_dir().join("manifest.json");
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("parsing {}: {e}", path.display()))
+    })
+}
+
+/// The real STAC API (`$EOCUBE_TEST_STAC`), checked once: its `e2e-s2-l2a` collection must hold
+/// the archive's items with hrefs on this run's nginx (`http_base()`).
+pub fn e2e_stac_url() -> String {
+    static CHECKED: OnceLock<String> = OnceLock::new();
+    CHECKED
+        .get_or_init(|| {
+            let url = match std::env::var("EOCUBE_TEST_STAC") {
+                Ok(v) if !v.is_empty() => v.trim_end_matches('/').to_string(),
+                _ => panic!(
+                    "EOCUBE_TEST_STAC is not set: run the tests with scripts/test.sh (or scripts/servers.sh start, \
+                     source its env, then scripts/stac-server.sh start and source target/eocube-stac/env)"
+                ),
+            };
+            let collection = e2e_manifest()["collection"].as_str().expect("collection");
+            let items = format!("{url}/collections/{collection}/items?limit=100");
+            let out = std::process::Command::new("curl")
+                .args(["-fsS", "--max-time", "20", &items])
+                .output()
+                .unwrap_or_else(|e| panic!("running curl: {e}"));
+            assert!(
+                out.status.success(),
+                "GET {items} failed: {}; is the STAC API up and the e2e collection loaded (scripts/stac-server.sh start)?",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let doc: Value = serde_json::from_slice(&out.stdout).expect("items page is JSON");
+            let feats = doc["features"].as_array().expect("features");
+            let want = e2e_manifest()["scenes"].as_array().expect("scenes").len();
+            assert_eq!(feats.len(), want, "{items}: {} items, the archive has {want}", feats.len());
+            let href = feats[0]["assets"]["red"]["href"].as_str().expect("href").to_string();
+            assert!(
+                href.starts_with(&format!("{}/e2e/", http_base())),
+                "the e2e items point at {href}, not at this run's nginx {}: rerun scripts/stac-server.sh start \
+                 with EOCUBE_TEST_HTTP set (it reloads them)",
+                http_base()
+            );
+            url
+        })
+        .clone()
+}
+
+/// A fresh scratch directory `target/test-build/<name>-<pid>` (removed first if present).
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("target")
+        .join("test-build")
+        .join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+    dir
+}
+
+/// The e2e cube settings (bbox, dates, collection, STAC URL) as `eocube build` flags, then `extra`,
+/// then `--out out`.
+pub fn e2e_build_args(out: &Path, extra: &[&str]) -> Vec<String> {
+    let m = e2e_manifest();
+    let bbox: Vec<String> = m["bbox"].as_array().expect("bbox").iter().map(|v| v.to_string()).collect();
+    let mut args: Vec<String> = vec!["build".into(), "--bbox".into()];
+    args.extend(bbox);
+    for (flag, key) in [("--start", "start"), ("--end", "end"), ("--collection", "collection")] {
+        args.push(flag.into());
+        args.push(m[key].as_str().expect(key).into());
+    }
+    args.push("--stac-url".into());
+    args.push(e2e_stac_url());
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args.push("--out".into());
+    args.push(out.display().to_string());
+    args
+}
+
+/// Run the eocube binary with `args`; prints the command, its time and its stderr tail.
+pub fn run_eocube(args: &[String]) -> std::process::Output {
+    let t0 = std::time::Instant::now();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_eocube"))
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running eocube: {e}"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let tail: Vec<&str> = stderr.lines().rev().take(2).collect::<Vec<_>>().into_iter().rev().collect();
+    println!(
+        "eocube {} -> {} in {:.1} s\n  stderr tail: {}",
+        args.join(" "),
+        out.status,
+        t0.elapsed().as_secs_f64(),
+        tail.join("\n  ")
+    );
+    out
+}
+
+/// Run `eocube build` and require exit 0.
+pub fn eocube_build_ok(args: &[String]) {
+    let out = run_eocube(args);
+    assert!(
+        out.status.success(),
+        "eocube {} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// What `tests/py/e2e_cube.py` checks a cube against.
+pub struct CubeExpect<'a> {
+    pub variable: &'a str,
+    pub bands: &'a [&'a str],
+    pub chunk_size: usize,
+    /// Time labels, `YYYY-MM-DD`; `None` = the manifest's.
+    pub times: Option<Vec<String>>,
+}
+
+/// Check a built cube with xarray (`tests/py/e2e_cube.py`: dims, coordinates, time labels, CRS,
+/// scale/offset, bands, variable) and return its raw values, (time, latitude, longitude, band).
+pub fn read_cube_xarray(cube: &Path, expect: &CubeExpect) -> Vec<u16> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let python = root.join(".venv/bin/python");
+    assert!(python.is_file(), "{} is missing: run scripts/setup.sh", python.display());
+    let m = e2e_manifest();
+    let times = expect.times.clone().unwrap_or_else(|| {
+        m["times"].as_array().expect("times").iter().map(|t| t.as_str().expect("time").to_string()).collect()
+    });
+    let exp = serde_json::json!({
+        "variable": expect.variable,
+        "bands": expect.bands,
+        "chunk_size": expect.chunk_size,
+        "times": times,
+        "epsg": 4326,
+        "nx": m["nx"], "ny": m["ny"], "origin_index": m["origin_index"],
+    });
+    let exp_path = cube.with_extension("expect.json");
+    let export = cube.with_extension("export.bin");
+    std::fs::write(&exp_path, serde_json::to_vec_pretty(&exp).expect("json")).expect("writing expect.json");
+    let out = std::process::Command::new(&python)
+        .arg(root.join("tests/py/e2e_cube.py"))
+        .arg(cube)
+        .arg(&exp_path)
+        .arg(&export)
+        .output()
+        .unwrap_or_else(|e| panic!("running e2e_cube.py: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    assert!(
+        out.status.success() && stdout.contains("all checks passed"),
+        "e2e_cube.py {} failed ({}):\n{stdout}\n{stderr}",
+        cube.display(),
+        out.status
+    );
+    read_le_u16(&export)
+}
+
+/// An oracle file of the e2e manifest (`oracle.<key>`), raw little-endian u8 or u16.
+pub fn e2e_oracle_u16(key: &str) -> Vec<u16> {
+    let rel = e2e_manifest()["oracle"][key].as_str().unwrap_or_else(|| panic!("no oracle.{key}"));
+    read_le_u16(e2e_dir().join(rel))
+}
+
+pub fn e2e_oracle_u8(key: &str) -> Vec<u8> {
+    let rel = e2e_manifest()["oracle"][key].as_str().unwrap_or_else(|| panic!("no oracle.{key}"));
+    read_bytes(&e2e_dir().join(rel))
+}
+
+/// Every file under `dir`, by path relative to it, with its bytes.
+pub fn files_under(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    fn walk(base: &Path, d: &Path, out: &mut std::collections::BTreeMap<String, Vec<u8>>) {
+        let Ok(rd) = std::fs::read_dir(d) else { return };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(base, &p, out);
+            } else {
+                let rel = p.strip_prefix(base).expect("under base").to_string_lossy().into_owned();
+                out.insert(rel, read_bytes(&p));
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+/// The test venv's Python (`.venv/bin/python`, with xarray, zarr, rioxarray and rasterio).
+pub fn python() -> PathBuf {
+    let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    assert!(python.is_file(), "{} is missing: run scripts/setup.sh (scripts/test.sh does)", python.display());
+    python
+}
