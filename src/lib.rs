@@ -18,6 +18,7 @@
 pub mod build;
 pub mod catalog;
 pub mod cog;
+pub mod demo;
 pub mod executor;
 pub mod fuse;
 pub mod grid;
@@ -29,6 +30,7 @@ pub mod reduce;
 pub mod serve;
 pub mod spec;
 pub mod store;
+pub mod synth;
 pub mod time;
 pub mod warp;
 

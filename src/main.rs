@@ -54,6 +54,22 @@ enum Command {
         #[command(flatten)]
         run: RunArgs,
     },
+    /// The whole pipeline offline: write a small synthetic Sentinel-2 archive (two UTM zones,
+    /// clouds, SCL, same-day overlaps), serve it on 127.0.0.1 through an in-process STAC API,
+    /// build a monthly median cube from it and print how to open it. No network, no Python.
+    ///
+    /// Example: eocube demo
+    Demo {
+        /// Directory for the archive and the cube (a previous demo there is replaced).
+        #[arg(long, default_value = "eocube-demo")]
+        out: std::path::PathBuf,
+        /// Jobs run at once (default: the number of cores).
+        #[arg(long)]
+        workers: Option<usize>,
+        /// No progress output.
+        #[arg(long, short)]
+        quiet: bool,
+    },
     /// Report a cube's jobs: done, failed (in the last run that tried them) and pending.
     ///
     /// Example: eocube status vermont.zarr
@@ -63,6 +79,39 @@ enum Command {
         /// Print the status as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Write a synthetic Sentinel-2 L2A archive (COGs + STAC items) with a known true surface,
+    /// for offline demos and benchmarks; see docs/synth.md.
+    ///
+    /// Example: eocube synth --out /tmp/s2 --bbox -72.06 44.02 -71.94 44.1 --start 2023-06-01 --end 2023-07-31
+    Synth {
+        /// Output directory (must not exist or be empty).
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// Region in degrees: west south east north (default: the demo region, -72.06 44.02 -71.94 44.1).
+        #[arg(long, num_args = 4, value_names = ["W", "S", "E", "N"], allow_negative_numbers = true)]
+        bbox: Option<Vec<f64>>,
+        /// First day, YYYY-MM-DD (default 2023-06-01).
+        #[arg(long)]
+        start: Option<String>,
+        /// Last day, inclusive, YYYY-MM-DD (default 2023-07-31).
+        #[arg(long)]
+        end: Option<String>,
+        /// 10 m pixels per side of a scene, even, at most 10980 (real tiles; default 1098).
+        #[arg(long, allow_negative_numbers = true)]
+        scene_px: Option<i64>,
+        /// COG tile size (default 1024 for scenes over 4096 px, else 512).
+        #[arg(long)]
+        tile_px: Option<usize>,
+        /// Reflectance bands, comma-separated (default red,green,blue); SCL is always written.
+        #[arg(long, value_delimiter = ',')]
+        bands: Option<Vec<String>>,
+        /// Days between passes (default 6).
+        #[arg(long)]
+        revisit_days: Option<u32>,
+        /// Seed of clouds, swath edges and timestamps (default 42).
+        #[arg(long)]
+        seed: Option<u64>,
     },
 }
 
@@ -208,6 +257,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Plan { spec, json } => plan(*spec, json),
         Command::Build { spec, run } => runtime.block_on(build(*spec, run)),
         Command::Status { out, json } => status(&out, json),
+        Command::Synth { out, bbox, start, end, scene_px, tile_px, bands, revisit_days, seed } => {
+            synth(&out, bbox, start, end, scene_px, tile_px, bands, revisit_days, seed)
+        }
+        Command::Demo { out, workers, quiet } => runtime.block_on(demo(&out, workers, quiet)),
     }
 }
 
@@ -281,13 +334,7 @@ async fn build(args: SpecArgs, run: RunArgs) -> anyhow::Result<()> {
         progress: if run.quiet { ProgressMode::Quiet } else { ProgressMode::detect() },
         fetch: FetchConfig::from_env(),
     };
-    let stop = async {
-        // If the handler cannot be installed, run to the end rather than stop at once.
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    let report = eocube::build::build(&spec, &opts, &land_test, stop).await?;
+    let report = eocube::build::build(&spec, &opts, &land_test, ctrl_c()).await?;
     let s = &report.summary;
     let out = report.out.display();
     println!(
@@ -333,6 +380,59 @@ async fn build(args: SpecArgs, run: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn demo(out: &std::path::Path, workers: Option<usize>, quiet: bool) -> anyhow::Result<()> {
+    use eocube::executor::{ProgressMode, RunOptions};
+    let t0 = std::time::Instant::now();
+    let opts = eocube::build::BuildOptions {
+        run: RunOptions { workers: workers.unwrap_or(2), ..RunOptions::default() },
+        skip_bad_scenes: false,
+        progress: if quiet { ProgressMode::Quiet } else { ProgressMode::detect() },
+        fetch: FetchConfig::default(),
+    };
+    let r = eocube::demo::run(out, workers, &opts, &land_test, ctrl_c()).await?;
+    let s = &r.build.summary;
+    println!(
+        "archive: {} ({} scenes in UTM zones {:?}, {} files, {:.1} MB) written in {:.1} s",
+        r.dir.join("archive").display(),
+        r.archive.scenes,
+        r.archive.zones,
+        r.archive.files,
+        r.archive.bytes as f64 / 1e6,
+        r.synth_seconds
+    );
+    println!(
+        "build:   {} jobs ({} failed) from {} scenes, {:.1} MB in {} HTTP range requests, {:.1} s",
+        s.jobs,
+        s.failed,
+        s.scenes,
+        s.bytes as f64 / 1e6,
+        s.requests,
+        r.build_seconds
+    );
+    if s.interrupted {
+        anyhow::bail!("interrupted; run `eocube demo` again to start over");
+    }
+    if !r.build.complete {
+        anyhow::bail!("{} jobs failed; see {}/_eocube/report.jsonl", s.failed, r.cube.display());
+    }
+    let cube = r.cube.display();
+    println!("cube:    {cube} ({:.1} s in all)", t0.elapsed().as_secs_f64());
+    println!();
+    println!("Open it in Python (xarray, zarr>=3):");
+    println!("  import xarray as xr");
+    println!("  ds = xr.open_zarr(\"{cube}\")");
+    println!("and look at the first month (matplotlib):");
+    println!("  ds.rgb_median.isel(time=0).plot.imshow(rgb=\"band\", robust=True)");
+    Ok(())
+}
+
+/// Completes on Ctrl-C; never, if the handler cannot be installed (run to the end instead).
+async fn ctrl_c() {
+    if tokio::signal::ctrl_c().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
 fn status(out: &std::path::Path, json: bool) -> anyhow::Result<()> {
     let s = eocube::build::status(out, &land_test)?;
     if json {
@@ -347,6 +447,78 @@ fn status(out: &std::path::Path, json: bool) -> anyhow::Result<()> {
     for (job, error) in s.failures.iter().take(10) {
         println!("  failed job t={} iy={} ix={}: {error}", job.t, job.iy, job.ix);
     }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn synth(
+    out: &std::path::Path,
+    bbox: Option<Vec<f64>>,
+    start: Option<String>,
+    end: Option<String>,
+    scene_px: Option<i64>,
+    tile_px: Option<usize>,
+    bands: Option<Vec<String>>,
+    revisit_days: Option<u32>,
+    seed: Option<u64>,
+) -> anyhow::Result<()> {
+    use eocube::synth::{SynthError, SynthSpec, generate};
+    let mut spec = SynthSpec::demo();
+    if let Some(b) = bbox {
+        spec.bbox = match b.as_slice() {
+            [w, s, e, n] => eocube::Bbox::new_lonlat(*w, *s, *e, *n).map_err(|e| anyhow::anyhow!("--bbox: {e}"))?,
+            _ => anyhow::bail!("--bbox: give four numbers W S E N"),
+        };
+    }
+    let date = |flag: &str, v: &str| {
+        chrono::NaiveDate::parse_from_str(v.trim(), "%Y-%m-%d")
+            .map_err(|e| anyhow::anyhow!("--{flag} {v:?}: {e}; give a date as YYYY-MM-DD"))
+    };
+    if let Some(s) = start {
+        spec.start = date("start", &s)?;
+    }
+    if let Some(e) = end {
+        spec.end = date("end", &e)?;
+    }
+    if let Some(px) = scene_px {
+        spec.scene_px = usize::try_from(px).map_err(|_| anyhow::anyhow!("--scene-px {px}: it must be positive"))?;
+        spec.tile_px = if spec.scene_px > 4096 { 1024 } else { 512 };
+    }
+    if let Some(t) = tile_px {
+        spec.tile_px = t;
+    }
+    if let Some(b) = bands {
+        spec.bands = b;
+    }
+    if let Some(r) = revisit_days {
+        spec.revisit_days = r;
+    }
+    if let Some(s) = seed {
+        spec.seed = s;
+    }
+    let t0 = std::time::Instant::now();
+    let archive = generate(&spec, out).map_err(|e| match e {
+        SynthError::InvalidSpec { field, reason } => anyhow::anyhow!("--{}: {reason}", field.replace('_', "-")),
+        SynthError::OutDirNotEmpty { path } => {
+            anyhow::anyhow!("--out {}: exists and is not empty; give a new or empty directory", path.display())
+        }
+        e => e.into(),
+    })?;
+    let zones: Vec<String> = archive.zones.iter().map(|z| z.to_string()).collect();
+    println!("wrote:   {} scenes in UTM zones {} ({} to {})", archive.scenes, zones.join(", "), spec.start, spec.end);
+    println!("files:   {} ({:.1} MB) in {}", archive.files, archive.bytes as f64 / 1e6, out.display());
+    println!("took:    {:.1} s", t0.elapsed().as_secs_f64());
+    let b = spec.bbox;
+    println!(
+        "build:   eocube build --items {} --bbox {} {} {} {} --start {} --end {} --out cube.zarr",
+        out.join("items-local.json").display(),
+        b.west,
+        b.south,
+        b.east,
+        b.north,
+        spec.start,
+        spec.end
+    );
     Ok(())
 }
 

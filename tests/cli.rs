@@ -164,3 +164,112 @@ fn plan_reads_a_config_file_and_flags_override_it() {
     assert!(stderr.contains("--config") && stderr.contains("chunksize"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Ctrl-C (SIGINT) midway: eocube stops at once with exit status 130, keeps the jobs it finished
+/// in the ledger, says how to resume; the same command then runs only the rest and completes.
+#[test]
+fn ctrl_c_stops_cleanly_and_the_same_command_resumes() {
+    let dir = common::scratch_dir("ctrl-c");
+    let out = dir.join("cube.zarr");
+    let items = common::e2e_dir().join("items-local.json");
+    let m = common::e2e_manifest();
+    let bbox: Vec<String> = m["bbox"].as_array().unwrap().iter().map(|v| v.to_string()).collect();
+    let mut args: Vec<String> = vec!["build".into(), "--bbox".into()];
+    args.extend(bbox);
+    for (flag, value) in [
+        ("--start", m["start"].as_str().unwrap().to_string()),
+        ("--end", m["end"].as_str().unwrap().to_string()),
+        ("--collection", m["collection"].as_str().unwrap().to_string()),
+        ("--items", items.display().to_string()),
+        // small chunks, one worker: hundreds of short jobs, so the signal lands midway
+        ("--chunk-size", "16".into()),
+        ("--workers", "1".into()),
+        ("--out", out.display().to_string()),
+    ] {
+        args.push(flag.into());
+        args.push(value);
+    }
+    let child = Command::new(env!("CARGO_BIN_EXE_eocube"))
+        .args(&args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ledger = out.join("_eocube/ledger");
+    let t0 = std::time::Instant::now();
+    while std::fs::read_dir(&ledger).map_or(0, |d| d.count()) < 20 {
+        assert!(t0.elapsed().as_secs() < 60, "no progress in the ledger after 60 s");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let kill = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let first = child.wait_with_output().unwrap();
+    let (_, stderr) = text(&first);
+    assert_eq!(first.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted: run the same command again to resume"), "{stderr}");
+
+    let status = eocube(&["status", out.to_str().unwrap()]);
+    let (stdout, _) = text(&status);
+    let count = |key: &str| -> usize {
+        stdout.lines().find_map(|l| l.strip_prefix(key)).map(|v| v.trim().parse().unwrap()).unwrap()
+    };
+    let (jobs, done_before) = (count("jobs:"), count("done:"));
+    assert!(done_before >= 20 && done_before < jobs, "{stdout}");
+    assert_eq!(count("failed:"), 0, "{stdout}");
+    assert!(stdout.contains("complete: no"), "{stdout}");
+
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let second = eocube(&args);
+    let (stdout2, stderr2) = text(&second);
+    assert!(second.status.success(), "{stderr2}");
+    assert!(stderr2.contains(&format!("{done_before} already done (resuming)")), "{stderr2}");
+    assert!(
+        stdout2.contains(&format!("{} done now, {done_before} done before, 0 failed", jobs - done_before)),
+        "{stdout2}"
+    );
+    let status = eocube(&["status", out.to_str().unwrap()]);
+    let (stdout, _) = text(&status);
+    assert!(stdout.contains(&format!("done: {jobs}")) && stdout.contains("complete: yes"), "{stdout}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `eocube demo`: no network, no Python; writes the archive, serves it, builds the cube, prints
+/// the Python that opens it. Then xarray opens it: two months across UTM zones 18 and 19.
+#[test]
+fn demo_builds_a_cube_offline_that_xarray_opens() {
+    let dir = common::scratch_dir("demo");
+    let out = eocube(&["demo", "--out", dir.to_str().unwrap(), "--quiet"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let cube = dir.join("cube.zarr");
+    for want in ["UTM zones [18, 19]", "import xarray as xr", &format!("xr.open_zarr(\"{}\")", cube.display())] {
+        assert!(stdout.contains(want), "missing {want:?} in\n{stdout}");
+    }
+    let py = r#"
+import sys, numpy as np, xarray as xr
+ds = xr.open_zarr(sys.argv[1])
+v = ds.rgb_median
+assert v.dims == ("time", "latitude", "longitude", "band"), v.dims
+assert [str(t)[:10] for t in ds.time.values] == ["2023-06-01", "2023-07-01"], ds.time.values
+assert list(ds.band.values) == ["red", "green", "blue"]
+a = v.values
+filled = np.isfinite(a).mean()
+assert filled > 0.9, filled
+assert np.nanmin(a) >= -0.1 and np.nanmax(a) <= 6.5
+print(f"demo cube {dict(ds.sizes)}, {filled:.3f} of the values observed")
+"#;
+    let o = Command::new(common::python()).args(["-c", py, cube.to_str().unwrap()]).output().unwrap();
+    let (pout, perr) = text(&o);
+    assert!(o.status.success(), "{pout}\n{perr}");
+    println!("{stdout}{pout}");
+    // A second demo in the same directory replaces the first; a foreign directory is refused.
+    let foreign = common::scratch_dir("demo-foreign");
+    std::fs::write(foreign.join("notes.txt"), "mine").unwrap();
+    let out = eocube(&["demo", "--out", foreign.to_str().unwrap(), "--quiet"]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("not made by `eocube demo`"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(foreign.join("notes.txt")).unwrap(), "mine");
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&foreign);
+}

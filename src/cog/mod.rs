@@ -25,6 +25,7 @@
 mod decode;
 mod source;
 mod tiff;
+pub mod write;
 
 use std::ops::Range;
 use std::sync::Arc;
