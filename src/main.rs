@@ -70,6 +70,17 @@ enum Command {
         #[arg(long, short)]
         quiet: bool,
     },
+    /// Serve a synthetic archive (from `eocube synth`) on 127.0.0.1 as a STAC API with
+    /// range-capable file serving, until Ctrl-C: for builds and benchmarks over real HTTP.
+    ///
+    /// Example: eocube serve-archive /tmp/s2 --port 8088
+    ServeArchive {
+        /// The archive directory (holds items.json).
+        dir: std::path::PathBuf,
+        /// Port on 127.0.0.1 (0: any free port).
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+    },
     /// Report a cube's jobs: done, failed (in the last run that tried them) and pending.
     ///
     /// Example: eocube status vermont.zarr
@@ -260,6 +271,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Synth { out, bbox, start, end, scene_px, tile_px, bands, revisit_days, seed } => {
             synth(&out, bbox, start, end, scene_px, tile_px, bands, revisit_days, seed)
         }
+        Command::ServeArchive { dir, port } => runtime.block_on(serve_archive(&dir, port)),
         Command::Demo { out, workers, quiet } => runtime.block_on(demo(&out, workers, quiet)),
     }
 }
@@ -423,6 +435,32 @@ async fn demo(out: &std::path::Path, workers: Option<usize>, quiet: bool) -> any
     println!("  ds = xr.open_zarr(\"{cube}\")");
     println!("and look at the first month (matplotlib):");
     println!("  ds.rgb_median.isel(time=0).plot.imshow(rgb=\"band\", robust=True)");
+    Ok(())
+}
+
+async fn serve_archive(dir: &std::path::Path, port: u16) -> anyhow::Result<()> {
+    use std::io::Write;
+    let path = dir.join("items.json");
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!("{}: cannot read the archive's items (is {} an `eocube synth` output?)", path.display(), dir.display())
+    })?;
+    let doc: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
+    let items = doc
+        .get("features")
+        .and_then(|f| f.as_array())
+        .cloned()
+        .with_context(|| format!("{}: not a STAC item collection (no `features`)", path.display()))?;
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let server = eocube::serve::ArchiveServer::start_on(addr, dir.to_path_buf(), items, Vec::new()).await?;
+    println!("STAC API: {}", server.url());
+    println!(
+        "build from it: eocube build --stac-url {} --bbox W S E N --start .. --end .. --out cube.zarr",
+        server.url()
+    );
+    println!("Ctrl-C stops the server.");
+    let _ = std::io::stdout().flush();
+    server.serve_until(ctrl_c()).await;
     Ok(())
 }
 

@@ -273,3 +273,68 @@ print(f"demo cube {dict(ds.sizes)}, {filled:.3f} of the values observed")
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&foreign);
 }
+
+/// A scene whose file is missing fails its jobs at once (no retries: a 404 does not heal), the
+/// build exits 1 naming the file, and the same command resumes the rest; with
+/// `--skip-bad-scenes` the scene is left out with a warning in the run report and the build
+/// completes.
+#[test]
+fn a_missing_scene_fails_its_jobs_unless_bad_scenes_are_skipped() {
+    let dir = common::scratch_dir("bad-scene");
+    let m = common::e2e_manifest();
+    let mut items: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(common::e2e_dir().join("items-local.json")).unwrap()).unwrap();
+    let features = items["features"].as_array_mut().unwrap();
+    let broken = features.iter_mut().find(|f| f["id"].as_str().unwrap().contains("20230603")).unwrap();
+    let id = broken["id"].as_str().unwrap().to_string();
+    let missing = dir.join("no-such-scene/red.tif").display().to_string();
+    broken["assets"]["red"]["href"] = serde_json::json!(missing);
+    let items_path = dir.join("items.json");
+    std::fs::write(&items_path, items.to_string()).unwrap();
+    let build = |out: &std::path::Path, extra: &[&str]| {
+        let bbox: Vec<String> = m["bbox"].as_array().unwrap().iter().map(|v| v.to_string()).collect();
+        let mut args: Vec<String> = vec!["build".into(), "--bbox".into()];
+        args.extend(bbox);
+        for (flag, v) in [
+            ("--start", m["start"].as_str().unwrap()),
+            ("--end", m["end"].as_str().unwrap()),
+            ("--collection", m["collection"].as_str().unwrap()),
+            ("--items", items_path.to_str().unwrap()),
+            ("--chunk-size", "128"),
+            ("--out", out.to_str().unwrap()),
+        ] {
+            args.push(flag.into());
+            args.push(v.into());
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        eocube(&args)
+    };
+
+    let out = dir.join("strict.zarr");
+    let o = build(&out, &[]);
+    let (stdout, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stderr.contains(&missing) && stderr.contains("not found"), "{stderr}");
+    assert!(stderr.contains("jobs failed; run the same command again"), "{stderr}");
+    let report = std::fs::read_to_string(out.join("_eocube/report.jsonl")).unwrap();
+    let failed: Vec<serde_json::Value> = report
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["outcome"] == "failed")
+        .collect();
+    assert!(!failed.is_empty());
+    assert!(failed.iter().all(|r| r["retries"] == 0), "permanent errors are not retried: {failed:?}");
+    let status = eocube(&["status", out.to_str().unwrap()]);
+    let (s, _) = text(&status);
+    assert!(s.contains(&format!("failed: {}", failed.len())) && s.contains("complete: no"), "{s}");
+
+    let out = dir.join("lenient.zarr");
+    let o = build(&out, &["--skip-bad-scenes"]);
+    let (stdout, stderr) = text(&o);
+    assert!(o.status.success(), "{stdout}\n{stderr}");
+    let report = std::fs::read_to_string(out.join("_eocube/report.jsonl")).unwrap();
+    let warned = report.lines().filter(|l| l.contains(&format!("skipped scene {id}"))).count();
+    assert!(warned >= 1, "{report}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
