@@ -26,14 +26,14 @@ VENV="$ROOT/.venv"
 PY="$VENV/bin/python"
 check_py() {
     [ -x "$PY" ] && "$PY" - <<'PYEOF' >/dev/null 2>&1
-import rasterio, numpy, boto3, moto, moto.server, xarray, zarr, rioxarray  # noqa: F401
+import rasterio, numpy, boto3, moto, moto.server, xarray, zarr, rioxarray, s3fs  # noqa: F401
 assert rasterio.__version__.startswith("1.4"), rasterio.__version__
 PYEOF
 }
 if check_py && [ -x "$VENV/bin/moto_server" ]; then
     echo "setup: .venv ready"
 else
-    echo "setup: creating .venv (rasterio, numpy, moto[server], boto3)"
+    echo "setup: creating .venv (rasterio, numpy, moto[server], boto3, xarray, zarr, s3fs)"
     PYTHON="${PYTHON:-python3}"
     if ! "$PYTHON" -c 'import venv, ensurepip' >/dev/null 2>&1; then
         $SUDO apt-get update -q </dev/null
@@ -42,6 +42,9 @@ else
     [ -x "$PY" ] || "$PYTHON" -m venv "$VENV"
     "$PY" -m pip install -q --disable-pip-version-check \
         "rasterio>=1.4,<1.5" "numpy>=1.24,<3" "moto[server]>=5,<6" "boto3>=1.28,<2" "xarray>=2025.1" "zarr>=3,<4" "rioxarray>=0.18" </dev/null
+    # s3fs (zarr-python reading s3:// in tests/storage.rs) pins botocore through aiobotocore: a
+    # second step lets pip pick a boto3 that matches (one combined resolve backtracks and fails)
+    "$PY" -m pip install -q --disable-pip-version-check "s3fs>=2024.6" "boto3>=1.28,<2" </dev/null
     check_py || { echo "setup: .venv is still not usable" >&2; exit 1; }
 fi
 

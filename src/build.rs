@@ -7,6 +7,7 @@
 //! path, a dead catalog, an output holding another cube). Must not touch: what a job computes,
 //! how jobs are scheduled, or the store's byte layout.
 
+use std::ffi::OsStr;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use crate::executor::{self, Progress, ProgressMode, RunOptions, Summary};
 use crate::job::JobContext;
 use crate::plan::{LandTest, Plan, PlanError, PlanSummary};
 use crate::spec::CubeSpec;
-use crate::store::{Cube, CubeLayout, StoreError, ZarrFormat};
+use crate::store::{Cube, CubeLayout, LocationError, OutLocation, StoreError, ZarrFormat};
 use crate::time::days_since_epoch;
 
 /// How a build runs (not what it makes: that is the [`CubeSpec`]).
@@ -45,23 +46,28 @@ pub struct BuildReport {
 pub enum BuildError {
     #[error("--out is missing: give the directory to write the cube into, e.g. --out cube.zarr")]
     NoOutput,
-    #[error("--stac-url {url}: {source}")]
-    Catalog { url: String, source: CatalogError },
-    #[error("--items {path}: {source}")]
-    Items { path: PathBuf, source: CatalogError },
+    // The inner errors are fields, not `source`s: their text is already in the message, and the
+    // CLI prints the source chain, which would repeat it.
+    #[error("--stac-url {url}: {error}")]
+    Catalog { url: String, error: CatalogError },
+    #[error("--items {path}: {error}")]
+    Items { path: PathBuf, error: CatalogError },
     #[error(transparent)]
     Plan(#[from] PlanError),
-    #[error("--out {path}: {source}")]
-    Store { path: PathBuf, source: StoreError },
+    #[error("--out {path}: {error}")]
+    Store { path: PathBuf, error: StoreError },
+    /// `--out` is not a location eocube can write to (the message names `--out` and the forms).
+    #[error(transparent)]
+    Location(#[from] LocationError),
 }
 
 /// The catalog of `spec`, checked to answer: a local item file is read, an API's landing page
 /// must offer item search. Called before anything is written.
 pub async fn open_catalog(spec: &CubeSpec) -> Result<Catalog, BuildError> {
     match &spec.items {
-        Some(path) => Catalog::file(path).map_err(|source| BuildError::Items { path: path.clone(), source }),
+        Some(path) => Catalog::file(path).map_err(|error| BuildError::Items { path: path.clone(), error }),
         None => {
-            let bad = |source| BuildError::Catalog { url: spec.stac_url.clone(), source };
+            let bad = |error| BuildError::Catalog { url: spec.stac_url.clone(), error };
             let catalog = Catalog::api(&spec.stac_url).map_err(bad)?;
             catalog.check().await.map_err(bad)?;
             Ok(catalog)
@@ -83,17 +89,15 @@ pub fn layout(plan: &Plan) -> CubeLayout {
     }
 }
 
-/// Creates the cube at `out`, or reopens it when it holds the same cube (resume). Refuses an
-/// output that holds anything else, without touching it.
-pub fn create_or_resume(out: &Path, plan: &Plan) -> Result<(Cube, bool), BuildError> {
-    let layout = layout(plan);
-    let store = |source| BuildError::Store { path: out.to_path_buf(), source };
-    let non_empty = out.is_file() || std::fs::read_dir(out).is_ok_and(|mut d| d.next().is_some());
-    if non_empty {
-        Ok((Cube::open_matching(out, &layout).map_err(store)?, true))
-    } else {
-        Ok((Cube::create(out, &layout).map_err(store)?, false))
-    }
+/// Creates the cube at `out` (a local path, `file://` or `s3://bucket/prefix`: see
+/// [`OutLocation::parse`]), or reopens it when it holds the same cube (resume). Refuses an
+/// output that holds anything else, an unknown or unsupported scheme, a missing bucket, refused
+/// credentials or an unreachable endpoint, without touching it.
+pub fn create_or_resume(out: impl AsRef<OsStr>, plan: &Plan) -> Result<(Cube, bool), BuildError> {
+    let out = out.as_ref();
+    let store = |error| BuildError::Store { path: PathBuf::from(out), error };
+    let loc = OutLocation::parse(out)?;
+    Cube::create_or_open_matching(&loc, &layout(plan)).map_err(store)
 }
 
 /// Runs the build of `spec` until every job has ended or `stop` completes.
@@ -110,7 +114,7 @@ pub async fn build(
     let cube = Arc::new(cube);
     let ctx = JobContext::new(Arc::clone(&plan), catalog, Fetcher::new(opts.fetch.clone()), opts.skip_bad_scenes);
     let mut progress = Progress::new(opts.progress);
-    let store = |source| BuildError::Store { path: out.clone(), source };
+    let store = |error| BuildError::Store { path: out.clone(), error };
     let summary = executor::run_local(&ctx, &cube, &opts.run, &mut progress, stop).await.map_err(store)?;
     let complete = summary.complete();
     if complete {
@@ -132,11 +136,13 @@ pub struct Status {
     pub failures: Vec<(crate::plan::Job, String)>,
 }
 
-/// The status of the cube at `path`: its plan is recomputed from the spec stored in it (the plan
-/// is deterministic), then compared with the ledger and the run report.
-pub fn status(path: &Path, is_land: LandTest<'_>) -> Result<Status, BuildError> {
-    let store = |source| BuildError::Store { path: path.to_path_buf(), source };
-    let cube = Cube::open(path).map_err(store)?;
+/// The status of the cube at `out` (a local path or a URL, as for [`create_or_resume`]): its plan
+/// is recomputed from the spec stored in it (the plan is deterministic), then compared with the
+/// ledger and the run report.
+pub fn status(out: impl AsRef<OsStr>, is_land: LandTest<'_>) -> Result<Status, BuildError> {
+    let path = Path::new(out.as_ref());
+    let store = |error| BuildError::Store { path: path.to_path_buf(), error };
+    let cube = Cube::open_at(&OutLocation::parse(path)?).map_err(store)?;
     let not_cube = |reason: String| store(StoreError::NotACube { path: path.to_path_buf(), reason });
     let spec: CubeSpec = serde_json::from_value(with_run_fields(cube.layout().attrs.clone()))
         .map_err(|e| not_cube(format!("its stored spec cannot be read ({e})")))?;

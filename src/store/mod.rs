@@ -13,19 +13,23 @@
 //! Cube::finish ─▶ consolidated metadata (v3: root zarr.json; v2: .zmetadata), written last
 //! ```
 //!
-//! Reads, listings and the coordinate values go through a `zarrs` storage trait object
-//! ([`zarrs::storage::ReadableWritableListableStorage`]); chunks are encoded by `zarrs` and, like
-//! every metadata document, placed whole with [`Backend`]'s atomic write. An object-store backend
-//! slots in as another [`Backend`] variant: its storage object plus the two operations a plain
-//! key/value store lacks (atomic whole writes, appends). Only local disk is implemented for now.
-//! The choices and their reasons are in `docs/cube.md`.
+//! Where the cube lives is an [`OutLocation`] (`--out`: a local path, `file://` or
+//! `s3://bucket/prefix`, parsed by [`location`]). Chunks and coordinate values are encoded by
+//! `zarrs` into an in-memory store and, like every metadata document, placed whole by
+//! [`Backend`]: on local disk a temporary file renamed over the key, on object storage one PUT
+//! ([`object`]). The run report is one appended line per job on disk and one object per job on
+//! object storage (which cannot append); [`Cube::report`] reads both forms. The choices and their
+//! reasons are in `docs/cube.md`.
 
 mod ledger;
+pub mod location;
 pub mod meta;
+mod object;
 #[cfg(test)]
 mod tests;
 
 use std::collections::HashSet;
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -43,6 +47,8 @@ use zarrs::storage::{ReadableWritableListableStorage, StoreKey};
 use crate::grid::{Affine, Crs, GeoBox, Shape};
 
 pub use ledger::JobId;
+pub use location::{LocationError, OutLocation};
+use object::ObjectBackend;
 
 /// The Zarr format of the cube; v3 unless the user asks for v2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -72,6 +78,10 @@ pub struct CubeLayout {
 pub const DEFAULT_VARIABLE: &str = "rgb_median";
 /// Directory of eocube's own files inside the store; no Zarr node lives there.
 pub const BOOKKEEPING_DIR: &str = "_eocube";
+/// The run report on local disk: one JSON line per job.
+const REPORT_LINES: &str = "_eocube/report.jsonl";
+/// The run report on object storage: one object per job, names in time order.
+const REPORT_PARTS: &str = "_eocube/report/";
 
 /// The serialized form of a [`CubeLayout`]: group attribute `eocube_layout` and `_eocube/plan.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -126,17 +136,35 @@ pub enum StoreError {
     InvalidLayout { path: PathBuf, reason: String },
     #[error("chunk (t {t}, y {iy}, x {ix}) of {path}: {reason}")]
     BadChunk { path: PathBuf, t: usize, iy: usize, ix: usize, reason: String },
+    #[error(transparent)]
+    Location(#[from] LocationError),
+    #[error(
+        "{location}: the bucket {bucket:?} does not exist (or these credentials cannot see it); create it first, or check the bucket name and AWS_ENDPOINT_URL"
+    )]
+    NoBucket { location: String, bucket: String },
+    #[error(
+        "{location}: access denied ({reason}); check the credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN or an instance role) and that they may list, read, write and delete under the prefix"
+    )]
+    Denied { location: String, reason: String },
+    #[error(
+        "{location}: the object store does not answer ({reason}); check AWS_ENDPOINT_URL / AWS_REGION (and AWS_ALLOW_HTTP for http endpoints) and the network"
+    )]
+    Unreachable { location: String, reason: String },
+    #[error("{location}: {op} {key} failed: {reason}; run the same command again to retry (done jobs are kept)")]
+    Remote { location: String, op: &'static str, key: String, reason: String },
 }
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// Where the cube's bytes go. Metadata and chunks use the zarrs storage trait object; the two
-/// operations a plain key/value storage lacks are here, so an object store (where a PUT is
-/// already atomic and the report can be written as parts) slots in as another variant.
+/// Where the cube's bytes go: whole-object reads and writes, deletes, listings under a prefix,
+/// and appends where the medium has them.
 #[derive(Clone)]
 pub enum Backend {
-    /// A directory on local disk.
+    /// A directory on local disk, read and listed through a zarrs storage trait object.
     Local { root: PathBuf, storage: ReadableWritableListableStorage },
+    /// A prefix in an object store (`s3://bucket/prefix`); `root` is its URL, as a path, for
+    /// messages.
+    Object { root: PathBuf, store: Arc<ObjectBackend> },
 }
 
 impl Backend {
@@ -146,21 +174,28 @@ impl Backend {
         Ok(Backend::Local { root: root.to_path_buf(), storage: Arc::new(store) })
     }
 
-    fn storage(&self) -> &ReadableWritableListableStorage {
-        match self {
-            Backend::Local { storage, .. } => storage,
-        }
-    }
-
     fn root(&self) -> &Path {
         match self {
-            Backend::Local { root, .. } => root,
+            Backend::Local { root, .. } | Backend::Object { root, .. } => root,
         }
     }
 
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        let k = store_key(self.root(), key)?;
-        self.storage().get(&k).map(|b| b.map(|b| b.to_vec())).map_err(|e| self.zarr_err(key, e))
+        match self {
+            Backend::Local { storage, root } => {
+                let k = store_key(root, key)?;
+                storage.get(&k).map(|b| b.map(|b| b.to_vec())).map_err(|e| self.zarr_err(key, e))
+            }
+            Backend::Object { store, .. } => store.get(key),
+        }
+    }
+
+    /// Several keys, in order (concurrent requests on object storage).
+    fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>> {
+        match self {
+            Backend::Local { .. } => keys.iter().map(|k| self.get(k)).collect(),
+            Backend::Object { store, .. } => store.get_many(keys),
+        }
     }
 
     /// Write `key` whole or not at all: readers see the old value or the new one, never a torn
@@ -169,6 +204,8 @@ impl Backend {
     /// over the key (atomic within one file system).
     fn put_atomic(&self, key: &str, bytes: &[u8]) -> Result<()> {
         match self {
+            // One PUT replaces an object whole.
+            Backend::Object { store, .. } => store.put(key, bytes),
             Backend::Local { root, .. } => {
                 static COUNTER: AtomicU64 = AtomicU64::new(0);
                 let dest = root.join(key);
@@ -194,16 +231,37 @@ impl Backend {
     }
 
     fn erase(&self, key: &str) -> Result<()> {
-        let k = store_key(self.root(), key)?;
-        self.storage().erase(&k).map_err(|e| self.zarr_err(key, e))
+        match self {
+            Backend::Local { storage, root } => {
+                let k = store_key(root, key)?;
+                storage.erase(&k).map_err(|e| self.zarr_err(key, e))
+            }
+            Backend::Object { store, .. } => store.delete(key),
+        }
     }
 
-    /// Append one line. On local disk an `O_APPEND` write of one small buffer lands whole, even
-    /// with several workers appending at once.
-    fn append_line(&self, key: &str, line: &str) -> Result<()> {
+    /// Append one report record. On local disk: one line of `_eocube/report.jsonl`, with one
+    /// `O_APPEND` write of one small buffer, which lands whole even with several workers
+    /// appending at once. Object storage cannot append: one object per record under
+    /// `_eocube/report/`, named so that names sort in time order.
+    fn append_report(&self, line: &str) -> Result<()> {
         use std::io::Write;
         match self {
+            Backend::Object { store, .. } => {
+                static COUNTER: AtomicU64 = AtomicU64::new(0);
+                let nanos = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos())
+                    .unwrap_or(0);
+                let key = format!(
+                    "{REPORT_PARTS}{nanos:020}-{:07}-{:08}.json",
+                    std::process::id(),
+                    COUNTER.fetch_add(1, Ordering::Relaxed)
+                );
+                store.put(&key, line.trim_end_matches('\n').as_bytes())
+            }
             Backend::Local { root, .. } => {
+                let key = REPORT_LINES;
                 let path = root.join(key);
                 let io = |source| StoreError::Io { path: path.clone(), source };
                 if let Some(parent) = path.parent() {
@@ -218,12 +276,16 @@ impl Backend {
     }
 
     fn list_prefix(&self, prefix: &str) -> Result<Vec<String>> {
+        let storage = match self {
+            Backend::Local { storage, .. } => storage,
+            Backend::Object { store, .. } => return store.list_prefix(prefix),
+        };
         let p = zarrs::storage::StorePrefix::new(prefix).map_err(|e| StoreError::Zarr {
             path: self.root().to_path_buf(),
             node: prefix.into(),
             reason: e.to_string(),
         })?;
-        match self.storage().list_prefix(&p) {
+        match storage.list_prefix(&p) {
             Ok(keys) => Ok(keys.iter().map(|k| k.as_str().to_string()).collect()),
             // A prefix that was never written is an empty listing, not an error.
             Err(_) if !self.root().join(prefix).exists() => Ok(Vec::new()),
@@ -246,6 +308,7 @@ fn store_key(root: &Path, key: &str) -> Result<StoreKey> {
 
 /// An eocube cube: its layout and where it lives.
 pub struct Cube {
+    location: OutLocation,
     backend: Backend,
     layout: CubeLayout,
     /// The data variable bound to an in-memory store: zarrs encodes a chunk there, and the bytes
@@ -255,24 +318,42 @@ pub struct Cube {
 }
 
 impl Cube {
-    /// Create the cube at `path` and write its template: group metadata, every array's metadata
-    /// and the coordinate values, and `_eocube/plan.json`. No data chunk is written. Refuses an
-    /// existing non-empty path.
-    pub fn create(path: impl AsRef<Path>, layout: &CubeLayout) -> Result<Cube> {
-        let path = path.as_ref();
-        validate(path, layout)?;
-        if path.is_file() {
-            return Err(StoreError::AlreadyExists { path: path.to_path_buf() });
-        }
-        if path.is_dir() {
-            let mut entries =
-                std::fs::read_dir(path).map_err(|source| StoreError::Io { path: path.to_path_buf(), source })?;
-            if entries.next().is_some() {
-                return Err(StoreError::AlreadyExists { path: path.to_path_buf() });
+    /// Create the cube at `out` (a local path or a URL, see [`OutLocation::parse`]) and write its
+    /// template: group metadata, every array's metadata and the coordinate values, and
+    /// `_eocube/plan.json`. No data chunk is written. Refuses an existing non-empty location.
+    pub fn create(out: impl AsRef<OsStr>, layout: &CubeLayout) -> Result<Cube> {
+        Cube::create_at(&OutLocation::parse(out)?, layout)
+    }
+
+    /// [`Cube::create`] at a parsed location. On object storage the bucket, endpoint and
+    /// credentials are checked (one listing) before anything is written.
+    pub fn create_at(loc: &OutLocation, layout: &CubeLayout) -> Result<Cube> {
+        let path = loc.as_path_buf();
+        validate(&path, layout)?;
+        let backend = match loc {
+            OutLocation::Local(path) => {
+                if path.is_file() {
+                    return Err(StoreError::AlreadyExists { path: path.to_path_buf() });
+                }
+                if path.is_dir() {
+                    let mut entries = std::fs::read_dir(path)
+                        .map_err(|source| StoreError::Io { path: path.to_path_buf(), source })?;
+                    if entries.next().is_some() {
+                        return Err(StoreError::AlreadyExists { path: path.to_path_buf() });
+                    }
+                }
+                std::fs::create_dir_all(path).map_err(|source| StoreError::Io { path: path.to_path_buf(), source })?;
+                Backend::local(path)?
             }
-        }
-        std::fs::create_dir_all(path).map_err(|source| StoreError::Io { path: path.to_path_buf(), source })?;
-        let backend = Backend::local(path)?;
+            OutLocation::S3 { .. } => {
+                let store = ObjectBackend::new(loc)?;
+                store.check()?;
+                if !store.is_empty()? {
+                    return Err(StoreError::AlreadyExists { path });
+                }
+                Backend::Object { root: store.display_path(), store: Arc::new(store) }
+            }
+        };
 
         // Plan first: a half-written template is still recognisable and refused by `create`.
         let record = LayoutRecord::of(layout);
@@ -290,13 +371,14 @@ impl Cube {
                 backend.put_atomic(".zattrs", &to_pretty(&attrs))?;
             }
         }
-        let storage = backend.storage().clone();
+        // Coordinate values are encoded by zarrs into memory, then placed like chunks.
+        let staging = Arc::new(MemoryStore::new());
         for doc in meta::array_docs(layout) {
             // zarrs parses and validates each document, then the document itself is written: zarrs
             // 0.23 serializes a codec without configuration in the short form (`"vlen-utf8"`),
             // which zarr-python 3.1 rejects, so its own metadata writer is not used.
             let array =
-                Array::new_with_metadata(storage.clone(), &format!("/{}", doc.name), parse_metadata(path, &doc)?)
+                Array::new_with_metadata(staging.clone(), &format!("/{}", doc.name), parse_metadata(&path, &doc)?)
                     .map_err(|e| backend.zarr_err(&doc.name, e))?;
             match layout.zarr_format {
                 ZarrFormat::V3 => backend.put_atomic(&format!("{}/zarr.json", doc.name), &to_pretty(&doc.metadata))?,
@@ -307,23 +389,48 @@ impl Cube {
             }
             write_coordinate(&array, &doc.name, layout).map_err(|e| backend.zarr_err(&doc.name, e))?;
         }
-        Cube::with_backend(backend, layout.clone())
+        let keys = zarrs::storage::ListableStorageTraits::list(&*staging).map_err(|e| backend.zarr_err("/", e))?;
+        for key in keys {
+            let bytes = zarrs::storage::ReadableStorageTraits::get(&*staging, &key)
+                .map_err(|e| backend.zarr_err(key.as_str(), e))?
+                .ok_or_else(|| backend.zarr_err(key.as_str(), "staged coordinate chunk vanished"))?;
+            backend.put_atomic(key.as_str(), &bytes)?;
+        }
+        Cube::with_backend(loc.clone(), backend, layout.clone())
     }
 
-    /// Open an existing cube and read its layout back from the group attributes.
-    pub fn open(path: impl AsRef<Path>) -> Result<Cube> {
-        let path = path.as_ref();
-        if !path.exists() {
-            return Err(StoreError::NotFound { path: path.to_path_buf() });
-        }
-        if !path.is_dir() {
-            return Err(StoreError::NotACube {
-                path: path.to_path_buf(),
-                reason: "it is a file, not a directory".into(),
-            });
-        }
-        let backend = Backend::local(path)?;
-        let not_cube = |reason: &str| StoreError::NotACube { path: path.to_path_buf(), reason: reason.into() };
+    /// Open an existing cube at `out` (a local path or a URL) and read its layout back from the
+    /// group attributes.
+    pub fn open(out: impl AsRef<OsStr>) -> Result<Cube> {
+        Cube::open_at(&OutLocation::parse(out)?)
+    }
+
+    /// [`Cube::open`] at a parsed location. Only reads.
+    pub fn open_at(loc: &OutLocation) -> Result<Cube> {
+        let path = loc.as_path_buf();
+        let backend = match loc {
+            OutLocation::Local(path) => {
+                if !path.exists() {
+                    return Err(StoreError::NotFound { path: path.to_path_buf() });
+                }
+                if !path.is_dir() {
+                    return Err(StoreError::NotACube {
+                        path: path.to_path_buf(),
+                        reason: "it is a file, not a directory".into(),
+                    });
+                }
+                Backend::local(path)?
+            }
+            OutLocation::S3 { .. } => {
+                let store = ObjectBackend::new(loc)?;
+                store.check()?;
+                if store.is_empty()? {
+                    return Err(StoreError::NotFound { path });
+                }
+                Backend::Object { root: store.display_path(), store: Arc::new(store) }
+            }
+        };
+        let not_cube = |reason: &str| StoreError::NotACube { path: path.clone(), reason: reason.into() };
         let (attrs, format) = if let Some(bytes) = backend.get("zarr.json")? {
             let doc: Value = serde_json::from_slice(&bytes).map_err(|_| not_cube("zarr.json is not JSON"))?;
             if doc.get("node_type").and_then(Value::as_str) != Some("group") {
@@ -354,14 +461,38 @@ impl Cube {
             zarr_format: record.zarr_format,
             attrs: attrs.get("spec").cloned().unwrap_or(Value::Null),
         };
-        Cube::with_backend(backend, layout)
+        Cube::with_backend(loc.clone(), backend, layout)
     }
 
-    /// Open the cube at `path` and check that it has exactly `layout` (grid, chunking, times,
+    /// Open the cube at `out` and check that it has exactly `layout` (grid, chunking, times,
     /// bands, variable, format and spec): the precondition for resuming a build into it.
-    pub fn open_matching(path: impl AsRef<Path>, layout: &CubeLayout) -> Result<Cube> {
-        let path = path.as_ref();
-        let cube = Cube::open(path)?;
+    pub fn open_matching(out: impl AsRef<OsStr>, layout: &CubeLayout) -> Result<Cube> {
+        Cube::open_matching_at(&OutLocation::parse(out)?, layout)
+    }
+
+    /// Create the cube at `loc` if nothing is there, or reopen it when it holds this very cube
+    /// (resume; the flag is `true`). Anything else is refused without writing.
+    pub fn create_or_open_matching(loc: &OutLocation, layout: &CubeLayout) -> Result<(Cube, bool)> {
+        let non_empty = match loc {
+            OutLocation::Local(out) => out.is_file() || std::fs::read_dir(out).is_ok_and(|mut d| d.next().is_some()),
+            OutLocation::S3 { .. } => {
+                let store = ObjectBackend::new(loc)?;
+                store.check()?;
+                !store.is_empty()?
+            }
+        };
+        if non_empty {
+            Ok((Cube::open_matching_at(loc, layout)?, true))
+        } else {
+            Ok((Cube::create_at(loc, layout)?, false))
+        }
+    }
+
+    /// [`Cube::open_matching`] at a parsed location. Only reads.
+    pub fn open_matching_at(loc: &OutLocation, layout: &CubeLayout) -> Result<Cube> {
+        let path = loc.as_path_buf();
+        let path = path.as_path();
+        let cube = Cube::open_at(loc)?;
         let (a, b) = (LayoutRecord::of(&cube.layout), LayoutRecord::of(layout));
         let mismatch = |field: &'static str, found: String, requested: String| {
             Err(StoreError::LayoutMismatch { path: path.to_path_buf(), field, found, requested })
@@ -393,7 +524,7 @@ impl Cube {
         Ok(cube)
     }
 
-    fn with_backend(backend: Backend, layout: CubeLayout) -> Result<Cube> {
+    fn with_backend(location: OutLocation, backend: Backend, layout: CubeLayout) -> Result<Cube> {
         let root = backend.root().to_path_buf();
         let data_doc = meta::array_docs(&layout)
             .into_iter()
@@ -406,15 +537,21 @@ impl Cube {
             parse_metadata(&root, &data_doc)?,
         )
         .map_err(|e| backend.zarr_err(&layout.variable, e))?;
-        Ok(Cube { backend, layout, encoder, memory })
+        Ok(Cube { location, backend, layout, encoder, memory })
     }
 
     pub fn layout(&self) -> &CubeLayout {
         &self.layout
     }
 
+    /// The local directory, or the URL (`s3://bucket/prefix`) as an opaque path.
     pub fn path(&self) -> &Path {
         self.backend.root()
+    }
+
+    /// Where the cube lives.
+    pub fn location(&self) -> &OutLocation {
+        &self.location
     }
 
     /// The expected shape `(rows, cols)` of chunk `(iy, ix)`: clipped at the grid edge.
@@ -547,18 +684,28 @@ impl Cube {
         }
     }
 
-    /// Every record of `_eocube/report.jsonl`, oldest first; lines that are not JSON (a line cut
-    /// short by a killed process) are skipped.
+    /// Every record of the run report, oldest first: the lines of `_eocube/report.jsonl` (local
+    /// disk), then the objects under `_eocube/report/` (object storage; names sort in time
+    /// order). A line or object that is not JSON (cut short by a killed process) is skipped.
     pub fn report(&self) -> Result<Vec<Value>> {
-        let Some(bytes) = self.backend.get(&format!("{BOOKKEEPING_DIR}/report.jsonl"))? else {
-            return Ok(Vec::new());
-        };
-        Ok(String::from_utf8_lossy(&bytes).lines().filter_map(|l| serde_json::from_str(l).ok()).collect())
+        let mut records: Vec<Value> = Vec::new();
+        if let Some(bytes) = self.backend.get(REPORT_LINES)? {
+            records.extend(String::from_utf8_lossy(&bytes).lines().filter_map(|l| serde_json::from_str(l).ok()));
+        }
+        let mut parts = self.backend.list_prefix(REPORT_PARTS)?;
+        parts.sort();
+        for bytes in self.backend.get_many(&parts)?.into_iter().flatten() {
+            if let Ok(v) = serde_json::from_slice(&bytes) {
+                records.push(v);
+            }
+        }
+        Ok(records)
     }
 
-    /// Append one record (one JSON line) to `_eocube/report.jsonl`.
+    /// Append one record to the run report (a line of `_eocube/report.jsonl` on local disk, one
+    /// object under `_eocube/report/` on object storage).
     pub fn append_report(&self, record: &Value) -> Result<()> {
-        self.backend.append_line(&format!("{BOOKKEEPING_DIR}/report.jsonl"), &record.to_string())
+        self.backend.append_report(&record.to_string())
     }
 }
 
@@ -627,7 +774,7 @@ fn parse_metadata(path: &Path, doc: &meta::ArrayDoc) -> Result<ArrayMetadata> {
 
 /// Write the values of a coordinate array (one chunk each); the data variable gets none.
 fn write_coordinate(
-    array: &Array<dyn zarrs::storage::ReadableWritableListableStorageTraits>,
+    array: &Array<MemoryStore>,
     name: &str,
     layout: &CubeLayout,
 ) -> std::result::Result<(), zarrs::array::ArrayError> {

@@ -277,3 +277,28 @@ fn concurrent_workers_write_disjoint_chunks_and_one_report() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn output_locations_parse_once() {
+    let p = |s: &str| OutLocation::parse(s);
+    assert_eq!(p("cube.zarr").unwrap(), OutLocation::Local("cube.zarr".into()));
+    assert_eq!(p("/data/a b/cube.zarr").unwrap(), OutLocation::Local("/data/a b/cube.zarr".into()));
+    assert_eq!(p("file:///data/cube.zarr").unwrap().local_path(), Some(Path::new("/data/cube.zarr")));
+    assert_eq!(
+        p("s3://bucket/a/cube.zarr").unwrap(),
+        OutLocation::S3 { bucket: "bucket".into(), prefix: "a/cube.zarr".into() }
+    );
+    assert_eq!(p("s3a://bucket/").unwrap().to_string(), "s3://bucket");
+    // Not a scheme: a relative path with "://" further in.
+    assert_eq!(p("dir/x://y").unwrap(), OutLocation::Local("dir/x://y".into()));
+    assert!(matches!(p("file://host/data"), Err(LocationError::Invalid { .. })));
+    assert!(matches!(p(""), Err(LocationError::Invalid { .. })));
+    assert!(matches!(p("s3://bucket/a//b"), Err(LocationError::Invalid { .. })));
+    assert!(matches!(p("s3://bucket/a?x=1"), Err(LocationError::Invalid { .. })));
+    assert!(matches!(p("icechunk+s3://b/r"), Err(LocationError::NotSupportedYet { .. })));
+    let e = p("ftp://h/c").unwrap_err().to_string();
+    assert!(e.starts_with("--out ftp://h/c: unknown scheme \"ftp\"") && e.contains("s3://bucket/prefix"), "{e}");
+    // create/open take URLs too; a bad one is refused before anything happens.
+    assert!(matches!(Cube::create("gs://b/c", &layout(ZarrFormat::V3)), Err(StoreError::Location(_))));
+    assert!(matches!(Cube::open("ftp://b/c"), Err(StoreError::Location(_))));
+}
