@@ -338,3 +338,46 @@ fn a_missing_scene_fails_its_jobs_unless_bad_scenes_are_skipped() {
     assert!(warned >= 1, "{report}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A job that outlives `--timeout` counts as a transient failure: it is retried `--retries` times
+/// after a backoff, then fails with a message saying how to raise the limit; exit status 1.
+#[test]
+fn jobs_over_the_timeout_are_retried_then_fail() {
+    let dir = common::scratch_dir("timeout");
+    let m = common::e2e_manifest();
+    let out = dir.join("cube.zarr");
+    let items = common::e2e_dir().join("items-local.json");
+    let bbox: Vec<String> = m["bbox"].as_array().unwrap().iter().map(|v| v.to_string()).collect();
+    let mut args: Vec<String> = vec!["build".into(), "--bbox".into()];
+    args.extend(bbox);
+    for (flag, v) in [
+        ("--start", m["start"].as_str().unwrap()),
+        ("--end", m["end"].as_str().unwrap()),
+        ("--collection", m["collection"].as_str().unwrap()),
+        ("--items", items.to_str().unwrap()),
+        ("--chunk-size", "256"),
+        ("--timeout", "0.000001"),
+        ("--retries", "1"),
+        ("--out", out.to_str().unwrap()),
+    ] {
+        args.push(flag.into());
+        args.push(v.into());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let t0 = std::time::Instant::now();
+    let o = eocube(&args);
+    let (stdout, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stderr.contains("timed out after") && stderr.contains("raise --timeout"), "{stderr}");
+    let report = std::fs::read_to_string(out.join("_eocube/report.jsonl")).unwrap();
+    let records: Vec<serde_json::Value> = report.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(!records.is_empty());
+    for r in &records {
+        assert_eq!(r["outcome"], "failed", "{r}");
+        assert_eq!(r["retries"], 1, "{r}");
+        assert_eq!(r["retried_errors"].as_array().map(Vec::len), Some(1), "{r}");
+    }
+    // one backoff of 0.5-1 s between the two attempts of each job
+    assert!(t0.elapsed().as_secs_f64() >= 0.5, "{:?}", t0.elapsed());
+    let _ = std::fs::remove_dir_all(&dir);
+}
