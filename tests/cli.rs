@@ -172,23 +172,8 @@ fn ctrl_c_stops_cleanly_and_the_same_command_resumes() {
     let dir = common::scratch_dir("ctrl-c");
     let out = dir.join("cube.zarr");
     let items = common::e2e_dir().join("items-local.json");
-    let m = common::e2e_manifest();
-    let bbox: Vec<String> = m["bbox"].as_array().unwrap().iter().map(|v| v.to_string()).collect();
-    let mut args: Vec<String> = vec!["build".into(), "--bbox".into()];
-    args.extend(bbox);
-    for (flag, value) in [
-        ("--start", m["start"].as_str().unwrap().to_string()),
-        ("--end", m["end"].as_str().unwrap().to_string()),
-        ("--collection", m["collection"].as_str().unwrap().to_string()),
-        ("--items", items.display().to_string()),
-        // small chunks, one worker: hundreds of short jobs, so the signal lands midway
-        ("--chunk-size", "16".into()),
-        ("--workers", "1".into()),
-        ("--out", out.display().to_string()),
-    ] {
-        args.push(flag.into());
-        args.push(value);
-    }
+    // small chunks, one worker: hundreds of short jobs, so the signal lands midway
+    let args = common::e2e_items_build_args(&out, &items, &["--chunk-size", "16", "--workers", "1"]);
     let child = Command::new(env!("CARGO_BIN_EXE_eocube"))
         .args(&args)
         .stdout(std::process::Stdio::piped())
@@ -275,13 +260,12 @@ print(f"demo cube {dict(ds.sizes)}, {filled:.3f} of the values observed")
 }
 
 /// A scene whose file is missing fails its jobs at once (no retries: a 404 does not heal), the
-/// build exits 1 naming the file, and the same command resumes the rest; with
+/// build exits 1 naming the file, `status` counts the failed jobs; with
 /// `--skip-bad-scenes` the scene is left out with a warning in the run report and the build
 /// completes.
 #[test]
 fn a_missing_scene_fails_its_jobs_unless_bad_scenes_are_skipped() {
     let dir = common::scratch_dir("bad-scene");
-    let m = common::e2e_manifest();
     let mut items: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(common::e2e_dir().join("items-local.json")).unwrap()).unwrap();
     let features = items["features"].as_array_mut().unwrap();
@@ -292,21 +276,9 @@ fn a_missing_scene_fails_its_jobs_unless_bad_scenes_are_skipped() {
     let items_path = dir.join("items.json");
     std::fs::write(&items_path, items.to_string()).unwrap();
     let build = |out: &std::path::Path, extra: &[&str]| {
-        let bbox: Vec<String> = m["bbox"].as_array().unwrap().iter().map(|v| v.to_string()).collect();
-        let mut args: Vec<String> = vec!["build".into(), "--bbox".into()];
-        args.extend(bbox);
-        for (flag, v) in [
-            ("--start", m["start"].as_str().unwrap()),
-            ("--end", m["end"].as_str().unwrap()),
-            ("--collection", m["collection"].as_str().unwrap()),
-            ("--items", items_path.to_str().unwrap()),
-            ("--chunk-size", "128"),
-            ("--out", out.to_str().unwrap()),
-        ] {
-            args.push(flag.into());
-            args.push(v.into());
-        }
-        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut flags = vec!["--chunk-size", "128"];
+        flags.extend_from_slice(extra);
+        let args = common::e2e_items_build_args(out, &items_path, &flags);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         eocube(&args)
     };
@@ -344,25 +316,10 @@ fn a_missing_scene_fails_its_jobs_unless_bad_scenes_are_skipped() {
 #[test]
 fn jobs_over_the_timeout_are_retried_then_fail() {
     let dir = common::scratch_dir("timeout");
-    let m = common::e2e_manifest();
     let out = dir.join("cube.zarr");
     let items = common::e2e_dir().join("items-local.json");
-    let bbox: Vec<String> = m["bbox"].as_array().unwrap().iter().map(|v| v.to_string()).collect();
-    let mut args: Vec<String> = vec!["build".into(), "--bbox".into()];
-    args.extend(bbox);
-    for (flag, v) in [
-        ("--start", m["start"].as_str().unwrap()),
-        ("--end", m["end"].as_str().unwrap()),
-        ("--collection", m["collection"].as_str().unwrap()),
-        ("--items", items.to_str().unwrap()),
-        ("--chunk-size", "256"),
-        ("--timeout", "0.000001"),
-        ("--retries", "1"),
-        ("--out", out.to_str().unwrap()),
-    ] {
-        args.push(flag.into());
-        args.push(v.into());
-    }
+    let flags = ["--chunk-size", "256", "--timeout", "0.000001", "--retries", "1"];
+    let args = common::e2e_items_build_args(&out, &items, &flags);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let t0 = std::time::Instant::now();
     let o = eocube(&args);

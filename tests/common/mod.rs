@@ -292,6 +292,16 @@ pub fn scratch_dir(name: &str) -> PathBuf {
 /// The e2e cube settings (bbox, dates, collection, STAC URL) as `eocube build` flags, then `extra`,
 /// then `--out out`.
 pub fn e2e_build_args(out: &Path, extra: &[&str]) -> Vec<String> {
+    e2e_args(out, ["--stac-url".to_string(), e2e_stac_url()], extra)
+}
+
+/// As [`e2e_build_args`], with the scenes from a local item file (`--items`) instead of the API:
+/// no STAC server needed.
+pub fn e2e_items_build_args(out: &Path, items: &Path, extra: &[&str]) -> Vec<String> {
+    e2e_args(out, ["--items".to_string(), items.display().to_string()], extra)
+}
+
+fn e2e_args(out: &Path, catalog: [String; 2], extra: &[&str]) -> Vec<String> {
     let m = e2e_manifest();
     let bbox: Vec<String> = m["bbox"].as_array().expect("bbox").iter().map(|v| v.to_string()).collect();
     let mut args: Vec<String> = vec!["build".into(), "--bbox".into()];
@@ -300,8 +310,7 @@ pub fn e2e_build_args(out: &Path, extra: &[&str]) -> Vec<String> {
         args.push(flag.into());
         args.push(m[key].as_str().expect(key).into());
     }
-    args.push("--stac-url".into());
-    args.push(e2e_stac_url());
+    args.extend(catalog);
     args.extend(extra.iter().map(|s| s.to_string()));
     args.push("--out".into());
     args.push(out.display().to_string());
