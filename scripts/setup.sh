@@ -40,11 +40,12 @@ else
         $SUDO apt-get install -y -q python3-venv </dev/null
     fi
     [ -x "$PY" ] || "$PYTHON" -m venv "$VENV"
+    # s3fs (zarr-python reading s3:// in tests/storage.rs) pins botocore through aiobotocore, and
+    # boto3 pins it too: left open, pip backtracks through hundreds of boto3 releases for many
+    # minutes. These four are pinned to a set known to resolve together at once.
     "$PY" -m pip install -q --disable-pip-version-check \
-        "rasterio>=1.4,<1.5" "numpy>=1.24,<3" "moto[server]>=5,<6" "boto3>=1.28,<2" "xarray>=2025.1" "zarr>=3,<4" "rioxarray>=0.18" </dev/null
-    # s3fs (zarr-python reading s3:// in tests/storage.rs) pins botocore through aiobotocore: a
-    # second step lets pip pick a boto3 that matches (one combined resolve backtracks and fails)
-    "$PY" -m pip install -q --disable-pip-version-check "s3fs>=2024.6" "boto3>=1.28,<2" </dev/null
+        "rasterio>=1.4,<1.5" "numpy>=1.24,<3" "moto[server]>=5,<6" "xarray>=2025.1" "zarr>=3,<4" "rioxarray>=0.18" \
+        "s3fs==2026.9.0" "aiobotocore==3.10.0" "boto3==1.43.117" "botocore==1.43.117" </dev/null
     check_py || { echo "setup: .venv is still not usable" >&2; exit 1; }
 fi
 
