@@ -28,6 +28,8 @@ check_py() {
     [ -x "$PY" ] && "$PY" - <<'PYEOF' >/dev/null 2>&1
 import rasterio, numpy, boto3, moto, moto.server, xarray, zarr, rioxarray, s3fs  # noqa: F401
 assert rasterio.__version__.startswith("1.4"), rasterio.__version__
+import icechunk  # noqa: F401
+assert icechunk.__version__.startswith("1.1."), icechunk.__version__
 PYEOF
 }
 if check_py && [ -x "$VENV/bin/moto_server" ]; then
@@ -43,9 +45,12 @@ else
     # s3fs (zarr-python reading s3:// in tests/storage.rs) pins botocore through aiobotocore, and
     # boto3 pins it too: left open, pip backtracks through hundreds of boto3 releases for many
     # minutes. These four are pinned to a set known to resolve together at once.
+    # icechunk-python 2.x needs Python >= 3.12; 1.1.x reads the format-1 repositories eocube creates
+    # (src/store/icechunk.rs).
     "$PY" -m pip install -q --disable-pip-version-check \
         "rasterio>=1.4,<1.5" "numpy>=1.24,<3" "moto[server]>=5,<6" "xarray>=2025.1" "zarr>=3,<4" "rioxarray>=0.18" \
-        "s3fs==2026.9.0" "aiobotocore==3.10.0" "boto3==1.43.117" "botocore==1.43.117" </dev/null
+        "s3fs==2026.9.0" "aiobotocore==3.10.0" "boto3==1.43.117" "botocore==1.43.117" \
+        "icechunk==1.1.21" </dev/null
     check_py || { echo "setup: .venv is still not usable" >&2; exit 1; }
 fi
 

@@ -18,7 +18,7 @@ use crate::executor::{self, Progress, ProgressMode, RunOptions, Summary};
 use crate::job::JobContext;
 use crate::plan::{LandTest, Plan, PlanError, PlanSummary};
 use crate::spec::CubeSpec;
-use crate::store::{Cube, CubeLayout, LocationError, OutLocation, StoreError, ZarrFormat};
+use crate::store::{Cube, CubeLayout, IcechunkOptions, LocationError, OutLocation, StoreError, ZarrFormat};
 use crate::time::days_since_epoch;
 
 /// How a build runs (not what it makes: that is the [`CubeSpec`]).
@@ -56,6 +56,10 @@ pub enum BuildError {
     Plan(#[from] PlanError),
     #[error("--out {path}: {error}")]
     Store { path: PathBuf, error: StoreError },
+    #[error("--end {given}: {reason}")]
+    End { given: String, reason: String },
+    #[error("{what} is not supported yet; {fix}")]
+    Unsupported { what: String, fix: String },
     /// `--out` is not a location eocube can write to (the message names `--out` and the forms).
     #[error(transparent)]
     Location(#[from] LocationError),
@@ -94,10 +98,21 @@ pub fn layout(plan: &Plan) -> CubeLayout {
 /// output that holds anything else, an unknown or unsupported scheme, a missing bucket, refused
 /// credentials or an unreachable endpoint, without touching it.
 pub fn create_or_resume(out: impl AsRef<OsStr>, plan: &Plan) -> Result<(Cube, bool), BuildError> {
+    create_or_resume_with(out, plan, &IcechunkOptions::default())
+}
+
+/// [`create_or_resume`] with the branch options of an Icechunk output (`icechunk://`,
+/// `icechunk+s3://`; ignored for plain Zarr): the build runs on a build branch and the target
+/// branch moves only when every job is done (`src/store/icechunk.rs`).
+pub fn create_or_resume_with(
+    out: impl AsRef<OsStr>,
+    plan: &Plan,
+    icechunk: &IcechunkOptions,
+) -> Result<(Cube, bool), BuildError> {
     let out = out.as_ref();
     let store = |error| BuildError::Store { path: PathBuf::from(out), error };
     let loc = OutLocation::parse(out)?;
-    Cube::create_or_open_matching(&loc, &layout(plan)).map_err(store)
+    Cube::create_or_open_icechunk(&loc, &layout(plan), icechunk).map_err(store)
 }
 
 /// Runs the build of `spec` until every job has ended or `stop` completes.
@@ -107,10 +122,23 @@ pub async fn build(
     is_land: LandTest<'_>,
     stop: impl Future<Output = ()>,
 ) -> Result<BuildReport, BuildError> {
+    build_with(spec, opts, &IcechunkOptions::default(), is_land, stop).await
+}
+
+/// [`build`] with the branch options of an Icechunk output (`--branch`, `--tag`,
+/// `--commit-every`; ignored for plain Zarr). On Icechunk, [`Cube::finish`] is the final commit
+/// that moves the target branch.
+pub async fn build_with(
+    spec: &CubeSpec,
+    opts: &BuildOptions,
+    icechunk: &IcechunkOptions,
+    is_land: LandTest<'_>,
+    stop: impl Future<Output = ()>,
+) -> Result<BuildReport, BuildError> {
     let out = PathBuf::from(spec.out.as_deref().ok_or(BuildError::NoOutput)?);
     let catalog = open_catalog(spec).await?;
     let plan = Arc::new(Plan::new(spec, is_land)?);
-    let (cube, resumed) = create_or_resume(&out, &plan)?;
+    let (cube, resumed) = create_or_resume_with(&out, &plan, icechunk)?;
     let cube = Arc::new(cube);
     let ctx = JobContext::new(Arc::clone(&plan), catalog, Fetcher::new(opts.fetch.clone()), opts.skip_bad_scenes);
     let mut progress = Progress::new(opts.progress);
@@ -119,8 +147,72 @@ pub async fn build(
     let complete = summary.complete();
     if complete {
         cube.finish().map_err(store)?;
+    } else {
+        // Icechunk: commit the jobs done since the last checkpoint to the build branch.
+        cube.checkpoint().map_err(store)?;
     }
     Ok(BuildReport { out, plan: plan.summary(), resumed, summary, complete })
+}
+
+/// `eocube extend`: grows the time axis of the cube at `out` to `new_end` and computes what is
+/// new. The last old bin is computed again when the old end cut it short (its search window
+/// grows); every other done job is kept. A rerun with the same `new_end` resumes.
+pub async fn extend(
+    out: &str,
+    new_end: crate::time::Date,
+    workers: Option<usize>,
+    opts: &BuildOptions,
+    is_land: LandTest<'_>,
+    stop: impl Future<Output = ()>,
+) -> Result<BuildReport, BuildError> {
+    let store = |error| BuildError::Store { path: PathBuf::from(out), error };
+    if matches!(OutLocation::parse(out), Ok(OutLocation::Icechunk(_))) {
+        return Err(BuildError::Unsupported {
+            what: "extending an Icechunk repository".into(),
+            fix: "build the longer cube into a new repository or branch (--branch) instead".into(),
+        });
+    }
+    let cube = Cube::open(out).map_err(store)?;
+    let old = stored_spec(&cube, out)?;
+    if new_end < old.end {
+        return Err(BuildError::End {
+            given: new_end.to_string(),
+            reason: format!("the cube already ends on {}; give a later date (a cube never shrinks)", old.end),
+        });
+    }
+    let mut spec = old.clone();
+    spec.end = new_end;
+    spec.out = Some(out.to_string());
+    if let Some(w) = workers {
+        spec.workers = w;
+    }
+    let old_plan = Plan::new(&old, is_land)?;
+    let plan = Plan::new(&spec, is_land)?;
+    if new_end > old.end {
+        // The catalog must answer before the cube is touched.
+        open_catalog(&spec).await?;
+        let changed = old_plan
+            .bins
+            .iter()
+            .position(|b| b.search_window(old.start, old.end) != b.search_window(spec.start, spec.end))
+            .unwrap_or(old_plan.bins.len());
+        for job in old_plan.jobs().filter(|j| j.t >= changed) {
+            cube.unmark_done((job.t, job.iy, job.ix)).map_err(store)?;
+        }
+        cube.extend_times(&layout(&plan)).map_err(store)?;
+    }
+    build(&spec, opts, is_land, stop).await
+}
+
+/// The spec stored in a cube, with the run-only fields put back.
+fn stored_spec(cube: &Cube, out: &str) -> Result<CubeSpec, BuildError> {
+    serde_json::from_value(with_run_fields(cube.layout().attrs.clone())).map_err(|e| BuildError::Store {
+        path: PathBuf::from(out),
+        error: StoreError::NotACube {
+            path: PathBuf::from(out),
+            reason: format!("its stored spec cannot be read ({e})"),
+        },
+    })
 }
 
 /// Jobs of a cube's plan by state, read from its ledger and run report.

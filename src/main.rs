@@ -81,6 +81,22 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         port: u16,
     },
+    /// Grow a cube's time axis to a later end date and compute only what is new (the last old
+    /// bin again if the old end cut it short). Settings come from the cube itself.
+    ///
+    /// Example: eocube extend vermont.zarr --end 2024-06-30
+    Extend {
+        /// The cube (the --out of `eocube build`).
+        out: String,
+        /// The new last day, inclusive (YYYY-MM-DD).
+        #[arg(long)]
+        end: String,
+        /// Jobs run at once (default: as the build was run).
+        #[arg(long)]
+        workers: Option<usize>,
+        #[command(flatten)]
+        run: RunArgs,
+    },
     /// Report a cube's jobs: done, failed (in the last run that tried them) and pending.
     ///
     /// Example: eocube status vermont.zarr
@@ -88,6 +104,31 @@ enum Command {
         /// The cube (the --out of `eocube build`).
         out: std::path::PathBuf,
         /// Print the status as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Abandon an unfinished build in an Icechunk repository: delete its build branch
+    /// (`eocube.<build-id>`). The target branch is not touched.
+    ///
+    /// Example: eocube abort icechunk:///data/repo
+    Abort {
+        /// The repository (icechunk:///path or icechunk+s3://bucket/prefix).
+        out: String,
+        /// The target branch of the build to abandon.
+        #[arg(long, default_value = "main")]
+        branch: String,
+    },
+    /// List the versions of a cube in an Icechunk repository, newest first: snapshot id, time
+    /// and message.
+    ///
+    /// Example: eocube log icechunk:///data/repo
+    Log {
+        /// The repository (icechunk:///path or icechunk+s3://bucket/prefix).
+        out: String,
+        /// The branch to list.
+        #[arg(long, default_value = "main")]
+        branch: String,
+        /// Print the versions as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -142,6 +183,15 @@ struct RunArgs {
     /// No progress output.
     #[arg(long, short)]
     quiet: bool,
+    /// Icechunk output: the branch that receives the finished cube.
+    #[arg(long, default_value = "main")]
+    branch: String,
+    /// Icechunk output: tag the finished cube with this name.
+    #[arg(long)]
+    tag: Option<String>,
+    /// Icechunk output: commit to the build branch every N done jobs (and every 2 minutes).
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    commit_every: usize,
 }
 
 /// The cube settings; a TOML file given with --config uses the same names (with _ for -), and
@@ -267,7 +317,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Info { href } => runtime.block_on(info(&href)),
         Command::Plan { spec, json } => plan(*spec, json),
         Command::Build { spec, run } => runtime.block_on(build(*spec, run)),
+        Command::Extend { out, end, workers, run } => runtime.block_on(extend(&out, &end, workers, run)),
         Command::Status { out, json } => status(&out, json),
+        Command::Abort { out, branch } => abort(&out, &branch),
+        Command::Log { out, branch, json } => log(&out, &branch, json),
         Command::Synth { out, bbox, start, end, scene_px, tile_px, bands, revisit_days, seed } => {
             synth(&out, bbox, start, end, scene_px, tile_px, bands, revisit_days, seed)
         }
@@ -330,14 +383,27 @@ fn plan(args: SpecArgs, json: bool) -> anyhow::Result<()> {
 }
 
 async fn build(args: SpecArgs, run: RunArgs) -> anyhow::Result<()> {
-    use eocube::executor::{ProgressMode, RunOptions};
     let spec = args.input()?.validate()?;
+    let opts = build_options(spec.workers, &run)?;
+    let icechunk = eocube::store::IcechunkOptions {
+        branch: run.branch.clone(),
+        tag: run.tag.clone(),
+        commit_every_jobs: run.commit_every.max(1),
+        ..Default::default()
+    };
+    let report = eocube::build::build_with(&spec, &opts, &icechunk, &land_test, ctrl_c()).await?;
+    print_report(&report, &run.branch)
+}
+
+/// How a build runs, from the flags.
+fn build_options(workers: usize, run: &RunArgs) -> anyhow::Result<eocube::build::BuildOptions> {
+    use eocube::executor::{ProgressMode, RunOptions};
     if !(run.timeout.is_finite() && run.timeout > 0.0) {
         anyhow::bail!("--timeout {}: must be a positive number of seconds, e.g. 90", run.timeout);
     }
-    let opts = eocube::build::BuildOptions {
+    Ok(eocube::build::BuildOptions {
         run: RunOptions {
-            workers: spec.workers,
+            workers,
             timeout: std::time::Duration::from_secs_f64(run.timeout),
             retries: run.retries,
             ..RunOptions::default()
@@ -345,8 +411,15 @@ async fn build(args: SpecArgs, run: RunArgs) -> anyhow::Result<()> {
         skip_bad_scenes: run.skip_bad_scenes,
         progress: if run.quiet { ProgressMode::Quiet } else { ProgressMode::detect() },
         fetch: FetchConfig::from_env(),
-    };
-    let report = eocube::build::build(&spec, &opts, &land_test, ctrl_c()).await?;
+    })
+}
+
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+/// The end of a build on stdout/stderr; exit 130 when interrupted, an error when jobs failed.
+fn print_report(report: &eocube::build::BuildReport, branch: &str) -> anyhow::Result<()> {
     let s = &report.summary;
     let out = report.out.display();
     println!(
@@ -388,8 +461,29 @@ async fn build(args: SpecArgs, run: RunArgs) -> anyhow::Result<()> {
     println!("cube: {out} (complete)");
     println!("open it in Python:");
     println!("  import xarray as xr");
-    println!("  ds = xr.open_zarr(\"{out}\")");
+    if let Some(path) = out.to_string().strip_prefix("icechunk://") {
+        println!("  import icechunk");
+        println!("  repo = icechunk.Repository.open(icechunk.local_filesystem_storage(\"{path}\"))");
+        println!("  ds = xr.open_zarr(repo.readonly_session(\"{branch}\").store, consolidated=False)");
+    } else if let Some(rest) = out.to_string().strip_prefix("icechunk+s3://") {
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        println!("  import icechunk");
+        println!("  storage = icechunk.s3_storage(bucket=\"{bucket}\", prefix=\"{prefix}\", from_env=True)");
+        println!(
+            "  ds = xr.open_zarr(icechunk.Repository.open(storage).readonly_session(\"{branch}\").store, consolidated=False)"
+        );
+    } else {
+        println!("  ds = xr.open_zarr(\"{out}\")");
+    }
     Ok(())
+}
+
+async fn extend(out: &str, end: &str, workers: Option<usize>, run: RunArgs) -> anyhow::Result<()> {
+    let new_end = chrono::NaiveDate::parse_from_str(end.trim(), "%Y-%m-%d")
+        .map_err(|e| anyhow::anyhow!("--end {end}: not a date ({e}); give YYYY-MM-DD, e.g. 2024-06-30"))?;
+    let opts = build_options(workers.unwrap_or_else(default_workers), &run)?;
+    let report = eocube::build::extend(out, new_end, workers, &opts, &land_test, ctrl_c()).await?;
+    print_report(&report, "main")
 }
 
 async fn demo(out: &std::path::Path, workers: Option<usize>, quiet: bool) -> anyhow::Result<()> {
@@ -484,6 +578,31 @@ fn status(out: &std::path::Path, json: bool) -> anyhow::Result<()> {
     println!("complete: {}", if s.complete { "yes" } else { "no (run eocube build again to finish it)" });
     for (job, error) in s.failures.iter().take(10) {
         println!("  failed job t={} iy={} ix={}: {error}", job.t, job.iy, job.ix);
+    }
+    Ok(())
+}
+
+fn abort(out: &str, branch: &str) -> anyhow::Result<()> {
+    let loc = eocube::store::OutLocation::parse(out)?;
+    let deleted = eocube::store::icechunk::abort(&loc, branch)?;
+    if deleted.is_empty() {
+        println!("no unfinished build for branch {branch} in {loc}");
+    }
+    for b in deleted {
+        println!("deleted build branch {b} ({branch} is unchanged)");
+    }
+    Ok(())
+}
+
+fn log(out: &str, branch: &str, json: bool) -> anyhow::Result<()> {
+    let loc = eocube::store::OutLocation::parse(out)?;
+    let versions = eocube::store::icechunk::log(&loc, branch)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&versions)?);
+        return Ok(());
+    }
+    for v in versions {
+        println!("{}  {}  {}", v.snapshot, v.time, v.message);
     }
     Ok(())
 }

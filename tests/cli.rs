@@ -338,3 +338,49 @@ fn jobs_over_the_timeout_are_retried_then_fail() {
     assert!(t0.elapsed().as_secs_f64() >= 0.5, "{:?}", t0.elapsed());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `eocube extend` grows the time axis: a cube built to mid-June and extended to the end of
+/// the archive equals, chunk for chunk and in its `time` coordinate, a cube built to the end in
+/// one go. Only the new bins and the June bin the old end cut short are computed; the May jobs
+/// are kept. A cube never shrinks.
+#[test]
+fn extend_computes_the_new_bins_and_equals_a_full_build() {
+    let dir = common::scratch_dir("extend");
+    let items = common::e2e_dir().join("items-local.json");
+    let end = common::e2e_manifest()["end"].as_str().unwrap();
+    let run = |args: Vec<String>| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = eocube(&args);
+        let (stdout, stderr) = text(&o);
+        assert!(o.status.success(), "{args:?}\n{stdout}\n{stderr}");
+        stdout
+    };
+    let grown = dir.join("grown.zarr");
+    let mut args = common::e2e_items_build_args(&grown, &items, &["--chunk-size", "128"]);
+    let at = args.iter().position(|a| a == "--end").unwrap();
+    args[at + 1] = "2023-06-20".into();
+    let first = run(args);
+    assert!(first.contains("12 jobs: 12 done now"), "{first}");
+    let extended = run(vec!["extend".into(), grown.display().to_string(), "--end".into(), end.into()]);
+    // 6 chunks: May kept (6), June recomputed (6), July new (6)
+    assert!(extended.contains("18 jobs: 12 done now, 6 done before, 0 failed"), "{extended}");
+
+    let full = dir.join("full.zarr");
+    run(common::e2e_items_build_args(&full, &items, &["--chunk-size", "128"]));
+    for sub in ["rgb_median", "time"] {
+        let (a, b) = (common::files_under(&grown.join(sub)), common::files_under(&full.join(sub)));
+        assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>(), "{sub}");
+        for (k, v) in &a {
+            assert!(v == &b[k], "{sub}/{k} differs between the extended and the full build");
+        }
+    }
+    let status = eocube(&["status", grown.to_str().unwrap()]);
+    let (s, _) = text(&status);
+    assert!(s.contains("done: 18") && s.contains("complete: yes"), "{s}");
+
+    let o = eocube(&["extend", grown.to_str().unwrap(), "--end", "2023-06-01"]);
+    let (_, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("--end 2023-06-01") && stderr.contains("never shrinks"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

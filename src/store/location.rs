@@ -1,10 +1,11 @@
 //! Where a cube lives: the `--out` of `eocube build` (and the argument of `eocube status`), parsed
 //! once into an [`OutLocation`].
 //!
-//! Accepted: a local path (`cube.zarr`, `/data/cube.zarr`), `file:///abs/path`, and
-//! `s3://bucket/prefix` (plain Zarr on S3 or an S3-compatible server). Recognised but refused
-//! for now with [`LocationError::NotSupportedYet`]: `gs://`, `az://` (and `azure://`, `abfs://`),
-//! `icechunk://` and `icechunk+s3://`. Any other `scheme://` is refused with
+//! Accepted: a local path (`cube.zarr`, `/data/cube.zarr`), `file:///abs/path`,
+//! `s3://bucket/prefix` (plain Zarr on S3 or an S3-compatible server), and Icechunk repositories
+//! `icechunk:///absolute/path` (local disk) and `icechunk+s3://bucket/prefix` (S3; the prefix may
+//! not be empty). Recognised but refused for now with [`LocationError::NotSupportedYet`]: `gs://`,
+//! `az://` (and `azure://`, `abfs://`), `icechunk+gs://`, `icechunk+az://`. Any other `scheme://` is refused with
 //! [`LocationError::UnknownScheme`], which names `--out` and the valid forms.
 //!
 //! S3 options never appear in the URL: they come from the environment, as for inputs
@@ -20,7 +21,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 /// The valid forms of `--out`, for error messages.
-pub const VALID_FORMS: &str = "a local path (cube.zarr), file:///absolute/path or s3://bucket/prefix";
+pub const VALID_FORMS: &str = "a local path (cube.zarr), file:///absolute/path, s3://bucket/prefix, \
+     icechunk:///absolute/path or icechunk+s3://bucket/prefix";
 
 /// A parsed output location.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +31,18 @@ pub enum OutLocation {
     Local(PathBuf),
     /// `s3://bucket/prefix`: `prefix` has no leading or trailing `/` and may be empty (the
     /// bucket's root).
+    S3 { bucket: String, prefix: String },
+    /// An Icechunk repository (`icechunk://` or `icechunk+s3://`); the branch is not part of the
+    /// location (`--branch`).
+    Icechunk(IcechunkRepo),
+}
+
+/// Where an Icechunk repository lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IcechunkRepo {
+    /// `icechunk:///absolute/path`: a directory on local disk.
+    Local(PathBuf),
+    /// `icechunk+s3://bucket/prefix`: `prefix` is not empty, without leading or trailing `/`.
     S3 { bucket: String, prefix: String },
 }
 
@@ -74,30 +88,27 @@ impl OutLocation {
                 Ok(OutLocation::Local(path))
             }
             "s3" | "s3a" => {
-                let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-                if bucket.is_empty() {
-                    return Err(invalid("no bucket name (s3://bucket/prefix)"));
-                }
-                if !valid_bucket(bucket) {
-                    return Err(invalid(&format!(
-                        "{bucket:?} is not a valid S3 bucket name (3 to 63 lowercase letters, digits, '.' and '-')"
-                    )));
-                }
-                if rest.contains(['?', '#']) {
+                let (bucket, prefix) = parse_s3(rest, &invalid)?;
+                Ok(OutLocation::S3 { bucket, prefix })
+            }
+            "icechunk" => {
+                let path = PathBuf::from(rest);
+                if rest.contains(['?', '#']) || !path.is_absolute() {
                     return Err(invalid(
-                        "query strings and fragments are not allowed; S3 options come from the environment (AWS_ENDPOINT_URL, AWS_REGION, ...)",
+                        "an Icechunk repository on local disk is icechunk:///absolute/path (three slashes, no host)",
                     ));
                 }
-                let prefix = prefix.trim_matches('/');
-                if prefix.split('/').any(|p| p.is_empty() && !prefix.is_empty() || p == "." || p == "..") {
-                    return Err(invalid("the prefix has an empty, '.' or '..' path segment"));
+                Ok(OutLocation::Icechunk(IcechunkRepo::Local(path)))
+            }
+            "icechunk+s3" => {
+                let (bucket, prefix) = parse_s3(rest, &invalid)?;
+                if prefix.is_empty() {
+                    return Err(invalid("an Icechunk repository needs a prefix (icechunk+s3://bucket/prefix)"));
                 }
-                Ok(OutLocation::S3 { bucket: bucket.to_string(), prefix: prefix.to_string() })
+                Ok(OutLocation::Icechunk(IcechunkRepo::S3 { bucket, prefix }))
             }
             "gs" | "gcs" => Err(not_yet("Google Cloud Storage (gs://)")),
             "az" | "azure" | "abfs" | "abfss" => Err(not_yet("Azure Blob Storage (az://)")),
-            "icechunk" => Err(not_yet("an Icechunk repository on local disk (icechunk://)")),
-            "icechunk+s3" => Err(not_yet("an Icechunk repository on S3 (icechunk+s3://)")),
             "icechunk+gs" | "icechunk+az" => Err(not_yet("an Icechunk repository in the cloud")),
             "http" | "https" => Err(not_yet("writing a cube over plain HTTP (http://, https://)")),
             _ => Err(LocationError::UnknownScheme { out: s.to_string(), scheme: scheme.to_string() }),
@@ -108,7 +119,7 @@ impl OutLocation {
     pub fn local_path(&self) -> Option<&Path> {
         match self {
             OutLocation::Local(p) => Some(p),
-            OutLocation::S3 { .. } => None,
+            OutLocation::S3 { .. } | OutLocation::Icechunk(_) => None,
         }
     }
 
@@ -128,8 +139,33 @@ impl fmt::Display for OutLocation {
             OutLocation::Local(p) => write!(f, "{}", p.display()),
             OutLocation::S3 { bucket, prefix } if prefix.is_empty() => write!(f, "s3://{bucket}"),
             OutLocation::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
+            OutLocation::Icechunk(IcechunkRepo::Local(p)) => write!(f, "icechunk://{}", p.display()),
+            OutLocation::Icechunk(IcechunkRepo::S3 { bucket, prefix }) => write!(f, "icechunk+s3://{bucket}/{prefix}"),
         }
     }
+}
+
+/// `bucket/prefix` of an `s3://` (or `icechunk+s3://`) URL, checked; the prefix may be empty.
+fn parse_s3(rest: &str, invalid: &dyn Fn(&str) -> LocationError) -> Result<(String, String), LocationError> {
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    if bucket.is_empty() {
+        return Err(invalid("no bucket name (s3://bucket/prefix)"));
+    }
+    if !valid_bucket(bucket) {
+        return Err(invalid(&format!(
+            "{bucket:?} is not a valid S3 bucket name (3 to 63 lowercase letters, digits, '.' and '-')"
+        )));
+    }
+    if rest.contains(['?', '#']) {
+        return Err(invalid(
+            "query strings and fragments are not allowed; S3 options come from the environment (AWS_ENDPOINT_URL, AWS_REGION, ...)",
+        ));
+    }
+    let prefix = prefix.trim_matches('/');
+    if prefix.split('/').any(|p| p.is_empty() && !prefix.is_empty() || p == "." || p == "..") {
+        return Err(invalid("the prefix has an empty, '.' or '..' path segment"));
+    }
+    Ok((bucket.to_string(), prefix.to_string()))
 }
 
 /// S3's bucket naming rules, loosely (path-style servers accept a little more; AWS less).

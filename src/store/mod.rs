@@ -13,14 +13,16 @@
 //! Cube::finish ─▶ consolidated metadata (v3: root zarr.json; v2: .zmetadata), written last
 //! ```
 //!
-//! Where the cube lives is an [`OutLocation`] (`--out`: a local path, `file://` or
-//! `s3://bucket/prefix`, parsed by [`location`]). Chunks and coordinate values are encoded by
+//! Where the cube lives is an [`OutLocation`] (`--out`: a local path, `file://`,
+//! `s3://bucket/prefix`, or an Icechunk repository, parsed by [`location`]; Icechunk builds run
+//! on a build branch and publish with one branch update, see [`icechunk`]). Chunks and coordinate values are encoded by
 //! `zarrs` into an in-memory store and, like every metadata document, placed whole by
 //! [`Backend`]: on local disk a temporary file renamed over the key, on object storage one PUT
 //! ([`object`]). The run report is one appended line per job on disk and one object per job on
 //! object storage (which cannot append); [`Cube::report`] reads both forms. The choices and their
 //! reasons are in `docs/cube.md`.
 
+pub mod icechunk;
 mod ledger;
 pub mod location;
 pub mod meta;
@@ -46,6 +48,8 @@ use zarrs::storage::{ReadableWritableListableStorage, StoreKey};
 
 use crate::grid::{Affine, Crs, GeoBox, Shape};
 
+use icechunk::IcechunkBackend;
+pub use icechunk::IcechunkOptions;
 pub use ledger::JobId;
 pub use location::{LocationError, OutLocation};
 use object::ObjectBackend;
@@ -152,6 +156,12 @@ pub enum StoreError {
     Unreachable { location: String, reason: String },
     #[error("{location}: {op} {key} failed: {reason}; run the same command again to retry (done jobs are kept)")]
     Remote { location: String, op: &'static str, key: String, reason: String },
+    #[error("{location}: Icechunk {op}: {reason}")]
+    Icechunk { location: String, op: &'static str, reason: String },
+    #[error(
+        "{location}: the branch {branch:?} changed while the cube was being built ({reason}); it was left as it is and the finished build stays on {build_branch}: run `eocube abort` and build again on the new version"
+    )]
+    BranchMoved { location: String, branch: String, build_branch: String, reason: String },
 }
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -165,6 +175,9 @@ pub enum Backend {
     /// A prefix in an object store (`s3://bucket/prefix`); `root` is its URL, as a path, for
     /// messages.
     Object { root: PathBuf, store: Arc<ObjectBackend> },
+    /// An Icechunk repository: a session on a build branch, or a read-only view of a branch
+    /// (`src/store/icechunk.rs`); `root` is its URL, as a path, for messages.
+    Icechunk { root: PathBuf, store: Arc<IcechunkBackend> },
 }
 
 impl Backend {
@@ -176,7 +189,7 @@ impl Backend {
 
     fn root(&self) -> &Path {
         match self {
-            Backend::Local { root, .. } | Backend::Object { root, .. } => root,
+            Backend::Local { root, .. } | Backend::Object { root, .. } | Backend::Icechunk { root, .. } => root,
         }
     }
 
@@ -187,13 +200,14 @@ impl Backend {
                 storage.get(&k).map(|b| b.map(|b| b.to_vec())).map_err(|e| self.zarr_err(key, e))
             }
             Backend::Object { store, .. } => store.get(key),
+            Backend::Icechunk { store, .. } => store.get(key),
         }
     }
 
     /// Several keys, in order (concurrent requests on object storage).
     fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>> {
         match self {
-            Backend::Local { .. } => keys.iter().map(|k| self.get(k)).collect(),
+            Backend::Local { .. } | Backend::Icechunk { .. } => keys.iter().map(|k| self.get(k)).collect(),
             Backend::Object { store, .. } => store.get_many(keys),
         }
     }
@@ -206,6 +220,8 @@ impl Backend {
         match self {
             // One PUT replaces an object whole.
             Backend::Object { store, .. } => store.put(key, bytes),
+            // A session write; committed with the build (src/store/icechunk.rs).
+            Backend::Icechunk { store, .. } => store.put(key, bytes),
             Backend::Local { root, .. } => {
                 static COUNTER: AtomicU64 = AtomicU64::new(0);
                 let dest = root.join(key);
@@ -237,6 +253,7 @@ impl Backend {
                 storage.erase(&k).map_err(|e| self.zarr_err(key, e))
             }
             Backend::Object { store, .. } => store.delete(key),
+            Backend::Icechunk { store, .. } => store.delete(key),
         }
     }
 
@@ -247,6 +264,7 @@ impl Backend {
     fn append_report(&self, line: &str) -> Result<()> {
         use std::io::Write;
         match self {
+            Backend::Icechunk { store, .. } => store.append_report(line),
             Backend::Object { store, .. } => {
                 static COUNTER: AtomicU64 = AtomicU64::new(0);
                 let nanos = std::time::SystemTime::now()
@@ -279,6 +297,7 @@ impl Backend {
         let storage = match self {
             Backend::Local { storage, .. } => storage,
             Backend::Object { store, .. } => return store.list_prefix(prefix),
+            Backend::Icechunk { store, .. } => return store.list_prefix(prefix),
         };
         let p = zarrs::storage::StorePrefix::new(prefix).map_err(|e| StoreError::Zarr {
             path: self.root().to_path_buf(),
@@ -353,49 +372,13 @@ impl Cube {
                 }
                 Backend::Object { root: store.display_path(), store: Arc::new(store) }
             }
+            // A build branch with the template committed (src/store/icechunk.rs).
+            OutLocation::Icechunk(_) => {
+                return Cube::create_or_open_icechunk(loc, layout, &IcechunkOptions::default()).map(|(c, _)| c);
+            }
         };
 
-        // Plan first: a half-written template is still recognisable and refused by `create`.
-        let record = LayoutRecord::of(layout);
-        let plan = json!({"layout": record, "spec": layout.attrs});
-        backend.put_atomic(&format!("{BOOKKEEPING_DIR}/plan.json"), &to_pretty(&plan))?;
-
-        let attrs = group_attrs(layout, &record);
-        match layout.zarr_format {
-            ZarrFormat::V3 => {
-                let doc = json!({"zarr_format": 3, "node_type": "group", "attributes": attrs});
-                backend.put_atomic("zarr.json", &to_pretty(&doc))?;
-            }
-            ZarrFormat::V2 => {
-                backend.put_atomic(".zgroup", &to_pretty(&json!({"zarr_format": 2})))?;
-                backend.put_atomic(".zattrs", &to_pretty(&attrs))?;
-            }
-        }
-        // Coordinate values are encoded by zarrs into memory, then placed like chunks.
-        let staging = Arc::new(MemoryStore::new());
-        for doc in meta::array_docs(layout) {
-            // zarrs parses and validates each document, then the document itself is written: zarrs
-            // 0.23 serializes a codec without configuration in the short form (`"vlen-utf8"`),
-            // which zarr-python 3.1 rejects, so its own metadata writer is not used.
-            let array =
-                Array::new_with_metadata(staging.clone(), &format!("/{}", doc.name), parse_metadata(&path, &doc)?)
-                    .map_err(|e| backend.zarr_err(&doc.name, e))?;
-            match layout.zarr_format {
-                ZarrFormat::V3 => backend.put_atomic(&format!("{}/zarr.json", doc.name), &to_pretty(&doc.metadata))?,
-                ZarrFormat::V2 => {
-                    backend.put_atomic(&format!("{}/.zarray", doc.name), &to_pretty(&doc.metadata))?;
-                    backend.put_atomic(&format!("{}/.zattrs", doc.name), &to_pretty(&doc.attrs))?;
-                }
-            }
-            write_coordinate(&array, &doc.name, layout).map_err(|e| backend.zarr_err(&doc.name, e))?;
-        }
-        let keys = zarrs::storage::ListableStorageTraits::list(&*staging).map_err(|e| backend.zarr_err("/", e))?;
-        for key in keys {
-            let bytes = zarrs::storage::ReadableStorageTraits::get(&*staging, &key)
-                .map_err(|e| backend.zarr_err(key.as_str(), e))?
-                .ok_or_else(|| backend.zarr_err(key.as_str(), "staged coordinate chunk vanished"))?;
-            backend.put_atomic(key.as_str(), &bytes)?;
-        }
+        write_template(&backend, &path, layout)?;
         Cube::with_backend(loc.clone(), backend, layout.clone())
     }
 
@@ -429,7 +412,15 @@ impl Cube {
                 }
                 Backend::Object { root: store.display_path(), store: Arc::new(store) }
             }
+            // `main`, or its unfinished build branch (src/store/icechunk.rs).
+            OutLocation::Icechunk(repo) => icechunk::open_view(loc, repo, "main")?,
         };
+        Cube::open_with_backend(loc, backend)
+    }
+
+    /// Read the layout back from the group attributes of the cube in `backend`.
+    fn open_with_backend(loc: &OutLocation, backend: Backend) -> Result<Cube> {
+        let path = loc.as_path_buf();
         let not_cube = |reason: &str| StoreError::NotACube { path: path.clone(), reason: reason.into() };
         let (attrs, format) = if let Some(bytes) = backend.get("zarr.json")? {
             let doc: Value = serde_json::from_slice(&bytes).map_err(|_| not_cube("zarr.json is not JSON"))?;
@@ -474,6 +465,7 @@ impl Cube {
     /// (resume; the flag is `true`). Anything else is refused without writing.
     pub fn create_or_open_matching(loc: &OutLocation, layout: &CubeLayout) -> Result<(Cube, bool)> {
         let non_empty = match loc {
+            OutLocation::Icechunk(_) => return Cube::create_or_open_icechunk(loc, layout, &IcechunkOptions::default()),
             OutLocation::Local(out) => out.is_file() || std::fs::read_dir(out).is_ok_and(|mut d| d.next().is_some()),
             OutLocation::S3 { .. } => {
                 let store = ObjectBackend::new(loc)?;
@@ -490,9 +482,13 @@ impl Cube {
 
     /// [`Cube::open_matching`] at a parsed location. Only reads.
     pub fn open_matching_at(loc: &OutLocation, layout: &CubeLayout) -> Result<Cube> {
-        let path = loc.as_path_buf();
+        Cube::check_matching(Cube::open_at(loc)?, layout)
+    }
+
+    /// `cube` if it has exactly `layout`, else [`StoreError::LayoutMismatch`].
+    fn check_matching(cube: Cube, layout: &CubeLayout) -> Result<Cube> {
+        let path = cube.path().to_path_buf();
         let path = path.as_path();
-        let cube = Cube::open_at(loc)?;
         let (a, b) = (LayoutRecord::of(&cube.layout), LayoutRecord::of(layout));
         let mismatch = |field: &'static str, found: String, requested: String| {
             Err(StoreError::LayoutMismatch { path: path.to_path_buf(), field, found, requested })
@@ -613,6 +609,10 @@ impl Cube {
     /// (`consolidated_metadata`, as zarr-python 3 writes it), v2 as `.zmetadata`. It is built
     /// from the metadata files on disk, so it says exactly what they say.
     pub fn finish(&self) -> Result<()> {
+        if let Backend::Icechunk { store, .. } = &self.backend {
+            // Icechunk has no consolidated metadata: the final commit and branch update instead.
+            return store.publish(&self.layout);
+        }
         let names: Vec<String> = meta::array_docs(&self.layout).into_iter().map(|d| d.name).collect();
         let read = |key: &str| -> Result<Value> {
             let bytes = self.backend.get(key)?.ok_or_else(|| StoreError::NotACube {
@@ -652,6 +652,9 @@ impl Cube {
 
     /// Whether [`Cube::finish`] has run: the consolidated metadata is there.
     pub fn is_consolidated(&self) -> bool {
+        if let Backend::Icechunk { store, .. } = &self.backend {
+            return store.is_complete();
+        }
         match self.layout.zarr_format {
             ZarrFormat::V3 => self
                 .backend
@@ -662,6 +665,41 @@ impl Cube {
                 .is_some_and(|v| v.get("consolidated_metadata").is_some()),
             ZarrFormat::V2 => self.backend.get(".zmetadata").ok().flatten().is_some(),
         }
+    }
+
+    /// Grows the time axis to `layout.times` (the old times must be its beginning; everything
+    /// else but the spec attributes must be equal), rewriting the metadata and the `time`
+    /// coordinate. Data chunks stay where they are. The consolidated metadata is removed, so a
+    /// reader sees the live arrays until [`Cube::finish`] writes it again.
+    pub fn extend_times(&self, layout: &CubeLayout) -> Result<Cube> {
+        let path = self.path().to_path_buf();
+        let (a, b) = (LayoutRecord::of(&self.layout), LayoutRecord::of(layout));
+        let mismatch = |field: &'static str, found: String, requested: String| {
+            Err(StoreError::LayoutMismatch { path: path.clone(), field, found, requested })
+        };
+        if (a.epsg, a.affine, a.shape, a.chunk_size) != (b.epsg, b.affine, b.shape, b.chunk_size)
+            || a.bands != b.bands
+            || a.variable != b.variable
+            || a.zarr_format != b.zarr_format
+        {
+            return mismatch("grid, bands, variable or format", format!("{a:?}"), format!("{b:?}"));
+        }
+        if b.times.len() < a.times.len() || b.times[..a.times.len()] != a.times[..] {
+            return mismatch("time bins", format!("{:?}", a.times), format!("{:?}", b.times));
+        }
+        validate(&path, layout)?;
+        match layout.zarr_format {
+            // write_template rewrites the root zarr.json without `consolidated_metadata`
+            ZarrFormat::V3 => {}
+            ZarrFormat::V2 => self.backend.erase(".zmetadata")?,
+        }
+        write_template(&self.backend, &path, layout)?;
+        Cube::with_backend(self.location.clone(), self.backend.clone(), layout.clone())
+    }
+
+    /// Forget that `job` is done, so the next run computes it again (its chunk stays until then).
+    pub fn unmark_done(&self, job: JobId) -> Result<()> {
+        self.backend.erase(&ledger::key(job))
     }
 
     /// Record job `job` as done with `record` (counts, timings) in `_eocube/ledger/`.
@@ -688,6 +726,9 @@ impl Cube {
     /// disk), then the objects under `_eocube/report/` (object storage; names sort in time
     /// order). A line or object that is not JSON (cut short by a killed process) is skipped.
     pub fn report(&self) -> Result<Vec<Value>> {
+        if let Backend::Icechunk { store, .. } = &self.backend {
+            return store.report();
+        }
         let mut records: Vec<Value> = Vec::new();
         if let Some(bytes) = self.backend.get(REPORT_LINES)? {
             records.extend(String::from_utf8_lossy(&bytes).lines().filter_map(|l| serde_json::from_str(l).ok()));
@@ -726,6 +767,54 @@ fn validate(path: &Path, layout: &CubeLayout) -> Result<()> {
     }
     if layout.geobox.shape.ny == 0 || layout.geobox.shape.nx == 0 {
         return bad("empty grid");
+    }
+    Ok(())
+}
+
+/// Writes (or rewrites) everything of a cube but its data chunks: `_eocube/plan.json` first (a
+/// half-written template is still recognisable), the group metadata, every array's metadata and
+/// the coordinate values. Data chunks keep their keys across rewrites: their chunk shape never
+/// changes.
+fn write_template(backend: &Backend, path: &Path, layout: &CubeLayout) -> Result<()> {
+    // Plan first: a half-written template is still recognisable and refused by `create`.
+    let record = LayoutRecord::of(layout);
+    let plan = json!({"layout": record, "spec": layout.attrs});
+    backend.put_atomic(&format!("{BOOKKEEPING_DIR}/plan.json"), &to_pretty(&plan))?;
+
+    let attrs = group_attrs(layout, &record);
+    match layout.zarr_format {
+        ZarrFormat::V3 => {
+            let doc = json!({"zarr_format": 3, "node_type": "group", "attributes": attrs});
+            backend.put_atomic("zarr.json", &to_pretty(&doc))?;
+        }
+        ZarrFormat::V2 => {
+            backend.put_atomic(".zgroup", &to_pretty(&json!({"zarr_format": 2})))?;
+            backend.put_atomic(".zattrs", &to_pretty(&attrs))?;
+        }
+    }
+    // Coordinate values are encoded by zarrs into memory, then placed like chunks.
+    let staging = Arc::new(MemoryStore::new());
+    for doc in meta::array_docs(layout) {
+        // zarrs parses and validates each document, then the document itself is written: zarrs
+        // 0.23 serializes a codec without configuration in the short form (`"vlen-utf8"`),
+        // which zarr-python 3.1 rejects, so its own metadata writer is not used.
+        let array = Array::new_with_metadata(staging.clone(), &format!("/{}", doc.name), parse_metadata(path, &doc)?)
+            .map_err(|e| backend.zarr_err(&doc.name, e))?;
+        match layout.zarr_format {
+            ZarrFormat::V3 => backend.put_atomic(&format!("{}/zarr.json", doc.name), &to_pretty(&doc.metadata))?,
+            ZarrFormat::V2 => {
+                backend.put_atomic(&format!("{}/.zarray", doc.name), &to_pretty(&doc.metadata))?;
+                backend.put_atomic(&format!("{}/.zattrs", doc.name), &to_pretty(&doc.attrs))?;
+            }
+        }
+        write_coordinate(&array, &doc.name, layout).map_err(|e| backend.zarr_err(&doc.name, e))?;
+    }
+    let keys = zarrs::storage::ListableStorageTraits::list(&*staging).map_err(|e| backend.zarr_err("/", e))?;
+    for key in keys {
+        let bytes = zarrs::storage::ReadableStorageTraits::get(&*staging, &key)
+            .map_err(|e| backend.zarr_err(key.as_str(), e))?
+            .ok_or_else(|| backend.zarr_err(key.as_str(), "staged coordinate chunk vanished"))?;
+        backend.put_atomic(key.as_str(), &bytes)?;
     }
     Ok(())
 }

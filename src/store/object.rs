@@ -56,11 +56,11 @@ impl ObjectBackend {
                 })?;
                 Ok(ObjectBackend { location, bucket: bucket.clone(), store: Arc::new(store), prefix: prefix.clone() })
             }
-            OutLocation::Local(_) => Err(StoreError::Remote {
+            OutLocation::Local(_) | OutLocation::Icechunk(_) => Err(StoreError::Remote {
                 location,
                 op: "configure",
                 key: String::new(),
-                reason: "a local path is not an object store (an eocube bug)".into(),
+                reason: "not a plain object store location (an eocube bug)".into(),
             }),
         }
     }
@@ -251,7 +251,7 @@ fn one_line(reason: &str) -> String {
 }
 
 /// Run `fut` on the storage runtime and wait for it from any thread (see the module docs).
-fn block<T: Send + 'static>(fut: impl Future<Output = T> + Send + 'static) -> Result<T, String> {
+pub(super) fn block<T: Send + 'static>(fut: impl Future<Output = T> + Send + 'static) -> Result<T, String> {
     static RUNTIME: OnceLock<Result<tokio::runtime::Runtime, String>> = OnceLock::new();
     let rt = RUNTIME
         .get_or_init(|| {

@@ -295,7 +295,16 @@ fn output_locations_parse_once() {
     assert!(matches!(p(""), Err(LocationError::Invalid { .. })));
     assert!(matches!(p("s3://bucket/a//b"), Err(LocationError::Invalid { .. })));
     assert!(matches!(p("s3://bucket/a?x=1"), Err(LocationError::Invalid { .. })));
-    assert!(matches!(p("icechunk+s3://b/r"), Err(LocationError::NotSupportedYet { .. })));
+    assert!(matches!(p("icechunk+gs://b/r"), Err(LocationError::NotSupportedYet { .. })));
+    assert_eq!(
+        p("icechunk:///data/repo").unwrap(),
+        OutLocation::Icechunk(location::IcechunkRepo::Local("/data/repo".into()))
+    );
+    assert_eq!(
+        p("icechunk+s3://bucket/r/").unwrap(),
+        OutLocation::Icechunk(location::IcechunkRepo::S3 { bucket: "bucket".into(), prefix: "r".into() })
+    );
+    assert!(matches!(p("icechunk://rel/repo"), Err(LocationError::Invalid { .. })));
     let e = p("ftp://h/c").unwrap_err().to_string();
     assert!(e.starts_with("--out ftp://h/c: unknown scheme \"ftp\"") && e.contains("s3://bucket/prefix"), "{e}");
     // create/open take URLs too; a bad one is refused before anything happens.

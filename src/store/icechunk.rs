@@ -1,0 +1,819 @@
+//! Cubes in Icechunk repositories (`icechunk:///path`, `icechunk+s3://bucket/prefix`): the
+//! [`super::Backend::Icechunk`] side of the store, with all-or-nothing builds.
+//!
+//! **Branches.** A build never writes to the target branch (`--branch`, default `main`) until it
+//! is finished. It works on a build branch `eocube.<build-id>`, where the build id is a hash of
+//! the spec identity ([`crate::spec::CubeSpec::identity_json`], as stored in the cube) and the
+//! target branch, so a rerun of the same build finds its branch again:
+//!
+//! ```text
+//! main  ── S0 ───────────────────────────────────────────────▶ (reset to F, guarded by S0)
+//!            \
+//! eocube.<id> └─ start/template ─ checkpoint ─ checkpoint ─ … ─ F (final build commit)
+//! ```
+//!
+//! 1. The build branch is created at the target's tip `S0`; its first commit holds the template
+//!    (group, arrays, coordinates) when the target has no cube yet, and records `S0` (`base`).
+//! 2. Jobs write chunks into one writable session on the build branch (shared by the rayon
+//!    threads; icechunk serialises them with its session lock). Every `commit_every_jobs` done
+//!    jobs, or `commit_every` elapsed, the coordinator commits; the commit properties list the
+//!    jobs done since the previous commit with their ledger records and report lines. **The build
+//!    branch's history is the resume ledger**: reopening it walks its ancestry and collects them.
+//! 3. When every job is done, a final commit on the build branch carries a message and
+//!    properties describing the build (spec, counts, eocube version); then the target branch is
+//!    reset to it *only if it still points at `S0`* (`reset_branch` with the expected snapshot: a
+//!    concurrent change makes the build fail with [`StoreError::BranchMoved`], never a mixed
+//!    cube), `--tag` tags it, and the build branch is deleted.
+//!
+//! A failed or killed build leaves the target branch exactly as it was; `eocube abort` deletes
+//! the build branch. eocube's `_eocube/` bookkeeping cannot live in a repository as plain keys
+//! (Icechunk accepts Zarr keys only): the plan is not stored (the layout is in the group
+//! attributes), the ledger and the run report live in commit properties (property `eocube`).
+//!
+//! **Format.** New repositories are created with Icechunk format version 1, which icechunk-python
+//! 1.x (Python 3.11) and 2.x both read; an existing repository is used in its own format. Zarr v3
+//! only. Chunk bytes are encoded by zarrs exactly as for the other back ends.
+//!
+//! **Blocking bridge.** The [`super::Cube`] API is synchronous and called from rayon threads and
+//! async tasks; icechunk is async only. As in [`super::object`], every call runs on the store's
+//! own runtime (`eocube-store-io`) and the caller waits on a channel (`object::block`).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use icechunk::format::SnapshotId;
+use icechunk::format::snapshot::SnapshotProperties;
+use icechunk::repository::VersionInfo;
+use icechunk::{Repository, Store};
+use serde_json::{Value, json};
+
+use super::location::{IcechunkRepo, OutLocation};
+use super::object::block;
+use super::{Backend, Cube, CubeLayout, JobId, StoreError, ZarrFormat, ledger};
+
+type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Prefix of build branches.
+/// Icechunk refuses `/` in branch names, so not `eocube.<id>`.
+pub const BUILD_BRANCH_PREFIX: &str = "eocube.";
+/// Name of the commit property holding eocube's records.
+const PROP: &str = "eocube";
+
+/// How a build uses a repository (the `eocube build` flags `--branch`, `--tag`, `--commit-every`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct IcechunkOptions {
+    /// The branch that receives the finished cube.
+    pub branch: String,
+    /// Tag the finished cube with this name.
+    pub tag: Option<String>,
+    /// Commit to the build branch after this many done jobs...
+    pub commit_every_jobs: usize,
+    /// ...or when this much time has passed since the last commit, whichever comes first.
+    pub commit_every: Duration,
+}
+
+impl Default for IcechunkOptions {
+    fn default() -> Self {
+        IcechunkOptions {
+            branch: "main".into(),
+            tag: None,
+            commit_every_jobs: 100,
+            commit_every: Duration::from_secs(120),
+        }
+    }
+}
+
+/// One version of a branch, for `eocube log`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Version {
+    pub snapshot: String,
+    /// RFC 3339, UTC.
+    pub time: String,
+    pub message: String,
+}
+
+/// What the coordinator has not committed yet, and the ledger read back from the branch.
+#[derive(Default)]
+struct State {
+    ledger: BTreeMap<JobId, Value>,
+    pending_done: Vec<(JobId, Value)>,
+    pending_report: Vec<Value>,
+    last_commit: Option<Instant>,
+    /// The build branch holds something the target does not (template or chunks).
+    changed: bool,
+}
+
+/// A cube's repository and session (see the module docs).
+pub struct IcechunkBackend {
+    /// `icechunk://...`, for messages.
+    location: String,
+    repo: Arc<Repository>,
+    store: Store,
+    opts: IcechunkOptions,
+    /// The build branch, when building; `None` for a read-only view of the target branch.
+    build: Option<BuildBranch>,
+    state: Mutex<State>,
+}
+
+#[derive(Clone)]
+struct BuildBranch {
+    name: String,
+    id: String,
+    /// The target's tip when the build branch was created.
+    base: SnapshotId,
+}
+
+impl IcechunkBackend {
+    fn err(&self, op: &'static str, e: impl std::fmt::Display) -> StoreError {
+        ic_err(&self.location, op, e)
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(crate) fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        if let Some(job) = bookkeeping_job(key) {
+            return Ok(self.state().ledger.get(&job).map(|v| v.to_string().into_bytes()));
+        }
+        if key.starts_with(super::BOOKKEEPING_DIR) {
+            return Ok(None);
+        }
+        let (store, k) = (self.store.clone(), key.to_string());
+        let got = block(async move {
+            match store.get(&k, &icechunk::format::ByteRange::ALL).await {
+                Ok(b) => Ok(Some(b.to_vec())),
+                Err(e) if matches!(e.kind, icechunk::store::StoreErrorKind::NotFound(_)) => Ok(None),
+                Err(e) => Err(e.to_string()),
+            }
+        });
+        got.map_err(|e| self.err("read", e))?.map_err(|e| self.err("read", e))
+    }
+
+    /// Write a Zarr key into the session, or take a bookkeeping record (see the module docs).
+    pub(crate) fn put(&self, key: &str, bytes: &[u8]) -> Result<()> {
+        if let Some(job) = bookkeeping_job(key) {
+            let record = serde_json::from_slice(bytes).unwrap_or(Value::Null);
+            {
+                let mut st = self.state();
+                st.ledger.insert(job, record.clone());
+                st.pending_done.push((job, record));
+                st.changed = true;
+            }
+            return self.maybe_checkpoint();
+        }
+        if key.starts_with(super::BOOKKEEPING_DIR) {
+            // The plan: the layout is in the group attributes already.
+            return Ok(());
+        }
+        let (store, k, v) = (self.store.clone(), key.to_string(), Bytes::copy_from_slice(bytes));
+        block(async move { store.set(&k, v).await.map_err(|e| e.to_string()) })
+            .map_err(|e| self.err("write", e))?
+            .map_err(|e| self.err("write", e))
+    }
+
+    pub(crate) fn delete(&self, key: &str) -> Result<()> {
+        if key.starts_with(super::BOOKKEEPING_DIR) {
+            return Ok(());
+        }
+        let (store, k) = (self.store.clone(), key.to_string());
+        block(async move {
+            match store.delete(&k).await {
+                Ok(()) => Ok(()),
+                Err(e) if matches!(e.kind, icechunk::store::StoreErrorKind::NotFound(_)) => Ok(()),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+        .map_err(|e| self.err("delete", e))?
+        .map_err(|e| self.err("delete", e))
+    }
+
+    pub(crate) fn list_prefix(&self, prefix: &str) -> Result<Vec<String>> {
+        if prefix == format!("{}/ledger/", super::BOOKKEEPING_DIR) {
+            return Ok(self.state().ledger.keys().map(|&j| ledger::key(j)).collect());
+        }
+        if prefix.starts_with(super::BOOKKEEPING_DIR) {
+            return Ok(Vec::new());
+        }
+        let (store, p) = (self.store.clone(), prefix.to_string());
+        block(async move {
+            let s = store.list_prefix(&p).await.map_err(|e| e.to_string())?;
+            s.try_collect::<Vec<String>>().await.map_err(|e| e.to_string())
+        })
+        .map_err(|e| self.err("list", e))?
+        .map_err(|e| self.err("list", e))
+    }
+
+    /// One report record: kept for the next commit's properties.
+    pub(crate) fn append_report(&self, line: &str) -> Result<()> {
+        let v = serde_json::from_str(line).unwrap_or_else(|_| Value::String(line.to_string()));
+        self.state().pending_report.push(v);
+        Ok(())
+    }
+
+    /// The report records committed on the branch (oldest first) and the pending ones.
+    pub(crate) fn report(&self) -> Result<Vec<Value>> {
+        let mut out = Vec::new();
+        if let Some(b) = &self.build {
+            let mut commits = self.ancestry_props(&b.name)?;
+            commits.reverse();
+            for p in commits.into_iter().filter(|p| p.get("build_id").and_then(Value::as_str) == Some(&b.id)) {
+                out.extend(p.get("report").and_then(Value::as_array).cloned().unwrap_or_default());
+            }
+        }
+        out.extend(self.state().pending_report.iter().cloned());
+        Ok(out)
+    }
+
+    /// Whether the cube is finished: a read-only view of the target branch (no build branch).
+    pub(crate) fn is_complete(&self) -> bool {
+        self.build.is_none()
+    }
+
+    fn maybe_checkpoint(&self) -> Result<()> {
+        let due = {
+            let st = self.state();
+            st.pending_done.len() >= self.opts.commit_every_jobs.max(1)
+                || st.last_commit.is_some_and(|t| t.elapsed() >= self.opts.commit_every)
+        };
+        if due { self.checkpoint() } else { Ok(()) }
+    }
+
+    /// Commit the session to the build branch with the pending ledger and report records.
+    pub(crate) fn checkpoint(&self) -> Result<()> {
+        let Some(b) = &self.build else { return Ok(()) };
+        let (done, report) = {
+            let mut st = self.state();
+            (std::mem::take(&mut st.pending_done), std::mem::take(&mut st.pending_report))
+        };
+        let ledger: Vec<Value> = done.iter().map(|((t, iy, ix), r)| json!({"job": [t, iy, ix], "record": r})).collect();
+        let n = ledger.len();
+        let report_back = report.clone();
+        let props = json!({"kind": "checkpoint", "build_id": b.id, "ledger": ledger, "report": report});
+        let result = self.commit(format!("eocube: checkpoint, {n} jobs done"), props);
+        match result {
+            Ok(_) => {
+                self.state().last_commit = Some(Instant::now());
+                Ok(())
+            }
+            Err(e) => {
+                // Keep the records for the next attempt.
+                let mut st = self.state();
+                st.pending_done.extend(done);
+                st.pending_report.splice(0..0, report_back);
+                Err(e)
+            }
+        }
+    }
+
+    fn commit(&self, message: String, props: Value) -> Result<SnapshotId> {
+        let session = self.store.session();
+        let mut properties = SnapshotProperties::new();
+        properties.insert(PROP.into(), props);
+        let (repo, branch) = (self.repo.clone(), self.build.as_ref().map(|b| b.name.clone()));
+        block(async move {
+            let mut s = session.write().await;
+            let id = s
+                .commit(message)
+                .properties(properties)
+                .allow_empty(true)
+                .execute()
+                .await
+                .map_err(|e| e.to_string())?;
+            // A committed session turns read-only: go on in a new one at the new tip, under the
+            // same lock, so that writers never see the read-only one.
+            if let Some(b) = branch {
+                *s = repo.writable_session(&b).await.map_err(|e| e.to_string())?;
+            }
+            Ok::<_, String>(id)
+        })
+        .map_err(|e| self.err("commit", e))?
+        .map_err(|e| self.err("commit", e))
+    }
+
+    /// The `eocube` property of every commit along `branch`'s ancestry, newest first.
+    fn ancestry_props(&self, branch: &str) -> Result<Vec<Value>> {
+        Ok(ancestry(&self.repo, &self.location, branch)?.into_iter().filter_map(|(_, p)| p).collect())
+    }
+
+    /// The final step (module docs, 3): build commit, guarded reset of the target, tag, delete
+    /// the build branch.
+    pub(crate) fn publish(&self, layout: &CubeLayout) -> Result<()> {
+        let Some(b) = self.build.clone() else { return Ok(()) };
+        self.checkpoint()?;
+        let (changed, jobs, scenes) = {
+            let st = self.state();
+            let scenes: u64 = st.ledger.values().filter_map(|r| r.get("scenes").and_then(Value::as_u64)).sum();
+            (st.changed, st.ledger.len(), scenes)
+        };
+        let repo = self.repo.clone();
+        let target = self.opts.branch.clone();
+        if changed {
+            let props = json!({
+                "kind": "build",
+                "build_id": b.id,
+                "spec": layout.attrs,
+                "eocube_version": env!("CARGO_PKG_VERSION"),
+                "jobs_done": jobs,
+                "scenes": scenes,
+                "time_bins": layout.times.len(),
+                "variable": layout.variable,
+            });
+            let id = self.commit(format!("eocube build: {} ({jobs} jobs, {scenes} scenes)", layout.variable), props)?;
+            let (r, t, base, to) = (repo.clone(), target.clone(), b.base.clone(), id.clone());
+            let moved = block(async move { r.reset_branch(&t, &to, Some(&base)).await.map_err(|e| e.to_string()) })
+                .map_err(|e| self.err("update branch", e))?;
+            if let Err(reason) = moved {
+                return Err(StoreError::BranchMoved {
+                    location: self.location.clone(),
+                    branch: target,
+                    build_branch: b.name.clone(),
+                    reason,
+                });
+            }
+            if let Some(tag) = self.opts.tag.clone() {
+                let r = repo.clone();
+                block(async move { r.create_tag(&tag, &id).await.map_err(|e| e.to_string()) })
+                    .map_err(|e| self.err("tag", e))?
+                    .map_err(|e| self.err("tag", e))?;
+            }
+        } else if let Some(tag) = self.opts.tag.clone() {
+            // Nothing new: tag the target's tip, which is this cube.
+            let (r, base) = (repo.clone(), b.base.clone());
+            block(async move { r.create_tag(&tag, &base).await.map_err(|e| e.to_string()) })
+                .map_err(|e| self.err("tag", e))?
+                .map_err(|e| self.err("tag", e))?;
+        }
+        let name = b.name.clone();
+        block(async move { repo.delete_branch(&name).await.map_err(|e| e.to_string()) })
+            .map_err(|e| self.err("delete branch", e))?
+            .map_err(|e| self.err("delete branch", e))
+    }
+}
+
+/// A failed repository operation; the message says how to go on.
+fn ic_err(location: &str, op: &'static str, e: impl std::fmt::Display) -> StoreError {
+    let reason = format!(
+        "{} failed; check the location and its credentials, then run the same command again (jobs committed to \
+         the build branch are kept; `eocube abort` starts over)",
+        one_line(&e.to_string())
+    );
+    StoreError::Icechunk { location: location.to_string(), op, reason }
+}
+
+fn one_line(s: &str) -> String {
+    let mut s = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    if s.len() > 600 {
+        let cut = (0..=600).rev().find(|&i| s.is_char_boundary(i)).unwrap_or(0);
+        s.truncate(cut);
+        s.push_str("...");
+    }
+    s
+}
+
+/// The job of a ledger key under `_eocube/ledger/`.
+fn bookkeeping_job(key: &str) -> Option<JobId> {
+    key.strip_prefix(super::BOOKKEEPING_DIR)?.strip_prefix("/ledger/").and_then(ledger::parse_key)
+}
+
+/// The build branch of a spec identity and target branch: `eocube/<16 hex digits>` (FNV-1a, stable
+/// across Rust versions and machines).
+pub fn build_branch(identity: &Value, target: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in identity.to_string().bytes().chain(std::iter::once(b'\n')).chain(target.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{BUILD_BRANCH_PREFIX}{h:016x}")
+}
+
+/// Open the repository at `repo`, or create it (format 1) if `create` and nothing is there.
+fn connect(repo: &IcechunkRepo, location: &str, create: bool) -> Result<Repository> {
+    let repo = repo.clone();
+    let loc = location.to_string();
+    let got = block(async move {
+        let storage = match &repo {
+            IcechunkRepo::Local(path) => {
+                icechunk::new_local_filesystem_storage(path).await.map_err(|e| ("connect", e.to_string()))?
+            }
+            IcechunkRepo::S3 { bucket, prefix } => {
+                let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+                let truthy =
+                    |k: &str| env(k).is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes"));
+                let endpoint = env("AWS_ENDPOINT_URL_S3").or_else(|| env("AWS_ENDPOINT_URL"));
+                let mut opts = icechunk::storage::S3Options::default();
+                opts.region =
+                    env("AWS_REGION").or_else(|| env("AWS_DEFAULT_REGION")).or_else(|| Some("us-east-1".into()));
+                opts.allow_http =
+                    truthy("AWS_ALLOW_HTTP") || endpoint.as_deref().is_some_and(|e| e.starts_with("http://"));
+                opts.force_path_style = endpoint.is_some();
+                opts.endpoint_url = endpoint;
+                opts.anonymous = truthy("AWS_NO_SIGN_REQUEST");
+                let creds = if opts.anonymous {
+                    icechunk::storage::S3Credentials::Anonymous
+                } else {
+                    icechunk::storage::S3Credentials::FromEnv
+                };
+                icechunk::new_s3_object_store_storage(
+                    opts,
+                    bucket.clone(),
+                    Some(prefix.clone()),
+                    Some(creds),
+                    Vec::new(),
+                    Vec::new(),
+                )
+                .await
+                .map_err(|e| ("connect", e.to_string()))?
+            }
+        };
+        let exists = Repository::exists(storage.clone(), None).await.map_err(|e| ("open", e.to_string()))?;
+        if exists {
+            Repository::open(storage).execute().await.map(Some).map_err(|e| ("open", e.to_string()))
+        } else if create {
+            Repository::create(storage)
+                .spec_version(icechunk::format::format_constants::SpecVersionBin::V1)
+                .execute()
+                .await
+                .map(Some)
+                .map_err(|e| ("create", e.to_string()))
+        } else {
+            Ok(None)
+        }
+    });
+    match got.map_err(|e| ic_err(&loc, "connect", e))? {
+        Ok(Some(r)) => Ok(r),
+        Ok(None) => Err(StoreError::NotFound { path: PathBuf::from(&loc) }),
+        Err((op, reason)) => Err(classify(&loc, op, reason)),
+    }
+}
+
+/// Sort a connection error into the refusals a user can act on (as for plain S3).
+fn classify(location: &str, op: &'static str, reason: String) -> StoreError {
+    let reason = one_line(&reason);
+    let has = |needles: &[&str]| needles.iter().any(|n| reason.contains(n));
+    if has(&["NoSuchBucket", "bucket does not exist"]) {
+        let bucket = location.trim_start_matches("icechunk+s3://").split('/').next().unwrap_or_default().to_string();
+        return StoreError::NoBucket { location: location.into(), bucket };
+    }
+    if has(&["InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403 Forbidden"]) {
+        return StoreError::Denied { location: location.into(), reason };
+    }
+    if has(&["error sending request", "onnection refused", "dns error", "timed out", "tcp connect"]) {
+        return StoreError::Unreachable { location: location.into(), reason };
+    }
+    ic_err(location, op, reason)
+}
+
+type Ancestry = Vec<(icechunk::format::snapshot::SnapshotInfo, Option<Value>)>;
+
+/// Every snapshot along `branch`, newest first, with its `eocube` property.
+fn ancestry(repo: &Arc<Repository>, location: &str, branch: &str) -> Result<Ancestry> {
+    let (r, b) = (repo.clone(), branch.to_string());
+    block(async move {
+        let s = r.ancestry(&VersionInfo::BranchTipRef(b)).await.map_err(|e| e.to_string())?;
+        s.map_err(|e| e.to_string()).try_collect::<Vec<_>>().await
+    })
+    .map_err(|e| ic_err(location, "history", e))?
+    .map_err(|e| ic_err(location, "history", e))
+    .map(|v| {
+        v.into_iter()
+            .map(|info| {
+                let p = info.metadata.get(PROP).cloned();
+                (info, p)
+            })
+            .collect()
+    })
+}
+
+fn branches(repo: &Arc<Repository>, location: &str) -> Result<Vec<String>> {
+    let r = repo.clone();
+    block(async move { r.list_branches().await.map_err(|e| e.to_string()) })
+        .map_err(|e| ic_err(location, "list branches", e))?
+        .map_err(|e| ic_err(location, "list branches", e))
+        .map(|b| b.into_iter().collect())
+}
+
+fn branch_tip(repo: &Arc<Repository>, location: &str, branch: &str) -> Result<Option<SnapshotId>> {
+    if !branches(repo, location)?.iter().any(|b| b == branch) {
+        return Ok(None);
+    }
+    let (r, b) = (repo.clone(), branch.to_string());
+    block(async move { r.lookup_branch(&b).await.map_err(|e| e.to_string()) })
+        .map_err(|e| ic_err(location, "read branch", e))?
+        .map_err(|e| ic_err(location, "read branch", e))
+        .map(Some)
+}
+
+fn session_store(repo: &Arc<Repository>, location: &str, branch: &str, writable: bool) -> Result<Store> {
+    let (r, b) = (repo.clone(), branch.to_string());
+    block(async move {
+        let session = if writable {
+            r.writable_session(&b).await
+        } else {
+            r.readonly_session(&VersionInfo::BranchTipRef(b)).await
+        }
+        .map_err(|e| e.to_string())?;
+        Ok::<_, String>(Store::from_session(Arc::new(tokio::sync::RwLock::new(session))).await)
+    })
+    .map_err(|e| ic_err(location, "open session", e))?
+    .map_err(|e| ic_err(location, "open session", e))
+}
+
+fn backend(
+    location: &str,
+    repo: Arc<Repository>,
+    store: Store,
+    opts: &IcechunkOptions,
+    build: Option<BuildBranch>,
+) -> Backend {
+    let ic = IcechunkBackend {
+        location: location.to_string(),
+        repo,
+        store,
+        opts: opts.clone(),
+        build,
+        state: Mutex::new(State::default()),
+    };
+    Backend::Icechunk { root: PathBuf::from(location), store: Arc::new(ic) }
+}
+
+/// The Icechunk builds of [`Cube`]; see the module docs.
+impl Cube {
+    /// Commit the done jobs not committed yet to the build branch (Icechunk); a no-op elsewhere,
+    /// where each job's ledger entry is written when it ends.
+    pub fn checkpoint(&self) -> Result<()> {
+        match &self.backend {
+            Backend::Icechunk { store, .. } => store.checkpoint(),
+            _ => Ok(()),
+        }
+    }
+
+    /// Create the cube in the repository at `loc` (creating the repository if missing) on a build
+    /// branch, or resume that build branch; a target branch holding this very cube is reused
+    /// (its done jobs are read from its history). Anything else is refused without writing.
+    pub fn create_or_open_icechunk(
+        loc: &OutLocation,
+        layout: &CubeLayout,
+        opts: &IcechunkOptions,
+    ) -> Result<(Cube, bool)> {
+        let OutLocation::Icechunk(repo_loc) = loc else {
+            return Cube::create_or_open_matching(loc, layout);
+        };
+        let location = loc.to_string();
+        if layout.zarr_format == ZarrFormat::V2 {
+            return Err(StoreError::InvalidLayout {
+                path: PathBuf::from(&location),
+                reason: "Icechunk stores Zarr v3 only; drop --zarr-format 2 (or write v2 to a plain path)".into(),
+            });
+        }
+        super::validate(&loc.as_path_buf(), layout)?;
+        let repo = Arc::new(connect(repo_loc, &location, true)?);
+        let target = opts.branch.clone();
+        let Some(target_tip) = branch_tip(&repo, &location, &target)? else {
+            return Err(StoreError::Icechunk {
+                location,
+                op: "open branch",
+                reason: format!("the branch {target:?} does not exist; create it first or give another --branch"),
+            });
+        };
+        if let Some(tag) = &opts.tag {
+            let r = repo.clone();
+            let tags = block(async move { r.list_tags().await.map_err(|e| e.to_string()) })
+                .map_err(|e| ic_err(&location, "list tags", e))?
+                .map_err(|e| ic_err(&location, "list tags", e))?;
+            if tags.contains(tag) {
+                return Err(StoreError::Icechunk {
+                    location,
+                    op: "tag",
+                    reason: format!("the tag {tag:?} exists already; give another --tag (tags never move)"),
+                });
+            }
+        }
+        let name = build_branch(&layout.attrs, &target);
+        let id = name.trim_start_matches(BUILD_BRANCH_PREFIX).to_string();
+
+        // Resume: the build branch exists.
+        if branch_tip(&repo, &location, &name)?.is_some() {
+            let hist = ancestry(&repo, &location, &name)?;
+            let mut base = None;
+            let mut st = State::default();
+            for (_, p) in &hist {
+                let Some(p) = p.as_ref().filter(|p| p.get("build_id").and_then(Value::as_str) == Some(&id)) else {
+                    continue;
+                };
+                read_ledger(p, &mut st.ledger);
+                match p.get("kind").and_then(Value::as_str) {
+                    Some("checkpoint") if base.is_none() => {
+                        st.changed |= p.get("ledger").is_some_and(|l| l != &json!([]))
+                    }
+                    Some(kind @ ("template" | "start")) if base.is_none() => {
+                        st.changed |= kind == "template";
+                        base = p.get("base").and_then(Value::as_str).and_then(|s| SnapshotId::try_from(s).ok());
+                    }
+                    _ => {}
+                }
+            }
+            let Some(base) = base else {
+                return Err(StoreError::NotACube {
+                    path: PathBuf::from(&location),
+                    reason: format!("the branch {name} has no eocube start commit; delete it with `eocube abort`"),
+                });
+            };
+            let store = session_store(&repo, &location, &name, true)?;
+            let b = backend(&location, repo, store, opts, Some(BuildBranch { name, id, base }));
+            let cube = Cube::open_with_backend(loc, b)?;
+            let cube = Cube::check_matching(cube, layout)?;
+            if let Backend::Icechunk { store, .. } = &cube.backend {
+                let mut s = store.state();
+                s.ledger = st.ledger;
+                s.changed = st.changed;
+                s.last_commit = Some(Instant::now());
+            }
+            return Ok((cube, true));
+        }
+
+        // The target holds a cube already: it must be this one (checked before writing).
+        let target_store = session_store(&repo, &location, &target, false)?;
+        let has_cube = block({
+            let s = target_store.clone();
+            async move { s.exists("zarr.json").await.unwrap_or(false) }
+        })
+        .map_err(|e| ic_err(&location, "read", e))?;
+        let mut ledger_before = BTreeMap::new();
+        if has_cube {
+            let view = backend(&location, repo.clone(), target_store, opts, None);
+            Cube::check_matching(Cube::open_with_backend(loc, view)?, layout)?;
+            for (_, p) in ancestry(&repo, &location, &target)? {
+                if let Some(p) = p.filter(|p| p.get("build_id").and_then(Value::as_str) == Some(&id)) {
+                    read_ledger(&p, &mut ledger_before);
+                }
+            }
+        } else {
+            let keys = block({
+                let s = target_store.clone();
+                async move {
+                    let l = s.list_prefix("").await.map_err(|e| e.to_string())?;
+                    l.try_collect::<Vec<String>>().await.map_err(|e| e.to_string())
+                }
+            })
+            .map_err(|e| ic_err(&location, "list", e))?
+            .map_err(|e| ic_err(&location, "list", e))?;
+            if !keys.is_empty() {
+                return Err(StoreError::NotACube {
+                    path: PathBuf::from(&location),
+                    reason: format!("the branch {target:?} holds other data (no root group); give another --branch"),
+                });
+            }
+        }
+
+        // A new build branch at the target's tip.
+        let (r, n, tip) = (repo.clone(), name.clone(), target_tip.clone());
+        block(async move { r.create_branch(&n, &tip).await.map_err(|e| e.to_string()) })
+            .map_err(|e| ic_err(&location, "create branch", e))?
+            .map_err(|e| ic_err(&location, "create branch", e))?;
+        let store = session_store(&repo, &location, &name, true)?;
+        let build = BuildBranch { name, id: id.clone(), base: target_tip.clone() };
+        let b = backend(&location, repo, store, opts, Some(build));
+        let kind = if has_cube { "start" } else { "template" };
+        if !has_cube {
+            super::write_template(&b, &loc.as_path_buf(), layout)?;
+        }
+        let Backend::Icechunk { store: ic, .. } = &b else {
+            return Err(ic_err(&location, "open", "not an Icechunk back end (an eocube bug)"));
+        };
+        ic.commit(
+            format!("eocube: {kind} of build {id} for branch {target}"),
+            json!({"kind": kind, "build_id": id, "base": target_tip.to_string(), "target": target}),
+        )?;
+        {
+            let mut s = ic.state();
+            s.ledger = ledger_before;
+            s.changed = !has_cube;
+            s.last_commit = Some(Instant::now());
+        }
+        let cube = if has_cube {
+            Cube::open_with_backend(loc, b)?
+        } else {
+            Cube::with_backend(loc.clone(), b, layout.clone())?
+        };
+        Ok((cube, has_cube))
+    }
+}
+
+fn read_ledger(p: &Value, into: &mut BTreeMap<JobId, Value>) {
+    for e in p.get("ledger").and_then(Value::as_array).into_iter().flatten() {
+        let job: Option<JobId> = e.get("job").and_then(|j| serde_json::from_value(j.clone()).ok());
+        if let Some(job) = job {
+            into.entry(job).or_insert_with(|| e.get("record").cloned().unwrap_or(Value::Null));
+        }
+    }
+}
+
+/// A read-only view for `eocube status`: the build branch of `branch` if one exists (unfinished
+/// build), else the branch itself.
+pub(crate) fn open_view(loc: &OutLocation, repo_loc: &IcechunkRepo, branch: &str) -> Result<Backend> {
+    let location = loc.to_string();
+    let repo = Arc::new(connect(repo_loc, &location, false)?);
+    let opts = IcechunkOptions { branch: branch.to_string(), ..Default::default() };
+    for name in branches(&repo, &location)?.into_iter().filter(|b| b.starts_with(BUILD_BRANCH_PREFIX)) {
+        let hist = ancestry(&repo, &location, &name)?;
+        let start = hist.iter().filter_map(|(_, p)| p.as_ref()).find(|p| {
+            matches!(p.get("kind").and_then(Value::as_str), Some("template" | "start"))
+                && p.get("target").and_then(Value::as_str) == Some(branch)
+        });
+        let Some(start) = start else { continue };
+        let id = start.get("build_id").and_then(Value::as_str).unwrap_or_default().to_string();
+        let Some(base) = start.get("base").and_then(Value::as_str).and_then(|s| SnapshotId::try_from(s).ok()) else {
+            continue;
+        };
+        let mut st = State::default();
+        for (_, p) in &hist {
+            if let Some(p) = p.as_ref().filter(|p| p.get("build_id").and_then(Value::as_str) == Some(&id)) {
+                read_ledger(p, &mut st.ledger);
+            }
+        }
+        let store = session_store(&repo, &location, &name, false)?;
+        let b = backend(&location, repo, store, &opts, Some(BuildBranch { name, id, base }));
+        if let Backend::Icechunk { store, .. } = &b {
+            store.state().ledger = st.ledger;
+        }
+        return Ok(b);
+    }
+    if branch_tip(&repo, &location, branch)?.is_none() {
+        return Err(StoreError::NotFound { path: PathBuf::from(&location) });
+    }
+    let store = session_store(&repo, &location, branch, false)?;
+    let b = backend(&location, repo.clone(), store, &opts, None);
+    // Finished: every job recorded along the branch is done.
+    let mut ledger = BTreeMap::new();
+    for (_, p) in ancestry(&repo, &location, branch)? {
+        if let Some(p) = p {
+            read_ledger(&p, &mut ledger);
+        }
+    }
+    if let Backend::Icechunk { store, .. } = &b {
+        store.state().ledger = ledger;
+    }
+    Ok(b)
+}
+
+/// `eocube abort`: delete the build branches that target `branch`; returns their names.
+pub fn abort(out: &OutLocation, branch: &str) -> Result<Vec<String>> {
+    let OutLocation::Icechunk(repo_loc) = out else {
+        return Err(StoreError::Icechunk {
+            location: out.to_string(),
+            op: "abort",
+            reason: "only Icechunk repositories have build branches (icechunk:///path or icechunk+s3://bucket/prefix)"
+                .into(),
+        });
+    };
+    let location = out.to_string();
+    let repo = Arc::new(connect(repo_loc, &location, false)?);
+    let mut deleted = Vec::new();
+    for name in branches(&repo, &location)?.into_iter().filter(|b| b.starts_with(BUILD_BRANCH_PREFIX)) {
+        let targets = ancestry(&repo, &location, &name)?.into_iter().filter_map(|(_, p)| p).any(|p| {
+            matches!(p.get("kind").and_then(Value::as_str), Some("template" | "start"))
+                && p.get("target").and_then(Value::as_str) == Some(branch)
+        });
+        if targets {
+            let (r, n) = (repo.clone(), name.clone());
+            block(async move { r.delete_branch(&n).await.map_err(|e| e.to_string()) })
+                .map_err(|e| ic_err(&location, "delete branch", e))?
+                .map_err(|e| ic_err(&location, "delete branch", e))?;
+            deleted.push(name);
+        }
+    }
+    Ok(deleted)
+}
+
+/// `eocube log`: the versions of `branch`, newest first.
+pub fn log(out: &OutLocation, branch: &str) -> Result<Vec<Version>> {
+    let OutLocation::Icechunk(repo_loc) = out else {
+        return Err(StoreError::Icechunk {
+            location: out.to_string(),
+            op: "log",
+            reason: "only Icechunk repositories keep versions (icechunk:///path or icechunk+s3://bucket/prefix)".into(),
+        });
+    };
+    let location = out.to_string();
+    let repo = Arc::new(connect(repo_loc, &location, false)?);
+    if branch_tip(&repo, &location, branch)?.is_none() {
+        return Err(StoreError::Icechunk {
+            location,
+            op: "log",
+            reason: format!("no branch {branch:?}; give an existing --branch"),
+        });
+    }
+    Ok(ancestry(&repo, &location, branch)?
+        .into_iter()
+        .map(|(info, _)| Version {
+            snapshot: info.id.to_string(),
+            time: info.flushed_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            message: info.message,
+        })
+        .collect())
+}
