@@ -94,6 +94,9 @@ pub struct Version {
     /// RFC 3339, UTC.
     pub time: String,
     pub message: String,
+    /// eocube's commit properties (kind, done jobs, report lines, build description).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub properties: Option<Value>,
 }
 
 /// What the coordinator has not committed yet, and the ledger read back from the branch.
@@ -103,6 +106,8 @@ struct State {
     pending_done: Vec<(JobId, Value)>,
     pending_report: Vec<Value>,
     last_commit: Option<Instant>,
+    /// Message and wall seconds of every commit this run made, for the build's description.
+    commits: Vec<Value>,
     /// The build branch holds something the target does not (template or chunks).
     changed: bool,
 }
@@ -271,6 +276,8 @@ impl IcechunkBackend {
     }
 
     fn commit(&self, message: String, props: Value) -> Result<SnapshotId> {
+        let t0 = Instant::now();
+        let label = message.clone();
         let session = self.store.session();
         let mut properties = SnapshotProperties::new();
         properties.insert(PROP.into(), props);
@@ -293,6 +300,10 @@ impl IcechunkBackend {
         })
         .map_err(|e| self.err("commit", e))?
         .map_err(|e| self.err("commit", e))
+        .inspect(|_| {
+            let seconds = (t0.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
+            self.state().commits.push(json!({"message": label, "seconds": seconds}));
+        })
     }
 
     /// The `eocube` property of every commit along `branch`'s ancestry, newest first.
@@ -305,10 +316,10 @@ impl IcechunkBackend {
     pub(crate) fn publish(&self, layout: &CubeLayout) -> Result<()> {
         let Some(b) = self.build.clone() else { return Ok(()) };
         self.checkpoint()?;
-        let (changed, jobs, scenes) = {
+        let (changed, jobs, scenes, commits) = {
             let st = self.state();
             let scenes: u64 = st.ledger.values().filter_map(|r| r.get("scenes").and_then(Value::as_u64)).sum();
-            (st.changed, st.ledger.len(), scenes)
+            (st.changed, st.ledger.len(), scenes, st.commits.clone())
         };
         let repo = self.repo.clone();
         let target = self.opts.branch.clone();
@@ -322,6 +333,7 @@ impl IcechunkBackend {
                 "scenes": scenes,
                 "time_bins": layout.times.len(),
                 "variable": layout.variable,
+                "commits_before": commits,
             });
             let id = self.commit(format!("eocube build: {} ({jobs} jobs, {scenes} scenes)", layout.variable), props)?;
             let (r, t, base, to) = (repo.clone(), target.clone(), b.base.clone(), id.clone());
@@ -810,10 +822,11 @@ pub fn log(out: &OutLocation, branch: &str) -> Result<Vec<Version>> {
     }
     Ok(ancestry(&repo, &location, branch)?
         .into_iter()
-        .map(|(info, _)| Version {
+        .map(|(info, properties)| Version {
             snapshot: info.id.to_string(),
             time: info.flushed_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             message: info.message,
+            properties,
         })
         .collect())
 }
