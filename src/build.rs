@@ -235,9 +235,7 @@ pub fn status(out: impl AsRef<OsStr>, is_land: LandTest<'_>) -> Result<Status, B
     let path = Path::new(out.as_ref());
     let store = |error| BuildError::Store { path: path.to_path_buf(), error };
     let cube = Cube::open_at(&OutLocation::parse(path)?).map_err(store)?;
-    let not_cube = |reason: String| store(StoreError::NotACube { path: path.to_path_buf(), reason });
-    let spec: CubeSpec = serde_json::from_value(with_run_fields(cube.layout().attrs.clone()))
-        .map_err(|e| not_cube(format!("its stored spec cannot be read ({e})")))?;
+    let spec = stored_spec(&cube, &path.display().to_string())?;
     let plan = Plan::new(&spec, is_land)?;
     let done = cube.done_jobs().map_err(store)?;
     let mut last: std::collections::HashMap<crate::plan::Job, (bool, String)> = Default::default();

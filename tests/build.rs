@@ -459,20 +459,9 @@ fn resume_after_sigkill_gives_byte_identical_chunks() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("spawning eocube build");
-    let t0 = Instant::now();
-    let at_kill = loop {
-        let n = ledger_len(&cube);
-        if n >= 3 {
-            child.kill().expect("SIGKILL");
-            break n;
-        }
-        if let Some(st) = child.try_wait().expect("try_wait") {
-            panic!("the build ended ({st}) before 3 of {jobs} jobs were in the ledger: cannot test resume");
-        }
-        assert!(t0.elapsed() < Duration::from_secs(60), "no job done after 60 s");
-        std::thread::sleep(Duration::from_millis(2));
-    };
-    let _ = child.wait();
+    let before = format!("3 of {jobs} jobs were in the ledger");
+    let at_kill =
+        kill_when(&mut child, 3, Duration::from_secs(60), Duration::from_millis(2), &before, || ledger_len(&cube));
     let done_before: BTreeSet<String> = std::fs::read_dir(cube.join("_eocube/ledger"))
         .expect("ledger")
         .flatten()

@@ -145,20 +145,15 @@ fn build_and_kill(dir: &Path) -> usize {
     let out = format!("icechunk://{}", dir.display());
     let a = args(&out, &["--resampling", "nearest", "--chunk-size", "64", "--workers", "1", "--commit-every", "1"]);
     let mut child = eocube(&a).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawning eocube build");
-    let t0 = Instant::now();
-    loop {
-        let n = std::fs::read_dir(dir.join("snapshots")).map(|d| d.count()).unwrap_or(0);
-        if n >= 4 {
-            child.kill().expect("SIGKILL");
-            let _ = child.wait();
-            return n;
-        }
-        if let Some(st) = child.try_wait().expect("try_wait") {
-            panic!("the build ended ({st}) before 2 checkpoints were committed: cannot test the kill");
-        }
-        assert!(t0.elapsed() < Duration::from_secs(180), "no checkpoint after 180 s");
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    let snapshots = || std::fs::read_dir(dir.join("snapshots")).map(|d| d.count()).unwrap_or(0);
+    common::kill_when(
+        &mut child,
+        4,
+        Duration::from_secs(180),
+        Duration::from_millis(1),
+        "2 checkpoints were committed",
+        snapshots,
+    )
 }
 
 #[test]

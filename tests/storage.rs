@@ -495,20 +495,11 @@ fn build_on_s3_matches_local_resumes_after_sigkill_and_reads_in_xarray() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("spawning eocube build");
-    let t0 = Instant::now();
-    let at_kill = loop {
-        let n = ledger_count(&bucket, "cubes/killed.zarr");
-        if n >= 3 {
-            child.kill().expect("SIGKILL");
-            break n;
-        }
-        if let Some(st) = child.try_wait().expect("try_wait") {
-            panic!("the build ended ({st}) before 3 of {jobs} jobs were in the ledger: cannot test resume");
-        }
-        assert!(t0.elapsed() < Duration::from_secs(120), "no job done after 120 s");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let _ = child.wait();
+    let before = format!("3 of {jobs} jobs were in the ledger");
+    let at_kill =
+        common::kill_when(&mut child, 3, Duration::from_secs(120), Duration::from_millis(20), &before, || {
+            ledger_count(&bucket, "cubes/killed.zarr")
+        });
     let before = s3_objects(&bucket, "cubes/killed.zarr");
     let done_before = before.keys().filter(|k| k.starts_with("_eocube/ledger/")).count();
     assert!(done_before < jobs, "every job was done before the kill: cannot test resume");

@@ -1,8 +1,7 @@
 //! STAC API item search over HTTP: POST with a GET fallback, `next`-link paging, retries.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, Utc};
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
@@ -426,7 +425,7 @@ fn parse_page(url: &Url, page: Value) -> Result<(Vec<Value>, Option<NextLink>), 
 /// jittered to between half and all of that; at least `Retry-After` when the server sent one.
 fn backoff(policy: &RetryPolicy, attempt: u32, retry_after: Option<Duration>) -> Duration {
     let exp = policy.base_delay.saturating_mul(2u32.saturating_pow(attempt.min(20))).min(policy.max_delay);
-    let jittered = exp.mul_f64(0.5 + 0.5 * unit_random());
+    let jittered = exp.mul_f64(0.5 + 0.5 * crate::unit_random());
     match retry_after {
         Some(ra) => jittered.max(ra.min(MAX_RETRY_AFTER)),
         None => jittered,
@@ -442,18 +441,6 @@ fn parse_retry_after(v: &str) -> Option<Duration> {
     let at = DateTime::parse_from_rfc2822(v).ok()?.with_timezone(&Utc);
     let now: DateTime<Utc> = SystemTime::now().into();
     Some((at - now).to_std().unwrap_or(Duration::ZERO))
-}
-
-/// A number in [0, 1) for jitter. Not cryptographic; only needs to differ between processes
-/// and between calls, which the clock and a counter give (splitmix64 mixes them).
-fn unit_random() -> f64 {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
-    let mut z = nanos ^ COUNTER.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed) ^ u64::from(std::process::id());
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
-    (z >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// reqwest's own message is terse ("error sending request"); its sources say why.

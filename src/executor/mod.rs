@@ -15,6 +15,8 @@ use std::time::Duration;
 use serde::Serialize;
 
 pub use local::run_local;
+
+pub(crate) use crate::unit_random as jitter;
 pub use progress::{Progress, ProgressMode};
 
 use crate::job::JobStats;
@@ -111,13 +113,6 @@ impl Summary {
     pub fn complete(&self) -> bool {
         self.already_done + self.done == self.jobs
     }
-}
-
-/// A number in [0, 1) for backoff jitter.
-pub(crate) fn jitter() -> f64 {
-    // No RNG dependency for one number: the clock's nanoseconds are spread enough.
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-    f64::from(nanos % 1_000_000) / 1_000_000.0
 }
 
 #[cfg(test)]

@@ -434,3 +434,30 @@ pub fn python() -> PathBuf {
     assert!(python.is_file(), "{} is missing: run scripts/setup.sh (scripts/test.sh does)", python.display());
     python
 }
+
+/// Polls `progress()` every `poll` until it reaches `n`, then SIGKILLs `child` and reaps it;
+/// returns the progress seen at the kill. Panics if the child ends first (`before` says what it
+/// should have reached: there is nothing to test then) or if `limit` passes.
+pub fn kill_when(
+    child: &mut std::process::Child,
+    n: usize,
+    limit: std::time::Duration,
+    poll: std::time::Duration,
+    before: &str,
+    progress: impl Fn() -> usize,
+) -> usize {
+    let t0 = std::time::Instant::now();
+    loop {
+        let seen = progress();
+        if seen >= n {
+            child.kill().expect("SIGKILL");
+            let _ = child.wait();
+            return seen;
+        }
+        if let Some(st) = child.try_wait().expect("try_wait") {
+            panic!("the build ended ({st}) before {before}: cannot test the kill");
+        }
+        assert!(t0.elapsed() < limit, "no progress after {limit:?}");
+        std::thread::sleep(poll);
+    }
+}
