@@ -156,23 +156,23 @@ pub async fn build_with(
 
 /// `eocube extend`: grows the time axis of the cube at `out` to `new_end` and computes what is
 /// new. The last old bin is computed again when the old end cut it short (its search window
-/// grows); every other done job is kept. A rerun with the same `new_end` resumes.
+/// grows); every other done job is kept. A rerun with the same `new_end` resumes. In an Icechunk
+/// repository the cube on `icechunk.branch` is extended on a build branch and the branch moves
+/// once, when everything is done: one new version (`store::icechunk::begin_extend`).
 pub async fn extend(
     out: &str,
     new_end: crate::time::Date,
     workers: Option<usize>,
     opts: &BuildOptions,
+    icechunk: &IcechunkOptions,
     is_land: LandTest<'_>,
     stop: impl Future<Output = ()>,
 ) -> Result<BuildReport, BuildError> {
     let store = |error| BuildError::Store { path: PathBuf::from(out), error };
-    if matches!(OutLocation::parse(out), Ok(OutLocation::Icechunk(_))) {
-        return Err(BuildError::Unsupported {
-            what: "extending an Icechunk repository".into(),
-            fix: "build the longer cube into a new repository or branch (--branch) instead".into(),
-        });
-    }
-    let cube = Cube::open(out).map_err(store)?;
+    let loc = OutLocation::parse(out)?;
+    let in_repo = matches!(loc, OutLocation::Icechunk(_));
+    // A repository: the finished cube on the branch (an unfinished extend is found by its spec).
+    let cube = Cube::open_branch(&loc, &icechunk.branch, false).map_err(store)?;
     let old = stored_spec(&cube, out)?;
     if new_end < old.end {
         return Err(BuildError::End {
@@ -196,12 +196,17 @@ pub async fn extend(
             .iter()
             .position(|b| b.search_window(old.start, old.end) != b.search_window(spec.start, spec.end))
             .unwrap_or(old_plan.bins.len());
-        for job in old_plan.jobs().filter(|j| j.t >= changed) {
-            cube.unmark_done((job.t, job.iy, job.ix)).map_err(store)?;
+        if in_repo {
+            crate::store::icechunk::begin_extend(&loc, &layout(&plan), icechunk, &|(t, _, _)| t >= changed)
+                .map_err(store)?;
+        } else {
+            for job in old_plan.jobs().filter(|j| j.t >= changed) {
+                cube.unmark_done((job.t, job.iy, job.ix)).map_err(store)?;
+            }
+            cube.extend_times(&layout(&plan)).map_err(store)?;
         }
-        cube.extend_times(&layout(&plan)).map_err(store)?;
     }
-    build(&spec, opts, is_land, stop).await
+    build_with(&spec, opts, icechunk, is_land, stop).await
 }
 
 /// The spec stored in a cube, with the run-only fields put back.
@@ -231,10 +236,12 @@ pub struct Status {
 /// The status of the cube at `out` (a local path or a URL, as for [`create_or_resume`]): its plan
 /// is recomputed from the spec stored in it (the plan is deterministic), then compared with the
 /// ledger and the run report.
-pub fn status(out: impl AsRef<OsStr>, is_land: LandTest<'_>) -> Result<Status, BuildError> {
+/// In an Icechunk repository: the unfinished build for `branch` if there is one, else the cube on
+/// `branch`.
+pub fn status(out: impl AsRef<OsStr>, branch: &str, is_land: LandTest<'_>) -> Result<Status, BuildError> {
     let path = Path::new(out.as_ref());
     let store = |error| BuildError::Store { path: path.to_path_buf(), error };
-    let cube = Cube::open_at(&OutLocation::parse(path)?).map_err(store)?;
+    let cube = Cube::open_branch(&OutLocation::parse(path)?, branch, true).map_err(store)?;
     let spec = stored_spec(&cube, &path.display().to_string())?;
     let plan = Plan::new(&spec, is_land)?;
     let done = cube.done_jobs().map_err(store)?;

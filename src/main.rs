@@ -103,6 +103,9 @@ enum Command {
     Status {
         /// The cube (the --out of `eocube build`).
         out: std::path::PathBuf,
+        /// Icechunk output: the target branch of the build.
+        #[arg(long, default_value = "main")]
+        branch: String,
         /// Print the status as JSON.
         #[arg(long)]
         json: bool,
@@ -131,6 +134,9 @@ enum Command {
         /// Print the versions as JSON.
         #[arg(long)]
         json: bool,
+        /// Also list the commits builds made on their build branches (template, checkpoints).
+        #[arg(long)]
+        all: bool,
     },
     /// Write a synthetic Sentinel-2 L2A archive (COGs + STAC items) with a known true surface,
     /// for offline demos and benchmarks; see docs/synth.md.
@@ -318,9 +324,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Plan { spec, json } => plan(*spec, json),
         Command::Build { spec, run } => runtime.block_on(build(*spec, run)),
         Command::Extend { out, end, workers, run } => runtime.block_on(extend(&out, &end, workers, run)),
-        Command::Status { out, json } => status(&out, json),
+        Command::Status { out, branch, json } => status(&out, &branch, json),
         Command::Abort { out, branch } => abort(&out, &branch),
-        Command::Log { out, branch, json } => log(&out, &branch, json),
+        Command::Log { out, branch, json, all } => log(&out, &branch, json, all),
         Command::Synth { out, bbox, start, end, scene_px, tile_px, bands, revisit_days, seed } => {
             synth(&out, bbox, start, end, scene_px, tile_px, bands, revisit_days, seed)
         }
@@ -385,14 +391,19 @@ fn plan(args: SpecArgs, json: bool) -> anyhow::Result<()> {
 async fn build(args: SpecArgs, run: RunArgs) -> anyhow::Result<()> {
     let spec = args.input()?.validate()?;
     let opts = build_options(spec.workers, &run)?;
-    let icechunk = eocube::store::IcechunkOptions {
+    let icechunk = icechunk_options(&run);
+    let report = eocube::build::build_with(&spec, &opts, &icechunk, &land_test, ctrl_c()).await?;
+    print_report(&report, &run.branch)
+}
+
+/// How a build uses an Icechunk repository, from the flags.
+fn icechunk_options(run: &RunArgs) -> eocube::store::IcechunkOptions {
+    eocube::store::IcechunkOptions {
         branch: run.branch.clone(),
         tag: run.tag.clone(),
         commit_every_jobs: run.commit_every.max(1),
         ..Default::default()
-    };
-    let report = eocube::build::build_with(&spec, &opts, &icechunk, &land_test, ctrl_c()).await?;
-    print_report(&report, &run.branch)
+    }
 }
 
 /// How a build runs, from the flags.
@@ -482,8 +493,9 @@ async fn extend(out: &str, end: &str, workers: Option<usize>, run: RunArgs) -> a
     let new_end = chrono::NaiveDate::parse_from_str(end.trim(), "%Y-%m-%d")
         .map_err(|e| anyhow::anyhow!("--end {end}: not a date ({e}); give YYYY-MM-DD, e.g. 2024-06-30"))?;
     let opts = build_options(workers.unwrap_or_else(default_workers), &run)?;
-    let report = eocube::build::extend(out, new_end, workers, &opts, &land_test, ctrl_c()).await?;
-    print_report(&report, "main")
+    let icechunk = icechunk_options(&run);
+    let report = eocube::build::extend(out, new_end, workers, &opts, &icechunk, &land_test, ctrl_c()).await?;
+    print_report(&report, &run.branch)
 }
 
 async fn demo(out: &std::path::Path, workers: Option<usize>, quiet: bool) -> anyhow::Result<()> {
@@ -565,8 +577,8 @@ async fn ctrl_c() {
     }
 }
 
-fn status(out: &std::path::Path, json: bool) -> anyhow::Result<()> {
-    let s = eocube::build::status(out, &land_test)?;
+fn status(out: &std::path::Path, branch: &str, json: bool) -> anyhow::Result<()> {
+    let s = eocube::build::status(out, branch, &land_test)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&s)?);
         return Ok(());
@@ -594,9 +606,9 @@ fn abort(out: &str, branch: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn log(out: &str, branch: &str, json: bool) -> anyhow::Result<()> {
+fn log(out: &str, branch: &str, json: bool, all: bool) -> anyhow::Result<()> {
     let loc = eocube::store::OutLocation::parse(out)?;
-    let versions = eocube::store::icechunk::log(&loc, branch)?;
+    let versions = eocube::store::icechunk::log(&loc, branch, all)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&versions)?);
         return Ok(());

@@ -661,9 +661,8 @@ fn output_urls_are_parsed_and_bad_schemes_refused() {
     assert_eq!(ok("icechunk:///tmp/repo").to_string(), "icechunk:///tmp/repo");
     assert_eq!(ok("icechunk+s3://b-1/repos/r/").to_string(), "icechunk+s3://b-1/repos/r");
     for (out, want) in [
-        ("gs://b/c", "not supported yet"),
-        ("az://b/c", "not supported yet"),
         ("icechunk+gs://b/repo", "not supported yet"),
+        ("icechunk+az://b/repo", "not supported yet"),
         ("icechunk://relative/repo", "three slashes"),
         ("icechunk+s3://bucket", "needs a prefix"),
         ("ftp://host/c", "unknown scheme"),
@@ -674,7 +673,7 @@ fn output_urls_are_parsed_and_bad_schemes_refused() {
         let e = OutLocation::parse(out).expect_err(out).to_string();
         assert!(e.contains(want) && e.contains(out) && e.contains("s3://bucket/prefix"), "{out}: {e}");
     }
-    for (out, want) in [("ftp://host/c", "unknown scheme"), ("gs://b/c", "not supported yet")] {
+    for (out, want) in [("ftp://host/c", "unknown scheme"), ("icechunk+gs://b/c", "not supported yet")] {
         let r = run(&e2e_args(out, &["--chunk-size", "64"]), &[]);
         assert_eq!(r.status.code(), Some(1));
         let err = stderr_of(&r);

@@ -14,19 +14,29 @@
 //!
 //! 1. The build branch is created at the target's tip `S0`; its first commit holds the template
 //!    (group, arrays, coordinates) when the target has no cube yet, and records `S0` (`base`).
-//! 2. Jobs write chunks into one writable session on the build branch (shared by the rayon
-//!    threads; icechunk serialises them with its session lock). Every `commit_every_jobs` done
+//! 2. Each job writes its chunk in its own **fork** of the build branch's session (forked from a
+//!    clean copy at the last commit: forking a session with changes would commit them first). The
+//!    chunk object is uploaded by the job; the fork, the job's change set, is handed back when the
+//!    job is recorded done ([`Cube::mark_done`]) and merged into the coordinator's session. A job
+//!    that fails or times out after writing leaves nothing there. Every `commit_every_jobs` done
 //!    jobs, or `commit_every` elapsed, the coordinator commits; the commit properties list the
 //!    jobs done since the previous commit with their ledger records and report lines. **The build
 //!    branch's history is the resume ledger**: reopening it walks its ancestry and collects them.
+//!    (Forks serialise, so remote workers can hand theirs back the same way.)
 //! 3. When every job is done, a final commit on the build branch carries a message and
 //!    properties describing the build (spec, counts, eocube version); then the target branch is
 //!    reset to it *only if it still points at `S0`* (`reset_branch` with the expected snapshot: a
 //!    concurrent change makes the build fail with [`StoreError::BranchMoved`], never a mixed
 //!    cube), `--tag` tags it, and the build branch is deleted.
 //!
+//! 4. `eocube extend` ([`begin_extend`]) starts a build branch whose first commit grows the time
+//!    axis and carries the done jobs of the cube on the target over; the longer cube is then
+//!    built on it as above, so the target moves once: one new version.
+//!
 //! A failed or killed build leaves the target branch exactly as it was; `eocube abort` deletes
-//! the build branch. eocube's `_eocube/` bookkeeping cannot live in a repository as plain keys
+//! the build branch. Two builds at once: of different cubes, the first to finish moves the
+//! target and the other is refused at its final step; of the same cube, they share the build
+//! branch and a commit overtaken by the other's is refused (so no commit mixes their work). eocube's `_eocube/` bookkeeping cannot live in a repository as plain keys
 //! (Icechunk accepts Zarr keys only): the plan is not stored (the layout is in the group
 //! attributes), the ledger and the run report live in commit properties (property `eocube`).
 //!
@@ -38,7 +48,7 @@
 //! async tasks; icechunk is async only. As in [`super::object`], every call runs on the store's
 //! own runtime (`eocube-store-io`) and the caller waits on a channel (`object::block`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -48,6 +58,7 @@ use futures::TryStreamExt;
 use icechunk::format::SnapshotId;
 use icechunk::format::snapshot::SnapshotProperties;
 use icechunk::repository::VersionInfo;
+use icechunk::session::Session;
 use icechunk::{Repository, Store};
 use serde_json::{Value, json};
 
@@ -122,6 +133,12 @@ pub struct IcechunkBackend {
     /// The build branch, when building; `None` for a read-only view of the target branch.
     build: Option<BuildBranch>,
     state: Mutex<State>,
+    /// A clean writable session at the build branch's last commit: each job forks it (module
+    /// docs, 2). `None` for a read-only view.
+    fork_base: Mutex<Option<Session>>,
+    /// Each job's fork, holding its chunk, until the job is recorded done and its changes are
+    /// merged into the coordinator's session.
+    forks: Mutex<HashMap<JobId, Session>>,
 }
 
 #[derive(Clone)]
@@ -138,7 +155,49 @@ impl IcechunkBackend {
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.state)
+    }
+
+    /// Write (or, with `None`, erase) the data chunk `key` of `job` in a fork of the build
+    /// branch's session. The chunk object is uploaded now; the reference to it stays in the fork
+    /// until [`Cube::mark_done`] hands the fork back ([`IcechunkBackend::put`] merges it), so a
+    /// job that fails after writing leaves nothing in the coordinator's session.
+    pub(crate) fn write_job_chunk(&self, job: JobId, key: &str, bytes: Option<&[u8]>) -> Result<()> {
+        let Some(base) = lock(&self.fork_base).clone() else {
+            return Err(self.err("write", "the cube is open read-only (no build branch)"));
+        };
+        let (k, v) = (key.to_string(), bytes.map(Bytes::copy_from_slice));
+        let fork = block(async move {
+            let fork = base.fork().await.map_err(|e| e.to_string())?;
+            let cell = Arc::new(tokio::sync::RwLock::new(fork));
+            let store = Store::from_session(Arc::clone(&cell)).await;
+            match v {
+                Some(v) => store.set(&k, v).await.map_err(|e| e.to_string())?,
+                None => match store.delete(&k).await {
+                    Ok(()) => {}
+                    Err(e) if matches!(e.kind, icechunk::store::StoreErrorKind::NotFound(_)) => {}
+                    Err(e) => return Err(e.to_string()),
+                },
+            }
+            drop(store);
+            Ok(match Arc::try_unwrap(cell) {
+                Ok(lock) => lock.into_inner(),
+                Err(cell) => cell.read().await.clone(),
+            })
+        })
+        .map_err(|e| self.err("write", e))?
+        .map_err(|e| self.err("write", e))?;
+        lock(&self.forks).insert(job, fork);
+        Ok(())
+    }
+
+    /// Merge the fork of `job` (if it wrote anything) into the coordinator's session.
+    fn merge_fork(&self, job: JobId) -> Result<()> {
+        let Some(fork) = lock(&self.forks).remove(&job) else { return Ok(()) };
+        let session = self.store.session();
+        block(async move { session.write().await.merge(fork).await.map_err(|e| e.to_string()) })
+            .map_err(|e| self.err("merge", e))?
+            .map_err(|e| self.err("merge", e))
     }
 
     pub(crate) fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
@@ -162,6 +221,7 @@ impl IcechunkBackend {
     /// Write a Zarr key into the session, or take a bookkeeping record (see the module docs).
     pub(crate) fn put(&self, key: &str, bytes: &[u8]) -> Result<()> {
         if let Some(job) = bookkeeping_job(key) {
+            self.merge_fork(job)?;
             let record = serde_json::from_slice(bytes).unwrap_or(Value::Null);
             {
                 let mut st = self.state();
@@ -282,7 +342,7 @@ impl IcechunkBackend {
         let mut properties = SnapshotProperties::new();
         properties.insert(PROP.into(), props);
         let (repo, branch) = (self.repo.clone(), self.build.as_ref().map(|b| b.name.clone()));
-        block(async move {
+        let (id, base) = block(async move {
             let mut s = session.write().await;
             let id = s
                 .commit(message)
@@ -292,18 +352,56 @@ impl IcechunkBackend {
                 .await
                 .map_err(|e| e.to_string())?;
             // A committed session turns read-only: go on in a new one at the new tip, under the
-            // same lock, so that writers never see the read-only one.
+            // same lock, so that writers never see the read-only one. Its clean copy is the new
+            // fork base (forking a session with changes would commit them anonymously first).
+            let mut base = None;
             if let Some(b) = branch {
                 *s = repo.writable_session(&b).await.map_err(|e| e.to_string())?;
+                base = Some(s.clone());
             }
-            Ok::<_, String>(id)
+            Ok::<_, String>((id, base))
         })
         .map_err(|e| self.err("commit", e))?
-        .map_err(|e| self.err("commit", e))
-        .inspect(|_| {
-            let seconds = (t0.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
-            self.state().commits.push(json!({"message": label, "seconds": seconds}));
-        })
+        .map_err(|e| self.commit_err(e))?;
+        if base.is_some() {
+            *lock(&self.fork_base) = base;
+        }
+        let seconds = (t0.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
+        self.state().commits.push(json!({"message": label, "seconds": seconds}));
+        Ok(id)
+    }
+
+    /// A failed commit. A conflict means that another process committed to the same build
+    /// branch meanwhile: the same build running twice.
+    fn commit_err(&self, reason: String) -> StoreError {
+        let conflict = ["Conflict", "conflict", "branch tip", "rebase"].iter().any(|n| reason.contains(n));
+        if let Some(b) = &self.build
+            && branch_tip(&self.repo, &self.location, &b.name).is_ok_and(|t| t.is_none())
+        {
+            return StoreError::Icechunk {
+                location: self.location.clone(),
+                op: "commit",
+                reason: format!(
+                    "the build branch {} was removed meanwhile (another process finished the same build, or \
+                     `eocube abort` ran); run the command again to see what is left to do",
+                    b.name
+                ),
+            };
+        }
+        match (&self.build, conflict) {
+            (Some(b), true) => StoreError::Icechunk {
+                location: self.location.clone(),
+                op: "commit",
+                reason: format!(
+                    "another process committed to the build branch {} meanwhile: the same build is running twice. \
+                     Let the other one finish (this one's jobs are not committed; run again afterwards to check) \
+                     ({})",
+                    b.name,
+                    one_line(&reason)
+                ),
+            },
+            _ => self.err("commit", reason),
+        }
     }
 
     /// The `eocube` property of every commit along `branch`'s ancestry, newest first.
@@ -377,6 +475,10 @@ fn ic_err(location: &str, op: &'static str, e: impl std::fmt::Display) -> StoreE
     StoreError::Icechunk { location: location.to_string(), op, reason }
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn one_line(s: &str) -> String {
     let mut s = s.split_whitespace().collect::<Vec<_>>().join(" ");
     if s.len() > 600 {
@@ -446,12 +548,20 @@ fn connect(repo: &IcechunkRepo, location: &str, create: bool) -> Result<Reposito
         if exists {
             Repository::open(storage).execute().await.map(Some).map_err(|e| ("open", e.to_string()))
         } else if create {
-            Repository::create(storage)
+            let made = Repository::create(storage.clone())
                 .spec_version(icechunk::format::format_constants::SpecVersionBin::V1)
                 .execute()
-                .await
-                .map(Some)
-                .map_err(|e| ("create", e.to_string()))
+                .await;
+            match made {
+                Ok(r) => Ok(Some(r)),
+                // Two builds started at once on a new repository: the other one created it.
+                Err(e) => match Repository::exists(storage.clone(), None).await {
+                    Ok(true) => {
+                        Repository::open(storage).execute().await.map(Some).map_err(|e| ("open", e.to_string()))
+                    }
+                    _ => Err(("create", e.to_string())),
+                },
+            }
         } else {
             Ok(None)
         }
@@ -549,6 +659,8 @@ fn backend(
         opts: opts.clone(),
         build,
         state: Mutex::new(State::default()),
+        fork_base: Mutex::new(None),
+        forks: Mutex::new(HashMap::new()),
     };
     Backend::Icechunk { root: PathBuf::from(location), store: Arc::new(ic) }
 }
@@ -608,8 +720,13 @@ impl Cube {
         let name = build_branch(&layout.attrs, &target);
         let id = name.trim_start_matches(BUILD_BRANCH_PREFIX).to_string();
 
+        // A build branch at the target's tip has no commit of its own: its creator was killed
+        // before its first commit, or another process is making that commit right now. Take it
+        // over (should the other one commit first, this one's commit is refused).
+        let build_tip = branch_tip(&repo, &location, &name)?;
+        let unstarted = build_tip.as_ref() == Some(&target_tip);
         // Resume: the build branch exists.
-        if branch_tip(&repo, &location, &name)?.is_some() {
+        if build_tip.is_some() && !unstarted {
             let hist = ancestry(&repo, &location, &name)?;
             let mut base = None;
             let mut st = State::default();
@@ -622,8 +739,8 @@ impl Cube {
                     Some("checkpoint") if base.is_none() => {
                         st.changed |= p.get("ledger").is_some_and(|l| l != &json!([]))
                     }
-                    Some(kind @ ("template" | "start")) if base.is_none() => {
-                        st.changed |= kind == "template";
+                    Some(kind @ ("template" | "start" | "extend")) if base.is_none() => {
+                        st.changed |= kind != "start";
                         base = p.get("base").and_then(Value::as_str).and_then(|s| SnapshotId::try_from(s).ok());
                     }
                     _ => {}
@@ -640,6 +757,9 @@ impl Cube {
             let cube = Cube::open_with_backend(loc, b)?;
             let cube = Cube::check_matching(cube, layout)?;
             if let Backend::Icechunk { store, .. } = &cube.backend {
+                let base = store.store.session();
+                let base = block(async move { base.read().await.clone() }).map_err(|e| store.err("fork", e))?;
+                *lock(&store.fork_base) = Some(base);
                 let mut s = store.state();
                 s.ledger = st.ledger;
                 s.changed = st.changed;
@@ -684,9 +804,23 @@ impl Cube {
 
         // A new build branch at the target's tip.
         let (r, n, tip) = (repo.clone(), name.clone(), target_tip.clone());
-        block(async move { r.create_branch(&n, &tip).await.map_err(|e| e.to_string()) })
-            .map_err(|e| ic_err(&location, "create branch", e))?
-            .map_err(|e| ic_err(&location, "create branch", e))?;
+        let create = async move {
+            if unstarted { Ok(()) } else { r.create_branch(&n, &tip).await.map(|_| ()).map_err(|e| e.to_string()) }
+        };
+        block(create).map_err(|e| ic_err(&location, "create branch", e))?.map_err(|e| {
+            if branch_tip(&repo, &location, &name).ok().flatten().is_some() {
+                StoreError::Icechunk {
+                    location: location.clone(),
+                    op: "create branch",
+                    reason: format!(
+                        "another eocube process started the same build (branch {name}) a moment ago; let it \
+                             finish, or stop it and run this command again to resume its build"
+                    ),
+                }
+            } else {
+                ic_err(&location, "create branch", e)
+            }
+        })?;
         let store = session_store(&repo, &location, &name, true)?;
         let build = BuildBranch { name, id: id.clone(), base: target_tip.clone() };
         let b = backend(&location, repo, store, opts, Some(build));
@@ -716,6 +850,96 @@ impl Cube {
     }
 }
 
+/// The first commit of a build branch: `template` (new cube), `start` (the target holds this
+/// cube already) or `extend` (`eocube extend`: the time axis grows).
+fn is_start(props: &Value) -> bool {
+    matches!(props.get("kind").and_then(Value::as_str), Some("template" | "start" | "extend"))
+}
+
+/// `eocube extend` into a repository (module docs, 4): a build branch at the target's tip whose
+/// first commit (`extend`) grows the time axis of the cube on the target to `layout`'s and
+/// carries over the done jobs of the cube's last build but those `redo` names. The build of
+/// `layout` (same build branch: same spec and target) then resumes from it and its final step
+/// moves the target once: one new version. When the build branch exists already (an
+/// interrupted extend), nothing is done here: the build resumes it.
+pub fn begin_extend(
+    loc: &OutLocation,
+    layout: &CubeLayout,
+    opts: &IcechunkOptions,
+    redo: &dyn Fn(JobId) -> bool,
+) -> Result<()> {
+    let OutLocation::Icechunk(repo_loc) = loc else {
+        return Err(ic_err(&loc.to_string(), "extend", "not an Icechunk repository (an eocube bug)"));
+    };
+    let location = loc.to_string();
+    let repo = Arc::new(connect(repo_loc, &location, false)?);
+    let target = opts.branch.clone();
+    let Some(tip) = branch_tip(&repo, &location, &target)? else {
+        return Err(StoreError::Icechunk {
+            location,
+            op: "open branch",
+            reason: format!("the branch {target:?} does not exist; give the branch holding the cube with --branch"),
+        });
+    };
+    let name = build_branch(&layout.attrs, &target);
+    if branch_tip(&repo, &location, &name)?.is_some() {
+        return Ok(());
+    }
+    let id = name.trim_start_matches(BUILD_BRANCH_PREFIX).to_string();
+    // Checked on the target, before anything is written.
+    let view = backend(&location, repo.clone(), session_store(&repo, &location, &target, false)?, opts, None);
+    Cube::open_with_backend(loc, view)?.check_extends(layout)?;
+    let carried: Vec<Value> = last_build_ledger(&repo, &location, &target)?
+        .into_keys()
+        .filter(|&j| !redo(j))
+        .map(|(t, iy, ix)| json!({"job": [t, iy, ix]}))
+        .collect();
+
+    let (r, n, at) = (repo.clone(), name.clone(), tip.clone());
+    block(async move { r.create_branch(&n, &at).await.map_err(|e| e.to_string()) })
+        .map_err(|e| ic_err(&location, "create branch", e))?
+        .map_err(|e| ic_err(&location, "create branch", e))?;
+    let written = (|| {
+        let store = session_store(&repo, &location, &name, true)?;
+        let build = BuildBranch { name: name.clone(), id: id.clone(), base: tip.clone() };
+        let b = backend(&location, repo.clone(), store, opts, Some(build));
+        super::write_template(&b, &loc.as_path_buf(), layout)?;
+        let Backend::Icechunk { store: ic, .. } = &b else {
+            return Err(ic_err(&location, "open", "not an Icechunk back end (an eocube bug)"));
+        };
+        let n = carried.len();
+        ic.commit(
+            format!(
+                "eocube: extend of build {id} for branch {target} to {} time bins ({n} jobs kept)",
+                layout.times.len()
+            ),
+            json!({"kind": "extend", "build_id": id, "base": tip.to_string(), "target": target, "ledger": carried}),
+        )
+        .map(|_| ())
+    })();
+    if written.is_err() {
+        // Leave no half-made build branch behind (best effort: the target is untouched anyway).
+        let (r, n) = (repo.clone(), name.clone());
+        let _ = block(async move { r.delete_branch(&n).await });
+    }
+    written
+}
+
+/// The done jobs of the cube on `branch`: the ledger of the newest build along its history.
+fn last_build_ledger(repo: &Arc<Repository>, location: &str, branch: &str) -> Result<BTreeMap<JobId, Value>> {
+    let hist = ancestry(repo, location, branch)?;
+    let mut ledger = BTreeMap::new();
+    let last =
+        hist.iter().filter_map(|(_, p)| p.as_ref()).find(|p| p.get("kind").and_then(Value::as_str) == Some("build"));
+    let Some(id) = last.and_then(|p| p.get("build_id")).and_then(Value::as_str) else { return Ok(ledger) };
+    for p in hist.iter().filter_map(|(_, p)| p.as_ref()) {
+        if p.get("build_id").and_then(Value::as_str) == Some(id) {
+            read_ledger(p, &mut ledger);
+        }
+    }
+    Ok(ledger)
+}
+
 fn read_ledger(p: &Value, into: &mut BTreeMap<JobId, Value>) {
     for e in p.get("ledger").and_then(Value::as_array).into_iter().flatten() {
         let job: Option<JobId> = e.get("job").and_then(|j| serde_json::from_value(j.clone()).ok());
@@ -727,16 +951,17 @@ fn read_ledger(p: &Value, into: &mut BTreeMap<JobId, Value>) {
 
 /// A read-only view for `eocube status`: the build branch of `branch` if one exists (unfinished
 /// build), else the branch itself.
-pub(crate) fn open_view(loc: &OutLocation, repo_loc: &IcechunkRepo, branch: &str) -> Result<Backend> {
+pub(crate) fn open_view(loc: &OutLocation, repo_loc: &IcechunkRepo, branch: &str, unfinished: bool) -> Result<Backend> {
     let location = loc.to_string();
     let repo = Arc::new(connect(repo_loc, &location, false)?);
     let opts = IcechunkOptions { branch: branch.to_string(), ..Default::default() };
-    for name in branches(&repo, &location)?.into_iter().filter(|b| b.starts_with(BUILD_BRANCH_PREFIX)) {
+    let candidates = if unfinished { branches(&repo, &location)? } else { Vec::new() };
+    for name in candidates.into_iter().filter(|b| b.starts_with(BUILD_BRANCH_PREFIX)) {
         let hist = ancestry(&repo, &location, &name)?;
-        let start = hist.iter().filter_map(|(_, p)| p.as_ref()).find(|p| {
-            matches!(p.get("kind").and_then(Value::as_str), Some("template" | "start"))
-                && p.get("target").and_then(Value::as_str) == Some(branch)
-        });
+        let start = hist
+            .iter()
+            .filter_map(|(_, p)| p.as_ref())
+            .find(|p| is_start(p) && p.get("target").and_then(Value::as_str) == Some(branch));
         let Some(start) = start else { continue };
         let id = start.get("build_id").and_then(Value::as_str).unwrap_or_default().to_string();
         let Some(base) = start.get("base").and_then(Value::as_str).and_then(|s| SnapshotId::try_from(s).ok()) else {
@@ -787,10 +1012,10 @@ pub fn abort(out: &OutLocation, branch: &str) -> Result<Vec<String>> {
     let repo = Arc::new(connect(repo_loc, &location, false)?);
     let mut deleted = Vec::new();
     for name in branches(&repo, &location)?.into_iter().filter(|b| b.starts_with(BUILD_BRANCH_PREFIX)) {
-        let targets = ancestry(&repo, &location, &name)?.into_iter().filter_map(|(_, p)| p).any(|p| {
-            matches!(p.get("kind").and_then(Value::as_str), Some("template" | "start"))
-                && p.get("target").and_then(Value::as_str) == Some(branch)
-        });
+        let targets = ancestry(&repo, &location, &name)?
+            .into_iter()
+            .filter_map(|(_, p)| p)
+            .any(|p| is_start(&p) && p.get("target").and_then(Value::as_str) == Some(branch));
         if targets {
             let (r, n) = (repo.clone(), name.clone());
             block(async move { r.delete_branch(&n).await.map_err(|e| e.to_string()) })
@@ -802,8 +1027,11 @@ pub fn abort(out: &OutLocation, branch: &str) -> Result<Vec<String>> {
     Ok(deleted)
 }
 
-/// `eocube log`: the versions of `branch`, newest first.
-pub fn log(out: &OutLocation, branch: &str) -> Result<Vec<Version>> {
+/// `eocube log`: the versions of `branch`, newest first: the snapshots the branch pointed at
+/// (builds, extends and commits made by other tools). With `all`, also the commits a build
+/// made on its build branch on the way (template, checkpoints), which readers of the branch never
+/// saw.
+pub fn log(out: &OutLocation, branch: &str, all: bool) -> Result<Vec<Version>> {
     let OutLocation::Icechunk(repo_loc) = out else {
         return Err(StoreError::Icechunk {
             location: out.to_string(),
@@ -820,8 +1048,12 @@ pub fn log(out: &OutLocation, branch: &str) -> Result<Vec<Version>> {
             reason: format!("no branch {branch:?}; give an existing --branch"),
         });
     }
+    let on_the_way = |p: &Option<Value>| {
+        p.as_ref().and_then(|p| p.get("kind")).and_then(Value::as_str).is_some_and(|k| k != "build")
+    };
     Ok(ancestry(&repo, &location, branch)?
         .into_iter()
+        .filter(|(_, p)| all || !on_the_way(p))
         .map(|(info, properties)| Version {
             snapshot: info.id.to_string(),
             time: info.flushed_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),

@@ -413,9 +413,21 @@ impl Cube {
                 Backend::Object { root: store.display_path(), store: Arc::new(store) }
             }
             // `main`, or its unfinished build branch (src/store/icechunk.rs).
-            OutLocation::Icechunk(repo) => icechunk::open_view(loc, repo, "main")?,
+            OutLocation::Icechunk(repo) => icechunk::open_view(loc, repo, "main", true)?,
         };
         Cube::open_with_backend(loc, backend)
+    }
+
+    /// [`Cube::open_at`] on `branch` of an Icechunk repository: with `unfinished`, its unfinished
+    /// build if there is one, else the finished cube on the branch. Elsewhere the same as
+    /// [`Cube::open_at`].
+    pub fn open_branch(loc: &OutLocation, branch: &str, unfinished: bool) -> Result<Cube> {
+        match loc {
+            OutLocation::Icechunk(repo) => {
+                Cube::open_with_backend(loc, icechunk::open_view(loc, repo, branch, unfinished)?)
+            }
+            _ => Cube::open_at(loc),
+        }
     }
 
     /// Read the layout back from the group attributes of the cube in `backend`.
@@ -566,7 +578,9 @@ impl Cube {
     /// cols)` equal to [`Cube::chunk_shape`] (clipped at the grid edge; it is still stored at
     /// offset `index * chunk_size`, as a full Zarr chunk padded with the fill value). A chunk
     /// all fill is not stored (and a previous one erased): it reads as fill either way. The bytes
-    /// depend only on the input, so rewriting a chunk gives identical files.
+    /// depend only on the input, so rewriting a chunk gives identical files. In an Icechunk
+    /// repository the chunk goes into the job's own fork and is visible once
+    /// [`Cube::mark_done`] records the job (`src/store/icechunk.rs`).
     pub fn write_chunk(&self, t: usize, iy: usize, ix: usize, data: &[u16], shape: (usize, usize)) -> Result<()> {
         let bad = |reason: String| StoreError::BadChunk { path: self.path().to_path_buf(), t, iy, ix, reason };
         if t >= self.layout.times.len() {
@@ -599,6 +613,10 @@ impl Cube {
         // Free the staging copy at once: the memory store is only a codec pipeline.
         zarrs::storage::WritableStorageTraits::erase(&*self.memory, &key)
             .map_err(|e| bad(format!("encoding failed: {e}")))?;
+        if let Backend::Icechunk { store, .. } = &self.backend {
+            // Into the job's own fork, merged when the job is marked done.
+            return store.write_job_chunk((t, iy, ix), key.as_str(), encoded.as_deref());
+        }
         match encoded {
             Some(bytes) => self.backend.put_atomic(key.as_str(), &bytes),
             None => self.backend.erase(key.as_str()),
@@ -672,6 +690,19 @@ impl Cube {
     /// coordinate. Data chunks stay where they are. The consolidated metadata is removed, so a
     /// reader sees the live arrays until [`Cube::finish`] writes it again.
     pub fn extend_times(&self, layout: &CubeLayout) -> Result<Cube> {
+        self.check_extends(layout)?;
+        match layout.zarr_format {
+            // write_template rewrites the root zarr.json without `consolidated_metadata`
+            ZarrFormat::V3 => {}
+            ZarrFormat::V2 => self.backend.erase(".zmetadata")?,
+        }
+        write_template(&self.backend, self.path(), layout)?;
+        Cube::with_backend(self.location.clone(), self.backend.clone(), layout.clone())
+    }
+
+    /// That `layout` is this cube with more time bins at the end (and another spec): the
+    /// precondition of [`Cube::extend_times`]. Only reads.
+    pub(crate) fn check_extends(&self, layout: &CubeLayout) -> Result<()> {
         let path = self.path().to_path_buf();
         let (a, b) = (LayoutRecord::of(&self.layout), LayoutRecord::of(layout));
         let mismatch = |field: &'static str, found: String, requested: String| {
@@ -687,14 +718,7 @@ impl Cube {
         if b.times.len() < a.times.len() || b.times[..a.times.len()] != a.times[..] {
             return mismatch("time bins", format!("{:?}", a.times), format!("{:?}", b.times));
         }
-        validate(&path, layout)?;
-        match layout.zarr_format {
-            // write_template rewrites the root zarr.json without `consolidated_metadata`
-            ZarrFormat::V3 => {}
-            ZarrFormat::V2 => self.backend.erase(".zmetadata")?,
-        }
-        write_template(&self.backend, &path, layout)?;
-        Cube::with_backend(self.location.clone(), self.backend.clone(), layout.clone())
+        validate(&path, layout)
     }
 
     /// Forget that `job` is done, so the next run computes it again (its chunk stays until then).

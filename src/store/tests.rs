@@ -311,3 +311,55 @@ fn output_locations_parse_once() {
     assert!(matches!(Cube::create("gs://b/c", &layout(ZarrFormat::V3)), Err(StoreError::Location(_))));
     assert!(matches!(Cube::open("ftp://b/c"), Err(StoreError::Location(_))));
 }
+
+/// Icechunk: each job writes its chunk in a fork of the build branch's session; the fork is
+/// merged only when the job is recorded done, so a job that fails after writing leaves nothing.
+#[test]
+fn icechunk_jobs_write_in_forks_merged_when_done() {
+    let dir = tmp("ic-forks");
+    let loc = OutLocation::parse(format!("icechunk://{}", dir.display())).unwrap();
+    let l = layout(ZarrFormat::V3);
+    let opts = IcechunkOptions::default();
+    let (cube, resumed) = Cube::create_or_open_icechunk(&loc, &l, &opts).unwrap();
+    assert!(!resumed);
+    let chunk = |cube: &Cube, iy: usize, ix: usize, v: u16| {
+        let (rows, cols) = cube.chunk_shape(iy, ix).unwrap();
+        (vec![v; rows * cols * 3], (rows, cols))
+    };
+    // Six jobs at once from several threads, then one that writes but never ends.
+    std::thread::scope(|s| {
+        for iy in 0..2 {
+            for ix in 0..3 {
+                let cube = &cube;
+                s.spawn(move || {
+                    let (v, shape) = chunk(cube, iy, ix, 100 + (iy * 3 + ix) as u16);
+                    cube.write_chunk(0, iy, ix, &v, shape).unwrap();
+                    cube.mark_done((0, iy, ix), &json!({"scenes": 1})).unwrap();
+                });
+            }
+        }
+    });
+    let (v, shape) = chunk(&cube, 2, 2, 9);
+    cube.write_chunk(1, 2, 2, &v, shape).unwrap();
+    assert!(cube.backend.get(&cube.chunk_key(1, 2, 2)).unwrap().is_none(), "not visible before the job is done");
+    cube.checkpoint().unwrap();
+    drop(cube);
+
+    let (again, resumed) = Cube::create_or_open_icechunk(&loc, &l, &opts).unwrap();
+    assert!(resumed);
+    let done = again.done_jobs().unwrap();
+    assert_eq!(done.len(), 6);
+    for iy in 0..2 {
+        for ix in 0..3 {
+            assert!(done.contains(&(0, iy, ix)));
+            assert!(again.backend.get(&again.chunk_key(0, iy, ix)).unwrap().is_some(), "chunk (0, {iy}, {ix})");
+        }
+    }
+    assert!(again.backend.get(&again.chunk_key(1, 2, 2)).unwrap().is_none(), "the unfinished job left nothing");
+    // An all-fill rewrite of a done job erases its chunk once merged.
+    let (rows, cols) = again.chunk_shape(0, 0).unwrap();
+    again.write_chunk(0, 0, 0, &vec![0; rows * cols * 3], (rows, cols)).unwrap();
+    again.mark_done((0, 0, 0), &json!({"scenes": 0})).unwrap();
+    assert!(again.backend.get(&again.chunk_key(0, 0, 0)).unwrap().is_none());
+    let _ = std::fs::remove_dir_all(&dir);
+}
