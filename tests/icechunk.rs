@@ -572,5 +572,26 @@ fn extend_on_icechunk_is_one_new_version_equal_to_a_full_build() {
     assert_eq!(r.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&r.stderr).contains("never shrinks"));
     assert!(short.len() < repo.chunks("main").len(), "the short cube has fewer chunks");
+
+    // An extend killed midway leaves main as it was; extending again completes it.
+    let killed = Repo::local(&dir.join("killed"));
+    let mut a = args(&killed.url(), &flags);
+    a[at + 1] = "2023-06-20".into();
+    run_ok(&a);
+    let before = log(&killed.url());
+    let n0 = killed.snapshots();
+    let ext = strs(&["extend", &killed.url(), "--end", &end, "--commit-every", "1", "--workers", "1", "--quiet"]);
+    let mut child = eocube(&ext).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawning eocube extend");
+    let what = "the extend commit and 2 checkpoints";
+    common::kill_when(&mut child, n0 + 3, Duration::from_secs(120), Duration::from_millis(1), what, || {
+        killed.snapshots()
+    });
+    assert_eq!(log(&killed.url()), before, "main is unchanged by the killed extend");
+    assert_eq!(killed.chunks("main"), short, "and reads as the short cube");
+    let st = status(&killed.url());
+    assert_eq!(st["complete"], Value::Bool(false), "the unfinished extend shows in status: {st}");
+    run_ok(&ext);
+    assert_eq!(log(&killed.url()).len(), before.len() + 1);
+    assert_same_chunks(&local_chunks(&full), &killed.chunks("main"), "killed + resumed extend vs full build");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -469,6 +469,8 @@ fn build_on_s3_matches_local_resumes_after_sigkill_and_reads_in_xarray() {
     let s3_secs = t0.elapsed().as_secs_f64();
     let s3_objs = s3_objects(&bucket, "cubes/e2e.zarr");
     assert_same_chunks(&local_objs, &s3_objs, "local vs s3 build");
+    println!("conformance s3          build       pass ({s3_secs:.2} s)");
+    println!("conformance s3          bytes       pass");
     let jobs = ledger_count(&bucket, "cubes/e2e.zarr");
     let reports = s3_objs.keys().filter(|k| k.starts_with("_eocube/report/")).count();
     assert_eq!(reports, jobs, "one report object per job");
@@ -484,7 +486,10 @@ fn build_on_s3_matches_local_resumes_after_sigkill_and_reads_in_xarray() {
     run_ok(&e2e_args(&url, &flags));
     assert_same_chunks(&local_objs, &s3_objects(&bucket, "cubes/e2e.zarr"), "after a no-op resume");
 
+    let t0 = Instant::now();
     python_reads_the_same(&local, &bucket, "cubes/e2e.zarr");
+    println!("conformance s3          read-back   pass ({:.2} s)", t0.elapsed().as_secs_f64());
+    let t_kill = Instant::now();
 
     // SIGKILL midway, then resume.
     let flags1 = ["--resampling", "nearest", "--chunk-size", "64", "--workers", "1"];
@@ -515,6 +520,7 @@ fn build_on_s3_matches_local_resumes_after_sigkill_and_reads_in_xarray() {
         assert_eq!(&after[k], v, "{k}: a job done before the kill was redone");
     }
     assert_same_chunks(&local_objs, &after, "local vs s3 after SIGKILL + resume");
+    println!("conformance s3          kill+resume pass ({:.2} s)", t_kill.elapsed().as_secs_f64());
     let _ = std::fs::remove_dir_all(&dir);
 }
 

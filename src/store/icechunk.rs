@@ -882,7 +882,10 @@ pub fn begin_extend(
         });
     };
     let name = build_branch(&layout.attrs, &target);
-    if branch_tip(&repo, &location, &name)?.is_some() {
+    let existing = branch_tip(&repo, &location, &name)?;
+    // A build branch with commits of its own is resumed by the build; one without (its creator
+    // was killed before the extend commit) is taken over here.
+    if existing.as_ref().is_some_and(|t| t != &tip) {
         return Ok(());
     }
     let id = name.trim_start_matches(BUILD_BRANCH_PREFIX).to_string();
@@ -895,10 +898,12 @@ pub fn begin_extend(
         .map(|(t, iy, ix)| json!({"job": [t, iy, ix]}))
         .collect();
 
-    let (r, n, at) = (repo.clone(), name.clone(), tip.clone());
-    block(async move { r.create_branch(&n, &at).await.map_err(|e| e.to_string()) })
-        .map_err(|e| ic_err(&location, "create branch", e))?
-        .map_err(|e| ic_err(&location, "create branch", e))?;
+    if existing.is_none() {
+        let (r, n, at) = (repo.clone(), name.clone(), tip.clone());
+        block(async move { r.create_branch(&n, &at).await.map_err(|e| e.to_string()) })
+            .map_err(|e| ic_err(&location, "create branch", e))?
+            .map_err(|e| ic_err(&location, "create branch", e))?;
+    }
     let written = (|| {
         let store = session_store(&repo, &location, &name, true)?;
         let build = BuildBranch { name: name.clone(), id: id.clone(), base: tip.clone() };
