@@ -195,9 +195,12 @@ struct RunArgs {
     /// Icechunk output: tag the finished cube with this name.
     #[arg(long)]
     tag: Option<String>,
-    /// Icechunk output: commit to the build branch every N done jobs (and every 2 minutes).
+    /// Icechunk output: commit to the build branch every N done jobs...
     #[arg(long, default_value_t = 100, value_name = "N")]
     commit_every: usize,
+    /// ...or every M minutes, whichever comes first.
+    #[arg(long, default_value_t = 2.0, value_name = "M")]
+    commit_minutes: f64,
 }
 
 /// The cube settings; a TOML file given with --config uses the same names (with _ for -), and
@@ -391,19 +394,26 @@ fn plan(args: SpecArgs, json: bool) -> anyhow::Result<()> {
 async fn build(args: SpecArgs, run: RunArgs) -> anyhow::Result<()> {
     let spec = args.input()?.validate()?;
     let opts = build_options(spec.workers, &run)?;
-    let icechunk = icechunk_options(&run);
+    let icechunk = icechunk_options(&run)?;
     let report = eocube::build::build_with(&spec, &opts, &icechunk, &land_test, ctrl_c()).await?;
     print_report(&report, &run.branch)
 }
 
 /// How a build uses an Icechunk repository, from the flags.
-fn icechunk_options(run: &RunArgs) -> eocube::store::IcechunkOptions {
-    eocube::store::IcechunkOptions {
+fn icechunk_options(run: &RunArgs) -> anyhow::Result<eocube::store::IcechunkOptions> {
+    if run.commit_every == 0 {
+        anyhow::bail!("--commit-every 0: give at least 1 job between commits");
+    }
+    let m = run.commit_minutes;
+    if !(m.is_finite() && m > 0.0 && m <= 24.0 * 60.0) {
+        anyhow::bail!("--commit-minutes {m}: give minutes between 0 and 1440 (e.g. 0.5 or 10)");
+    }
+    Ok(eocube::store::IcechunkOptions {
         branch: run.branch.clone(),
         tag: run.tag.clone(),
-        commit_every_jobs: run.commit_every.max(1),
-        ..Default::default()
-    }
+        commit_every_jobs: run.commit_every,
+        commit_every: std::time::Duration::from_secs_f64(m * 60.0),
+    })
 }
 
 /// How a build runs, from the flags.
@@ -493,7 +503,7 @@ async fn extend(out: &str, end: &str, workers: Option<usize>, run: RunArgs) -> a
     let new_end = chrono::NaiveDate::parse_from_str(end.trim(), "%Y-%m-%d")
         .map_err(|e| anyhow::anyhow!("--end {end}: not a date ({e}); give YYYY-MM-DD, e.g. 2024-06-30"))?;
     let opts = build_options(workers.unwrap_or_else(default_workers), &run)?;
-    let icechunk = icechunk_options(&run);
+    let icechunk = icechunk_options(&run)?;
     let report = eocube::build::extend(out, new_end, workers, &opts, &icechunk, &land_test, ctrl_c()).await?;
     print_report(&report, &run.branch)
 }

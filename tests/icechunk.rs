@@ -364,6 +364,14 @@ fn versions_tags_status_refusals_and_abort() {
     let st = status(&repo);
     assert_eq!(st["complete"], Value::Bool(true), "{st}");
     assert_eq!(st["done"], st["jobs"], "{st}");
+    // Checkpoints by time: every 6 ms, whatever the job count.
+    let timed = format!("icechunk://{}", dir.join("timed").display());
+    let one = ["--resampling", "nearest", "--chunk-size", "64", "--workers", "1"];
+    run_ok(&args(&timed, &[&one[..], &["--commit-every", "100000", "--commit-minutes", "0.0001"]].concat()));
+    let all = run_ok(&strs(&["log", &timed, "--all", "--json"]));
+    let all: Vec<Value> = serde_json::from_str(&all).expect("log --all --json");
+    let checkpoints = all.iter().filter(|v| v["properties"]["kind"] == "checkpoint").count();
+    assert!(checkpoints >= 3, "checkpoints by time: {checkpoints}");
 
     // A rerun of the same build: nothing to do, no new version.
     run_ok(&args(&repo, &FLAGS));
@@ -430,6 +438,21 @@ fn icechunk_refusals() {
         assert_eq!(r.status.code(), Some(1), "{cmd:?}");
     }
     assert!(!dir.join("repo").exists(), "nothing was created");
+    for (flag, value) in [("--commit-every", "0"), ("--commit-minutes", "0"), ("--commit-minutes", "nan")] {
+        let r = run(&args(&repo, &[&FLAGS[..], &[flag, value]].concat()));
+        let err = String::from_utf8_lossy(&r.stderr);
+        let said = err.to_lowercase().contains(&format!("{flag} {value}"));
+        assert!(r.status.code() == Some(1) && said, "{err}");
+    }
+    assert!(!dir.join("repo").exists(), "nothing was created");
+    // icechunk+s3: a bucket that does not exist, an endpoint that does not answer.
+    let r = run(&args("icechunk+s3://eocube-no-such-bucket/repo", &FLAGS));
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(r.status.code() == Some(1) && err.contains("does not exist") && err.contains("create it first"), "{err}");
+    let mut c = eocube(&args("icechunk+s3://bucket/repo", &FLAGS));
+    let r = c.env("AWS_ENDPOINT_URL", "http://127.0.0.1:9").output().expect("running eocube");
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(r.status.code() == Some(1) && err.contains("does not answer") && err.contains("AWS_ENDPOINT_URL"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
