@@ -2,6 +2,7 @@
 # Start / stop the real servers the tests read through:
 #   nginx (Debian's, HTTP with Range support) serving $EOCUBE_FIXTURES on 127.0.0.1:<free port>
 #   moto_server (S3-compatible) on 127.0.0.1:<free port>, bucket eocube-fixtures = fixtures dir
+#   Azurite (Microsoft's Azure Blob emulator, npm, under .tools/) on 127.0.0.1:<free port>
 # Usage: scripts/servers.sh start|stop|status
 # State lives in $EOCUBE_SERVERS_DIR (default target/eocube-servers): nginx.conf, pid files,
 # logs (access.log has one line per request) and `env`, to be sourced by the test runner.
@@ -20,6 +21,7 @@ source "$ROOT/scripts/lib.sh"
 stop() {
     stop_pid nginx "$DIR/nginx.pid"
     stop_pid moto "$DIR/moto.pid"
+    stop_pid azurite "$DIR/azurite.pid"
     rm -f "$DIR/env"
 }
 
@@ -49,9 +51,19 @@ start() {
         >"$DIR/moto.log" 2>&1 </dev/null &
     echo $! >"$DIR/moto.pid"
 
-    # --- wait for both, create the bucket, upload the fixtures ---
+    # --- Azurite (tests/cloud.rs: az:// outputs); data in a fresh directory each start ---
+    local az_port azurite="$ROOT/.tools/node_modules/.bin/azurite-blob"
+    [ -x "$azurite" ] || { log "no Azurite in .tools (run scripts/setup.sh)"; exit 1; }
+    az_port="$(free_port)"
+    rm -rf "$DIR/azurite" && mkdir -p "$DIR/azurite"
+    nohup "$azurite" --blobHost 127.0.0.1 --blobPort "$az_port" --location "$DIR/azurite" \
+        --skipApiVersionCheck --silent >"$DIR/azurite.log" 2>&1 </dev/null &
+    echo $! >"$DIR/azurite.pid"
+
+    # --- wait for all of them, create the bucket, upload the fixtures ---
     EOCUBE_FIXTURES="$FIXTURES" HTTP="http://127.0.0.1:$http_port" S3="http://127.0.0.1:$s3_port" \
-    BUCKET="$BUCKET" MOTO_PID="$(cat "$DIR/moto.pid")" "$PY" - <<'PYEOF'
+    BUCKET="$BUCKET" MOTO_PID="$(cat "$DIR/moto.pid")" \
+    AZ="http://127.0.0.1:$az_port" AZ_PID="$(cat "$DIR/azurite.pid")" "$PY" - <<'PYEOF'
 import os, sys, time, urllib.request, urllib.error
 from pathlib import Path
 
@@ -71,6 +83,7 @@ def wait(url, what, pid=None):
 
 wait(os.environ["HTTP"] + "/manifest.json", "nginx")
 wait(os.environ["S3"] + "/", "moto", os.environ["MOTO_PID"])
+wait(os.environ["AZ"] + "/devstoreaccount1?comp=list", "azurite", os.environ["AZ_PID"])
 
 import boto3
 from botocore.config import Config
@@ -105,13 +118,14 @@ export AWS_SECRET_ACCESS_KEY=test
 export AWS_REGION=us-east-1
 export AWS_DEFAULT_REGION=us-east-1
 export AWS_ALLOW_HTTP=true
+export EOCUBE_TEST_AZURITE="http://127.0.0.1:$az_port"
 EOF
-    log "nginx on http://127.0.0.1:$http_port (pid $(cat "$DIR/nginx.pid")), moto on http://127.0.0.1:$s3_port (pid $(cat "$DIR/moto.pid")); env in $DIR/env"
+    log "nginx on http://127.0.0.1:$http_port (pid $(cat "$DIR/nginx.pid")), moto on http://127.0.0.1:$s3_port (pid $(cat "$DIR/moto.pid")), azurite on http://127.0.0.1:$az_port (pid $(cat "$DIR/azurite.pid")); env in $DIR/env"
 }
 
 status() {
     local ok=0
-    for n in nginx moto; do
+    for n in nginx moto azurite; do
         if alive "$(cat "$DIR/$n.pid" 2>/dev/null || true)"; then
             echo "$n running (pid $(cat "$DIR/$n.pid"))"
         else

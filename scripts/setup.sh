@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what the test suite needs: Debian's nginx (range-capable HTTP server),
-# a Python venv with rasterio (bundles GDAL) + moto (S3 server), and the Rust
-# components used by scripts/test.sh. Idempotent and quick when already done.
+# a Python venv with rasterio (bundles GDAL) + moto (S3 server), Azurite (Azure Blob emulator,
+# npm, into .tools/) and the Rust components used by scripts/test.sh. Idempotent and quick when
+# already done.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -26,7 +27,7 @@ VENV="$ROOT/.venv"
 PY="$VENV/bin/python"
 check_py() {
     [ -x "$PY" ] && "$PY" - <<'PYEOF' >/dev/null 2>&1
-import rasterio, numpy, boto3, moto, moto.server, xarray, zarr, rioxarray, s3fs  # noqa: F401
+import rasterio, numpy, boto3, moto, moto.server, xarray, zarr, rioxarray, s3fs, adlfs  # noqa: F401
 assert rasterio.__version__.startswith("1.4"), rasterio.__version__
 import icechunk  # noqa: F401
 assert icechunk.__version__.startswith("1.1."), icechunk.__version__
@@ -46,11 +47,13 @@ else
     # boto3 pins it too: left open, pip backtracks through hundreds of boto3 releases for many
     # minutes. These four are pinned to a set known to resolve together at once.
     # icechunk-python 2.x needs Python >= 3.12; 1.1.x reads the format-1 repositories eocube creates
-    # (src/store/icechunk.rs).
+    # (src/store/icechunk.rs). adlfs (xarray reading az:// in tests/cloud.rs) and its Azure SDK
+    # are pinned to a set that installs beside those without moving them.
     "$PY" -m pip install -q --disable-pip-version-check \
         "rasterio>=1.4,<1.5" "numpy>=1.24,<3" "moto[server]>=5,<6" "xarray>=2025.1" "zarr>=3,<4" "rioxarray>=0.18" \
         "s3fs==2026.9.0" "aiobotocore==3.10.0" "boto3==1.43.117" "botocore==1.43.117" \
-        "icechunk==1.1.21" </dev/null
+        "icechunk==1.1.21" \
+        "adlfs==2026.8.0" "azure-storage-blob==12.31.1" "azure-identity==1.27.0" "azure-core==1.41.0" </dev/null
     check_py || { echo "setup: .venv is still not usable" >&2; exit 1; }
 fi
 
@@ -64,7 +67,23 @@ if command -v rustup >/dev/null 2>&1; then
         fi
     done
 fi
-# 4. PostgreSQL + PostGIS and stac-fastapi-pgstac (a real STAC API for tests/catalog.rs)
+# 4. Azurite, Microsoft's Azure Blob Storage emulator (tests/cloud.rs), from npm into .tools/
+AZURITE_VERSION=3.35.0
+if [ -x "$ROOT/.tools/node_modules/.bin/azurite-blob" ] \
+    && grep -q "\"version\": \"$AZURITE_VERSION\"" "$ROOT/.tools/node_modules/azurite/package.json" 2>/dev/null; then
+    echo "setup: azurite $AZURITE_VERSION present"
+else
+    if ! command -v npm >/dev/null 2>&1; then
+        echo "setup: installing nodejs + npm"
+        $SUDO apt-get update -q </dev/null
+        $SUDO apt-get install -y -q --no-install-recommends nodejs npm </dev/null
+    fi
+    echo "setup: npm install azurite@$AZURITE_VERSION into .tools"
+    mkdir -p "$ROOT/.tools"
+    npm install --prefix "$ROOT/.tools" --no-audit --no-fund --loglevel=error "azurite@$AZURITE_VERSION" </dev/null
+fi
+
+# 5. PostgreSQL + PostGIS and stac-fastapi-pgstac (a real STAC API for tests/catalog.rs)
 bash "$(dirname "${BASH_SOURCE[0]}")/stac-server.sh" install
 
 echo "setup: done"

@@ -63,6 +63,9 @@ pub enum BuildError {
     /// `--out` is not a location eocube can write to (the message names `--out` and the forms).
     #[error(transparent)]
     Location(#[from] LocationError),
+    /// The AWS profile named in the environment cannot be used (for `s3://` inputs).
+    #[error("AWS settings for s3:// inputs: {reason}")]
+    AwsSettings { reason: String },
 }
 
 /// The catalog of `spec`, checked to answer: a local item file is read, an API's landing page
@@ -136,6 +139,12 @@ pub async fn build_with(
     stop: impl Future<Output = ()>,
 ) -> Result<BuildReport, BuildError> {
     let out = PathBuf::from(spec.out.as_deref().ok_or(BuildError::NoOutput)?);
+    // A profile named in the environment must be usable before any job starts: otherwise every
+    // s3:// href would fail alike (or, with --skip-bad-scenes, be skipped).
+    let named = |k: &str| std::env::var(k).is_ok_and(|v| !v.trim().is_empty());
+    if named("AWS_PROFILE") || named("AWS_DEFAULT_PROFILE") {
+        opts.fetch.check_s3_settings().map_err(|reason| BuildError::AwsSettings { reason })?;
+    }
     let catalog = open_catalog(spec).await?;
     let plan = Arc::new(Plan::new(spec, is_land)?);
     let (cube, resumed) = create_or_resume_with(&out, &plan, icechunk)?;

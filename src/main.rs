@@ -493,6 +493,12 @@ fn print_report(report: &eocube::build::BuildReport, branch: &str) -> anyhow::Re
         println!(
             "  ds = xr.open_zarr(icechunk.Repository.open(storage).readonly_session(\"{branch}\").store, consolidated=False)"
         );
+    } else if out.to_string().starts_with("az://") || out.to_string().starts_with("azure://") {
+        println!("  # through adlfs (pip install adlfs); give the account as for eocube:");
+        println!("  ds = xr.open_zarr(\"{out}\", storage_options={{\"account_name\": ..., \"account_key\": ...}})");
+    } else if out.to_string().starts_with("gs://") || out.to_string().starts_with("gcs://") {
+        println!("  # through gcsfs (pip install gcsfs), with the same Google credentials");
+        println!("  ds = xr.open_zarr(\"{out}\")");
     } else {
         println!("  ds = xr.open_zarr(\"{out}\")");
     }

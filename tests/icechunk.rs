@@ -50,14 +50,7 @@ fn run(args: &[String]) -> std::process::Output {
 
 fn run_ok(args: &[String]) -> String {
     let out = run(args);
-    assert!(
-        out.status.success(),
-        "eocube {} failed ({}):\n{}\n{}",
-        args.join(" "),
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_ok(&out, args);
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 

@@ -421,14 +421,7 @@ fn run(args: &[String], env: &[(&str, &str)]) -> std::process::Output {
 }
 
 fn run_ok(args: &[String]) {
-    let out = run(args, &[]);
-    assert!(
-        out.status.success(),
-        "eocube failed ({}):\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_ok(&run(args, &[]), args);
 }
 
 fn data_chunks(objs: &BTreeMap<String, Vec<u8>>) -> BTreeMap<String, Vec<u8>> {

@@ -160,7 +160,9 @@ pub struct RequestStats {
 /// What can go wrong reading a COG. Every variant names the href.
 #[derive(Debug, thiserror::Error)]
 pub enum CogError {
-    #[error("{href}: cannot read this location: {reason}; give a local path, file://, http(s):// or s3://bucket/key")]
+    #[error(
+        "{href}: cannot read this location: {reason}; give a local path, file://, http(s)://, s3://bucket/key, gs://bucket/key or az://container/key"
+    )]
     InvalidHref { href: String, reason: String },
     #[error("{href}: not found: {reason}; check the path or URL, the bucket name and that you may read it")]
     NotFound { href: String, reason: String },

@@ -1,6 +1,13 @@
-//! Bytes from local files, http(s) and s3 through one abstraction, object_store: href parsing,
-//! one cached store per (scheme, host or bucket), bounded retries, request counting, and the
-//! coalescing of nearby byte ranges.
+//! Bytes from local files, http(s), s3, gs and az through one abstraction, object_store: href
+//! parsing, one cached store per (scheme, host or bucket), bounded retries, request counting, and
+//! the coalescing of nearby byte ranges.
+//!
+//! Cloud settings come from the environment as for outputs: S3 through
+//! [`crate::store::aws::S3Settings`] (variables and AWS profiles; the `s3_*` fields of
+//! [`FetchConfig`] override them), GCS through `GoogleCloudStorageBuilder::from_env`, Azure
+//! through `MicrosoftAzureBuilder::from_env`. One difference from outputs: an S3 input without
+//! static keys is read unsigned (public archives such as Sentinel-2 on AWS), not through the
+//! instance-role chain.
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -14,6 +21,8 @@ use object_store::path::Path;
 use object_store::{BackoffConfig, ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, RetryConfig};
 
 use super::{CogError, RequestStats};
+use crate::store::aws::S3Settings;
+use crate::store::location;
 
 /// How the COG reader talks to storage. `Default` is what production wants; [`FetchConfig::from_env`]
 /// adds the standard AWS variables.
@@ -42,14 +51,17 @@ pub struct FetchConfig {
     /// Sentinel-2 band (10980 px, 1024 px tiles, 4 overviews) that is a few KiB, so 16 KiB
     /// opens it in one request; larger headers cost one or two more (read-ahead doubles).
     pub header_bytes: u64,
-    /// S3: custom endpoint (MinIO, moto, Ceph...). Also `AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL`.
+    /// S3: custom endpoint (MinIO, moto, Ceph...). Also `AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL`,
+    /// else the AWS profile's `endpoint_url`.
     pub s3_endpoint: Option<String>,
-    /// S3: region; default `AWS_REGION`, `AWS_DEFAULT_REGION`, else us-west-2 (Earth Search).
+    /// S3: region; default `AWS_REGION`, `AWS_DEFAULT_REGION`, the AWS profile's `region`, else
+    /// us-west-2 (Earth Search).
     pub s3_region: Option<String>,
     /// S3: allow plain http to the endpoint; default: when the endpoint starts with `http://`.
     pub s3_allow_http: Option<bool>,
     /// S3: `Some(true)` never signs (also `AWS_NO_SIGN_REQUEST=YES`); default: sign when
-    /// `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` are set, else unsigned.
+    /// `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` are set or the AWS profile has static keys,
+    /// else unsigned.
     pub s3_unsigned: Option<bool>,
 }
 
@@ -90,6 +102,15 @@ impl FetchConfig {
             c.max_retries = n;
         }
         c
+    }
+
+    /// Whether the AWS settings of the environment can be used for `s3://` inputs: `Err` with
+    /// the message (a profile named in `AWS_PROFILE` that does not exist, a role-only profile, an
+    /// unreadable or malformed `~/.aws` file). For a build's up-front checks: otherwise the
+    /// first `s3://` href of each job fails with it (a permanent error, which
+    /// `--skip-bad-scenes` would turn into skipped scenes).
+    pub fn check_s3_settings(&self) -> Result<(), String> {
+        S3Settings::from_env().map(|_| ()).map_err(|e| e.to_string())
     }
 
     fn retry(&self) -> RetryConfig {
@@ -173,8 +194,38 @@ impl Stores {
                 let bucket =
                     u.host_str().filter(|b| !b.is_empty()).ok_or_else(|| bad("s3 URL without a bucket".into()))?;
                 let path = Path::from_url_path(u.path()).map_err(|e| bad(e.to_string()))?;
-                let store =
-                    self.cached("s3", bucket, || Ok(Arc::new(self.s3(bucket).map_err(|e| bad(e.to_string()))?)))?;
+                let store = self.cached("s3", bucket, || Ok(Arc::new(self.s3(bucket).map_err(bad)?)))?;
+                Ok(Location { store, path })
+            }
+            Some(scheme @ ("gs" | "gcs" | "az" | "azure")) => {
+                let u = url.as_ref().ok_or_else(|| bad("unparsable URL".into()))?;
+                let bucket = u
+                    .host_str()
+                    .filter(|b| !b.is_empty())
+                    .ok_or_else(|| bad(format!("{scheme} URL without a bucket or container")))?;
+                let path = Path::from_url_path(u.path()).map_err(|e| bad(e.to_string()))?;
+                let cfg = &self.cfg;
+                let store = if scheme.starts_with('g') {
+                    self.cached("gs", bucket, || {
+                        let s = object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                            .with_bucket_name(bucket)
+                            .with_client_options(cfg.client(location::gcs_allow_http()))
+                            .with_retry(cfg.retry())
+                            .build()
+                            .map_err(|e| bad(e.to_string()))?;
+                        Ok(Arc::new(s))
+                    })?
+                } else {
+                    self.cached("az", bucket, || {
+                        let s = object_store::azure::MicrosoftAzureBuilder::from_env()
+                            .with_container_name(bucket)
+                            .with_client_options(cfg.client(location::azure_allow_http()))
+                            .with_retry(cfg.retry())
+                            .build()
+                            .map_err(|e| bad(e.to_string()))?;
+                        Ok(Arc::new(s))
+                    })?
+                };
                 Ok(Location { store, path })
             }
             Some(other) => Err(bad(format!("unsupported scheme {other:?}"))),
@@ -198,38 +249,29 @@ impl Stores {
         Ok(s)
     }
 
-    fn s3(&self, bucket: &str) -> object_store::Result<object_store::aws::AmazonS3> {
+    fn s3(&self, bucket: &str) -> Result<object_store::aws::AmazonS3, String> {
         let cfg = &self.cfg;
-        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        let region = cfg
-            .s3_region
-            .clone()
-            .or_else(|| env("AWS_REGION"))
-            .or_else(|| env("AWS_DEFAULT_REGION"))
-            .unwrap_or_else(|| "us-west-2".into());
-        let allow_http =
-            cfg.s3_allow_http.unwrap_or_else(|| cfg.s3_endpoint.as_deref().is_some_and(|e| e.starts_with("http://")));
-        let mut b = object_store::aws::AmazonS3Builder::new()
-            .with_bucket_name(bucket)
-            .with_region(region)
-            .with_client_options(cfg.client(allow_http))
-            .with_retry(cfg.retry());
+        // Environment and AWS profile; a bad profile fails the href with the profile's message.
+        let mut settings = S3Settings::from_env().map_err(|e| e.to_string())?;
+        // The config's own fields (FetchConfig::from_env fills them from the environment) win.
         if let Some(ep) = &cfg.s3_endpoint {
-            b = b.with_endpoint(ep).with_virtual_hosted_style_request(false).with_allow_http(allow_http);
+            settings.endpoint = Some(ep.clone());
+            settings.path_style = true;
         }
-        let keys = (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY"));
-        match keys {
-            (Some(id), Some(secret)) if cfg.s3_unsigned != Some(true) => {
-                b = b.with_access_key_id(id).with_secret_access_key(secret);
-                if let Some(t) = env("AWS_SESSION_TOKEN") {
-                    b = b.with_token(t);
-                }
-            }
-            // Public buckets (Sentinel-2 on AWS) need no signature; without keys, object_store
-            // would otherwise go looking for instance credentials.
-            _ => b = b.with_skip_signature(true),
+        if let Some(r) = &cfg.s3_region {
+            settings.region = Some(r.clone());
         }
-        b.build()
+        settings.allow_http = cfg.s3_allow_http.unwrap_or_else(|| {
+            settings.allow_http || settings.endpoint.as_deref().is_some_and(|e| e.starts_with("http://"))
+        });
+        // Public buckets (Sentinel-2 on AWS) need no signature; without static keys, object_store
+        // would otherwise go looking for instance credentials.
+        settings.anonymous = cfg.s3_unsigned == Some(true) || settings.anonymous || settings.credentials.is_none();
+        let b = object_store::aws::AmazonS3Builder::new()
+            .with_bucket_name(bucket)
+            .with_client_options(cfg.client(settings.allow_http))
+            .with_retry(cfg.retry());
+        settings.configure(b, "us-west-2").build().map_err(|e| e.to_string())
     }
 }
 
@@ -400,6 +442,13 @@ mod tests {
         let c = s.resolve("s3://bucket/key/x.tif").unwrap();
         assert_eq!(c.path.as_ref(), "key/x.tif");
         assert!(matches!(s.resolve("ftp://x/y"), Err(CogError::InvalidHref { .. })));
+        // gs:// and az:// go to their cloud's store, one per bucket or container.
+        let g = s.resolve("gs://bucket/tiles/x.tif").unwrap();
+        assert_eq!(g.path.as_ref(), "tiles/x.tif");
+        assert!(Arc::ptr_eq(&g.store, &s.resolve("gs://bucket/y.tif").unwrap().store));
+        assert!(!Arc::ptr_eq(&g.store, &s.resolve("gs://other/y.tif").unwrap().store));
+        assert!(matches!(s.resolve("gs:///x.tif"), Err(CogError::InvalidHref { .. })));
+        assert!(matches!(s.resolve("az:///x.tif"), Err(CogError::InvalidHref { .. })));
         assert!(matches!(s.resolve("/definitely/not/here.tif"), Err(CogError::NotFound { .. })));
     }
 }

@@ -509,28 +509,40 @@ pub fn build_branch(identity: &Value, target: &str) -> String {
 fn connect(repo: &IcechunkRepo, location: &str, create: bool) -> Result<Repository> {
     let repo = repo.clone();
     let loc = location.to_string();
+    // A profile error is a credentials problem the user must fix (as for plain S3).
+    let settings = match &repo {
+        IcechunkRepo::S3 { .. } => Some(
+            super::aws::S3Settings::from_env()
+                .map_err(|e| StoreError::Config { location: loc.clone(), reason: e.to_string() })?,
+        ),
+        IcechunkRepo::Local(_) => None,
+    };
     let got = block(async move {
         let storage = match &repo {
             IcechunkRepo::Local(path) => {
                 icechunk::new_local_filesystem_storage(path).await.map_err(|e| ("connect", e.to_string()))?
             }
             IcechunkRepo::S3 { bucket, prefix } => {
-                let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-                let truthy =
-                    |k: &str| env(k).is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes"));
-                let endpoint = env("AWS_ENDPOINT_URL_S3").or_else(|| env("AWS_ENDPOINT_URL"));
+                let s = settings.as_ref().ok_or(("configure", "no S3 settings (an eocube bug)".to_string()))?;
                 let mut opts = icechunk::storage::S3Options::default();
-                opts.region =
-                    env("AWS_REGION").or_else(|| env("AWS_DEFAULT_REGION")).or_else(|| Some("us-east-1".into()));
-                opts.allow_http =
-                    truthy("AWS_ALLOW_HTTP") || endpoint.as_deref().is_some_and(|e| e.starts_with("http://"));
-                opts.force_path_style = endpoint.is_some();
-                opts.endpoint_url = endpoint;
-                opts.anonymous = truthy("AWS_NO_SIGN_REQUEST");
-                let creds = if opts.anonymous {
-                    icechunk::storage::S3Credentials::Anonymous
-                } else {
-                    icechunk::storage::S3Credentials::FromEnv
+                opts.region = s.region.clone().or_else(|| Some("us-east-1".into()));
+                opts.allow_http = s.allow_http;
+                opts.force_path_style = s.path_style;
+                opts.endpoint_url = s.endpoint.clone();
+                opts.anonymous = s.anonymous;
+                // As for plain S3: unsigned, the resolved keys (environment or profile), or
+                // object_store's own chain (web identity, ECS, instance role).
+                let creds = match (&s.credentials, s.anonymous) {
+                    (_, true) => icechunk::storage::S3Credentials::Anonymous,
+                    (Some(c), false) => {
+                        icechunk::storage::S3Credentials::Static(icechunk::storage::S3StaticCredentials {
+                            access_key_id: c.key_id.clone(),
+                            secret_access_key: c.secret.clone(),
+                            session_token: c.token.clone(),
+                            expires_after: None,
+                        })
+                    }
+                    (None, false) => icechunk::storage::S3Credentials::FromEnv,
                 };
                 icechunk::new_s3_object_store_storage(
                     opts,
@@ -579,13 +591,13 @@ fn classify(location: &str, op: &'static str, reason: String) -> StoreError {
     let has = |needles: &[&str]| needles.iter().any(|n| reason.contains(n));
     if has(&["NoSuchBucket", "bucket does not exist"]) {
         let bucket = location.trim_start_matches("icechunk+s3://").split('/').next().unwrap_or_default().to_string();
-        return StoreError::NoBucket { location: location.into(), bucket };
+        return StoreError::NoBucket { location: location.into(), bucket, cloud: super::Cloud::S3 };
     }
     if has(&["InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403 Forbidden"]) {
-        return StoreError::Denied { location: location.into(), reason };
+        return StoreError::Denied { location: location.into(), reason, cloud: super::Cloud::S3 };
     }
     if has(&["error sending request", "onnection refused", "dns error", "timed out", "tcp connect"]) {
-        return StoreError::Unreachable { location: location.into(), reason };
+        return StoreError::Unreachable { location: location.into(), reason, cloud: super::Cloud::S3 };
     }
     ic_err(location, op, reason)
 }
@@ -628,6 +640,15 @@ fn branch_tip(repo: &Arc<Repository>, location: &str, branch: &str) -> Result<Op
         .map_err(|e| ic_err(location, "read branch", e))?
         .map_err(|e| ic_err(location, "read branch", e))
         .map(Some)
+}
+
+/// The tip of `branch`, or a refusal saying it does not exist and `fix`.
+fn require_branch(repo: &Arc<Repository>, location: &str, branch: &str, fix: &str) -> Result<SnapshotId> {
+    branch_tip(repo, location, branch)?.ok_or_else(|| StoreError::Icechunk {
+        location: location.to_string(),
+        op: "open branch",
+        reason: format!("the branch {branch:?} does not exist; {fix}"),
+    })
 }
 
 fn session_store(repo: &Arc<Repository>, location: &str, branch: &str, writable: bool) -> Result<Store> {
@@ -697,13 +718,7 @@ impl Cube {
         super::validate(&loc.as_path_buf(), layout)?;
         let repo = Arc::new(connect(repo_loc, &location, true)?);
         let target = opts.branch.clone();
-        let Some(target_tip) = branch_tip(&repo, &location, &target)? else {
-            return Err(StoreError::Icechunk {
-                location,
-                op: "open branch",
-                reason: format!("the branch {target:?} does not exist; create it first or give another --branch"),
-            });
-        };
+        let target_tip = require_branch(&repo, &location, &target, "create it first or give another --branch")?;
         if let Some(tag) = &opts.tag {
             let r = repo.clone();
             let tags = block(async move { r.list_tags().await.map_err(|e| e.to_string()) })
@@ -874,13 +889,7 @@ pub fn begin_extend(
     let location = loc.to_string();
     let repo = Arc::new(connect(repo_loc, &location, false)?);
     let target = opts.branch.clone();
-    let Some(tip) = branch_tip(&repo, &location, &target)? else {
-        return Err(StoreError::Icechunk {
-            location,
-            op: "open branch",
-            reason: format!("the branch {target:?} does not exist; give the branch holding the cube with --branch"),
-        });
-    };
+    let tip = require_branch(&repo, &location, &target, "give the branch holding the cube with --branch")?;
     let name = build_branch(&layout.attrs, &target);
     let existing = branch_tip(&repo, &location, &name)?;
     // A build branch with commits of its own is resumed by the build; one without (its creator

@@ -2,19 +2,25 @@
 //! once into an [`OutLocation`].
 //!
 //! Accepted: a local path (`cube.zarr`, `/data/cube.zarr`), `file:///abs/path`,
-//! `s3://bucket/prefix` (plain Zarr on S3 or an S3-compatible server), and Icechunk repositories
-//! `icechunk:///absolute/path` (local disk) and `icechunk+s3://bucket/prefix` (S3; the prefix may
-//! not be empty). Recognised but refused for now with [`LocationError::NotSupportedYet`]: `gs://`,
-//! `az://` (and `azure://`, `abfs://`), `icechunk+gs://`, `icechunk+az://`. Any other `scheme://` is refused with
-//! [`LocationError::UnknownScheme`], which names `--out` and the valid forms.
+//! `s3://bucket/prefix` (plain Zarr on S3 or an S3-compatible server), `gs://bucket/prefix`
+//! (Google Cloud Storage), `az://container/prefix` (Azure Blob Storage; also `azure://`, and
+//! `abfs[s]://container@account.dfs.core.windows.net/prefix`, which names the account), and
+//! Icechunk repositories `icechunk:///absolute/path` (local disk) and
+//! `icechunk+s3://bucket/prefix` (S3; the prefix may not be empty). Recognised but refused for now
+//! with [`LocationError::NotSupportedYet`]: `icechunk+gs://`, `icechunk+az://` (the icechunk
+//! crate's GCS/Azure back ends would bring their cloud SDKs into the build) and `http(s)://`. Any
+//! other `scheme://` is refused with [`LocationError::UnknownScheme`], which names `--out` and the
+//! valid forms.
 //!
-//! S3 options never appear in the URL: they come from the environment, as for inputs
-//! (`src/cog/source.rs`): `AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL` (a custom endpoint, then
-//! path-style requests), `AWS_REGION` / `AWS_DEFAULT_REGION`, `AWS_ALLOW_HTTP` (or an `http://`
-//! endpoint), `AWS_NO_SIGN_REQUEST=true` (anonymous), and credentials from object_store's chain
-//! ([`object_store::aws::AmazonS3Builder::from_env`]: `AWS_ACCESS_KEY_ID` /
-//! `AWS_SECRET_ACCESS_KEY` / `AWS_SESSION_TOKEN`, web identity, ECS and EC2 instance roles).
-//! Credentials are never printed: [`OutLocation`]'s `Display` is the URL, which holds none.
+//! Store options never appear in the URL: they come from the environment, as for inputs
+//! (`src/cog/source.rs`). S3: [`super::aws::S3Settings`] (`AWS_*` variables and the shared
+//! config/credentials profiles, then object_store's chain: web identity, ECS and EC2 instance
+//! roles). GCS: `GoogleCloudStorageBuilder::from_env` (`GOOGLE_SERVICE_ACCOUNT` /
+//! `GOOGLE_APPLICATION_CREDENTIALS`, else application default credentials or the metadata
+//! server). Azure: `MicrosoftAzureBuilder::from_env` (`AZURE_STORAGE_ACCOUNT_NAME`,
+//! `AZURE_STORAGE_ACCOUNT_KEY`, `AZURE_STORAGE_SAS_KEY`, a service principal, managed identity,
+//! `AZURE_STORAGE_USE_EMULATOR`). Credentials are never printed: [`OutLocation`]'s `Display` is
+//! the URL, which holds none.
 
 use std::ffi::OsStr;
 use std::fmt;
@@ -22,7 +28,7 @@ use std::path::{Path, PathBuf};
 
 /// The valid forms of `--out`, for error messages.
 pub const VALID_FORMS: &str = "a local path (cube.zarr), file:///absolute/path, s3://bucket/prefix, \
-     icechunk:///absolute/path or icechunk+s3://bucket/prefix";
+     gs://bucket/prefix, az://container/prefix, icechunk:///absolute/path or icechunk+s3://bucket/prefix";
 
 /// A parsed output location.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +38,12 @@ pub enum OutLocation {
     /// `s3://bucket/prefix`: `prefix` has no leading or trailing `/` and may be empty (the
     /// bucket's root).
     S3 { bucket: String, prefix: String },
+    /// `gs://bucket/prefix` (also `gcs://`): Google Cloud Storage; `prefix` as for S3.
+    Gcs { bucket: String, prefix: String },
+    /// `az://container/prefix` (also `azure://`, `abfs[s]://container@account.dfs.core.windows.net/prefix`):
+    /// Azure Blob Storage. `account` is the storage account named in an `abfs` URL; `None`: from
+    /// the environment (`AZURE_STORAGE_ACCOUNT_NAME`). `prefix` as for S3.
+    Azure { account: Option<String>, container: String, prefix: String },
     /// An Icechunk repository (`icechunk://` or `icechunk+s3://`); the branch is not part of the
     /// location (`--branch`).
     Icechunk(IcechunkRepo),
@@ -107,9 +119,39 @@ impl OutLocation {
                 }
                 Ok(OutLocation::Icechunk(IcechunkRepo::S3 { bucket, prefix }))
             }
-            "gs" | "gcs" => Err(not_yet("Google Cloud Storage (gs://)")),
-            "az" | "azure" | "abfs" | "abfss" => Err(not_yet("Azure Blob Storage (az://)")),
-            "icechunk+gs" | "icechunk+az" => Err(not_yet("an Icechunk repository in the cloud")),
+            "gs" | "gcs" => {
+                let (bucket, prefix) = split_bucket(rest, "gs://bucket/prefix", valid_bucket, &invalid)?;
+                Ok(OutLocation::Gcs { bucket, prefix })
+            }
+            "az" | "azure" => {
+                let (container, prefix) = split_bucket(rest, "az://container/prefix", valid_container, &invalid)?;
+                Ok(OutLocation::Azure { account: None, container, prefix })
+            }
+            "abfs" | "abfss" => {
+                // container@account.dfs.core.windows.net/prefix (the form Spark and fsspec use)
+                let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+                let form = "abfss://container@account.dfs.core.windows.net/prefix";
+                let (container, account) = host
+                    .split_once('@')
+                    .and_then(|(c, h)| {
+                        let account = h
+                            .strip_suffix(".dfs.core.windows.net")
+                            .or_else(|| h.strip_suffix(".blob.core.windows.net"))?;
+                        Some((c, account))
+                    })
+                    .filter(|(_, a)| !a.is_empty() && a.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()))
+                    .ok_or_else(|| {
+                        invalid(&format!(
+                            "an abfs URL is {form}, or use az://container/prefix with AZURE_STORAGE_ACCOUNT_NAME"
+                        ))
+                    })?;
+                let (container, prefix) =
+                    split_bucket(&format!("{container}/{path}"), form, valid_container, &invalid)?;
+                Ok(OutLocation::Azure { account: Some(account.to_string()), container, prefix })
+            }
+            "icechunk+gs" | "icechunk+gcs" | "icechunk+az" | "icechunk+azure" => Err(not_yet(
+                "an Icechunk repository on Google Cloud Storage or Azure (icechunk+gs://, icechunk+az://: the icechunk crate's GCS and Azure back ends are not built in)",
+            )),
             "http" | "https" => Err(not_yet("writing a cube over plain HTTP (http://, https://)")),
             _ => Err(LocationError::UnknownScheme { out: s.to_string(), scheme: scheme.to_string() }),
         }
@@ -119,7 +161,9 @@ impl OutLocation {
     pub fn local_path(&self) -> Option<&Path> {
         match self {
             OutLocation::Local(p) => Some(p),
-            OutLocation::S3 { .. } | OutLocation::Icechunk(_) => None,
+            OutLocation::S3 { .. } | OutLocation::Gcs { .. } | OutLocation::Azure { .. } | OutLocation::Icechunk(_) => {
+                None
+            }
         }
     }
 
@@ -139,6 +183,15 @@ impl fmt::Display for OutLocation {
             OutLocation::Local(p) => write!(f, "{}", p.display()),
             OutLocation::S3 { bucket, prefix } if prefix.is_empty() => write!(f, "s3://{bucket}"),
             OutLocation::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
+            OutLocation::Gcs { bucket, prefix } if prefix.is_empty() => write!(f, "gs://{bucket}"),
+            OutLocation::Gcs { bucket, prefix } => write!(f, "gs://{bucket}/{prefix}"),
+            OutLocation::Azure { account: None, container, prefix } if prefix.is_empty() => {
+                write!(f, "az://{container}")
+            }
+            OutLocation::Azure { account: None, container, prefix } => write!(f, "az://{container}/{prefix}"),
+            OutLocation::Azure { account: Some(a), container, prefix } => {
+                write!(f, "abfss://{container}@{a}.dfs.core.windows.net/{prefix}")
+            }
             OutLocation::Icechunk(IcechunkRepo::Local(p)) => write!(f, "icechunk://{}", p.display()),
             OutLocation::Icechunk(IcechunkRepo::S3 { bucket, prefix }) => write!(f, "icechunk+s3://{bucket}/{prefix}"),
         }
@@ -147,18 +200,34 @@ impl fmt::Display for OutLocation {
 
 /// `bucket/prefix` of an `s3://` (or `icechunk+s3://`) URL, checked; the prefix may be empty.
 fn parse_s3(rest: &str, invalid: &dyn Fn(&str) -> LocationError) -> Result<(String, String), LocationError> {
+    split_bucket(rest, "s3://bucket/prefix", valid_bucket, invalid)
+}
+
+/// `bucket/prefix` (or `container/prefix`) after the scheme, checked with `valid` (`form` is the
+/// URL's shape, for messages); the prefix may be empty.
+fn split_bucket(
+    rest: &str,
+    form: &str,
+    valid: fn(&str) -> bool,
+    invalid: &dyn Fn(&str) -> LocationError,
+) -> Result<(String, String), LocationError> {
     let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    let (what, rules) = if form.starts_with("az") || form.starts_with("abfs") {
+        ("Azure container", "3 to 63 lowercase letters, digits and single '-', starting with a letter or digit")
+    } else if form.starts_with("gs") {
+        ("GCS bucket", "3 to 63 lowercase letters, digits, '.', '-' and '_'")
+    } else {
+        ("S3 bucket", "3 to 63 lowercase letters, digits, '.' and '-'")
+    };
     if bucket.is_empty() {
-        return Err(invalid("no bucket name (s3://bucket/prefix)"));
+        return Err(invalid(&format!("no {} name ({form})", what.rsplit(' ').next().unwrap_or(what))));
     }
-    if !valid_bucket(bucket) {
-        return Err(invalid(&format!(
-            "{bucket:?} is not a valid S3 bucket name (3 to 63 lowercase letters, digits, '.' and '-')"
-        )));
+    if !valid(bucket) {
+        return Err(invalid(&format!("{bucket:?} is not a valid {what} name ({rules})")));
     }
     if rest.contains(['?', '#']) {
         return Err(invalid(
-            "query strings and fragments are not allowed; S3 options come from the environment (AWS_ENDPOINT_URL, AWS_REGION, ...)",
+            "query strings and fragments are not allowed; store options come from the environment (AWS_ENDPOINT_URL, AWS_REGION, GOOGLE_SERVICE_ACCOUNT, AZURE_STORAGE_ACCOUNT_NAME, ...)",
         ));
     }
     let prefix = prefix.trim_matches('/');
@@ -174,4 +243,90 @@ fn valid_bucket(b: &str) -> bool {
         && b.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-' || c == '_')
         && b.starts_with(|c: char| c.is_ascii_alphanumeric())
         && b.ends_with(|c: char| c.is_ascii_alphanumeric())
+}
+
+/// Azure's container naming rules: 3 to 63 lowercase letters, digits and single hyphens, not
+/// starting or ending with a hyphen.
+fn valid_container(c: &str) -> bool {
+    (3..=63).contains(&c.len())
+        && c.chars().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-')
+        && !c.starts_with('-')
+        && !c.ends_with('-')
+        && !c.contains("--")
+}
+
+/// Whether GCS requests may use plain HTTP: only when the service-account JSON of the
+/// environment (`GOOGLE_SERVICE_ACCOUNT_KEY`, or the file named by `GOOGLE_SERVICE_ACCOUNT`,
+/// `GOOGLE_SERVICE_ACCOUNT_PATH`, `GOOGLE_APPLICATION_CREDENTIALS`) points at an `http://`
+/// emulator through `"gcs_base_url"`. (`ClientOptions` replace what `from_env` read, so callers
+/// decide this themselves.)
+pub(crate) fn gcs_allow_http() -> bool {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let text = env("GOOGLE_SERVICE_ACCOUNT_KEY").or_else(|| {
+        let path = env("GOOGLE_SERVICE_ACCOUNT")
+            .or_else(|| env("GOOGLE_SERVICE_ACCOUNT_PATH"))
+            .or_else(|| env("GOOGLE_APPLICATION_CREDENTIALS"))?;
+        std::fs::read_to_string(path).ok()
+    });
+    text.and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|d| d.get("gcs_base_url").and_then(|v| v.as_str()).map(|u| u.starts_with("http://")))
+        .unwrap_or(false)
+}
+
+/// Whether Azure requests may use plain HTTP: `AZURE_ALLOW_HTTP`, or an `http://`
+/// `AZURE_STORAGE_ENDPOINT` (the emulator, `AZURE_STORAGE_USE_EMULATOR`, allows it by itself).
+pub(crate) fn azure_allow_http() -> bool {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    env("AZURE_ALLOW_HTTP").is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes"))
+        || env("AZURE_STORAGE_ENDPOINT").or_else(|| env("AZURE_ENDPOINT")).is_some_and(|e| e.starts_with("http://"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gcs_and_azure_urls_parse_and_print_back() {
+        let p = |s: &str| OutLocation::parse(s).unwrap();
+        assert_eq!(
+            p("gs://my_bucket.x/a/cube.zarr/"),
+            OutLocation::Gcs { bucket: "my_bucket.x".into(), prefix: "a/cube.zarr".into() }
+        );
+        assert_eq!(p("gcs://bkt").to_string(), "gs://bkt");
+        let az = OutLocation::Azure { account: None, container: "cubes".into(), prefix: "v1/c.zarr".into() };
+        assert_eq!(p("az://cubes/v1/c.zarr"), az);
+        assert_eq!(p("azure://cubes/v1/c.zarr"), az);
+        assert_eq!(p("AZ://cubes").to_string(), "az://cubes");
+        let abfs = p("abfss://cubes@acct1.dfs.core.windows.net/v1/c.zarr");
+        assert_eq!(
+            abfs,
+            OutLocation::Azure { account: Some("acct1".into()), container: "cubes".into(), prefix: "v1/c.zarr".into() }
+        );
+        assert_eq!(p("abfs://cubes@acct1.blob.core.windows.net/v1/c.zarr"), abfs);
+        for s in ["gs://b-1/x", "az://cubes/v1/c.zarr", "abfss://cubes@acct1.dfs.core.windows.net/v1/c.zarr"] {
+            assert_eq!(p(&p(s).to_string()), p(s), "{s} prints back to itself");
+            assert!(p(s).local_path().is_none());
+        }
+    }
+
+    #[test]
+    fn bad_gcs_and_azure_urls_are_refused_with_the_form() {
+        for (out, want) in [
+            ("gs:///x", "no bucket name (gs://bucket/prefix)"),
+            ("gs://B/x", "not a valid GCS bucket"),
+            ("gs://b-1/a/../c", "'..'"),
+            ("gs://b-1/c?x=1", "query strings"),
+            ("az:///x", "no container name (az://container/prefix)"),
+            ("az://my_container/x", "not a valid Azure container"),
+            ("az://a--b/x", "not a valid Azure container"),
+            ("abfss://cubes/x", "abfss://container@account.dfs.core.windows.net/prefix"),
+            ("abfss://cubes@acct.example.com/x", "abfss://container@account"),
+            ("icechunk+gs://b/repo", "not supported yet"),
+            ("icechunk+az://c/repo", "not supported yet"),
+        ] {
+            let e = OutLocation::parse(out).expect_err(out).to_string();
+            assert!(e.contains(want) && e.contains(out), "{out}: {e}");
+            assert!(e.contains("gs://bucket/prefix") && e.contains("az://container/prefix"), "{out}: {e}");
+        }
+    }
 }

@@ -22,6 +22,7 @@
 //! object storage (which cannot append); [`Cube::report`] reads both forms. The choices and their
 //! reasons are in `docs/cube.md`.
 
+pub(crate) mod aws;
 pub mod icechunk;
 mod ledger;
 pub mod location;
@@ -116,6 +117,40 @@ impl LayoutRecord {
 }
 
 /// What can go wrong reading or writing a cube. Each message names the path and what to do.
+/// The cloud of an object-store location: the settings a refusal tells to check differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cloud {
+    S3,
+    Gcs,
+    Azure,
+}
+
+impl Cloud {
+    /// The credential settings to check when a request is refused.
+    pub fn credentials_fix(self) -> &'static str {
+        match self {
+            Cloud::S3 => {
+                "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_PROFILE and its files, or an instance role"
+            }
+            Cloud::Gcs => {
+                "GOOGLE_SERVICE_ACCOUNT / GOOGLE_APPLICATION_CREDENTIALS (a service account key file) or the application default credentials"
+            }
+            Cloud::Azure => {
+                "AZURE_STORAGE_ACCOUNT_NAME with AZURE_STORAGE_ACCOUNT_KEY, AZURE_STORAGE_SAS_KEY or a service principal (AZURE_CLIENT_ID, AZURE_CLIENT_SECRET, AZURE_TENANT_ID)"
+            }
+        }
+    }
+
+    /// The endpoint settings to check when the store does not answer or lacks the bucket.
+    pub fn endpoint_fix(self) -> &'static str {
+        match self {
+            Cloud::S3 => "AWS_ENDPOINT_URL / AWS_REGION (and AWS_ALLOW_HTTP for http endpoints)",
+            Cloud::Gcs => "the gcs_base_url of the service account file (emulators)",
+            Cloud::Azure => "AZURE_STORAGE_ACCOUNT_NAME and AZURE_STORAGE_ENDPOINT / AZURE_STORAGE_USE_EMULATOR",
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("I/O error at {path}: {source}; check that the path is on a writable local disk with free space")]
@@ -143,17 +178,21 @@ pub enum StoreError {
     #[error(transparent)]
     Location(#[from] LocationError),
     #[error(
-        "{location}: the bucket {bucket:?} does not exist (or these credentials cannot see it); create it first, or check the bucket name and AWS_ENDPOINT_URL"
+        "{location}: the bucket {bucket:?} does not exist (or these credentials cannot see it); create it first, or check the bucket name and {}",
+        cloud.endpoint_fix()
     )]
-    NoBucket { location: String, bucket: String },
+    NoBucket { location: String, bucket: String, cloud: Cloud },
     #[error(
-        "{location}: access denied ({reason}); check the credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN or an instance role) and that they may list, read, write and delete under the prefix"
+        "{location}: access denied ({reason}); check the credentials ({}) and that they may list, read, write and delete under the prefix",
+        cloud.credentials_fix()
     )]
-    Denied { location: String, reason: String },
-    #[error(
-        "{location}: the object store does not answer ({reason}); check AWS_ENDPOINT_URL / AWS_REGION (and AWS_ALLOW_HTTP for http endpoints) and the network"
-    )]
-    Unreachable { location: String, reason: String },
+    Denied { location: String, reason: String, cloud: Cloud },
+    #[error("{location}: the object store does not answer ({reason}); check {} and the network", cloud.endpoint_fix())]
+    Unreachable { location: String, reason: String, cloud: Cloud },
+    /// The cloud settings themselves cannot be used (an AWS profile that is missing, indirect or
+    /// incomplete): the reason names the profile, the files and the fix.
+    #[error("{location}: {reason}")]
+    Config { location: String, reason: String },
     #[error("{location}: {op} {key} failed: {reason}; run the same command again to retry (done jobs are kept)")]
     Remote { location: String, op: &'static str, key: String, reason: String },
     #[error("{location}: Icechunk {op}: {reason}")]
@@ -364,7 +403,7 @@ impl Cube {
                 std::fs::create_dir_all(path).map_err(|source| StoreError::Io { path: path.to_path_buf(), source })?;
                 Backend::local(path)?
             }
-            OutLocation::S3 { .. } => {
+            OutLocation::S3 { .. } | OutLocation::Gcs { .. } | OutLocation::Azure { .. } => {
                 let store = ObjectBackend::new(loc)?;
                 store.check()?;
                 if !store.is_empty()? {
@@ -404,7 +443,7 @@ impl Cube {
                 }
                 Backend::local(path)?
             }
-            OutLocation::S3 { .. } => {
+            OutLocation::S3 { .. } | OutLocation::Gcs { .. } | OutLocation::Azure { .. } => {
                 let store = ObjectBackend::new(loc)?;
                 store.check()?;
                 if store.is_empty()? {
@@ -479,7 +518,7 @@ impl Cube {
         let non_empty = match loc {
             OutLocation::Icechunk(_) => return Cube::create_or_open_icechunk(loc, layout, &IcechunkOptions::default()),
             OutLocation::Local(out) => out.is_file() || std::fs::read_dir(out).is_ok_and(|mut d| d.next().is_some()),
-            OutLocation::S3 { .. } => {
+            OutLocation::S3 { .. } | OutLocation::Gcs { .. } | OutLocation::Azure { .. } => {
                 let store = ObjectBackend::new(loc)?;
                 store.check()?;
                 !store.is_empty()?

@@ -1,6 +1,8 @@
-//! The object-storage side of [`super::Backend`]: a cube under `s3://bucket/prefix`, written
-//! through `object_store` (no `zarrs` storage adapter: the store needs only get, whole put, list
-//! under a prefix and delete, and chunks are encoded by `zarrs` in memory anyway).
+//! The object-storage side of [`super::Backend`]: a cube under `s3://bucket/prefix`,
+//! `gs://bucket/prefix` or `az://container/prefix`, written through `object_store` (no `zarrs`
+//! storage adapter: the store needs only get, whole put, list under a prefix and delete, and
+//! chunks are encoded by `zarrs` in memory anyway). S3 settings come from [`super::aws`]
+//! (environment and AWS profiles); GCS and Azure from their builders' `from_env`.
 //!
 //! **Blocking bridge.** The [`super::Cube`] API is synchronous: chunks are written from rayon
 //! threads, the ledger and report from the executor's async task, the template from `build`'s
@@ -15,8 +17,9 @@
 //! never a torn chunk. Nothing spans two objects (see `docs/cube.md`, "Object storage").
 //!
 //! **Errors.** Requests are retried by object_store (3 times, at most 30 s), then classified:
-//! a missing bucket, refused credentials and an unreachable endpoint get their own
-//! [`StoreError`] with the fix; credentials never appear in a message.
+//! a missing bucket (or container), refused credentials and an unreachable endpoint get their own
+//! [`StoreError`] with the fix (the cloud's own variables are added to the reason); credentials
+//! never appear in a message.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -27,15 +30,18 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjPath;
 use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig};
 
-use super::StoreError;
+use super::aws::S3Settings;
 use super::location::OutLocation;
+use super::{Cloud, StoreError};
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// A cube's prefix in an object store.
 pub struct ObjectBackend {
-    /// `s3://bucket/prefix`, for messages.
+    /// `s3://bucket/prefix` (`gs://`, `az://`, ...), for messages.
     location: String,
+    kind: Cloud,
+    /// The bucket (S3, GCS) or container (Azure).
     bucket: String,
     store: Arc<dyn ObjectStore>,
     /// The cube's root inside the bucket, without a trailing `/`; empty for the bucket root.
@@ -43,26 +49,46 @@ pub struct ObjectBackend {
 }
 
 impl ObjectBackend {
-    /// Connect to the bucket of `loc` with the options of the environment. Nothing is sent yet.
+    /// Connect to the bucket (or container) of `loc` with the options of the environment.
+    /// Nothing is sent yet; a bad AWS profile is refused here.
     pub(crate) fn new(loc: &OutLocation) -> Result<ObjectBackend> {
         let location = loc.to_string();
-        match loc {
+        // A store that cannot be configured lacks an account, a key or a readable key file: a
+        // credentials problem with the cloud's fix, not a transient one.
+        let configure = |kind: Cloud| {
+            let location = location.clone();
+            move |e: object_store::Error| StoreError::Denied {
+                location,
+                reason: one_line(&crate::error_chain(&e)),
+                cloud: kind,
+            }
+        };
+        let (kind, bucket, prefix, store): (Cloud, &String, &String, Arc<dyn ObjectStore>) = match loc {
             OutLocation::S3 { bucket, prefix } => {
-                let store = s3_store(bucket).map_err(|e| StoreError::Remote {
-                    location: location.clone(),
+                // The profile, the files and the fix are in the reason.
+                let settings = S3Settings::from_env()
+                    .map_err(|e| StoreError::Config { location: location.clone(), reason: e.to_string() })?;
+                (Cloud::S3, bucket, prefix, Arc::new(s3_store(bucket, &settings).map_err(configure(Cloud::S3))?))
+            }
+            OutLocation::Gcs { bucket, prefix } => {
+                (Cloud::Gcs, bucket, prefix, Arc::new(gcs_store(bucket).map_err(configure(Cloud::Gcs))?))
+            }
+            OutLocation::Azure { account, container, prefix } => (
+                Cloud::Azure,
+                container,
+                prefix,
+                Arc::new(azure_store(account.as_deref(), container).map_err(configure(Cloud::Azure))?),
+            ),
+            OutLocation::Local(_) | OutLocation::Icechunk(_) => {
+                return Err(StoreError::Remote {
+                    location,
                     op: "configure",
                     key: String::new(),
-                    reason: one_line(&crate::error_chain(&e)),
-                })?;
-                Ok(ObjectBackend { location, bucket: bucket.clone(), store: Arc::new(store), prefix: prefix.clone() })
+                    reason: "not a plain object store location (an eocube bug)".into(),
+                });
             }
-            OutLocation::Local(_) | OutLocation::Icechunk(_) => Err(StoreError::Remote {
-                location,
-                op: "configure",
-                key: String::new(),
-                reason: "not a plain object store location (an eocube bug)".into(),
-            }),
-        }
+        };
+        Ok(ObjectBackend { location, kind, bucket: bucket.clone(), store, prefix: prefix.clone() })
     }
 
     pub(crate) fn display_path(&self) -> PathBuf {
@@ -176,8 +202,14 @@ impl ObjectBackend {
         let reason = one_line(&crate::error_chain(&e));
         let location = self.location.clone();
         let has = |needles: &[&str]| needles.iter().any(|n| reason.contains(n));
-        if has(&["NoSuchBucket", "bucket does not exist", "specified bucket does not exist"]) {
-            return StoreError::NoBucket { location, bucket: self.bucket.clone() };
+        if has(&[
+            "NoSuchBucket",
+            "bucket does not exist",
+            "specified bucket does not exist",
+            "ContainerNotFound",
+            "container does not exist",
+        ]) {
+            return StoreError::NoBucket { location, bucket: self.bucket.clone(), cloud: self.kind };
         }
         let denied =
             matches!(e, object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. })
@@ -193,7 +225,7 @@ impl ObjectBackend {
                     "credential",
                 ]);
         if denied {
-            return StoreError::Denied { location, reason };
+            return StoreError::Denied { location, reason, cloud: self.kind };
         }
         if has(&[
             "error sending request",
@@ -204,37 +236,59 @@ impl ObjectBackend {
             "tcp connect",
             "client error (Connect)",
         ]) {
-            return StoreError::Unreachable { location, reason };
+            return StoreError::Unreachable { location, reason, cloud: self.kind };
         }
         StoreError::Remote { location, op, key: key.into(), reason }
     }
 }
 
-/// The S3 store of `bucket`, configured from the environment (see [`super::location`]).
-fn s3_store(bucket: &str) -> object_store::Result<object_store::aws::AmazonS3> {
-    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    let truthy = |k: &str| env(k).is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes"));
-    let endpoint = env("AWS_ENDPOINT_URL_S3").or_else(|| env("AWS_ENDPOINT_URL"));
-    let allow_http = truthy("AWS_ALLOW_HTTP") || endpoint.as_deref().is_some_and(|e| e.starts_with("http://"));
-    let client = ClientOptions::new()
+/// Client options shared by every cloud: connect fast, allow long chunk PUTs, plain HTTP only
+/// where the settings say so.
+fn client(allow_http: bool) -> ClientOptions {
+    ClientOptions::new()
         .with_connect_timeout(Duration::from_secs(5))
         .with_timeout(Duration::from_secs(120))
-        .with_allow_http(allow_http);
-    let retry = RetryConfig { max_retries: 3, retry_timeout: Duration::from_secs(30), ..Default::default() };
-    // from_env: region, keys, session token, web identity / container / instance credentials.
-    let mut b = object_store::aws::AmazonS3Builder::from_env()
+        .with_allow_http(allow_http)
+}
+
+/// Retried by object_store 3 times within 30 s; the job-level retry handles anything longer.
+fn retry() -> RetryConfig {
+    RetryConfig { max_retries: 3, retry_timeout: Duration::from_secs(30), ..Default::default() }
+}
+
+/// The S3 store of `bucket` with `settings` ([`S3Settings::from_env`]: environment, profile, then
+/// object_store's credential chain, which `from_env` keeps for web identity, ECS and EC2 roles).
+fn s3_store(bucket: &str, settings: &S3Settings) -> object_store::Result<object_store::aws::AmazonS3> {
+    let b = object_store::aws::AmazonS3Builder::from_env()
         .with_bucket_name(bucket)
-        .with_client_options(client)
-        .with_retry(retry);
-    if env("AWS_REGION").is_none() && env("AWS_DEFAULT_REGION").is_none() {
-        b = b.with_region("us-east-1");
-    }
-    if let Some(ep) = endpoint {
-        // A custom endpoint (MinIO, moto, Ceph, ...): path-style requests, as those servers expect.
-        b = b.with_endpoint(ep).with_virtual_hosted_style_request(false);
-    }
-    if truthy("AWS_NO_SIGN_REQUEST") {
-        b = b.with_skip_signature(true);
+        .with_client_options(client(settings.allow_http))
+        .with_retry(retry());
+    settings.configure(b, "us-east-1").build()
+}
+
+/// The GCS store of `bucket`: credentials from `GOOGLE_SERVICE_ACCOUNT` /
+/// `GOOGLE_SERVICE_ACCOUNT_PATH` / `GOOGLE_APPLICATION_CREDENTIALS` (a service-account or
+/// authorized-user JSON; one with `"gcs_base_url"` and `"disable_oauth": true` points at an
+/// emulator), else the metadata server. Plain HTTP only for an `http://` base URL.
+fn gcs_store(bucket: &str) -> object_store::Result<object_store::gcp::GoogleCloudStorage> {
+    object_store::gcp::GoogleCloudStorageBuilder::from_env()
+        .with_bucket_name(bucket)
+        .with_client_options(client(super::location::gcs_allow_http()))
+        .with_retry(retry())
+        .build()
+}
+
+/// The Azure store of `container`: `MicrosoftAzureBuilder::from_env` (account name and key, SAS,
+/// service principal, managed identity, `AZURE_STORAGE_USE_EMULATOR`, `AZURE_STORAGE_ENDPOINT`);
+/// `account` from an `abfs` URL wins over `AZURE_STORAGE_ACCOUNT_NAME`. Plain HTTP for the
+/// emulator, `AZURE_ALLOW_HTTP` or an `http://` endpoint.
+fn azure_store(account: Option<&str>, container: &str) -> object_store::Result<object_store::azure::MicrosoftAzure> {
+    let mut b = object_store::azure::MicrosoftAzureBuilder::from_env()
+        .with_container_name(container)
+        .with_client_options(client(super::location::azure_allow_http()))
+        .with_retry(retry());
+    if let Some(a) = account {
+        b = b.with_account(a);
     }
     b.build()
 }

@@ -338,7 +338,11 @@ pub fn run_eocube(args: &[String]) -> std::process::Output {
 
 /// Run `eocube build` and require exit 0.
 pub fn eocube_build_ok(args: &[String]) {
-    let out = run_eocube(args);
+    assert_ok(&run_eocube(args), args);
+}
+
+/// Fail, showing the command, its exit status and its output, unless `out` is a success.
+pub fn assert_ok(out: &std::process::Output, args: &[String]) {
     assert!(
         out.status.success(),
         "eocube {} failed ({}):\nstdout:\n{}\nstderr:\n{}",
