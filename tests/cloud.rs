@@ -302,6 +302,12 @@ fn profiles_sign_for_an_authenticating_s3_and_bad_ones_are_refused() {
         err.contains(".aws/credentials") && err.contains(".aws/config") && err.contains("eo, other, role"),
         "{err}"
     );
+    // Checked before a build starts even when the cube goes to local disk: s3:// inputs would
+    // need it (every job would fail alike, or skip its scenes with --skip-bad-scenes).
+    let local_out = home.join("local.zarr");
+    let err = run_refused(&build_args(&local_out.display().to_string(), &FLAGS), &home, &[("AWS_PROFILE", "prod")]);
+    assert!(err.contains("AWS settings for s3:// inputs") && err.contains("\"prod\""), "{err}");
+    assert!(!local_out.exists(), "nothing was written");
     // A role-only profile: refused with the fix, never an anonymous fallback.
     let err = run_refused(&build_args(&url("role.zarr"), &FLAGS), &home, &[("AWS_PROFILE", "role")]);
     assert!(err.contains("role_arn") && err.contains("aws configure export-credentials"), "{err}");
