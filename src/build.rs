@@ -167,7 +167,7 @@ pub async fn build_with(
 /// new. The last old bin is computed again when the old end cut it short (its search window
 /// grows); every other done job is kept. A rerun with the same `new_end` resumes. In an Icechunk
 /// repository the cube on `icechunk.branch` is extended on a build branch and the branch moves
-/// once, when everything is done: one new version (`store::icechunk::begin_extend`).
+/// once, when everything is done: one new version ([`Cube::begin_extend`]).
 pub async fn extend(
     out: &str,
     new_end: crate::time::Date,
@@ -206,8 +206,7 @@ pub async fn extend(
             .position(|b| b.search_window(old.start, old.end) != b.search_window(spec.start, spec.end))
             .unwrap_or(old_plan.bins.len());
         if in_repo {
-            crate::store::icechunk::begin_extend(&loc, &layout(&plan), icechunk, &|(t, _, _)| t >= changed)
-                .map_err(store)?;
+            cube.begin_extend(&layout(&plan), icechunk, &|(t, _, _)| t >= changed).map_err(store)?;
         } else {
             for job in old_plan.jobs().filter(|j| j.t >= changed) {
                 cube.unmark_done((job.t, job.iy, job.ix)).map_err(store)?;

@@ -189,12 +189,8 @@ s3.create_bucket(Bucket=bucket)
 print(k["AccessKeyId"], k["SecretAccessKey"])
 "#;
         let mut moto = AuthMoto { child, endpoint, key_id: String::new(), secret: String::new(), bucket };
-        let out = Command::new(common::python())
-            .args(["-c", script, &moto.endpoint, &moto.bucket])
-            .output()
-            .expect("running python");
-        assert!(out.status.success(), "setting up the auth moto: {}", String::from_utf8_lossy(&out.stderr));
-        let keys = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let keys = common::run_python(script, &[&moto.endpoint, &moto.bucket], "setting up the auth moto");
+        let keys = keys.trim();
         let (id, secret) = keys.split_once(' ').expect("two keys");
         (moto.key_id, moto.secret) = (id.to_string(), secret.to_string());
         moto
@@ -358,8 +354,7 @@ policy = {"Version": "2012-10-17",
           "Statement": [{"Effect": "Allow", "Principal": "*", "Action": "s3:*", "Resource": [arn, arn + "/*"]}]}
 s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
 "#;
-    let out = Command::new(common::python()).args(["-c", script, &s3.endpoint, &bucket]).output().expect("python");
-    assert!(out.status.success(), "creating bucket {bucket}: {}", String::from_utf8_lossy(&out.stderr));
+    common::run_python(script, &[&s3.endpoint, &bucket], &format!("creating bucket {bucket}"));
     let home = empty_home("unsigned");
     let env = [("AWS_ENDPOINT_URL", s3.endpoint.as_str()), ("AWS_NO_SIGN_REQUEST", "true")];
     run_ok(&build_args(&format!("s3://{bucket}/anon.zarr"), &FLAGS), &home, &env);
@@ -400,11 +395,7 @@ az, account, key, name = sys.argv[1:5]
 conn = f"DefaultEndpointsProtocol=http;AccountName={account};AccountKey={key};BlobEndpoint={az}/{account};"
 BlobServiceClient.from_connection_string(conn).create_container(name)
 "#;
-    let out = Command::new(common::python())
-        .args(["-c", script, az, AZ_ACCOUNT, AZ_KEY, &name])
-        .output()
-        .expect("running python");
-    assert!(out.status.success(), "creating container {name}: {}", String::from_utf8_lossy(&out.stderr));
+    common::run_python(script, &[az, AZ_ACCOUNT, AZ_KEY, &name], &format!("creating container {name}"));
     name
 }
 
@@ -518,19 +509,11 @@ print(json.dumps({"sizes": dict(b.sizes), "valid": int((rb > 0).sum())}))
 print("all checks passed")
 "#;
     let url = format!("az://{container}/{prefix}");
-    let out = Command::new(common::python())
-        .args(["-c", script])
-        .arg(local)
-        .args([&url, az, AZ_ACCOUNT, AZ_KEY])
-        .output()
-        .expect("running python");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let local = local.display().to_string();
+    let what = format!("xarray read-back of {url}");
+    let stdout = common::run_python(script, &[&local, &url, az, AZ_ACCOUNT, AZ_KEY], &what);
     println!("xarray (adlfs): {stdout}");
-    assert!(
-        out.status.success() && stdout.contains("all checks passed"),
-        "xarray read-back of {url} failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(stdout.contains("all checks passed"), "{what}:\n{stdout}");
 }
 
 /// A container that does not exist and a wrong account key are refused before anything is

@@ -112,17 +112,9 @@ if has_group and local != "-":
     out["checked"] = True
 print(json.dumps(out))
 "#;
-    let o = Command::new(common::python())
-        .args(["-c", script, repo, &local.map_or("-".to_string(), |p| p.display().to_string()), &s3.endpoint])
-        .args([&s3.access_key, &s3.secret_key])
-        .output()
-        .expect("running python");
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        o.status.success(),
-        "icechunk-python read-back of {repo} failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let local = local.map_or("-".to_string(), |p| p.display().to_string());
+    let args = [repo, &local, &s3.endpoint, &s3.access_key, &s3.secret_key];
+    let stdout = common::run_python(script, &args, &format!("icechunk-python read-back of {repo}"));
     let v: Value = serde_json::from_str(stdout.trim().lines().last().unwrap_or("")).expect("python JSON");
     println!("python: {v}");
     v

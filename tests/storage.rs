@@ -545,20 +545,12 @@ assert a.rio.crs == b.rio.crs and b.rio.crs.to_epsg() == 4326, (a.rio.crs, b.rio
 print(json.dumps({"sizes": dict(b.sizes), "valid": int((rb > 0).sum()), "crs": b.rio.crs.to_epsg()}))
 print("all checks passed")
 "#;
-    let out = Command::new(common::python())
-        .args(["-c", script])
-        .arg(local)
-        .arg(format!("s3://{bucket}/{prefix}"))
-        .args([&s3.endpoint, &s3.access_key, &s3.secret_key])
-        .output()
-        .expect("running python");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let url = format!("s3://{bucket}/{prefix}");
+    let local = local.display().to_string();
+    let what = format!("xarray read-back of {url}");
+    let stdout = common::run_python(script, &[&local, &url, &s3.endpoint, &s3.access_key, &s3.secret_key], &what);
     println!("xarray: {stdout}");
-    assert!(
-        out.status.success() && stdout.contains("all checks passed"),
-        "xarray read-back of s3://{bucket}/{prefix} failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(stdout.contains("all checks passed"), "{what}:\n{stdout}");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@
 //!    concurrent change makes the build fail with [`StoreError::BranchMoved`], never a mixed
 //!    cube), `--tag` tags it, and the build branch is deleted.
 //!
-//! 4. `eocube extend` ([`begin_extend`]) starts a build branch whose first commit grows the time
+//! 4. `eocube extend` ([`Cube::begin_extend`]) starts a build branch whose first commit grows the time
 //!    axis and carries the done jobs of the cube on the target over; the longer cube is then
 //!    built on it as above, so the target moves once: one new version.
 //!
@@ -479,14 +479,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Icechunk errors carry their context chain: keep more of them than of an S3 error body.
 fn one_line(s: &str) -> String {
-    let mut s = s.split_whitespace().collect::<Vec<_>>().join(" ");
-    if s.len() > 600 {
-        let cut = (0..=600).rev().find(|&i| s.is_char_boundary(i)).unwrap_or(0);
-        s.truncate(cut);
-        s.push_str("...");
-    }
-    s
+    super::one_line(s, 600)
 }
 
 /// The job of a ledger key under `_eocube/ledger/`.
@@ -794,11 +789,7 @@ impl Cube {
         if has_cube {
             let view = backend(&location, repo.clone(), target_store, opts, None);
             Cube::check_matching(Cube::open_with_backend(loc, view)?, layout)?;
-            for (_, p) in ancestry(&repo, &location, &target)? {
-                if let Some(p) = p.filter(|p| p.get("build_id").and_then(Value::as_str) == Some(&id)) {
-                    read_ledger(&p, &mut ledger_before);
-                }
-            }
+            ledger_before = ledger_of(&ancestry(&repo, &location, &target)?, &id);
         } else {
             let keys = block({
                 let s = target_store.clone();
@@ -871,87 +862,81 @@ fn is_start(props: &Value) -> bool {
     matches!(props.get("kind").and_then(Value::as_str), Some("template" | "start" | "extend"))
 }
 
-/// `eocube extend` into a repository (module docs, 4): a build branch at the target's tip whose
-/// first commit (`extend`) grows the time axis of the cube on the target to `layout`'s and
-/// carries over the done jobs of the cube's last build but those `redo` names. The build of
-/// `layout` (same build branch: same spec and target) then resumes from it and its final step
-/// moves the target once: one new version. When the build branch exists already (an
-/// interrupted extend), nothing is done here: the build resumes it.
-pub fn begin_extend(
-    loc: &OutLocation,
-    layout: &CubeLayout,
-    opts: &IcechunkOptions,
-    redo: &dyn Fn(JobId) -> bool,
-) -> Result<()> {
-    let OutLocation::Icechunk(repo_loc) = loc else {
-        return Err(ic_err(&loc.to_string(), "extend", "not an Icechunk repository (an eocube bug)"));
-    };
-    let location = loc.to_string();
-    let repo = Arc::new(connect(repo_loc, &location, false)?);
-    let target = opts.branch.clone();
-    let tip = require_branch(&repo, &location, &target, "give the branch holding the cube with --branch")?;
-    let name = build_branch(&layout.attrs, &target);
-    let existing = branch_tip(&repo, &location, &name)?;
-    // A build branch with commits of its own is resumed by the build; one without (its creator
-    // was killed before the extend commit) is taken over here.
-    if existing.as_ref().is_some_and(|t| t != &tip) {
-        return Ok(());
-    }
-    let id = name.trim_start_matches(BUILD_BRANCH_PREFIX).to_string();
-    // Checked on the target, before anything is written.
-    let view = backend(&location, repo.clone(), session_store(&repo, &location, &target, false)?, opts, None);
-    Cube::open_with_backend(loc, view)?.check_extends(layout)?;
-    let carried: Vec<Value> = last_build_ledger(&repo, &location, &target)?
-        .into_keys()
-        .filter(|&j| !redo(j))
-        .map(|(t, iy, ix)| json!({"job": [t, iy, ix]}))
-        .collect();
-
-    if existing.is_none() {
-        let (r, n, at) = (repo.clone(), name.clone(), tip.clone());
-        block(async move { r.create_branch(&n, &at).await.map_err(|e| e.to_string()) })
-            .map_err(|e| ic_err(&location, "create branch", e))?
-            .map_err(|e| ic_err(&location, "create branch", e))?;
-    }
-    let written = (|| {
-        let store = session_store(&repo, &location, &name, true)?;
-        let build = BuildBranch { name: name.clone(), id: id.clone(), base: tip.clone() };
-        let b = backend(&location, repo.clone(), store, opts, Some(build));
-        super::write_template(&b, &loc.as_path_buf(), layout)?;
-        let Backend::Icechunk { store: ic, .. } = &b else {
-            return Err(ic_err(&location, "open", "not an Icechunk back end (an eocube bug)"));
-        };
-        let n = carried.len();
-        ic.commit(
-            format!(
-                "eocube: extend of build {id} for branch {target} to {} time bins ({n} jobs kept)",
-                layout.times.len()
-            ),
-            json!({"kind": "extend", "build_id": id, "base": tip.to_string(), "target": target, "ledger": carried}),
-        )
-        .map(|_| ())
-    })();
-    if written.is_err() {
-        // Leave no half-made build branch behind (best effort: the target is untouched anyway).
-        let (r, n) = (repo.clone(), name.clone());
-        let _ = block(async move { r.delete_branch(&n).await });
-    }
-    written
-}
-
-/// The done jobs of the cube on `branch`: the ledger of the newest build along its history.
-fn last_build_ledger(repo: &Arc<Repository>, location: &str, branch: &str) -> Result<BTreeMap<JobId, Value>> {
-    let hist = ancestry(repo, location, branch)?;
+/// The ledger of build `id` along `hist`: the done jobs its commits recorded.
+fn ledger_of(hist: &Ancestry, id: &str) -> BTreeMap<JobId, Value> {
     let mut ledger = BTreeMap::new();
-    let last =
-        hist.iter().filter_map(|(_, p)| p.as_ref()).find(|p| p.get("kind").and_then(Value::as_str) == Some("build"));
-    let Some(id) = last.and_then(|p| p.get("build_id")).and_then(Value::as_str) else { return Ok(ledger) };
     for p in hist.iter().filter_map(|(_, p)| p.as_ref()) {
         if p.get("build_id").and_then(Value::as_str) == Some(id) {
             read_ledger(p, &mut ledger);
         }
     }
-    Ok(ledger)
+    ledger
+}
+
+impl Cube {
+    /// `eocube extend` into a repository (module docs, 4), called on the finished cube of the
+    /// target branch ([`Cube::open_branch`] without `unfinished`): a build branch at the target's
+    /// tip whose first commit (`extend`) grows the time axis to `layout`'s and carries over the
+    /// done jobs of the cube's last build but those `redo` names. The build of `layout` (same
+    /// build branch: same spec and target) then resumes from it and its final step moves the
+    /// target once: one new version. When the build branch exists already (an interrupted
+    /// extend), nothing is done here: the build resumes it.
+    pub fn begin_extend(
+        &self,
+        layout: &CubeLayout,
+        opts: &IcechunkOptions,
+        redo: &dyn Fn(JobId) -> bool,
+    ) -> Result<()> {
+        let Backend::Icechunk { store: view, .. } = &self.backend else {
+            return Err(ic_err(&self.location.to_string(), "extend", "not an Icechunk repository (an eocube bug)"));
+        };
+        let (repo, location) = (view.repo.clone(), view.location.clone());
+        let target = opts.branch.clone();
+        let tip = require_branch(&repo, &location, &target, "give the branch holding the cube with --branch")?;
+        let name = build_branch(&layout.attrs, &target);
+        let existing = branch_tip(&repo, &location, &name)?;
+        // A build branch with commits of its own is resumed by the build; one without (its
+        // creator was killed before the extend commit) is taken over here.
+        if existing.as_ref().is_some_and(|t| t != &tip) {
+            return Ok(());
+        }
+        let id = name.trim_start_matches(BUILD_BRANCH_PREFIX).to_string();
+        // Checked on the target, before anything is written.
+        self.check_extends(layout)?;
+        let carried: Vec<Value> =
+            view.state().ledger.keys().filter(|&&j| !redo(j)).map(|(t, iy, ix)| json!({"job": [t, iy, ix]})).collect();
+
+        if existing.is_none() {
+            let (r, n, at) = (repo.clone(), name.clone(), tip.clone());
+            block(async move { r.create_branch(&n, &at).await.map_err(|e| e.to_string()) })
+                .map_err(|e| ic_err(&location, "create branch", e))?
+                .map_err(|e| ic_err(&location, "create branch", e))?;
+        }
+        let written = (|| {
+            let store = session_store(&repo, &location, &name, true)?;
+            let build = BuildBranch { name: name.clone(), id: id.clone(), base: tip.clone() };
+            let b = backend(&location, repo.clone(), store, opts, Some(build));
+            super::write_template(&b, &self.location.as_path_buf(), layout)?;
+            let Backend::Icechunk { store: ic, .. } = &b else {
+                return Err(ic_err(&location, "open", "not an Icechunk back end (an eocube bug)"));
+            };
+            let n = carried.len();
+            ic.commit(
+                format!(
+                    "eocube: extend of build {id} for branch {target} to {} time bins ({n} jobs kept)",
+                    layout.times.len()
+                ),
+                json!({"kind": "extend", "build_id": id, "base": tip.to_string(), "target": target, "ledger": carried}),
+            )
+            .map(|_| ())
+        })();
+        if written.is_err() {
+            // Leave no half-made build branch behind (best effort: the target is untouched anyway).
+            let (r, n) = (repo.clone(), name.clone());
+            let _ = block(async move { r.delete_branch(&n).await });
+        }
+        written
+    }
 }
 
 fn read_ledger(p: &Value, into: &mut BTreeMap<JobId, Value>) {
@@ -981,16 +966,11 @@ pub(crate) fn open_view(loc: &OutLocation, repo_loc: &IcechunkRepo, branch: &str
         let Some(base) = start.get("base").and_then(Value::as_str).and_then(|s| SnapshotId::try_from(s).ok()) else {
             continue;
         };
-        let mut st = State::default();
-        for (_, p) in &hist {
-            if let Some(p) = p.as_ref().filter(|p| p.get("build_id").and_then(Value::as_str) == Some(&id)) {
-                read_ledger(p, &mut st.ledger);
-            }
-        }
+        let ledger = ledger_of(&hist, &id);
         let store = session_store(&repo, &location, &name, false)?;
         let b = backend(&location, repo, store, &opts, Some(BuildBranch { name, id, base }));
         if let Backend::Icechunk { store, .. } = &b {
-            store.state().ledger = st.ledger;
+            store.state().ledger = ledger;
         }
         return Ok(b);
     }
@@ -999,13 +979,15 @@ pub(crate) fn open_view(loc: &OutLocation, repo_loc: &IcechunkRepo, branch: &str
     }
     let store = session_store(&repo, &location, branch, false)?;
     let b = backend(&location, repo.clone(), store, &opts, None);
-    // Finished: every job recorded along the branch is done.
-    let mut ledger = BTreeMap::new();
-    for (_, p) in ancestry(&repo, &location, branch)? {
-        if let Some(p) = p {
-            read_ledger(&p, &mut ledger);
-        }
-    }
+    // Finished: the jobs of the newest build along the branch (an extend carries the older
+    // ones over) are done.
+    let hist = ancestry(&repo, &location, branch)?;
+    let last_build =
+        hist.iter().filter_map(|(_, p)| p.as_ref()).find(|p| p.get("kind").and_then(Value::as_str) == Some("build"));
+    let ledger = match last_build.and_then(|p| p.get("build_id")).and_then(Value::as_str) {
+        Some(id) => ledger_of(&hist, id),
+        None => BTreeMap::new(),
+    };
     if let Backend::Icechunk { store, .. } = &b {
         store.state().ledger = ledger;
     }

@@ -813,6 +813,17 @@ impl Cube {
     }
 }
 
+/// A remote error's text on one line (whitespace runs collapsed), cut after `max` bytes.
+fn one_line(s: &str, max: usize) -> String {
+    let mut s = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    if s.len() > max {
+        let cut = (0..=max).rev().find(|&i| s.is_char_boundary(i)).unwrap_or(0);
+        s.truncate(cut);
+        s.push_str("...");
+    }
+    s
+}
+
 fn validate(path: &Path, layout: &CubeLayout) -> Result<()> {
     let bad = |reason: &str| Err(StoreError::InvalidLayout { path: path.to_path_buf(), reason: reason.into() });
     if layout.chunk_size == 0 {

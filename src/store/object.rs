@@ -293,15 +293,9 @@ fn azure_store(account: Option<&str>, container: &str) -> object_store::Result<o
     b.build()
 }
 
-/// Error bodies (S3 XML) are long and multi-line: one line, and only the start.
+/// Error bodies (S3 XML) are long and multi-line: the start is enough.
 fn one_line(reason: &str) -> String {
-    let mut s = reason.split_whitespace().collect::<Vec<_>>().join(" ");
-    if s.len() > 400 {
-        let cut = (0..=400).rev().find(|&i| s.is_char_boundary(i)).unwrap_or(0);
-        s.truncate(cut);
-        s.push_str("...");
-    }
-    s
+    super::one_line(reason, 400)
 }
 
 /// Run `fut` on the storage runtime and wait for it from any thread (see the module docs).

@@ -439,6 +439,19 @@ pub fn python() -> PathBuf {
     python
 }
 
+/// Run the test venv's Python on `script` (`python -c script args...`); fail with `what`, its
+/// stdout and stderr unless it succeeds. Returns its stdout.
+pub fn run_python(script: &str, args: &[&str], what: &str) -> String {
+    let out = std::process::Command::new(python())
+        .args(["-c", script])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running python ({what}): {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{what} failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    stdout
+}
+
 /// Polls `progress()` every `poll` until it reaches `n`, then SIGKILLs `child` and reaps it;
 /// returns the progress seen at the kill. Panics if the child ends first (`before` says what it
 /// should have reached: there is nothing to test then) or if `limit` passes.
