@@ -156,22 +156,7 @@ struct AuthMoto {
 
 impl AuthMoto {
     fn start() -> AuthMoto {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let moto = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/moto_server");
-        assert!(moto.is_file(), "{} is missing: run scripts/setup.sh", moto.display());
-        let child = Command::new(&moto)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .env("INITIAL_NO_AUTH_ACTION_COUNT", "3")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting moto_server");
-        let endpoint = format!("http://127.0.0.1:{port}");
-        let t0 = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(t0.elapsed() < Duration::from_secs(30), "moto did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let (child, endpoint) = common::start_auth_moto(3);
         let bucket = "eocube-auth".to_string();
         let script = r#"
 import sys, json, boto3

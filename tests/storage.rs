@@ -10,7 +10,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Once;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -596,22 +596,7 @@ fn an_unreachable_endpoint_is_refused_quickly() {
 #[test]
 fn wrong_credentials_are_refused_and_never_printed() {
     s3_env();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let moto = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/moto_server");
-    assert!(moto.is_file(), "{} is missing: run scripts/setup.sh", moto.display());
-    let mut server = Command::new(&moto)
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .env("INITIAL_NO_AUTH_ACTION_COUNT", "0")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("starting moto_server");
-    let endpoint = format!("http://127.0.0.1:{port}");
-    let t0 = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(t0.elapsed() < Duration::from_secs(30), "moto did not start");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let (mut server, endpoint) = common::start_auth_moto(0);
     let secret = "wrong-secret-Zq9xK2";
     let out = run(
         &e2e_args("s3://some-bucket/cube", &["--chunk-size", "64"]),

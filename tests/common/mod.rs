@@ -439,6 +439,28 @@ pub fn python() -> PathBuf {
     python
 }
 
+/// A moto server of this test's own on a free port that enforces signatures and IAM after its
+/// first `free_requests` requests (moto's `INITIAL_NO_AUTH_ACTION_COUNT`): returns the child
+/// (kill it when done) and its endpoint.
+pub fn start_auth_moto(free_requests: u32) -> (std::process::Child, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("addr").port();
+    let moto = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/moto_server");
+    assert!(moto.is_file(), "{} is missing: run scripts/setup.sh", moto.display());
+    let child = std::process::Command::new(&moto)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .env("INITIAL_NO_AUTH_ACTION_COUNT", free_requests.to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("starting moto_server");
+    let t0 = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(t0.elapsed() < std::time::Duration::from_secs(30), "moto did not start");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    (child, format!("http://127.0.0.1:{port}"))
+}
+
 /// Run the test venv's Python on `script` (`python -c script args...`); fail with `what`, its
 /// stdout and stderr unless it succeeds. Returns its stdout.
 pub fn run_python(script: &str, args: &[&str], what: &str) -> String {
