@@ -7,6 +7,7 @@
 //! per-job timeout, the run report and ledger records, progress and the final [`Summary`]. Must
 //! not touch: what a job computes (`job`) or how the store lays out bytes (`store`).
 
+pub mod array;
 mod local;
 mod progress;
 
