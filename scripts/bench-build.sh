@@ -44,9 +44,10 @@ rm -rf "$OUT"
     --bbox "${BBOX[@]}" --start 2023-06-01 --end 2023-06-30 --out "$OUT" --quiet "$@"
 
 # Per-job figures from the run report.
-python3 - "$OUT/_eocube/report.jsonl" <<'EOF'
-import json, sys
-for line in open(sys.argv[1]):
+python3 - "$OUT/_eocube" <<'EOF'
+import glob, json, os, sys
+paths = glob.glob(os.path.join(sys.argv[1], "report.jsonl")) + sorted(glob.glob(os.path.join(sys.argv[1], "report", "*.jsonl")))
+for line in (l for p in paths for l in open(p) if l.strip()):
     r = json.loads(line)
     print(f"job {r['job']}: {r['outcome']}, {r['scenes_found']} scenes found, {r['scenes']} used, "
           f"{r['solar_days']} solar days, {r['bytes'] / 1e6:.1f} MB in {r['requests']} requests; "

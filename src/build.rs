@@ -14,20 +14,43 @@ use std::sync::Arc;
 
 use crate::catalog::{Catalog, CatalogError};
 use crate::cog::{FetchConfig, Fetcher};
-use crate::executor::{self, Progress, ProgressMode, RunOptions, Summary};
+use crate::executor::{
+    self, Executor, ExecutorError, LocalExecutor, Pending, Progress, ProgressMode, RunOptions, Summary,
+};
 use crate::job::JobContext;
-use crate::plan::{LandTest, Plan, PlanError, PlanSummary};
-use crate::spec::CubeSpec;
+use crate::plan::{Job, LandTest, Plan, PlanError, PlanSummary};
+use crate::spec::{CubeSpec, with_run_fields};
 use crate::store::{Cube, CubeLayout, IcechunkOptions, LocationError, OutLocation, StoreError, ZarrFormat};
 use crate::time::days_since_epoch;
+use crate::worker::{self, RunRecord, StoredRun, WorkerError};
 
 /// How a build runs (not what it makes: that is the [`CubeSpec`]).
 #[derive(Debug, Clone)]
 pub struct BuildOptions {
     pub run: RunOptions,
+    /// Who runs the tasks.
+    pub executor: ExecutorChoice,
+    /// Jobs each task runs (`--jobs-per-task`); 1 unless an engine's per-task start-up is dear.
+    pub jobs_per_task: usize,
     pub skip_bad_scenes: bool,
     pub progress: ProgressMode,
     pub fetch: FetchConfig,
+}
+
+/// Who runs a build's tasks (`--executor`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum ExecutorChoice {
+    /// This process ([`LocalExecutor`]).
+    #[default]
+    Local,
+}
+
+impl ExecutorChoice {
+    pub fn name(&self) -> &'static str {
+        match self {
+            ExecutorChoice::Local => "local",
+        }
+    }
 }
 
 /// What a build did.
@@ -55,7 +78,11 @@ pub enum BuildError {
     #[error(transparent)]
     Plan(#[from] PlanError),
     #[error("--out {path}: {error}")]
-    Store { path: PathBuf, error: StoreError },
+    Store { path: PathBuf, error: Box<StoreError> },
+    #[error("--out {}: {error}", path.display())]
+    Executor { path: PathBuf, error: Box<ExecutorError> },
+    #[error("--out {}: {error}", path.display())]
+    Run { path: PathBuf, error: Box<WorkerError> },
     #[error("--end {given}: {reason}")]
     End { given: String, reason: String },
     #[error("{what} is not supported yet; {fix}")]
@@ -100,22 +127,22 @@ pub fn layout(plan: &Plan) -> CubeLayout {
 /// [`OutLocation::parse`]), or reopens it when it holds the same cube (resume). Refuses an
 /// output that holds anything else, an unknown or unsupported scheme, a missing bucket, refused
 /// credentials or an unreachable endpoint, without touching it.
-pub fn create_or_resume(out: impl AsRef<OsStr>, plan: &Plan) -> Result<(Cube, bool), BuildError> {
-    create_or_resume_with(out, plan, &IcechunkOptions::default())
+pub async fn create_or_resume(out: impl AsRef<OsStr>, plan: &Plan) -> Result<(Cube, bool), BuildError> {
+    create_or_resume_with(out, plan, &IcechunkOptions::default()).await
 }
 
 /// [`create_or_resume`] with the branch options of an Icechunk output (`icechunk://`,
 /// `icechunk+s3://`; ignored for plain Zarr): the build runs on a build branch and the target
 /// branch moves only when every job is done (`src/store/icechunk.rs`).
-pub fn create_or_resume_with(
+pub async fn create_or_resume_with(
     out: impl AsRef<OsStr>,
     plan: &Plan,
     icechunk: &IcechunkOptions,
 ) -> Result<(Cube, bool), BuildError> {
     let out = out.as_ref();
-    let store = |error| BuildError::Store { path: PathBuf::from(out), error };
+    let store = |error| BuildError::Store { path: PathBuf::from(out), error: Box::new(error) };
     let loc = OutLocation::parse(out)?;
-    Cube::create_or_open_icechunk(&loc, &layout(plan), icechunk).map_err(store)
+    Cube::create_or_open(&loc, &layout(plan), icechunk).await.map_err(store)
 }
 
 /// Runs the build of `spec` until every job has ended or `stop` completes.
@@ -147,20 +174,59 @@ pub async fn build_with(
     }
     let catalog = open_catalog(spec).await?;
     let plan = Arc::new(Plan::new(spec, is_land)?);
-    let (cube, resumed) = create_or_resume_with(&out, &plan, icechunk)?;
+    let (cube, resumed) = create_or_resume_with(&out, &plan, icechunk).await?;
     let cube = Arc::new(cube);
+    let store = |error| BuildError::Store { path: out.clone(), error: Box::new(error) };
+    let done = cube.done_jobs().await.map_err(store)?;
+    let jobs: Vec<Job> = plan.jobs().filter(|j| !done.contains(j)).collect();
+    let already_done = plan.job_count() - jobs.len();
+    let run = Arc::new(new_run(spec, opts, jobs));
+    let remote = !matches!(opts.executor, ExecutorChoice::Local);
+    worker::write_run(&cube, &run.record, &run.jobs, remote).await.map_err(|e| worker_err(&out, e))?;
     let ctx = JobContext::new(Arc::clone(&plan), catalog, Fetcher::new(opts.fetch.clone()), opts.skip_bad_scenes);
+    let executor: Box<dyn Executor> = match &opts.executor {
+        ExecutorChoice::Local => {
+            Box::new(LocalExecutor::new(ctx, Arc::clone(&cube), Arc::clone(&run), opts.run.workers))
+        }
+    };
     let mut progress = Progress::new(opts.progress);
-    let store = |error| BuildError::Store { path: out.clone(), error };
-    let summary = executor::run_local(&ctx, &cube, &opts.run, &mut progress, stop).await.map_err(store)?;
+    let tasks: Vec<u32> = (0..run.record.tasks).collect();
+    let summary =
+        executor::run(&*executor, Pending { run: &run, tasks, already_done }, &cube, &opts.run, &mut progress, stop)
+            .await
+            .map_err(|error| BuildError::Executor { path: out.clone(), error: Box::new(error) })?;
     let complete = summary.complete();
     if complete {
-        cube.finish().map_err(store)?;
+        cube.finish().await.map_err(store)?;
     } else {
         // Icechunk: commit the jobs done since the last checkpoint to the build branch.
-        cube.checkpoint().map_err(store)?;
+        cube.checkpoint().await.map_err(store)?;
     }
     Ok(BuildReport { out, plan: plan.summary(), resumed, summary, complete })
+}
+
+fn worker_err(out: &Path, e: WorkerError) -> BuildError {
+    match e {
+        WorkerError::Store(error) => BuildError::Store { path: out.to_path_buf(), error: Box::new(error) },
+        other => BuildError::Run { path: out.to_path_buf(), error: Box::new(other) },
+    }
+}
+
+/// The run record of a build of `spec` with `jobs` still to do.
+fn new_run(spec: &CubeSpec, opts: &BuildOptions, jobs: Vec<Job>) -> StoredRun {
+    let per_task = opts.jobs_per_task.max(1);
+    let record = RunRecord {
+        id: worker::new_run_id(),
+        created: crate::store::now_rfc3339(),
+        executor: opts.executor.name().to_string(),
+        spec: spec.identity_json(),
+        jobs: jobs.len(),
+        jobs_per_task: per_task,
+        tasks: jobs.len().div_ceil(per_task) as u32,
+        job_timeout_seconds: opts.run.timeout.as_secs_f64(),
+        skip_bad_scenes: opts.skip_bad_scenes,
+    };
+    StoredRun { record, jobs }
 }
 
 /// `eocube extend`: grows the time axis of the cube at `out` to `new_end` and computes what is
@@ -177,11 +243,10 @@ pub async fn extend(
     is_land: LandTest<'_>,
     stop: impl Future<Output = ()>,
 ) -> Result<BuildReport, BuildError> {
-    let store = |error| BuildError::Store { path: PathBuf::from(out), error };
+    let store = |error| BuildError::Store { path: PathBuf::from(out), error: Box::new(error) };
     let loc = OutLocation::parse(out)?;
-    let in_repo = matches!(loc, OutLocation::Icechunk(_));
     // A repository: the finished cube on the branch (an unfinished extend is found by its spec).
-    let cube = Cube::open_branch(&loc, &icechunk.branch, false).map_err(store)?;
+    let cube = Cube::open_branch(&loc, &icechunk.branch, false).await.map_err(store)?;
     let old = stored_spec(&cube, out)?;
     if new_end < old.end {
         return Err(BuildError::End {
@@ -192,8 +257,9 @@ pub async fn extend(
     let mut spec = old.clone();
     spec.end = new_end;
     spec.out = Some(out.to_string());
+    let mut opts = opts.clone();
     if let Some(w) = workers {
-        spec.workers = w;
+        opts.run.workers = w;
     }
     let old_plan = Plan::new(&old, is_land)?;
     let plan = Plan::new(&spec, is_land)?;
@@ -205,26 +271,19 @@ pub async fn extend(
             .iter()
             .position(|b| b.search_window(old.start, old.end) != b.search_window(spec.start, spec.end))
             .unwrap_or(old_plan.bins.len());
-        if in_repo {
-            cube.begin_extend(&layout(&plan), icechunk, &|(t, _, _)| t >= changed).map_err(store)?;
-        } else {
-            for job in old_plan.jobs().filter(|j| j.t >= changed) {
-                cube.unmark_done((job.t, job.iy, job.ix)).map_err(store)?;
-            }
-            cube.extend_times(&layout(&plan)).map_err(store)?;
-        }
+        cube.begin_extend(&layout(&plan), &|j: Job| j.t >= changed).await.map_err(store)?;
     }
-    build_with(&spec, opts, icechunk, is_land, stop).await
+    build_with(&spec, &opts, icechunk, is_land, stop).await
 }
 
 /// The spec stored in a cube, with the run-only fields put back.
 fn stored_spec(cube: &Cube, out: &str) -> Result<CubeSpec, BuildError> {
     serde_json::from_value(with_run_fields(cube.layout().attrs.clone())).map_err(|e| BuildError::Store {
         path: PathBuf::from(out),
-        error: StoreError::NotACube {
+        error: Box::new(StoreError::NotACube {
             path: PathBuf::from(out),
             reason: format!("its stored spec cannot be read ({e})"),
-        },
+        }),
     })
 }
 
@@ -238,7 +297,19 @@ pub struct Status {
     pub pending: usize,
     /// Consolidated metadata written: the build finished.
     pub complete: bool,
-    pub failures: Vec<(crate::plan::Job, String)>,
+    pub failures: Vec<(Job, String)>,
+    /// The runs stored in the cube, oldest first.
+    pub runs: Vec<RunStatus>,
+}
+
+/// One stored run: how far its tasks got, by their result files.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct RunStatus {
+    pub id: String,
+    pub created: String,
+    pub executor: String,
+    pub tasks: u32,
+    pub jobs: usize,
 }
 
 /// The status of the cube at `out` (a local path or a URL, as for [`create_or_resume`]): its plan
@@ -246,26 +317,27 @@ pub struct Status {
 /// ledger and the run report.
 /// In an Icechunk repository: the unfinished build for `branch` if there is one, else the cube on
 /// `branch`.
-pub fn status(out: impl AsRef<OsStr>, branch: &str, is_land: LandTest<'_>) -> Result<Status, BuildError> {
+pub async fn status(out: impl AsRef<OsStr>, branch: &str, is_land: LandTest<'_>) -> Result<Status, BuildError> {
     let path = Path::new(out.as_ref());
-    let store = |error| BuildError::Store { path: path.to_path_buf(), error };
-    let cube = Cube::open_branch(&OutLocation::parse(path)?, branch, true).map_err(store)?;
+    let store = |error| BuildError::Store { path: path.to_path_buf(), error: Box::new(error) };
+    let cube = Cube::open_branch(&OutLocation::parse(path)?, branch, true).await.map_err(store)?;
     let spec = stored_spec(&cube, &path.display().to_string())?;
     let plan = Plan::new(&spec, is_land)?;
-    let done = cube.done_jobs().map_err(store)?;
-    let mut last: std::collections::HashMap<crate::plan::Job, (bool, String)> = Default::default();
-    for r in cube.report().map_err(store)? {
-        let Some(job) = r.get("job").and_then(|j| serde_json::from_value::<crate::plan::Job>(j.clone()).ok()) else {
+    let done = cube.done_jobs().await.map_err(store)?;
+    let mut last: std::collections::HashMap<Job, (bool, String)> = Default::default();
+    for r in cube.report().await.map_err(store)? {
+        let Some(job) = r.get("job").and_then(|j| serde_json::from_value::<Job>(j.clone()).ok()) else {
             continue;
         };
         let failed = r.get("outcome").and_then(|o| o.as_str()) == Some("failed");
         let error = r.get("error").and_then(|e| e.as_str()).unwrap_or_default().to_string();
         last.insert(job, (failed, error));
     }
-    let mut s = Status { jobs: 0, done: 0, failed: 0, pending: 0, complete: cube.is_consolidated(), failures: vec![] };
+    let complete = cube.is_consolidated().await.map_err(store)?;
+    let mut s = Status { jobs: 0, done: 0, failed: 0, pending: 0, complete, failures: vec![], runs: vec![] };
     for job in plan.jobs() {
         s.jobs += 1;
-        if done.contains(&(job.t, job.iy, job.ix)) {
+        if done.contains(&job) {
             s.done += 1;
         } else if let Some((true, error)) = last.get(&job) {
             s.failed += 1;
@@ -274,14 +346,124 @@ pub fn status(out: impl AsRef<OsStr>, branch: &str, is_land: LandTest<'_>) -> Re
             s.pending += 1;
         }
     }
+    for id in worker::list_runs(&cube).await.map_err(|e| worker_err(path, e))? {
+        // A run whose files cannot be read is left out of the list, not an error of `status`.
+        if let Ok(run) = worker::read_run(&cube, &id).await {
+            let r = run.record;
+            s.runs.push(RunStatus { id, created: r.created, executor: r.executor, tasks: r.tasks, jobs: r.jobs });
+        }
+    }
     Ok(s)
 }
 
-/// The stored spec lacks the run-only fields ([`CubeSpec::identity_json`]); put defaults back.
-fn with_run_fields(mut v: serde_json::Value) -> serde_json::Value {
-    if let Some(m) = v.as_object_mut() {
-        m.entry("workers").or_insert(serde_json::json!(1));
-        m.entry("out").or_insert(serde_json::Value::Null);
+/// What `eocube collect` found and did.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct CollectReport {
+    pub run: String,
+    pub tasks: u32,
+    /// Tasks with a result file.
+    pub results: usize,
+    /// Jobs newly recorded as done.
+    pub recorded_done: usize,
+    pub failed_jobs: usize,
+    /// Tasks without a result file (never ran, still running, or killed).
+    pub missing: Vec<u32>,
+    /// Tasks whose result has a failed job.
+    pub failed: Vec<u32>,
+    /// Jobs of the plan not done after collecting.
+    pub pending: usize,
+    /// Every job is done and the cube is published.
+    pub complete: bool,
+}
+
+/// Finished jobs recorded at once by `collect`.
+const COLLECT_BATCH: usize = 512;
+
+/// `eocube collect`: records the results of run `run` (default: the newest) of the cube at
+/// `out`: done jobs into the ledger (and, in an Icechunk repository, their change sets into the
+/// build branch), failed ones into the run report; publishes when every job of the plan is done
+/// (Icechunk: the one guarded update of the target branch). Collecting twice records nothing new.
+pub async fn collect(
+    out: &str,
+    run: Option<&str>,
+    icechunk: &IcechunkOptions,
+    is_land: LandTest<'_>,
+) -> Result<CollectReport, BuildError> {
+    let path = PathBuf::from(out);
+    let store = |error| BuildError::Store { path: path.clone(), error: Box::new(error) };
+    let loc = OutLocation::parse(out)?;
+    let view = Cube::open_branch(&loc, &icechunk.branch, true).await.map_err(store)?;
+    let spec = stored_spec(&view, out)?;
+    let plan = Plan::new(&spec, is_land)?;
+    let (cube, _) = create_or_resume_with(out, &plan, icechunk).await?;
+    let run_id = match run {
+        Some(r) => r.to_string(),
+        None => {
+            worker::list_runs(&cube).await.map_err(|e| worker_err(&path, e))?.pop().ok_or_else(|| BuildError::Run {
+                path: path.clone(),
+                error: Box::new(WorkerError::NoRun {
+                    location: out.to_string(),
+                    run: "(newest)".into(),
+                    reason: "the cube holds no runs".into(),
+                }),
+            })?
+        }
+    };
+    let stored = worker::read_run(&cube, &run_id).await.map_err(|e| worker_err(&path, e))?;
+    let mut done = cube.done_jobs().await.map_err(store)?;
+    let mut report = CollectReport {
+        run: run_id.clone(),
+        tasks: stored.record.tasks,
+        results: 0,
+        recorded_done: 0,
+        failed_jobs: 0,
+        missing: vec![],
+        failed: vec![],
+        pending: 0,
+        complete: false,
+    };
+    let mut batch = Vec::new();
+    for index in 0..stored.record.tasks {
+        let Some(result) = worker::read_result(&cube, &run_id, index).await.map_err(|e| worker_err(&path, e))? else {
+            report.missing.push(index);
+            continue;
+        };
+        report.results += 1;
+        if result.exit != worker::TaskExit::Done {
+            report.failed.push(index);
+        }
+        for j in result.jobs {
+            let job = j.record.job;
+            let is_done = j.record.outcome == executor::Outcome::Done;
+            if is_done && done.contains(&job) {
+                continue;
+            }
+            let line = serde_json::to_value(&j.record).map_err(|e| {
+                store(StoreError::Record {
+                    location: out.to_string(),
+                    what: format!("job {job:?}"),
+                    reason: e.to_string(),
+                })
+            })?;
+            if is_done {
+                done.insert(job);
+                report.recorded_done += 1;
+            } else {
+                report.failed_jobs += 1;
+            }
+            batch.push(crate::store::Finished { job, receipt: if is_done { j.receipt } else { None }, record: line });
+            if batch.len() >= COLLECT_BATCH {
+                cube.record(std::mem::take(&mut batch)).await.map_err(store)?;
+            }
+        }
     }
-    v
+    cube.record(batch).await.map_err(store)?;
+    report.pending = plan.jobs().filter(|j| !done.contains(j)).count();
+    if report.pending == 0 {
+        cube.finish().await.map_err(store)?;
+        report.complete = true;
+    } else {
+        cube.checkpoint().await.map_err(store)?;
+    }
+    Ok(report)
 }

@@ -33,7 +33,7 @@ use crate::grid::{Crs, GeoBox, GridError, PixelWindow, Shape, Transformer};
 use crate::mask::{self, MaskError};
 use crate::plan::{Job, Plan};
 use crate::reduce::ReduceError;
-use crate::store::{Cube, StoreError};
+use crate::store::{Cube, Receipt, StoreError};
 use crate::time::solar_day;
 use crate::warp::{
     self, PixelMap, Resampling, Sampling, SourceImage, WarpError, choose_overview, source_pixels_per_target_pixel,
@@ -78,7 +78,8 @@ impl JobContext {
 }
 
 /// What a job did: the run report's per-job record (DESIGN section 9).
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct JobStats {
     /// Scenes the catalog returned for the bin's days.
     pub scenes_found: usize,
@@ -131,6 +132,7 @@ impl JobError {
         match self {
             JobError::Catalog(e) => e.is_transient(),
             JobError::Cog(e) => e.is_transient(),
+            JobError::Store(e) => e.is_transient(),
             _ => false,
         }
     }
@@ -138,14 +140,16 @@ impl JobError {
 
 /// Runs `job` to the end: computes the chunk and writes it into `cube` (a chunk with no valid
 /// observation is erased, so it reads as fill: rerunning a job always leaves the same bytes).
-/// Does not touch the ledger.
-pub async fn run(ctx: &JobContext, cube: &Arc<Cube>, job: Job) -> Result<JobStats, JobError> {
+/// Encoding runs on the CPU pool, the write on the async runtime. Does not touch the ledger: the
+/// receipt goes to [`Cube::record`] with the job's record.
+pub async fn run(ctx: &JobContext, cube: &Arc<Cube>, job: Job) -> Result<(JobStats, Receipt), JobError> {
     let (data, shape, mut stats) = compute(ctx, job).await?;
     let t0 = Instant::now();
-    let cube = Arc::clone(cube);
-    cpu(move || cube.write_chunk(job.t, job.iy, job.ix, &data, shape)).await??;
+    let encoder = Arc::clone(cube);
+    let (key, bytes) = cpu(move || encoder.encode_chunk(job, &data, shape)).await??;
+    let receipt = cube.store().write_chunk(job, &key, bytes).await?;
     stats.write_seconds = t0.elapsed().as_secs_f64();
-    Ok(stats)
+    Ok((stats, receipt))
 }
 
 /// The chunk of `job`: values in (row, col, band) order, its shape `(rows, cols)` (clipped at

@@ -33,6 +33,7 @@ pub mod store;
 pub mod synth;
 pub mod time;
 pub mod warp;
+pub mod worker;
 
 pub use grid::{Affine, Bbox, Chunk, ChunkGrid, Crs, GeoBox, GridError, PixelWindow, Shape, Transformer};
 

@@ -110,6 +110,43 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run one task of a stored run: what every array task of `eocube build --executor
+    /// slurm|kubernetes|batch` runs. Writes the task's chunks and its result file
+    /// (`_eocube/runs/RUN/results/INDEX.json`); credentials come from this process's environment.
+    ///
+    /// The index is --index, else the first of EOCUBE_TASK_INDEX, SLURM_ARRAY_TASK_ID,
+    /// AWS_BATCH_JOB_ARRAY_INDEX, JOB_COMPLETION_INDEX; --index-offset is added.
+    /// Exit codes: 0 done, 75 failed but worth a retry, 65 failed for good (do not retry).
+    ///
+    /// Example: eocube worker s3://bucket/cube.zarr --run 20261202T101500-3f2a --index 7
+    Worker {
+        /// The cube (the --out of `eocube build`).
+        out: String,
+        /// The run id (`eocube status OUT` lists them).
+        #[arg(long)]
+        run: String,
+        /// The task index (default: from the engine's environment variable).
+        #[arg(long)]
+        index: Option<u32>,
+        /// Added to the index: engines whose arrays are split start each part at 0.
+        #[arg(long, default_value_t = 0)]
+        index_offset: u32,
+    },
+    /// Merge the results of a run's tasks into the cube (the ledger; for Icechunk one commit),
+    /// publish it when every job is done, and list missing and failed tasks with the command
+    /// that reruns them. `eocube build --detach` leaves this to you.
+    ///
+    /// Example: eocube collect s3://bucket/cube.zarr
+    Collect {
+        /// The cube (the --out of `eocube build`).
+        out: String,
+        /// The run to collect (default: the newest).
+        #[arg(long)]
+        run: Option<String>,
+        /// Icechunk output: the target branch of the build.
+        #[arg(long, default_value = "main")]
+        branch: String,
+    },
     /// Abandon an unfinished build in an Icechunk repository: delete its build branch
     /// (`eocube.<build-id>`). The target branch is not touched.
     ///
@@ -312,7 +349,7 @@ impl SpecArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -320,22 +357,106 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    match cli.command {
+    let done = match cli.command {
         Command::Info { href } => runtime.block_on(info(&href)),
         Command::Plan { spec, json } => plan(*spec, json),
         Command::Build { spec, run } => runtime.block_on(build(*spec, run)),
         Command::Extend { out, end, workers, run } => runtime.block_on(extend(&out, &end, workers, run)),
-        Command::Status { out, branch, json } => status(&out, &branch, json),
-        Command::Abort { out, branch } => abort(&out, &branch),
-        Command::Log { out, branch, json, all } => log(&out, &branch, json, all),
+        Command::Status { out, branch, json } => runtime.block_on(status(&out, &branch, json)),
+        Command::Worker { out, run, index, index_offset } => {
+            return Ok(runtime.block_on(worker(&out, &run, index, index_offset)));
+        }
+        Command::Collect { out, run, branch } => runtime.block_on(collect(&out, run.as_deref(), &branch)),
+        Command::Abort { out, branch } => runtime.block_on(abort(&out, &branch)),
+        Command::Log { out, branch, json, all } => runtime.block_on(log(&out, &branch, json, all)),
         Command::Synth { out, bbox, start, end, scene_px, tile_px, bands, revisit_days, seed } => {
             synth(&out, bbox, start, end, scene_px, tile_px, bands, revisit_days, seed)
         }
         Command::ServeArchive { dir, port } => runtime.block_on(serve_archive(&dir, port)),
         Command::Demo { out, workers, quiet } => runtime.block_on(demo(&out, workers, quiet)),
+    };
+    done.map(|()| ExitCode::SUCCESS)
+}
+
+/// `eocube worker`: the exit code is the engine's signal (0 done, 75 retry, 65 do not retry).
+async fn worker(out: &str, run: &str, index: Option<u32>, offset: u32) -> ExitCode {
+    use eocube::executor::array::{EXIT_PERMANENT, EXIT_RETRY};
+    let code = |c: i32| ExitCode::from(u8::try_from(c).unwrap_or(1));
+    let loc = match eocube::store::OutLocation::parse(out) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return code(EXIT_PERMANENT);
+        }
+    };
+    let index = match eocube::worker::task_index(index, offset, |k| std::env::var(k).ok()) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return code(EXIT_PERMANENT);
+        }
+    };
+    let opts = eocube::worker::WorkerOptions { fetch: FetchConfig::from_env() };
+    match eocube::worker::run_stored_task(&loc, run, index, &opts).await {
+        Ok(result) => {
+            let done = result.jobs.iter().filter(|j| j.record.outcome == eocube::executor::Outcome::Done).count();
+            eprintln!("task {index}: {done} of {} jobs done ({:?})", result.jobs.len(), result.exit);
+            for j in result.jobs.iter().filter(|j| j.record.error.is_some()) {
+                let job = j.record.job;
+                eprintln!("  job t={} iy={} ix={}: {}", job.t, job.iy, job.ix, j.record.error.as_deref().unwrap_or(""));
+            }
+            code(result.exit.code())
+        }
+        Err(e) => {
+            eprintln!("error: task {index} of run {run}: {e}");
+            code(if e.is_transient() { EXIT_RETRY } else { EXIT_PERMANENT })
+        }
     }
+}
+
+async fn collect(out: &str, run: Option<&str>, branch: &str) -> anyhow::Result<()> {
+    let icechunk = eocube::store::IcechunkOptions { branch: branch.to_string(), ..Default::default() };
+    let r = eocube::build::collect(out, run, &icechunk, &land_test).await?;
+    println!(
+        "run {}: {} tasks, {} results; {} jobs recorded done, {} failed",
+        r.run, r.tasks, r.results, r.recorded_done, r.failed_jobs
+    );
+    if !r.missing.is_empty() {
+        println!("tasks without a result ({}): {}", r.missing.len(), ranges(&r.missing));
+    }
+    if !r.failed.is_empty() {
+        println!("tasks that failed ({}): {}", r.failed.len(), ranges(&r.failed));
+    }
+    for i in r.missing.iter().chain(&r.failed).take(5) {
+        println!("  rerun one: eocube worker {out} --run {} --index {i}", r.run);
+    }
+    if r.complete {
+        println!("complete: every job is done and the cube is published");
+    } else {
+        println!(
+            "not complete: {} jobs still to do; rerun them all with the same `eocube build` (it resumes) or the \
+             commands above, then `eocube collect {out}` again",
+            r.pending
+        );
+    }
+    Ok(())
+}
+
+/// `0-3,7,9-12`.
+fn ranges(indices: &[u32]) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < indices.len() {
+        let mut j = i;
+        while j + 1 < indices.len() && indices[j + 1] == indices[j] + 1 {
+            j += 1;
+        }
+        parts.push(if i == j { indices[i].to_string() } else { format!("{}-{}", indices[i], indices[j]) });
+        i = j + 1;
+    }
+    parts.join(",")
 }
 
 async fn info(href: &str) -> anyhow::Result<()> {
@@ -429,6 +550,8 @@ fn build_options(workers: usize, run: &RunArgs) -> anyhow::Result<eocube::build:
             retries: run.retries,
             ..RunOptions::default()
         },
+        executor: eocube::build::ExecutorChoice::Local,
+        jobs_per_task: 1,
         skip_bad_scenes: run.skip_bad_scenes,
         progress: if run.quiet { ProgressMode::Quiet } else { ProgressMode::detect() },
         fetch: FetchConfig::from_env(),
@@ -519,6 +642,8 @@ async fn demo(out: &std::path::Path, workers: Option<usize>, quiet: bool) -> any
     let t0 = std::time::Instant::now();
     let opts = eocube::build::BuildOptions {
         run: RunOptions { workers: workers.unwrap_or(2), ..RunOptions::default() },
+        executor: eocube::build::ExecutorChoice::Local,
+        jobs_per_task: 1,
         skip_bad_scenes: false,
         progress: if quiet { ProgressMode::Quiet } else { ProgressMode::detect() },
         fetch: FetchConfig::default(),
@@ -593,8 +718,8 @@ async fn ctrl_c() {
     }
 }
 
-fn status(out: &std::path::Path, branch: &str, json: bool) -> anyhow::Result<()> {
-    let s = eocube::build::status(out, branch, &land_test)?;
+async fn status(out: &std::path::Path, branch: &str, json: bool) -> anyhow::Result<()> {
+    let s = eocube::build::status(out, branch, &land_test).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&s)?);
         return Ok(());
@@ -607,12 +732,15 @@ fn status(out: &std::path::Path, branch: &str, json: bool) -> anyhow::Result<()>
     for (job, error) in s.failures.iter().take(10) {
         println!("  failed job t={} iy={} ix={}: {error}", job.t, job.iy, job.ix);
     }
+    for r in &s.runs {
+        println!("run {}: {} executor, {} tasks, {} jobs, started {}", r.id, r.executor, r.tasks, r.jobs, r.created);
+    }
     Ok(())
 }
 
-fn abort(out: &str, branch: &str) -> anyhow::Result<()> {
+async fn abort(out: &str, branch: &str) -> anyhow::Result<()> {
     let loc = eocube::store::OutLocation::parse(out)?;
-    let deleted = eocube::store::icechunk::abort(&loc, branch)?;
+    let deleted = eocube::store::icechunk::abort(&loc, branch).await?;
     if deleted.is_empty() {
         println!("no unfinished build for branch {branch} in {loc}");
     }
@@ -622,9 +750,9 @@ fn abort(out: &str, branch: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn log(out: &str, branch: &str, json: bool, all: bool) -> anyhow::Result<()> {
+async fn log(out: &str, branch: &str, json: bool, all: bool) -> anyhow::Result<()> {
     let loc = eocube::store::OutLocation::parse(out)?;
-    let versions = eocube::store::icechunk::log(&loc, branch, all)?;
+    let versions = eocube::store::icechunk::log(&loc, branch, all).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&versions)?);
         return Ok(());

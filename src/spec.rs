@@ -374,6 +374,15 @@ impl CubeSpec {
     }
 }
 
+/// The stored spec lacks the run-only fields ([`CubeSpec::identity_json`]); put defaults back.
+pub fn with_run_fields(mut v: serde_json::Value) -> serde_json::Value {
+    if let Some(m) = v.as_object_mut() {
+        m.entry("workers").or_insert(serde_json::json!(1));
+        m.entry("out").or_insert(serde_json::Value::Null);
+    }
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

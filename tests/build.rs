@@ -171,12 +171,7 @@ fn nearest_v3() -> &'static Built {
 }
 
 fn report(cube: &Path) -> Vec<Value> {
-    let path = cube.join("_eocube/report.jsonl");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("report line {l:?}: {e}")))
-        .collect()
+    common::report_lines(cube)
 }
 
 fn job_of(line: &Value) -> (u64, u64, u64) {

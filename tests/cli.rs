@@ -289,12 +289,8 @@ fn a_missing_scene_fails_its_jobs_unless_bad_scenes_are_skipped() {
     assert_eq!(o.status.code(), Some(1), "{stdout}\n{stderr}");
     assert!(stderr.contains(&missing) && stderr.contains("not found"), "{stderr}");
     assert!(stderr.contains("jobs failed; run the same command again"), "{stderr}");
-    let report = std::fs::read_to_string(out.join("_eocube/report.jsonl")).unwrap();
-    let failed: Vec<serde_json::Value> = report
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|r| r["outcome"] == "failed")
-        .collect();
+    let failed: Vec<serde_json::Value> =
+        common::report_lines(&out).into_iter().filter(|r| r["outcome"] == "failed").collect();
     assert!(!failed.is_empty());
     assert!(failed.iter().all(|r| r["retries"] == 0), "permanent errors are not retried: {failed:?}");
     let status = eocube(&["status", out.to_str().unwrap()]);
@@ -305,9 +301,9 @@ fn a_missing_scene_fails_its_jobs_unless_bad_scenes_are_skipped() {
     let o = build(&out, &["--skip-bad-scenes"]);
     let (stdout, stderr) = text(&o);
     assert!(o.status.success(), "{stdout}\n{stderr}");
-    let report = std::fs::read_to_string(out.join("_eocube/report.jsonl")).unwrap();
-    let warned = report.lines().filter(|l| l.contains(&format!("skipped scene {id}"))).count();
-    assert!(warned >= 1, "{report}");
+    let report = common::report_lines(&out);
+    let warned = report.iter().filter(|l| l.to_string().contains(&format!("skipped scene {id}"))).count();
+    assert!(warned >= 1, "{report:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -326,8 +322,7 @@ fn jobs_over_the_timeout_are_retried_then_fail() {
     let (stdout, stderr) = text(&o);
     assert_eq!(o.status.code(), Some(1), "{stdout}\n{stderr}");
     assert!(stderr.contains("timed out after") && stderr.contains("raise --timeout"), "{stderr}");
-    let report = std::fs::read_to_string(out.join("_eocube/report.jsonl")).unwrap();
-    let records: Vec<serde_json::Value> = report.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let records = common::report_lines(&out);
     assert!(!records.is_empty());
     for r in &records {
         assert_eq!(r["outcome"], "failed", "{r}");

@@ -16,13 +16,41 @@ use std::sync::Once;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use eocube::store::{Cube, CubeLayout, DEFAULT_VARIABLE, OutLocation, StoreError, ZarrFormat};
+use eocube::store::{
+    Cube, CubeLayout, DEFAULT_VARIABLE, Finished, IcechunkOptions, Job, OutLocation, Receipt, StoreError, ZarrFormat,
+};
 use eocube::{Affine, Crs, GeoBox, Shape};
 use futures::TryStreamExt;
 use object_store::{ObjectStore, ObjectStoreExt};
 use serde_json::{Value, json};
 
 const CS: usize = 64;
+
+/// One runtime for the store calls of the checks (the store API is async).
+fn block<F: std::future::Future>(f: F) -> F::Output {
+    static RT: std::sync::LazyLock<tokio::runtime::Runtime> = std::sync::LazyLock::new(|| {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
+    });
+    RT.block_on(f)
+}
+
+fn job(t: usize, iy: usize, ix: usize) -> Job {
+    Job { t, iy, ix }
+}
+
+/// Records `j` done (its chunk written) with `record` as its ledger record and report line.
+fn mark_done(cube: &Cube, j: Job, record: Value) {
+    block(cube.record(vec![Finished { job: j, receipt: Some(Receipt::Stored), record }])).unwrap();
+}
+
+/// Records `j` as failed: a report line, no ledger entry.
+fn report_line(cube: &Cube, j: Job, record: Value) {
+    block(cube.record(vec![Finished { job: j, receipt: None, record }])).unwrap();
+}
+
+fn write(cube: &Cube, t: usize, iy: usize, ix: usize, v: &[u16], shape: (usize, usize)) -> Result<Receipt, StoreError> {
+    block(cube.write_chunk(job(t, iy, ix), v, shape))
+}
 
 // ---------------------------------------------------------------------------------------------
 // Back ends under test
@@ -151,13 +179,13 @@ fn write_standard(cube: &Cube) {
         for iy in 0..3 {
             for ix in 0..2 {
                 let (v, shape) = data(cube, t, iy, ix);
-                cube.write_chunk(t, iy, ix, &v, shape).unwrap();
-                cube.mark_done((t, iy, ix), &json!({"t": t, "iy": iy, "ix": ix})).unwrap();
+                write(cube, t, iy, ix, &v, shape).unwrap();
+                mark_done(cube, job(t, iy, ix), json!({"t": t, "iy": iy, "ix": ix}));
             }
         }
     }
     let (rows, cols) = cube.chunk_shape(2, 1).unwrap();
-    cube.write_chunk(1, 2, 1, &vec![0; rows * cols * 3], (rows, cols)).unwrap();
+    write(cube, 1, 2, 1, &vec![0; rows * cols * 3], (rows, cols)).unwrap();
 }
 
 type Check = fn(&Target);
@@ -166,8 +194,8 @@ fn check_template(t: &Target) {
     for format in [ZarrFormat::V3, ZarrFormat::V2] {
         let out = t.at(&format!("template-{format:?}"));
         let l = layout(format);
-        let cube = Cube::create(&out, &l).unwrap();
-        assert!(!cube.is_consolidated());
+        let cube = block(Cube::create(&out, &l)).unwrap();
+        assert!(!block(cube.is_consolidated()).unwrap());
         let objs = t.objects(&out);
         let want: &[&str] = match format {
             ZarrFormat::V3 => &["zarr.json", "rgb_median/zarr.json", "time/zarr.json", "band/zarr.json", "time/c/0"],
@@ -182,96 +210,99 @@ fn check_template(t: &Target) {
             let root: Value = serde_json::from_slice(&objs["zarr.json"]).unwrap();
             assert!(root.get("consolidated_metadata").is_none(), "consolidated only at finish");
         }
-        assert_eq!(Cube::open(&out).unwrap().layout(), &l);
-        assert!(matches!(Cube::create(&out, &l), Err(StoreError::AlreadyExists { .. })));
+        assert_eq!(block(Cube::open(&out)).unwrap().layout(), &l);
+        assert!(matches!(block(Cube::create(&out, &l)), Err(StoreError::AlreadyExists { .. })));
     }
 }
 
 fn check_chunks(t: &Target) {
     let out = t.at("chunks");
-    let cube = Cube::create(&out, &layout(ZarrFormat::V3)).unwrap();
+    let cube = block(Cube::create(&out, &layout(ZarrFormat::V3))).unwrap();
     let (v, shape) = data(&cube, 0, 2, 1);
     assert_eq!(shape, (22, 36), "edge chunk is clipped");
-    cube.write_chunk(0, 2, 1, &v, shape).unwrap();
+    write(&cube, 0, 2, 1, &v, shape).unwrap();
     let (v, shape) = data(&cube, 0, 0, 0);
-    cube.write_chunk(0, 0, 0, &v, shape).unwrap();
+    write(&cube, 0, 0, 0, &v, shape).unwrap();
     let objs = t.objects(&out);
     let first = objs.get("rgb_median/c/0/2/1/0").expect("edge chunk stored").clone();
     assert!(objs.contains_key("rgb_median/c/0/0/0/0"));
     // Rewriting gives the same bytes.
-    cube.write_chunk(0, 2, 1, &v[..22 * 36 * 3].iter().map(|_| 0).collect::<Vec<_>>(), (22, 36)).unwrap();
+    write(&cube, 0, 2, 1, &v[..22 * 36 * 3].iter().map(|_| 0).collect::<Vec<_>>(), (22, 36)).unwrap();
     assert!(!t.objects(&out).contains_key("rgb_median/c/0/2/1/0"), "an all-fill chunk erases");
     let (v, shape) = data(&cube, 0, 2, 1);
-    cube.write_chunk(0, 2, 1, &v, shape).unwrap();
+    write(&cube, 0, 2, 1, &v, shape).unwrap();
     assert_eq!(t.objects(&out)["rgb_median/c/0/2/1/0"], first, "rewrite is byte-identical");
     // An all-fill chunk where nothing was is fine too; bad shapes are refused.
-    cube.write_chunk(1, 1, 1, &vec![0; 64 * 36 * 3], (64, 36)).unwrap();
-    assert!(matches!(cube.write_chunk(0, 2, 1, &[1; 10], (22, 36)), Err(StoreError::BadChunk { .. })));
-    assert!(matches!(cube.write_chunk(0, 3, 0, &[1; 10], (1, 1)), Err(StoreError::BadChunk { .. })));
+    write(&cube, 1, 1, 1, &vec![0; 64 * 36 * 3], (64, 36)).unwrap();
+    assert!(matches!(write(&cube, 0, 2, 1, &[1; 10], (22, 36)), Err(StoreError::BadChunk { .. })));
+    assert!(matches!(write(&cube, 0, 3, 0, &[1; 10], (1, 1)), Err(StoreError::BadChunk { .. })));
 }
 
 fn check_ledger(t: &Target) {
     let out = t.at("ledger");
-    let cube = Cube::create(&out, &layout(ZarrFormat::V3)).unwrap();
-    assert!(cube.done_jobs().unwrap().is_empty());
-    cube.mark_done((0, 1, 1), &json!({"scenes": 4})).unwrap();
-    cube.mark_done((1, 2, 0), &json!({"scenes": 0})).unwrap();
-    cube.mark_done((1, 2, 0), &json!({"scenes": 0})).unwrap();
-    let again = Cube::open(&out).unwrap();
-    assert_eq!(again.done_jobs().unwrap(), [(0, 1, 1), (1, 2, 0)].into_iter().collect());
-    assert_eq!(again.ledger_record((0, 1, 1)).unwrap().unwrap()["scenes"], 4);
-    assert_eq!(again.ledger_record((1, 0, 0)).unwrap(), None);
+    let cube = block(Cube::create(&out, &layout(ZarrFormat::V3))).unwrap();
+    assert!(block(cube.done_jobs()).unwrap().is_empty());
+    mark_done(&cube, job(0, 1, 1), json!({"scenes": 4}));
+    mark_done(&cube, job(1, 2, 0), json!({"scenes": 0}));
+    mark_done(&cube, job(1, 2, 0), json!({"scenes": 0}));
+    let again = block(Cube::open(&out)).unwrap();
+    assert_eq!(block(again.done_jobs()).unwrap(), [job(0, 1, 1), job(1, 2, 0)].into_iter().collect());
+    assert_eq!(block(again.ledger_record(job(0, 1, 1))).unwrap().unwrap()["scenes"], 4);
+    assert_eq!(block(again.ledger_record(job(1, 0, 0))).unwrap(), None);
 }
 
 fn check_report(t: &Target) {
     let out = t.at("report");
-    let cube = Cube::create(&out, &layout(ZarrFormat::V3)).unwrap();
-    assert!(cube.report().unwrap().is_empty());
+    let cube = block(Cube::create(&out, &layout(ZarrFormat::V3))).unwrap();
+    assert!(block(cube.report()).unwrap().is_empty());
     for i in 0..5 {
-        cube.append_report(&json!({"job": [0, 0, i], "n": i})).unwrap();
+        report_line(&cube, job(0, 0, i), json!({"job": [0, 0, i], "n": i}));
     }
-    // Concurrent writers: every record lands.
+    // Concurrent writers (processes of a run, a coordinator and a collect): every record lands.
     std::thread::scope(|s| {
         for w in 0..4 {
             let cube = &cube;
             s.spawn(move || {
                 for i in 0..5 {
-                    cube.append_report(&json!({"job": [1, w, i], "pad": "x".repeat(300)})).unwrap();
+                    report_line(cube, job(1, w, i), json!({"job": [1, w, i], "pad": "x".repeat(300)}));
                 }
             });
         }
     });
-    let report = Cube::open(&out).unwrap().report().unwrap();
+    let report = block(block(Cube::open(&out)).unwrap().report()).unwrap();
     assert_eq!(report.len(), 25);
     let first: Vec<Value> = report[..5].iter().map(|r| r["n"].clone()).collect();
     assert_eq!(first, [0, 1, 2, 3, 4].map(|i| json!(i)), "records come back in order");
     let objs = t.objects(&out);
-    match t.name {
-        "local" => assert!(objs.contains_key("_eocube/report.jsonl")),
-        _ => assert_eq!(objs.keys().filter(|k| k.starts_with("_eocube/report/")).count(), 25, "one object per record"),
-    }
+    // One object per recorded batch, on every back end (object stores cannot append).
+    assert_eq!(objs.keys().filter(|k| k.starts_with("_eocube/report/")).count(), 25, "one object per batch");
+    assert!(!objs.contains_key("_eocube/report.jsonl"));
 }
 
 fn check_reopen(t: &Target) {
     for format in [ZarrFormat::V3, ZarrFormat::V2] {
         let out = t.at(&format!("reopen-{format:?}"));
         let l = layout(format);
-        let cube = Cube::create(&out, &l).unwrap();
+        let cube = block(Cube::create(&out, &l)).unwrap();
         write_standard(&cube);
         let before = t.objects(&out);
-        let cube = Cube::open_matching(&out, &l).unwrap();
-        assert_eq!(cube.done_jobs().unwrap().len(), 12);
+        let cube = block(Cube::open_matching(&out, &l)).unwrap();
+        assert_eq!(block(cube.done_jobs()).unwrap().len(), 12);
         let mut other = l.clone();
         other.bands.pop();
-        assert!(matches!(Cube::open_matching(&out, &other), Err(StoreError::LayoutMismatch { field: "bands", .. })));
+        assert!(matches!(
+            block(Cube::open_matching(&out, &other)),
+            Err(StoreError::LayoutMismatch { field: "bands", .. })
+        ));
         let mut other = l.clone();
         other.attrs = json!({"collection": "landsat"});
-        let e = Cube::open_matching(&out, &other).err().expect("another spec is refused");
+        let e = block(Cube::open_matching(&out, &other)).err().expect("another spec is refused");
         assert!(matches!(e, StoreError::LayoutMismatch { field: "spec", .. }), "{e}");
         assert!(e.to_string().contains(&out), "{e} names the location");
         let loc = OutLocation::parse(&out).unwrap();
-        assert!(matches!(Cube::create_or_open_matching(&loc, &other), Err(StoreError::LayoutMismatch { .. })));
-        let (_, resumed) = Cube::create_or_open_matching(&loc, &l).unwrap();
+        let ic = IcechunkOptions::default();
+        assert!(matches!(block(Cube::create_or_open(&loc, &other, &ic)), Err(StoreError::LayoutMismatch { .. })));
+        let (_, resumed) = block(Cube::create_or_open(&loc, &l, &ic)).unwrap();
         assert!(resumed);
         assert_eq!(t.objects(&out), before, "refusals and reopening modify nothing");
     }
@@ -280,11 +311,12 @@ fn check_reopen(t: &Target) {
 fn check_finish(t: &Target) {
     for format in [ZarrFormat::V3, ZarrFormat::V2] {
         let out = t.at(&format!("finish-{format:?}"));
-        let cube = Cube::create(&out, &layout(format)).unwrap();
+        let cube = block(Cube::create(&out, &layout(format))).unwrap();
         write_standard(&cube);
-        assert!(!Cube::open(&out).unwrap().is_consolidated(), "a reader of an unfinished cube sees the template");
-        cube.finish().unwrap();
-        assert!(Cube::open(&out).unwrap().is_consolidated());
+        let reader = block(Cube::open(&out)).unwrap();
+        assert!(!block(reader.is_consolidated()).unwrap(), "a reader of an unfinished cube sees the template");
+        block(cube.finish()).unwrap();
+        assert!(block(block(Cube::open(&out)).unwrap().is_consolidated()).unwrap());
         let objs = t.objects(&out);
         match format {
             ZarrFormat::V3 => {
@@ -360,9 +392,9 @@ fn the_same_cube_is_byte_identical_on_every_back_end() {
         let (local, s3) = (Target::local("ident"), Target::s3("ident"));
         let mut got = Vec::new();
         for t in [&local, &s3] {
-            let cube = Cube::create(&t.out, &layout(format)).unwrap();
+            let cube = block(Cube::create(&t.out, &layout(format))).unwrap();
             write_standard(&cube);
-            cube.finish().unwrap();
+            block(cube.finish()).unwrap();
             got.push(t.objects(&t.out));
         }
         let strip = |m: &BTreeMap<String, Vec<u8>>| -> BTreeMap<String, Vec<u8>> {
@@ -466,7 +498,7 @@ fn build_on_s3_matches_local_resumes_after_sigkill_and_reads_in_xarray() {
     println!("conformance s3          bytes       pass");
     let jobs = ledger_count(&bucket, "cubes/e2e.zarr");
     let reports = s3_objs.keys().filter(|k| k.starts_with("_eocube/report/")).count();
-    assert_eq!(reports, jobs, "one report object per job");
+    assert!((1..=jobs).contains(&reports), "report objects: one per recorded batch, {reports} for {jobs} jobs");
     println!("s3 build: {jobs} jobs in {s3_secs:.1} s, {} objects", s3_objs.len());
 
     // eocube status on the S3 cube.
@@ -565,16 +597,16 @@ fn stderr_of(out: &std::process::Output) -> String {
 fn a_bucket_that_does_not_exist_is_refused() {
     s3_env();
     let url = format!("s3://eocube-no-such-bucket-{}/cube", std::process::id());
-    let e = Cube::create(&url, &layout(ZarrFormat::V3)).err().expect("refused");
+    let e = block(Cube::create(&url, &layout(ZarrFormat::V3))).err().expect("refused");
     assert!(matches!(e, StoreError::NoBucket { .. }), "{e}");
     assert!(e.to_string().contains("does not exist") && e.to_string().contains(&url), "{e}");
-    assert!(matches!(Cube::open(&url), Err(StoreError::NoBucket { .. })));
+    assert!(matches!(block(Cube::open(&url)), Err(StoreError::NoBucket { .. })));
     let out = run(&e2e_args(&url, &["--chunk-size", "64"]), &[]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr_of(&out);
     assert!(err.contains("--out") && err.contains("does not exist"), "{err}");
     // Nothing was created: the bucket is still missing.
-    assert!(matches!(Cube::open(&url), Err(StoreError::NoBucket { .. })));
+    assert!(matches!(block(Cube::open(&url)), Err(StoreError::NoBucket { .. })));
 }
 
 #[test]
@@ -613,7 +645,7 @@ fn wrong_credentials_are_refused_and_never_printed() {
 #[test]
 fn another_cube_on_s3_is_refused_without_modification() {
     let t = Target::s3("other");
-    let cube = Cube::create(&t.out, &layout(ZarrFormat::V3)).unwrap();
+    let cube = block(Cube::create(&t.out, &layout(ZarrFormat::V3))).unwrap();
     write_standard(&cube);
     let before = t.objects(&t.out);
     let out = run(&e2e_args(&t.out, &["--chunk-size", "64"]), &[]);

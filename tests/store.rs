@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use chrono::NaiveDate;
-use eocube::store::{Cube, CubeLayout, DEFAULT_VARIABLE, ZarrFormat};
+use eocube::store::{Cube, CubeLayout, DEFAULT_VARIABLE, Finished, Job, ZarrFormat};
 use eocube::time::days_since_epoch;
 use eocube::{Affine, Crs, GeoBox, Shape};
 use serde_json::json;
@@ -55,8 +55,16 @@ fn value(t: usize, row: usize, col: usize, b: usize) -> u16 {
     (1 + (t * 1000 + row * 7 + col * 3 + b * 101) % 60000) as u16
 }
 
+/// One runtime for the store calls (the store API is async).
+fn block<F: std::future::Future>(f: F) -> F::Output {
+    static RT: std::sync::LazyLock<tokio::runtime::Runtime> = std::sync::LazyLock::new(|| {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
+    });
+    RT.block_on(f)
+}
+
 fn build(dir: &Path, layout: &CubeLayout) -> Cube {
-    let cube = Cube::create(dir, layout).unwrap();
+    let cube = block(Cube::create(dir, layout)).unwrap();
     let grid = layout.geobox.chunks(CS).unwrap();
     let nb = layout.bands.len();
     for t in 0..layout.times.len() {
@@ -74,12 +82,13 @@ fn build(dir: &Path, layout: &CubeLayout) -> Cube {
                     }
                 }
             }
-            cube.write_chunk(t, chunk.iy, chunk.ix, &data, (rows, cols)).unwrap();
-            cube.mark_done((t, chunk.iy, chunk.ix), &json!({"valid_pixels": rows * cols})).unwrap();
-            cube.append_report(&json!({"job": [t, chunk.iy, chunk.ix], "ok": true})).unwrap();
+            let job = Job { t, iy: chunk.iy, ix: chunk.ix };
+            let receipt = block(cube.write_chunk(job, &data, (rows, cols))).unwrap();
+            let record = json!({"job": job, "valid_pixels": rows * cols});
+            block(cube.record(vec![Finished { job, receipt: Some(receipt), record }])).unwrap();
         }
     }
-    cube.finish().unwrap();
+    block(cube.finish()).unwrap();
     cube
 }
 
@@ -128,7 +137,7 @@ fn round_trip(name: &str, epsg: u32, format: ZarrFormat) {
     let dir = scratch(name);
     let l = layout(epsg, format);
     let cube = build(&dir, &l);
-    assert_eq!(cube.done_jobs().unwrap().len(), 3 * 6 - UNWRITTEN.len());
+    assert_eq!(block(cube.done_jobs()).unwrap().len(), 3 * 6 - UNWRITTEN.len());
     read_back(&dir, &l);
     std::fs::remove_dir_all(&dir).unwrap();
     let _ = std::fs::remove_file(dir.with_extension("expect.json"));
@@ -173,14 +182,14 @@ fn rewriting_every_chunk_gives_identical_files() {
         let _ = std::fs::remove_dir_all(&again);
         // Same input into a fresh cube and into the reopened one.
         build(&again, &l);
-        let reopened = Cube::open_matching(&dir, &l).unwrap();
-        assert_eq!(reopened.done_jobs().unwrap().len(), keys.len());
+        let reopened = block(Cube::open_matching(&dir, &l)).unwrap();
+        assert_eq!(block(reopened.done_jobs()).unwrap().len(), keys.len());
         for chunk in grid.iter() {
             let (rows, cols) = (chunk.geobox.shape.ny, chunk.geobox.shape.nx);
             let data: Vec<u16> = (0..rows * cols * 3)
                 .map(|i| value(0, chunk.row_offset + i / 3 / cols, chunk.col_offset + i / 3 % cols, i % 3))
                 .collect();
-            reopened.write_chunk(0, chunk.iy, chunk.ix, &data, (rows, cols)).unwrap();
+            block(reopened.write_chunk(Job { t: 0, iy: chunk.iy, ix: chunk.ix }, &data, (rows, cols))).unwrap();
         }
         for (k, b) in keys.iter().zip(&before) {
             assert_eq!(&std::fs::read(dir.join(k)).unwrap(), b, "{k} changed on rewrite");

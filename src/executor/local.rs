@@ -1,122 +1,128 @@
-//! The local executor: every pending job of the plan on this machine, `workers` at a time, on
-//! the async runtime (I/O) and rayon's pool (CPU, sized to the cores).
+//! The local executor: a run's tasks in this process, `max_parallel` at once, through the same
+//! [`crate::worker::run_task`] an `eocube worker` process calls. I/O on the async runtime, CPU
+//! work on rayon's pool (sized to the cores).
+//!
+//! Memory: launched tasks wait as indices in one queue (4 bytes each), not as futures, so a
+//! run of 100,000 tasks costs what its running ones cost.
 
-use std::future::Future;
-use std::sync::Arc;
-use std::time::Instant;
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use futures::StreamExt;
+use async_trait::async_trait;
+use tokio::sync::mpsc;
 
-use super::{JobRecord, Outcome, Progress, RunOptions, Summary, jitter};
-use crate::job::{self, JobContext};
-use crate::plan::Job;
-use crate::store::{Cube, StoreError};
+use super::scheduler::{Executor, ExecutorError, TaskEnd, TaskEvent};
+use crate::job::JobContext;
+use crate::store::Cube;
+use crate::worker::{self, StoredRun};
 
-/// Runs every job of `ctx.plan` that `cube`'s ledger does not list as done, until all have
-/// ended or `stop` completes (Ctrl-C): then in-flight jobs are dropped unfinished (their chunks
-/// are either whole or not written; they stay pending) and the summary says `interrupted`.
-///
-/// Each ended job gets a line in the run report; a done job also gets its ledger record, written
-/// after its chunk, so the ledger never claims a chunk that is not there.
-pub async fn run_local(
-    ctx: &JobContext,
-    cube: &Arc<Cube>,
-    opts: &RunOptions,
-    progress: &mut Progress,
-    stop: impl Future<Output = ()>,
-) -> Result<Summary, StoreError> {
-    let t0 = Instant::now();
-    let done_before = cube.done_jobs()?;
-    let all: Vec<Job> = ctx.plan.jobs().collect();
-    let pending: Vec<Job> = all.iter().copied().filter(|j| !done_before.contains(&(j.t, j.iy, j.ix))).collect();
-    let mut summary = Summary {
-        jobs: all.len(),
-        already_done: all.len() - pending.len(),
-        not_run: pending.len(),
-        ..Default::default()
-    };
-    progress.start(&summary);
-
-    let mut runs = futures::stream::iter(pending.into_iter().map(|job| attempt(ctx, cube, opts, job)))
-        .buffer_unordered(opts.workers.max(1));
-    let mut stop = std::pin::pin!(stop);
-    loop {
-        let record = tokio::select! {
-            biased;
-            () = &mut stop => {
-                summary.interrupted = true;
-                break;
-            }
-            next = runs.next() => match next {
-                Some(r) => r,
-                None => break,
-            },
-        };
-        let line = serde_json::to_value(&record).unwrap_or_default();
-        if record.outcome == Outcome::Done {
-            cube.mark_done((record.job.t, record.job.iy, record.job.ix), &line)?;
-        }
-        cube.append_report(&line)?;
-        summary.not_run -= 1;
-        summary.scenes += record.stats.scenes;
-        summary.requests += record.stats.requests;
-        summary.bytes += record.stats.bytes;
-        summary.retries += u64::from(record.retries);
-        match record.outcome {
-            Outcome::Done => summary.done += 1,
-            Outcome::Failed => {
-                summary.failed += 1;
-                summary.failures.push(record.clone());
-            }
-        }
-        summary.seconds = t0.elapsed().as_secs_f64();
-        progress.job_ended(&summary, &record);
-    }
-    summary.seconds = t0.elapsed().as_secs_f64();
-    progress.finish(&summary);
-    Ok(summary)
+/// Runs tasks in-process.
+pub struct LocalExecutor {
+    inner: Arc<Inner>,
 }
 
-/// One job with its retries and timeout, always ending in a record.
-async fn attempt(ctx: &JobContext, cube: &Arc<Cube>, opts: &RunOptions, job: Job) -> JobRecord {
-    let t0 = Instant::now();
-    let mut retried_errors = Vec::new();
-    let mut retries = 0;
-    loop {
-        let (error, transient) = match tokio::time::timeout(opts.timeout, job::run(ctx, cube, job)).await {
-            Ok(Ok(stats)) => {
-                return JobRecord {
-                    job,
-                    outcome: Outcome::Done,
-                    retries,
-                    seconds: t0.elapsed().as_secs_f64(),
-                    stats,
-                    error: None,
-                    retried_errors,
-                };
-            }
-            Ok(Err(e)) => (e.to_string(), e.is_transient()),
-            Err(_) => (
-                format!(
-                    "timed out after {} s; raise --timeout if jobs are slow rather than stuck",
-                    opts.timeout.as_secs_f64()
-                ),
-                true,
-            ),
-        };
-        if !transient || retries >= opts.retries {
-            return JobRecord {
-                job,
-                outcome: Outcome::Failed,
-                retries,
-                seconds: t0.elapsed().as_secs_f64(),
-                stats: Default::default(),
-                error: Some(error),
-                retried_errors,
-            };
+struct Inner {
+    ctx: JobContext,
+    cube: Arc<Cube>,
+    run: Arc<StoredRun>,
+    max_parallel: usize,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    queue: VecDeque<u32>,
+    /// Loops pulling from the queue.
+    loops: usize,
+    running: HashMap<u32, tokio::task::AbortHandle>,
+    stopped: bool,
+}
+
+impl LocalExecutor {
+    pub fn new(ctx: JobContext, cube: Arc<Cube>, run: Arc<StoredRun>, max_parallel: usize) -> LocalExecutor {
+        LocalExecutor {
+            inner: Arc::new(Inner { ctx, cube, run, max_parallel: max_parallel.max(1), state: Mutex::default() }),
         }
-        retried_errors.push(error);
-        tokio::time::sleep(opts.delay(retries, jitter())).await;
-        retries += 1;
+    }
+}
+
+impl Inner {
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves plain data behind; keep going with it.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes tasks from the queue until it is empty.
+    async fn pull(self: Arc<Self>, events: mpsc::UnboundedSender<TaskEvent>) {
+        loop {
+            let index = {
+                let mut st = self.state();
+                match st.queue.pop_front().filter(|_| !st.stopped) {
+                    Some(i) => i,
+                    None => {
+                        st.loops -= 1;
+                        return;
+                    }
+                }
+            };
+            let me = Arc::clone(&self);
+            let attempt = tokio::spawn(async move {
+                let jobs = me.run.record.task_jobs(&me.run.jobs, index);
+                let timeout = me.run.record.task_timeout(1);
+                worker::run_task(&me.ctx, &me.cube, index, jobs, &BTreeSet::new(), timeout).await
+            });
+            self.state().running.insert(index, attempt.abort_handle());
+            let _ = events.send(TaskEvent::Started { index });
+            let end = match attempt.await {
+                Ok(result) => TaskEnd::Result(result),
+                Err(e) if e.is_cancelled() => {
+                    TaskEnd::Lost { reason: format!("task {index} was stopped"), transient: true }
+                }
+                Err(e) => TaskEnd::Lost {
+                    reason: format!("task {index} crashed: {e}; this is a bug in eocube, please report it"),
+                    transient: false,
+                },
+            };
+            self.state().running.remove(&index);
+            let _ = events.send(TaskEvent::Ended { index, end });
+        }
+    }
+}
+
+#[async_trait]
+impl Executor for LocalExecutor {
+    fn name(&self) -> &'static str {
+        "local"
+    }
+
+    async fn launch(&self, tasks: Vec<u32>, events: mpsc::UnboundedSender<TaskEvent>) -> Result<(), ExecutorError> {
+        let start = {
+            let mut st = self.inner.state();
+            st.queue.extend(tasks);
+            let want = self.inner.max_parallel.min(st.loops + st.queue.len());
+            let start = want.saturating_sub(st.loops);
+            st.loops += start;
+            start
+        };
+        for _ in 0..start {
+            tokio::spawn(Arc::clone(&self.inner).pull(events.clone()));
+        }
+        Ok(())
+    }
+
+    async fn cancel(&self, index: u32) -> Result<(), ExecutorError> {
+        if let Some(handle) = self.inner.state().running.get(&index) {
+            handle.abort();
+        }
+        Ok(())
+    }
+
+    async fn shutdown(&self) {
+        let mut st = self.inner.state();
+        st.stopped = true;
+        st.queue.clear();
+        for handle in st.running.values() {
+            handle.abort();
+        }
     }
 }

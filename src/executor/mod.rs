@@ -1,21 +1,28 @@
-//! Executors: who runs the jobs of a plan, with retries, timeouts, progress and the ledger
-//! (DESIGN section 9). Today the local executor ([`run_local`]); Lambda and array jobs will call
-//! the same [`crate::job::run`] through one worker entry point and report the same
-//! [`JobRecord`]s.
+//! Executors: who runs the tasks of a run, and the one scheduler above all of them (DESIGN
+//! section 9).
 //!
-//! Owns: which jobs still need running (plan minus ledger), job-level retries with backoff, the
-//! per-job timeout, the run report and ledger records, progress and the final [`Summary`]. Must
-//! not touch: what a job computes (`job`) or how the store lays out bytes (`store`).
+//! ```text
+//! build ─▶ run folder (worker) ─▶ scheduler ──launch/cancel──▶ Executor (local | slurm | ...)
+//!                                     ▲  ◀──TaskEvent: Started / Ended(TaskResult)──┘
+//!                                     └─▶ recorder (background): ledger + report, batched
+//! ```
+//!
+//! Owns: the [`Executor`] seam, per-task timeouts, retries with backoff and their
+//! classification (once, for every executor), the background recorder, progress and the final
+//! [`Summary`]. Must not touch: what a job computes (`job`), a task's jobs (`worker`) or how the
+//! store lays out bytes (`store`).
 
 pub mod array;
 mod local;
 mod progress;
+mod scheduler;
 
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-pub use local::run_local;
+pub use local::LocalExecutor;
+pub use scheduler::{Executor, ExecutorError, Pending, TaskEnd, TaskEvent, run};
 
 pub(crate) use crate::unit_random as jitter;
 pub use progress::{Progress, ProgressMode};
@@ -60,15 +67,15 @@ impl RunOptions {
 }
 
 /// How a job ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Outcome {
     Done,
     Failed,
 }
 
-/// One job's line in the run report (`_eocube/report.jsonl`) and, when done, its ledger record.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// One job's line in the run report and, when done, its ledger record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobRecord {
     pub job: Job,
     pub outcome: Outcome,
@@ -83,8 +90,28 @@ pub struct JobRecord {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// Errors of earlier attempts that were retried.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub retried_errors: Vec<String>,
+}
+
+impl JobRecord {
+    /// A job done in one attempt that took `seconds`.
+    pub fn done(job: Job, stats: JobStats, seconds: f64) -> JobRecord {
+        JobRecord { job, outcome: Outcome::Done, retries: 0, seconds, stats, error: None, retried_errors: vec![] }
+    }
+
+    /// A job whose attempt failed with `error`.
+    pub fn failed(job: Job, error: String, seconds: f64) -> JobRecord {
+        JobRecord {
+            job,
+            outcome: Outcome::Failed,
+            retries: 0,
+            seconds,
+            stats: JobStats::default(),
+            error: Some(error),
+            retried_errors: vec![],
+        }
+    }
 }
 
 /// The end of a run.

@@ -2,25 +2,28 @@
 //! its coordinates and a `spatial_ref` grid mapping, plus eocube's bookkeeping under `_eocube/`.
 //!
 //! Owns: the layout of the Zarr store (metadata documents, chunk keys, consolidated metadata), the
-//! encoding and atomic placement of chunks, and the `_eocube/` files (plan, ledger, run report).
-//! Must not touch: how chunks are computed (warp, mask, reduce), the CubeSpec itself (it arrives
-//! as opaque JSON in [`CubeLayout::attrs`]) or the scheduling of jobs.
+//! encoding of chunks, the [`CubeStore`] seam and its back ends, and the `_eocube/` files (plan,
+//! ledger, run report, runs). Must not touch: how chunks are computed (warp, mask, reduce), the
+//! CubeSpec itself (it arrives as opaque JSON in [`CubeLayout::attrs`]) or the scheduling of jobs.
 //!
 //! ```text
-//! Cube::create ─▶ template (group + arrays metadata, coordinates, _eocube/plan.json)
-//!   write_chunk(t, iy, ix) ─▶ encode with zarrs (in memory) ─▶ put_atomic(chunk key)
-//!   mark_done / append_report ─▶ _eocube/ledger/…, _eocube/report.jsonl
-//! Cube::finish ─▶ consolidated metadata (v3: root zarr.json; v2: .zmetadata), written last
+//!            Cube (layout + zarrs encoder, CPU only)
+//!              │  encode_chunk(t, iy, ix) ─▶ (key, bytes)         on the CPU pool
+//!              ▼
+//!   dyn CubeStore (async, one module per back end)
+//!     ├─ zarr::ZarrStore      plain Zarr through object_store: local disk, s3://, gs://, az://
+//!     └─ icechunk::IcechunkStore   a build branch of an Icechunk repository
+//!
+//!   write_template ─▶ write_chunk ─▶ Receipt ─▶ record([Finished]) ─▶ checkpoint ─▶ publish
 //! ```
 //!
-//! Where the cube lives is an [`OutLocation`] (`--out`: a local path, `file://`,
-//! `s3://bucket/prefix`, or an Icechunk repository, parsed by [`location`]; Icechunk builds run
-//! on a build branch and publish with one branch update, see [`icechunk`]). Chunks and coordinate values are encoded by
-//! `zarrs` into an in-memory store and, like every metadata document, placed whole by
-//! [`Backend`]: on local disk a temporary file renamed over the key, on object storage one PUT
-//! ([`object`]). The run report is one appended line per job on disk and one object per job on
-//! object storage (which cannot append); [`Cube::report`] reads both forms. The choices and their
-//! reasons are in `docs/cube.md`.
+//! A job's chunk is written by whoever runs the job (a local task, a Slurm array task, a Lambda)
+//! and answered with a [`Receipt`]: nothing for plain Zarr, where the chunk object is the whole
+//! change, and the serialized change set of a forked session for Icechunk. The coordinator hands
+//! receipts and report lines back in batches through [`CubeStore::record`]: plain Zarr writes one
+//! ledger object per done job and one report object per batch; Icechunk merges the change sets
+//! and commits every few jobs, with the ledger in the commit properties. Nothing is intercepted by
+//! key: every operation says what it means. The choices and their reasons are in `docs/cube.md`.
 
 pub(crate) mod aws;
 pub mod icechunk;
@@ -30,30 +33,29 @@ pub mod meta;
 mod object;
 #[cfg(test)]
 mod tests;
+pub mod zarr;
 
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
+use async_trait::async_trait;
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use zarrs::array::Array;
-use zarrs::filesystem::FilesystemStore;
 use zarrs::metadata::ArrayMetadata;
 use zarrs::metadata::v2::ArrayMetadataV2;
 use zarrs::metadata::v3::ArrayMetadataV3;
 use zarrs::storage::store::MemoryStore;
-use zarrs::storage::{ReadableWritableListableStorage, StoreKey};
 
 use crate::grid::{Affine, Crs, GeoBox, Shape};
+pub use crate::plan::Job;
 
-use icechunk::IcechunkBackend;
 pub use icechunk::IcechunkOptions;
-pub use ledger::JobId;
 pub use location::{LocationError, OutLocation};
-use object::ObjectBackend;
+pub use object::Files;
 
 /// The Zarr format of the cube; v3 unless the user asks for v2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -83,10 +85,6 @@ pub struct CubeLayout {
 pub const DEFAULT_VARIABLE: &str = "rgb_median";
 /// Directory of eocube's own files inside the store; no Zarr node lives there.
 pub const BOOKKEEPING_DIR: &str = "_eocube";
-/// The run report on local disk: one JSON line per job.
-const REPORT_LINES: &str = "_eocube/report.jsonl";
-/// The run report on object storage: one object per job, names in time order.
-const REPORT_PARTS: &str = "_eocube/report/";
 
 /// The serialized form of a [`CubeLayout`]: group attribute `eocube_layout` and `_eocube/plan.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -116,7 +114,6 @@ impl LayoutRecord {
     }
 }
 
-/// What can go wrong reading or writing a cube. Each message names the path and what to do.
 /// The cloud of an object-store location: the settings a refusal tells to check differ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cloud {
@@ -151,6 +148,7 @@ impl Cloud {
     }
 }
 
+/// What can go wrong reading or writing a cube. Each message names the location and what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("I/O error at {path}: {source}; check that the path is on a writable local disk with free space")]
@@ -193,294 +191,239 @@ pub enum StoreError {
     /// incomplete): the reason names the profile, the files and the fix.
     #[error("{location}: {reason}")]
     Config { location: String, reason: String },
+    /// A request failed. `transient`: another attempt may succeed (5xx, 429, a reset, a timeout);
+    /// set from the error's type, never from its text.
     #[error("{location}: {op} {key} failed: {reason}; run the same command again to retry (done jobs are kept)")]
-    Remote { location: String, op: &'static str, key: String, reason: String },
+    Remote { location: String, op: &'static str, key: String, reason: String, transient: bool },
     #[error("{location}: Icechunk {op}: {reason}")]
-    Icechunk { location: String, op: &'static str, reason: String },
+    Icechunk { location: String, op: &'static str, reason: String, transient: bool },
     #[error(
         "{location}: the branch {branch:?} changed while the cube was being built ({reason}); it was left as it is and the finished build stays on {build_branch}: run `eocube abort` and build again on the new version"
     )]
     BranchMoved { location: String, branch: String, build_branch: String, reason: String },
+    /// A record eocube itself made could not be serialized or read back: never written half.
+    #[error("{location}: {what}: {reason}; this is an eocube bug, please report it")]
+    Record { location: String, what: String, reason: String },
+    /// An operation the back end does not offer in this mode (e.g. publishing from a worker).
+    #[error("{location}: {what}")]
+    Unsupported { location: String, what: String },
+}
+
+impl StoreError {
+    /// Whether another attempt may succeed: a request that failed for a transient reason. Every
+    /// refusal (denied, no bucket, a cube that does not match) is permanent.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Remote { transient, .. } | StoreError::Icechunk { transient, .. } => *transient,
+            StoreError::Unreachable { .. } => true,
+            StoreError::Io { source, .. } => matches!(
+                source.kind(),
+                std::io::ErrorKind::Interrupted | std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+            ),
+            _ => false,
+        }
+    }
 }
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// Where the cube's bytes go: whole-object reads and writes, deletes, listings under a prefix,
-/// and appends where the medium has them.
-#[derive(Clone)]
-pub enum Backend {
-    /// A directory on local disk, read and listed through a zarrs storage trait object.
-    Local { root: PathBuf, storage: ReadableWritableListableStorage },
-    /// A prefix in an object store (`s3://bucket/prefix`); `root` is its URL, as a path, for
-    /// messages.
-    Object { root: PathBuf, store: Arc<ObjectBackend> },
-    /// An Icechunk repository: a session on a build branch, or a read-only view of a branch
-    /// (`src/store/icechunk.rs`); `root` is its URL, as a path, for messages.
-    Icechunk { root: PathBuf, store: Arc<IcechunkBackend> },
+/// What a chunk write hands back to the coordinator, who records it with the job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Receipt {
+    /// The chunk object is written (plain Zarr): nothing more to hand back.
+    Stored,
+    /// The serialized change set of the job's forked Icechunk session, to be merged.
+    ChangeSet(#[serde(with = "hex")] Vec<u8>),
 }
 
-impl Backend {
-    fn local(root: &Path) -> Result<Backend> {
-        let store = FilesystemStore::new(root)
-            .map_err(|e| StoreError::Io { path: root.to_path_buf(), source: std::io::Error::other(e.to_string()) })?;
-        Ok(Backend::Local { root: root.to_path_buf(), storage: Arc::new(store) })
-    }
+/// One job that ended, as the coordinator records it: its report line and, when done, the
+/// receipts of its chunk writes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finished {
+    pub job: Job,
+    /// `None`: the job failed (only its report line is recorded).
+    pub receipt: Option<Receipt>,
+    /// The job's run-report line; also its ledger record when done.
+    pub record: Value,
+}
 
-    fn root(&self) -> &Path {
-        match self {
-            Backend::Local { root, .. } | Backend::Object { root, .. } | Backend::Icechunk { root, .. } => root,
+/// Bytes as lowercase hex in JSON: receipts travel in result files.
+mod hex {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        let mut out = String::with_capacity(bytes.len() * 2);
+        for b in bytes {
+            out.push_str(&format!("{b:02x}"));
         }
+        s.serialize_str(&out)
     }
 
-    fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        match self {
-            Backend::Local { storage, root } => {
-                let k = store_key(root, key)?;
-                storage.get(&k).map(|b| b.map(|b| b.to_vec())).map_err(|e| self.zarr_err(key, e))
-            }
-            Backend::Object { store, .. } => store.get(key),
-            Backend::Icechunk { store, .. } => store.get(key),
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.len() % 2 != 0 {
+            return Err(serde::de::Error::custom("odd number of hex digits"));
         }
-    }
-
-    /// Several keys, in order (concurrent requests on object storage).
-    fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>> {
-        match self {
-            Backend::Local { .. } | Backend::Icechunk { .. } => keys.iter().map(|k| self.get(k)).collect(),
-            Backend::Object { store, .. } => store.get_many(keys),
-        }
-    }
-
-    /// Write `key` whole or not at all: readers see the old value or the new one, never a torn
-    /// file. zarrs' `FilesystemStore::set` truncates and rewrites in place, so a reader racing a
-    /// writer could see half a chunk; write a temporary file under `_eocube/tmp/` and rename it
-    /// over the key (atomic within one file system).
-    fn put_atomic(&self, key: &str, bytes: &[u8]) -> Result<()> {
-        match self {
-            // One PUT replaces an object whole.
-            Backend::Object { store, .. } => store.put(key, bytes),
-            // A session write; committed with the build (src/store/icechunk.rs).
-            Backend::Icechunk { store, .. } => store.put(key, bytes),
-            Backend::Local { root, .. } => {
-                static COUNTER: AtomicU64 = AtomicU64::new(0);
-                let dest = root.join(key);
-                let tmp_dir = root.join(BOOKKEEPING_DIR).join("tmp");
-                let tmp = tmp_dir.join(format!(
-                    "{}-{}-{}",
-                    std::process::id(),
-                    COUNTER.fetch_add(1, Ordering::Relaxed),
-                    key.replace('/', "_")
-                ));
-                let io = |path: &Path| {
-                    let path = path.to_path_buf();
-                    move |source| StoreError::Io { path, source }
-                };
-                std::fs::create_dir_all(&tmp_dir).map_err(io(&tmp_dir))?;
-                if let Some(parent) = dest.parent() {
-                    std::fs::create_dir_all(parent).map_err(io(parent))?;
-                }
-                std::fs::write(&tmp, bytes).map_err(io(&tmp))?;
-                std::fs::rename(&tmp, &dest).map_err(io(&dest))
-            }
-        }
-    }
-
-    fn erase(&self, key: &str) -> Result<()> {
-        match self {
-            Backend::Local { storage, root } => {
-                let k = store_key(root, key)?;
-                storage.erase(&k).map_err(|e| self.zarr_err(key, e))
-            }
-            Backend::Object { store, .. } => store.delete(key),
-            Backend::Icechunk { store, .. } => store.delete(key),
-        }
-    }
-
-    /// Append one report record. On local disk: one line of `_eocube/report.jsonl`, with one
-    /// `O_APPEND` write of one small buffer, which lands whole even with several workers
-    /// appending at once. Object storage cannot append: one object per record under
-    /// `_eocube/report/`, named so that names sort in time order.
-    fn append_report(&self, line: &str) -> Result<()> {
-        use std::io::Write;
-        match self {
-            Backend::Icechunk { store, .. } => store.append_report(line),
-            Backend::Object { store, .. } => {
-                static COUNTER: AtomicU64 = AtomicU64::new(0);
-                let nanos = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_nanos())
-                    .unwrap_or(0);
-                let key = format!(
-                    "{REPORT_PARTS}{nanos:020}-{:07}-{:08}.json",
-                    std::process::id(),
-                    COUNTER.fetch_add(1, Ordering::Relaxed)
-                );
-                store.put(&key, line.trim_end_matches('\n').as_bytes())
-            }
-            Backend::Local { root, .. } => {
-                let key = REPORT_LINES;
-                let path = root.join(key);
-                let io = |source| StoreError::Io { path: path.clone(), source };
-                if let Some(parent) = path.parent() {
-                    std::fs::create_dir_all(parent).map_err(io)?;
-                }
-                let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(io)?;
-                let mut buf = line.trim_end_matches('\n').to_string();
-                buf.push('\n');
-                f.write_all(buf.as_bytes()).map_err(io)
-            }
-        }
-    }
-
-    fn list_prefix(&self, prefix: &str) -> Result<Vec<String>> {
-        let storage = match self {
-            Backend::Local { storage, .. } => storage,
-            Backend::Object { store, .. } => return store.list_prefix(prefix),
-            Backend::Icechunk { store, .. } => return store.list_prefix(prefix),
-        };
-        let p = zarrs::storage::StorePrefix::new(prefix).map_err(|e| StoreError::Zarr {
-            path: self.root().to_path_buf(),
-            node: prefix.into(),
-            reason: e.to_string(),
-        })?;
-        match storage.list_prefix(&p) {
-            Ok(keys) => Ok(keys.iter().map(|k| k.as_str().to_string()).collect()),
-            // A prefix that was never written is an empty listing, not an error.
-            Err(_) if !self.root().join(prefix).exists() => Ok(Vec::new()),
-            Err(e) => Err(self.zarr_err(prefix, e)),
-        }
-    }
-
-    fn zarr_err(&self, node: &str, e: impl std::fmt::Display) -> StoreError {
-        StoreError::Zarr { path: self.root().to_path_buf(), node: node.into(), reason: e.to_string() }
+        (0..s.len())
+            .step_by(2)
+            .map(|i| {
+                s.get(i..i + 2)
+                    .and_then(|p| u8::from_str_radix(p, 16).ok())
+                    .ok_or_else(|| serde::de::Error::custom("not a hex digit"))
+            })
+            .collect()
     }
 }
 
-fn store_key(root: &Path, key: &str) -> Result<StoreKey> {
-    StoreKey::new(key).map_err(|e| StoreError::Zarr {
-        path: root.to_path_buf(),
-        node: key.into(),
-        reason: e.to_string(),
-    })
+/// The seam between a cube and where its bytes live: meaningful, async operations only. One
+/// implementation per back end ([`zarr::ZarrStore`], [`icechunk::IcechunkStore`]); every one
+/// must pass the conformance suite (`tests/storage.rs`).
+#[async_trait]
+pub trait CubeStore: Send + Sync {
+    /// Where the cube lives, for messages.
+    fn location(&self) -> &OutLocation;
+
+    /// A Zarr metadata document or coordinate chunk of the cube (`zarr.json`, `time/c/0`, ...).
+    async fn read(&self, key: &str) -> Result<Option<Bytes>>;
+
+    /// Writes (or rewrites, for `extend`) the template: every object in `objects`, in order.
+    async fn write_template(&self, layout: &CubeLayout, objects: Vec<(String, Bytes)>) -> Result<()>;
+
+    /// Writes one data chunk whole (`None`: the chunk is all fill, so it is erased). Rewriting a
+    /// chunk with the same bytes is harmless; the receipt goes to [`CubeStore::record`].
+    async fn write_chunk(&self, job: Job, key: &str, bytes: Option<Bytes>) -> Result<Receipt>;
+
+    /// Records finished jobs: report lines for all, the ledger (and receipts) for the done ones.
+    /// A done job's chunk was written before: the ledger never claims a chunk that is not there.
+    async fn record(&self, batch: Vec<Finished>) -> Result<()>;
+
+    /// Makes what is recorded durable (Icechunk: a commit on the build branch); plain Zarr
+    /// records are durable when written.
+    async fn checkpoint(&self) -> Result<()>;
+
+    /// Every job is done: makes the cube complete and visible (plain Zarr: the consolidated
+    /// metadata, written last; Icechunk: the final commit and the guarded branch update).
+    async fn publish(&self, layout: &CubeLayout) -> Result<()>;
+
+    /// Whether [`CubeStore::publish`] has run.
+    async fn is_published(&self) -> Result<bool>;
+
+    /// The done jobs (one listing: resuming a continent's build must not read every record).
+    async fn done_jobs(&self) -> Result<BTreeSet<Job>>;
+
+    /// The ledger record of a done job.
+    async fn ledger_record(&self, job: Job) -> Result<Option<Value>>;
+
+    /// Every run-report record, oldest first.
+    async fn report(&self) -> Result<Vec<Value>>;
+
+    /// `eocube extend`: grows the cube to `layout` (more time bins), rewriting the template with
+    /// `objects`; the done jobs for which `redo` holds are forgotten, so they are computed again.
+    async fn begin_extend(
+        &self,
+        layout: &CubeLayout,
+        objects: Vec<(String, Bytes)>,
+        redo: &(dyn Fn(Job) -> bool + Sync),
+    ) -> Result<()>;
+
+    /// eocube's own files beside the cube (runs and their results).
+    fn files(&self) -> &Files;
+
+    /// What a remote worker needs to write chunks that [`CubeStore::record`] can take back
+    /// (Icechunk: a serialized fork of the build branch's session); `None` for plain Zarr.
+    async fn worker_base(&self) -> Result<Option<Vec<u8>>>;
 }
 
-/// An eocube cube: its layout and where it lives.
+/// An eocube cube: its layout, its store, and the encoder of its chunks.
 pub struct Cube {
-    location: OutLocation,
-    backend: Backend,
+    store: Arc<dyn CubeStore>,
     layout: CubeLayout,
     /// The data variable bound to an in-memory store: zarrs encodes a chunk there, and the bytes
-    /// are then placed atomically in the real store (see [`Backend::put_atomic`]).
+    /// are then written whole by the store.
     encoder: Array<MemoryStore>,
     memory: Arc<MemoryStore>,
 }
 
 impl Cube {
-    /// Create the cube at `out` (a local path or a URL, see [`OutLocation::parse`]) and write its
-    /// template: group metadata, every array's metadata and the coordinate values, and
-    /// `_eocube/plan.json`. No data chunk is written. Refuses an existing non-empty location.
-    pub fn create(out: impl AsRef<OsStr>, layout: &CubeLayout) -> Result<Cube> {
-        Cube::create_at(&OutLocation::parse(out)?, layout)
-    }
-
-    /// [`Cube::create`] at a parsed location. On object storage the bucket, endpoint and
-    /// credentials are checked (one listing) before anything is written.
-    pub fn create_at(loc: &OutLocation, layout: &CubeLayout) -> Result<Cube> {
-        let path = loc.as_path_buf();
-        validate(&path, layout)?;
-        let backend = match loc {
-            OutLocation::Local(path) => {
-                if path.is_file() {
-                    return Err(StoreError::AlreadyExists { path: path.to_path_buf() });
-                }
-                if path.is_dir() {
-                    let mut entries = std::fs::read_dir(path)
-                        .map_err(|source| StoreError::Io { path: path.to_path_buf(), source })?;
-                    if entries.next().is_some() {
-                        return Err(StoreError::AlreadyExists { path: path.to_path_buf() });
-                    }
-                }
-                std::fs::create_dir_all(path).map_err(|source| StoreError::Io { path: path.to_path_buf(), source })?;
-                Backend::local(path)?
-            }
-            OutLocation::S3 { .. } | OutLocation::Gcs { .. } | OutLocation::Azure { .. } => {
-                let store = ObjectBackend::new(loc)?;
-                store.check()?;
-                if !store.is_empty()? {
-                    return Err(StoreError::AlreadyExists { path });
-                }
-                Backend::Object { root: store.display_path(), store: Arc::new(store) }
-            }
-            // A build branch with the template committed (src/store/icechunk.rs).
-            OutLocation::Icechunk(_) => {
-                return Cube::create_or_open_icechunk(loc, layout, &IcechunkOptions::default()).map(|(c, _)| c);
-            }
-        };
-
-        write_template(&backend, &path, layout)?;
-        Cube::with_backend(loc.clone(), backend, layout.clone())
-    }
-
-    /// Open an existing cube at `out` (a local path or a URL) and read its layout back from the
-    /// group attributes.
-    pub fn open(out: impl AsRef<OsStr>) -> Result<Cube> {
-        Cube::open_at(&OutLocation::parse(out)?)
-    }
-
-    /// [`Cube::open`] at a parsed location. Only reads.
-    pub fn open_at(loc: &OutLocation) -> Result<Cube> {
-        let path = loc.as_path_buf();
-        let backend = match loc {
-            OutLocation::Local(path) => {
-                if !path.exists() {
-                    return Err(StoreError::NotFound { path: path.to_path_buf() });
-                }
-                if !path.is_dir() {
-                    return Err(StoreError::NotACube {
-                        path: path.to_path_buf(),
-                        reason: "it is a file, not a directory".into(),
-                    });
-                }
-                Backend::local(path)?
-            }
-            OutLocation::S3 { .. } | OutLocation::Gcs { .. } | OutLocation::Azure { .. } => {
-                let store = ObjectBackend::new(loc)?;
-                store.check()?;
-                if store.is_empty()? {
-                    return Err(StoreError::NotFound { path });
-                }
-                Backend::Object { root: store.display_path(), store: Arc::new(store) }
-            }
-            // `main`, or its unfinished build branch (src/store/icechunk.rs).
-            OutLocation::Icechunk(repo) => icechunk::open_view(loc, repo, "main", true)?,
-        };
-        Cube::open_with_backend(loc, backend)
-    }
-
-    /// [`Cube::open_at`] on `branch` of an Icechunk repository: with `unfinished`, its unfinished
-    /// build if there is one, else the finished cube on the branch. Elsewhere the same as
-    /// [`Cube::open_at`].
-    pub fn open_branch(loc: &OutLocation, branch: &str, unfinished: bool) -> Result<Cube> {
+    /// Creates the cube at `loc` if nothing is there, or reopens it when it holds this very cube
+    /// (resume; the flag is `true`). Anything else is refused without writing. Icechunk builds
+    /// run on a build branch and publish with one branch update ([`icechunk`]).
+    pub async fn create_or_open(
+        loc: &OutLocation,
+        layout: &CubeLayout,
+        opts: &IcechunkOptions,
+    ) -> Result<(Cube, bool)> {
+        validate(&loc.as_path_buf(), layout)?;
         match loc {
-            OutLocation::Icechunk(repo) => {
-                Cube::open_with_backend(loc, icechunk::open_view(loc, repo, branch, unfinished)?)
-            }
-            _ => Cube::open_at(loc),
+            OutLocation::Icechunk(_) => icechunk::IcechunkStore::create_or_open(loc, layout, opts).await,
+            _ => zarr::ZarrStore::create_or_open(loc, layout).await,
         }
     }
 
-    /// Read the layout back from the group attributes of the cube in `backend`.
-    fn open_with_backend(loc: &OutLocation, backend: Backend) -> Result<Cube> {
-        let path = loc.as_path_buf();
+    /// Creates the cube at `out`; refuses an existing non-empty location.
+    pub async fn create(out: impl AsRef<OsStr>, layout: &CubeLayout) -> Result<Cube> {
+        let loc = OutLocation::parse(out)?;
+        validate(&loc.as_path_buf(), layout)?;
+        match &loc {
+            OutLocation::Icechunk(_) => {
+                icechunk::IcechunkStore::create_or_open(&loc, layout, &IcechunkOptions::default()).await.map(|(c, _)| c)
+            }
+            _ => zarr::ZarrStore::create(&loc, layout).await,
+        }
+    }
+
+    /// Opens the cube at `out` (a local path or a URL) and reads its layout back from the group
+    /// attributes. Only reads. In an Icechunk repository: `main`, or its unfinished build.
+    pub async fn open(out: impl AsRef<OsStr>) -> Result<Cube> {
+        Cube::open_branch(&OutLocation::parse(out)?, "main", true).await
+    }
+
+    /// [`Cube::open`] on `branch` of an Icechunk repository: with `unfinished`, its unfinished
+    /// build if there is one, else the finished cube on the branch. Elsewhere the same as
+    /// [`Cube::open`].
+    pub async fn open_branch(loc: &OutLocation, branch: &str, unfinished: bool) -> Result<Cube> {
+        let store: Arc<dyn CubeStore> = match loc {
+            OutLocation::Icechunk(_) => Arc::new(icechunk::IcechunkStore::open_view(loc, branch, unfinished).await?),
+            _ => Arc::new(zarr::ZarrStore::open(loc).await?),
+        };
+        Cube::from_store(store).await
+    }
+
+    /// Opens the cube at `loc` and checks that it has exactly `layout`.
+    pub async fn open_matching(out: impl AsRef<OsStr>, layout: &CubeLayout) -> Result<Cube> {
+        Cube::check_matching(Cube::open(out).await?, layout)
+    }
+
+    /// A cube whose layout is known (a worker's: from its run) on `store`, without reading it.
+    pub fn with_store(store: Arc<dyn CubeStore>, layout: CubeLayout) -> Result<Cube> {
+        let root = store.location().as_path_buf();
+        let data_doc = meta::array_docs(&layout)
+            .into_iter()
+            .next()
+            .ok_or_else(|| StoreError::InvalidLayout { path: root.clone(), reason: "no data variable".into() })?;
+        let memory = Arc::new(MemoryStore::new());
+        let encoder = Array::new_with_metadata(
+            memory.clone(),
+            &format!("/{}", layout.variable),
+            parse_metadata(&root, &data_doc)?,
+        )
+        .map_err(|e| zarr_err(&root, &layout.variable, e))?;
+        Ok(Cube { store, layout, encoder, memory })
+    }
+
+    /// Reads the layout back from the group attributes of the cube in `store`.
+    pub async fn from_store(store: Arc<dyn CubeStore>) -> Result<Cube> {
+        let path = store.location().as_path_buf();
         let not_cube = |reason: &str| StoreError::NotACube { path: path.clone(), reason: reason.into() };
-        let (attrs, format) = if let Some(bytes) = backend.get("zarr.json")? {
+        let (attrs, format) = if let Some(bytes) = store.read("zarr.json").await? {
             let doc: Value = serde_json::from_slice(&bytes).map_err(|_| not_cube("zarr.json is not JSON"))?;
             if doc.get("node_type").and_then(Value::as_str) != Some("group") {
                 return Err(not_cube("zarr.json is not a Zarr group"));
             }
             (doc.get("attributes").cloned().unwrap_or(Value::Null), ZarrFormat::V3)
-        } else if backend.get(".zgroup")?.is_some() {
-            let bytes = backend.get(".zattrs")?.unwrap_or_else(|| b"{}".to_vec());
+        } else if store.read(".zgroup").await?.is_some() {
+            let bytes = store.read(".zattrs").await?.unwrap_or_else(|| Bytes::from_static(b"{}"));
             (serde_json::from_slice(&bytes).map_err(|_| not_cube(".zattrs is not JSON"))?, ZarrFormat::V2)
         } else {
             return Err(not_cube("no Zarr group metadata (zarr.json or .zgroup)"));
@@ -503,46 +446,15 @@ impl Cube {
             zarr_format: record.zarr_format,
             attrs: attrs.get("spec").cloned().unwrap_or(Value::Null),
         };
-        Cube::with_backend(loc.clone(), backend, layout)
-    }
-
-    /// Open the cube at `out` and check that it has exactly `layout` (grid, chunking, times,
-    /// bands, variable, format and spec): the precondition for resuming a build into it.
-    pub fn open_matching(out: impl AsRef<OsStr>, layout: &CubeLayout) -> Result<Cube> {
-        Cube::open_matching_at(&OutLocation::parse(out)?, layout)
-    }
-
-    /// Create the cube at `loc` if nothing is there, or reopen it when it holds this very cube
-    /// (resume; the flag is `true`). Anything else is refused without writing.
-    pub fn create_or_open_matching(loc: &OutLocation, layout: &CubeLayout) -> Result<(Cube, bool)> {
-        let non_empty = match loc {
-            OutLocation::Icechunk(_) => return Cube::create_or_open_icechunk(loc, layout, &IcechunkOptions::default()),
-            OutLocation::Local(out) => out.is_file() || std::fs::read_dir(out).is_ok_and(|mut d| d.next().is_some()),
-            OutLocation::S3 { .. } | OutLocation::Gcs { .. } | OutLocation::Azure { .. } => {
-                let store = ObjectBackend::new(loc)?;
-                store.check()?;
-                !store.is_empty()?
-            }
-        };
-        if non_empty {
-            Ok((Cube::open_matching_at(loc, layout)?, true))
-        } else {
-            Ok((Cube::create_at(loc, layout)?, false))
-        }
-    }
-
-    /// [`Cube::open_matching`] at a parsed location. Only reads.
-    pub fn open_matching_at(loc: &OutLocation, layout: &CubeLayout) -> Result<Cube> {
-        Cube::check_matching(Cube::open_at(loc)?, layout)
+        Cube::with_store(store, layout)
     }
 
     /// `cube` if it has exactly `layout`, else [`StoreError::LayoutMismatch`].
-    fn check_matching(cube: Cube, layout: &CubeLayout) -> Result<Cube> {
-        let path = cube.path().to_path_buf();
-        let path = path.as_path();
+    pub(crate) fn check_matching(cube: Cube, layout: &CubeLayout) -> Result<Cube> {
+        let path = cube.path();
         let (a, b) = (LayoutRecord::of(&cube.layout), LayoutRecord::of(layout));
         let mismatch = |field: &'static str, found: String, requested: String| {
-            Err(StoreError::LayoutMismatch { path: path.to_path_buf(), field, found, requested })
+            Err(StoreError::LayoutMismatch { path: path.clone(), field, found, requested })
         };
         if a.epsg != b.epsg {
             return mismatch("CRS", format!("EPSG:{}", a.epsg), format!("EPSG:{}", b.epsg));
@@ -571,34 +483,23 @@ impl Cube {
         Ok(cube)
     }
 
-    fn with_backend(location: OutLocation, backend: Backend, layout: CubeLayout) -> Result<Cube> {
-        let root = backend.root().to_path_buf();
-        let data_doc = meta::array_docs(&layout)
-            .into_iter()
-            .next()
-            .ok_or_else(|| StoreError::InvalidLayout { path: root.clone(), reason: "no data variable".into() })?;
-        let memory = Arc::new(MemoryStore::new());
-        let encoder = Array::new_with_metadata(
-            memory.clone(),
-            &format!("/{}", layout.variable),
-            parse_metadata(&root, &data_doc)?,
-        )
-        .map_err(|e| backend.zarr_err(&layout.variable, e))?;
-        Ok(Cube { location, backend, layout, encoder, memory })
-    }
-
     pub fn layout(&self) -> &CubeLayout {
         &self.layout
     }
 
+    /// The store the cube lives in.
+    pub fn store(&self) -> &Arc<dyn CubeStore> {
+        &self.store
+    }
+
     /// The local directory, or the URL (`s3://bucket/prefix`) as an opaque path.
-    pub fn path(&self) -> &Path {
-        self.backend.root()
+    pub fn path(&self) -> PathBuf {
+        self.store.location().as_path_buf()
     }
 
     /// Where the cube lives.
     pub fn location(&self) -> &OutLocation {
-        &self.location
+        self.store.location()
     }
 
     /// The expected shape `(rows, cols)` of chunk `(iy, ix)`: clipped at the grid edge.
@@ -613,15 +514,14 @@ impl Cube {
         self.encoder.chunk_key(&[t as u64, iy as u64, ix as u64, 0]).as_str().to_string()
     }
 
-    /// Write chunk `(t, iy, ix)` whole: `data` in (row, col, band) order with `shape = (rows,
-    /// cols)` equal to [`Cube::chunk_shape`] (clipped at the grid edge; it is still stored at
-    /// offset `index * chunk_size`, as a full Zarr chunk padded with the fill value). A chunk
-    /// all fill is not stored (and a previous one erased): it reads as fill either way. The bytes
-    /// depend only on the input, so rewriting a chunk gives identical files. In an Icechunk
-    /// repository the chunk goes into the job's own fork and is visible once
-    /// [`Cube::mark_done`] records the job (`src/store/icechunk.rs`).
-    pub fn write_chunk(&self, t: usize, iy: usize, ix: usize, data: &[u16], shape: (usize, usize)) -> Result<()> {
-        let bad = |reason: String| StoreError::BadChunk { path: self.path().to_path_buf(), t, iy, ix, reason };
+    /// Encodes chunk `(t, iy, ix)` (CPU work, no I/O): `data` in (row, col, band) order with
+    /// `shape = (rows, cols)` equal to [`Cube::chunk_shape`] (clipped at the grid edge; it is
+    /// stored at offset `index * chunk_size` as a full Zarr chunk padded with the fill value).
+    /// Returns its key and bytes; `None` when the chunk is all fill (it is then not stored: it
+    /// reads as fill either way). The bytes depend only on the input.
+    pub fn encode_chunk(&self, job: Job, data: &[u16], shape: (usize, usize)) -> Result<(String, Option<Bytes>)> {
+        let Job { t, iy, ix } = job;
+        let bad = |reason: String| StoreError::BadChunk { path: self.path(), t, iy, ix, reason };
         if t >= self.layout.times.len() {
             return Err(bad(format!("time index out of range (the cube has {} time bins)", self.layout.times.len())));
         }
@@ -652,97 +552,64 @@ impl Cube {
         // Free the staging copy at once: the memory store is only a codec pipeline.
         zarrs::storage::WritableStorageTraits::erase(&*self.memory, &key)
             .map_err(|e| bad(format!("encoding failed: {e}")))?;
-        if let Backend::Icechunk { store, .. } = &self.backend {
-            // Into the job's own fork, merged when the job is marked done.
-            return store.write_job_chunk((t, iy, ix), key.as_str(), encoded.as_deref());
-        }
-        match encoded {
-            Some(bytes) => self.backend.put_atomic(key.as_str(), &bytes),
-            None => self.backend.erase(key.as_str()),
-        }
+        Ok((key.as_str().to_string(), encoded.map(|b| Bytes::from(b.to_vec()))))
     }
 
-    /// Write the consolidated metadata, last: v3 into the root `zarr.json`
-    /// (`consolidated_metadata`, as zarr-python 3 writes it), v2 as `.zmetadata`. It is built
-    /// from the metadata files on disk, so it says exactly what they say.
-    pub fn finish(&self) -> Result<()> {
-        if let Backend::Icechunk { store, .. } = &self.backend {
-            // Icechunk has no consolidated metadata: the final commit and branch update instead.
-            return store.publish(&self.layout);
-        }
-        let names: Vec<String> = meta::array_docs(&self.layout).into_iter().map(|d| d.name).collect();
-        let read = |key: &str| -> Result<Value> {
-            let bytes = self.backend.get(key)?.ok_or_else(|| StoreError::NotACube {
-                path: self.path().to_path_buf(),
-                reason: format!("{key} is missing"),
-            })?;
-            serde_json::from_slice(&bytes).map_err(|e| self.backend.zarr_err(key, e))
-        };
-        match self.layout.zarr_format {
-            ZarrFormat::V3 => {
-                let mut group = read("zarr.json")?;
-                let mut members = Map::new();
-                for name in names {
-                    members.insert(name.clone(), read(&format!("{name}/zarr.json"))?);
-                }
-                if let Value::Object(g) = &mut group {
-                    g.insert(
-                        "consolidated_metadata".into(),
-                        json!({"kind": "inline", "must_understand": false, "metadata": members}),
-                    );
-                }
-                self.backend.put_atomic("zarr.json", &to_pretty(&group))
-            }
-            ZarrFormat::V2 => {
-                let mut m = Map::new();
-                m.insert(".zgroup".into(), read(".zgroup")?);
-                m.insert(".zattrs".into(), read(".zattrs")?);
-                for name in names {
-                    m.insert(format!("{name}/.zarray"), read(&format!("{name}/.zarray"))?);
-                    m.insert(format!("{name}/.zattrs"), read(&format!("{name}/.zattrs"))?);
-                }
-                let doc = json!({"metadata": m, "zarr_consolidated_format": 1});
-                self.backend.put_atomic(".zmetadata", &to_pretty(&doc))
-            }
-        }
+    /// Encodes and writes chunk `job` (see [`Cube::encode_chunk`]); the receipt goes to
+    /// [`Cube::record`].
+    pub async fn write_chunk(&self, job: Job, data: &[u16], shape: (usize, usize)) -> Result<Receipt> {
+        let (key, bytes) = self.encode_chunk(job, data, shape)?;
+        self.store.write_chunk(job, &key, bytes).await
     }
 
-    /// Whether [`Cube::finish`] has run: the consolidated metadata is there.
-    pub fn is_consolidated(&self) -> bool {
-        if let Backend::Icechunk { store, .. } = &self.backend {
-            return store.is_complete();
-        }
-        match self.layout.zarr_format {
-            ZarrFormat::V3 => self
-                .backend
-                .get("zarr.json")
-                .ok()
-                .flatten()
-                .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-                .is_some_and(|v| v.get("consolidated_metadata").is_some()),
-            ZarrFormat::V2 => self.backend.get(".zmetadata").ok().flatten().is_some(),
-        }
+    /// Records finished jobs (see [`CubeStore::record`]).
+    pub async fn record(&self, batch: Vec<Finished>) -> Result<()> {
+        self.store.record(batch).await
+    }
+
+    /// Makes the recorded jobs durable (see [`CubeStore::checkpoint`]).
+    pub async fn checkpoint(&self) -> Result<()> {
+        self.store.checkpoint().await
+    }
+
+    /// Every job is done: the cube becomes complete (see [`CubeStore::publish`]).
+    pub async fn finish(&self) -> Result<()> {
+        self.store.publish(&self.layout).await
+    }
+
+    /// Whether [`Cube::finish`] has run.
+    pub async fn is_consolidated(&self) -> Result<bool> {
+        self.store.is_published().await
+    }
+
+    /// The jobs recorded as done: resuming skips them.
+    pub async fn done_jobs(&self) -> Result<BTreeSet<Job>> {
+        self.store.done_jobs().await
+    }
+
+    /// The ledger record of a done job.
+    pub async fn ledger_record(&self, job: Job) -> Result<Option<Value>> {
+        self.store.ledger_record(job).await
+    }
+
+    /// Every record of the run report, oldest first.
+    pub async fn report(&self) -> Result<Vec<Value>> {
+        self.store.report().await
     }
 
     /// Grows the time axis to `layout.times` (the old times must be its beginning; everything
-    /// else but the spec attributes must be equal), rewriting the metadata and the `time`
-    /// coordinate. Data chunks stay where they are. The consolidated metadata is removed, so a
-    /// reader sees the live arrays until [`Cube::finish`] writes it again.
-    pub fn extend_times(&self, layout: &CubeLayout) -> Result<Cube> {
+    /// else but the spec attributes must be equal) and forgets the done jobs `redo` names. Data
+    /// chunks stay where they are; the cube is incomplete until [`Cube::finish`] runs again.
+    pub async fn begin_extend(&self, layout: &CubeLayout, redo: &(dyn Fn(Job) -> bool + Sync)) -> Result<()> {
         self.check_extends(layout)?;
-        match layout.zarr_format {
-            // write_template rewrites the root zarr.json without `consolidated_metadata`
-            ZarrFormat::V3 => {}
-            ZarrFormat::V2 => self.backend.erase(".zmetadata")?,
-        }
-        write_template(&self.backend, self.path(), layout)?;
-        Cube::with_backend(self.location.clone(), self.backend.clone(), layout.clone())
+        let objects = template_objects(&self.path(), layout)?;
+        self.store.begin_extend(layout, objects, redo).await
     }
 
     /// That `layout` is this cube with more time bins at the end (and another spec): the
-    /// precondition of [`Cube::extend_times`]. Only reads.
+    /// precondition of [`Cube::begin_extend`]. Only reads.
     pub(crate) fn check_extends(&self, layout: &CubeLayout) -> Result<()> {
-        let path = self.path().to_path_buf();
+        let path = self.path();
         let (a, b) = (LayoutRecord::of(&self.layout), LayoutRecord::of(layout));
         let mismatch = |field: &'static str, found: String, requested: String| {
             Err(StoreError::LayoutMismatch { path: path.clone(), field, found, requested })
@@ -759,62 +626,10 @@ impl Cube {
         }
         validate(&path, layout)
     }
-
-    /// Forget that `job` is done, so the next run computes it again (its chunk stays until then).
-    pub fn unmark_done(&self, job: JobId) -> Result<()> {
-        self.backend.erase(&ledger::key(job))
-    }
-
-    /// Record job `job` as done with `record` (counts, timings) in `_eocube/ledger/`.
-    pub fn mark_done(&self, job: JobId, record: &Value) -> Result<()> {
-        self.backend.put_atomic(&ledger::key(job), &to_pretty(record))
-    }
-
-    /// The jobs recorded as done: resuming skips them.
-    pub fn done_jobs(&self) -> Result<HashSet<JobId>> {
-        let keys = self.backend.list_prefix(&format!("{BOOKKEEPING_DIR}/ledger/"))?;
-        Ok(keys.iter().filter_map(|k| ledger::parse_key(k)).collect())
-    }
-
-    /// The ledger record of a job, if it is done.
-    pub fn ledger_record(&self, job: JobId) -> Result<Option<Value>> {
-        let key = ledger::key(job);
-        match self.backend.get(&key)? {
-            Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| self.backend.zarr_err(&key, e)),
-            None => Ok(None),
-        }
-    }
-
-    /// Every record of the run report, oldest first: the lines of `_eocube/report.jsonl` (local
-    /// disk), then the objects under `_eocube/report/` (object storage; names sort in time
-    /// order). A line or object that is not JSON (cut short by a killed process) is skipped.
-    pub fn report(&self) -> Result<Vec<Value>> {
-        if let Backend::Icechunk { store, .. } = &self.backend {
-            return store.report();
-        }
-        let mut records: Vec<Value> = Vec::new();
-        if let Some(bytes) = self.backend.get(REPORT_LINES)? {
-            records.extend(String::from_utf8_lossy(&bytes).lines().filter_map(|l| serde_json::from_str(l).ok()));
-        }
-        let mut parts = self.backend.list_prefix(REPORT_PARTS)?;
-        parts.sort();
-        for bytes in self.backend.get_many(&parts)?.into_iter().flatten() {
-            if let Ok(v) = serde_json::from_slice(&bytes) {
-                records.push(v);
-            }
-        }
-        Ok(records)
-    }
-
-    /// Append one record to the run report (a line of `_eocube/report.jsonl` on local disk, one
-    /// object under `_eocube/report/` on object storage).
-    pub fn append_report(&self, record: &Value) -> Result<()> {
-        self.backend.append_report(&record.to_string())
-    }
 }
 
 /// A remote error's text on one line (whitespace runs collapsed), cut after `max` bytes.
-fn one_line(s: &str, max: usize) -> String {
+pub(crate) fn one_line(s: &str, max: usize) -> String {
     let mut s = s.split_whitespace().collect::<Vec<_>>().join(" ");
     if s.len() > max {
         let cut = (0..=max).rev().find(|&i| s.is_char_boundary(i)).unwrap_or(0);
@@ -822,6 +637,19 @@ fn one_line(s: &str, max: usize) -> String {
         s.push_str("...");
     }
     s
+}
+
+fn zarr_err(path: &Path, node: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Zarr { path: path.to_path_buf(), node: node.into(), reason: e.to_string() }
+}
+
+/// JSON for a record eocube writes; a failure is a typed error, never an empty file.
+pub(crate) fn to_json_bytes(location: &OutLocation, what: &str, v: &impl Serialize) -> Result<Bytes> {
+    serde_json::to_vec_pretty(v).map(Bytes::from).map_err(|e| StoreError::Record {
+        location: location.to_string(),
+        what: what.to_string(),
+        reason: e.to_string(),
+    })
 }
 
 fn validate(path: &Path, layout: &CubeLayout) -> Result<()> {
@@ -845,52 +673,99 @@ fn validate(path: &Path, layout: &CubeLayout) -> Result<()> {
     Ok(())
 }
 
-/// Writes (or rewrites) everything of a cube but its data chunks: `_eocube/plan.json` first (a
-/// half-written template is still recognisable), the group metadata, every array's metadata and
-/// the coordinate values. Data chunks keep their keys across rewrites: their chunk shape never
-/// changes.
-fn write_template(backend: &Backend, path: &Path, layout: &CubeLayout) -> Result<()> {
-    // Plan first: a half-written template is still recognisable and refused by `create`.
-    let record = LayoutRecord::of(layout);
-    let plan = json!({"layout": record, "spec": layout.attrs});
-    backend.put_atomic(&format!("{BOOKKEEPING_DIR}/plan.json"), &to_pretty(&plan))?;
+/// `_eocube/plan.json`: written first by plain-Zarr templates, so a half-written template is
+/// still recognisable.
+fn plan_document(layout: &CubeLayout) -> Value {
+    json!({"layout": LayoutRecord::of(layout), "spec": layout.attrs})
+}
 
+/// Everything of a cube but its data chunks, as `(key, bytes)` in write order: the group
+/// metadata, every array's metadata and the coordinate values (encoded by zarrs). Data chunks
+/// keep their keys across rewrites: their chunk shape never changes.
+fn template_objects(path: &Path, layout: &CubeLayout) -> Result<Vec<(String, Bytes)>> {
+    let pretty = |v: &Value| -> Result<Bytes> {
+        serde_json::to_vec_pretty(v).map(Bytes::from).map_err(|e| zarr_err(path, "template", e))
+    };
+    let record = LayoutRecord::of(layout);
     let attrs = group_attrs(layout, &record);
+    let mut out = Vec::new();
     match layout.zarr_format {
-        ZarrFormat::V3 => {
-            let doc = json!({"zarr_format": 3, "node_type": "group", "attributes": attrs});
-            backend.put_atomic("zarr.json", &to_pretty(&doc))?;
-        }
+        ZarrFormat::V3 => out.push((
+            "zarr.json".to_string(),
+            pretty(&json!({"zarr_format": 3, "node_type": "group", "attributes": attrs}))?,
+        )),
         ZarrFormat::V2 => {
-            backend.put_atomic(".zgroup", &to_pretty(&json!({"zarr_format": 2})))?;
-            backend.put_atomic(".zattrs", &to_pretty(&attrs))?;
+            out.push((".zgroup".to_string(), pretty(&json!({"zarr_format": 2}))?));
+            out.push((".zattrs".to_string(), pretty(&attrs)?));
         }
     }
-    // Coordinate values are encoded by zarrs into memory, then placed like chunks.
     let staging = Arc::new(MemoryStore::new());
     for doc in meta::array_docs(layout) {
         // zarrs parses and validates each document, then the document itself is written: zarrs
         // 0.23 serializes a codec without configuration in the short form (`"vlen-utf8"`),
         // which zarr-python 3.1 rejects, so its own metadata writer is not used.
         let array = Array::new_with_metadata(staging.clone(), &format!("/{}", doc.name), parse_metadata(path, &doc)?)
-            .map_err(|e| backend.zarr_err(&doc.name, e))?;
+            .map_err(|e| zarr_err(path, &doc.name, e))?;
         match layout.zarr_format {
-            ZarrFormat::V3 => backend.put_atomic(&format!("{}/zarr.json", doc.name), &to_pretty(&doc.metadata))?,
+            ZarrFormat::V3 => out.push((format!("{}/zarr.json", doc.name), pretty(&doc.metadata)?)),
             ZarrFormat::V2 => {
-                backend.put_atomic(&format!("{}/.zarray", doc.name), &to_pretty(&doc.metadata))?;
-                backend.put_atomic(&format!("{}/.zattrs", doc.name), &to_pretty(&doc.attrs))?;
+                out.push((format!("{}/.zarray", doc.name), pretty(&doc.metadata)?));
+                out.push((format!("{}/.zattrs", doc.name), pretty(&doc.attrs)?));
             }
         }
-        write_coordinate(&array, &doc.name, layout).map_err(|e| backend.zarr_err(&doc.name, e))?;
+        write_coordinate(&array, &doc.name, layout).map_err(|e| zarr_err(path, &doc.name, e))?;
     }
-    let keys = zarrs::storage::ListableStorageTraits::list(&*staging).map_err(|e| backend.zarr_err("/", e))?;
+    let keys = zarrs::storage::ListableStorageTraits::list(&*staging).map_err(|e| zarr_err(path, "/", e))?;
     for key in keys {
         let bytes = zarrs::storage::ReadableStorageTraits::get(&*staging, &key)
-            .map_err(|e| backend.zarr_err(key.as_str(), e))?
-            .ok_or_else(|| backend.zarr_err(key.as_str(), "staged coordinate chunk vanished"))?;
-        backend.put_atomic(key.as_str(), &bytes)?;
+            .map_err(|e| zarr_err(path, key.as_str(), e))?
+            .ok_or_else(|| zarr_err(path, key.as_str(), "staged coordinate chunk vanished"))?;
+        out.push((key.as_str().to_string(), Bytes::from(bytes.to_vec())));
     }
-    Ok(())
+    Ok(out)
+}
+
+/// The consolidated metadata of the cube, built from the metadata documents in the store (so it
+/// says exactly what they say): v3, the root `zarr.json` with `consolidated_metadata` (as
+/// zarr-python 3 writes it); v2, `.zmetadata`. Returns the key and the document.
+async fn consolidated(store: &dyn CubeStore, layout: &CubeLayout) -> Result<(&'static str, Bytes)> {
+    let path = store.location().as_path_buf();
+    let names: Vec<String> = meta::array_docs(layout).into_iter().map(|d| d.name).collect();
+    let read = async |key: String| -> Result<Value> {
+        let bytes = store
+            .read(&key)
+            .await?
+            .ok_or_else(|| StoreError::NotACube { path: path.clone(), reason: format!("{key} is missing") })?;
+        serde_json::from_slice(&bytes).map_err(|e| zarr_err(&path, &key, e))
+    };
+    let pretty =
+        |v: &Value| serde_json::to_vec_pretty(v).map(Bytes::from).map_err(|e| zarr_err(&path, "consolidated", e));
+    match layout.zarr_format {
+        ZarrFormat::V3 => {
+            let mut group = read("zarr.json".into()).await?;
+            let mut members = Map::new();
+            for name in names {
+                members.insert(name.clone(), read(format!("{name}/zarr.json")).await?);
+            }
+            if let Value::Object(g) = &mut group {
+                g.insert(
+                    "consolidated_metadata".into(),
+                    json!({"kind": "inline", "must_understand": false, "metadata": members}),
+                );
+            }
+            Ok(("zarr.json", pretty(&group)?))
+        }
+        ZarrFormat::V2 => {
+            let mut m = Map::new();
+            m.insert(".zgroup".into(), read(".zgroup".into()).await?);
+            m.insert(".zattrs".into(), read(".zattrs".into()).await?);
+            for name in names {
+                m.insert(format!("{name}/.zarray"), read(format!("{name}/.zarray")).await?);
+                m.insert(format!("{name}/.zattrs"), read(format!("{name}/.zattrs")).await?);
+            }
+            Ok((".zmetadata", pretty(&json!({"metadata": m, "zarr_consolidated_format": 1}))?))
+        }
+    }
 }
 
 fn group_attrs(layout: &CubeLayout, record: &LayoutRecord) -> Value {
@@ -905,7 +780,7 @@ fn group_attrs(layout: &CubeLayout, record: &LayoutRecord) -> Value {
 }
 
 /// Now, RFC 3339 UTC to the second (chrono is built without its `clock` feature).
-fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     let secs =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
     chrono::DateTime::from_timestamp(secs, 0)
@@ -913,17 +788,9 @@ fn now_rfc3339() -> String {
         .unwrap_or_default()
 }
 
-fn to_pretty(v: &Value) -> Vec<u8> {
-    serde_json::to_vec_pretty(v).unwrap_or_default()
-}
-
 /// Parse one of our metadata documents with zarrs (which validates it).
 fn parse_metadata(path: &Path, doc: &meta::ArrayDoc) -> Result<ArrayMetadata> {
-    let err = |e: serde_json::Error| StoreError::Zarr {
-        path: path.to_path_buf(),
-        node: doc.name.clone(),
-        reason: e.to_string(),
-    };
+    let err = |e: serde_json::Error| zarr_err(path, &doc.name, e);
     if doc.metadata.get("zarr_format").and_then(Value::as_u64) == Some(2) {
         let mut m: ArrayMetadataV2 = serde_json::from_value(doc.metadata.clone()).map_err(err)?;
         if let Value::Object(attrs) = &doc.attrs {

@@ -1,46 +1,74 @@
-//! The object-storage side of [`super::Backend`]: a cube under `s3://bucket/prefix`,
-//! `gs://bucket/prefix` or `az://container/prefix`, written through `object_store` (no `zarrs`
-//! storage adapter: the store needs only get, whole put, list under a prefix and delete, and
-//! chunks are encoded by `zarrs` in memory anyway). S3 settings come from [`super::aws`]
-//! (environment and AWS profiles); GCS and Azure from their builders' `from_env`.
+//! A prefix of an object store as whole-object get, put, delete and list, async: what the
+//! plain-Zarr store ([`super::zarr`]) and the run files of every back end are written through.
+//! Local disk is object_store's `LocalFileSystem` (a put writes a temporary file and renames it
+//! over the key), `s3://`, `gs://` and `az://` their object_store clients (no `zarrs` storage
+//! adapter: chunks are encoded by `zarrs` in memory anyway). S3 settings come from
+//! [`super::aws`] (environment and AWS profiles); GCS and Azure from their builders' `from_env`.
 //!
-//! **Blocking bridge.** The [`super::Cube`] API is synchronous: chunks are written from rayon
-//! threads, the ledger and report from the executor's async task, the template from `build`'s
-//! future. `Handle::block_on` would panic on a thread that is inside a runtime, so every call is
-//! spawned on one process-wide multi-thread tokio runtime owned by this module (two threads named
-//! `eocube-store-io`, created on first use and never dropped: dropping a runtime from async code
-//! panics) and the caller waits on a plain channel. That is safe from any thread, including a
-//! tokio worker (which it blocks for one request, as a local file write would), and never nests
-//! runtimes. The runtime's threads only run these requests, so they cannot deadlock on a caller.
-//!
-//! **Atomicity.** A PUT on S3 replaces an object whole: readers see the old bytes or the new ones,
-//! never a torn chunk. Nothing spans two objects (see `docs/cube.md`, "Object storage").
+//! **Atomicity.** A PUT replaces an object whole, and so does the local rename: readers see the
+//! old bytes or the new ones, never a torn chunk. Nothing spans two objects (see `docs/cube.md`,
+//! "Object storage").
 //!
 //! **Errors.** Requests are retried by object_store (3 times, at most 30 s), then classified:
 //! a missing bucket (or container), refused credentials and an unreachable endpoint get their own
 //! [`StoreError`] with the fix (the cloud's own variables are added to the reason); credentials
 //! never appear in a message.
 
-use std::future::Future;
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjPath;
 use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig};
 
 use super::aws::S3Settings;
 use super::location::OutLocation;
-use super::{Cloud, StoreError};
+use super::{BOOKKEEPING_DIR, Cloud, StoreError};
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// eocube's own files beside a cube's Zarr nodes (the `_eocube/` folder: plan, runs, results),
+/// keyed relative to that folder. Every back end keeps them as plain objects, Icechunk included:
+/// a run's files must be readable by its workers before anything is committed.
+#[derive(Clone)]
+pub struct Files {
+    objects: ObjectBackend,
+}
+
+impl Files {
+    pub(crate) fn new(objects: ObjectBackend) -> Files {
+        Files { objects }
+    }
+
+    fn key(key: &str) -> String {
+        format!("{BOOKKEEPING_DIR}/{key}")
+    }
+
+    pub async fn put(&self, key: &str, bytes: Bytes) -> Result<()> {
+        self.objects.put(&Files::key(key), bytes).await
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Option<Bytes>> {
+        self.objects.get(&Files::key(key)).await
+    }
+
+    /// Keys (relative to `_eocube/`) of the files under `prefix` (relative to `_eocube/`).
+    pub async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        let base = format!("{BOOKKEEPING_DIR}/");
+        let keys = self.objects.list_prefix(&Files::key(prefix)).await?;
+        Ok(keys.into_iter().filter_map(|k| k.strip_prefix(&base).map(str::to_string)).collect())
+    }
+}
+
 /// A cube's prefix in an object store.
+#[derive(Clone)]
 pub struct ObjectBackend {
     /// `s3://bucket/prefix` (`gs://`, `az://`, ...), for messages.
     location: String,
-    kind: Cloud,
+    /// `None`: local disk.
+    kind: Option<Cloud>,
     /// The bucket (S3, GCS) or container (Azure).
     bucket: String,
     store: Arc<dyn ObjectStore>,
@@ -79,20 +107,24 @@ impl ObjectBackend {
                 prefix,
                 Arc::new(azure_store(account.as_deref(), container).map_err(configure(Cloud::Azure))?),
             ),
-            OutLocation::Local(_) | OutLocation::Icechunk(_) => {
-                return Err(StoreError::Remote {
+            OutLocation::Local(root) => return ObjectBackend::local(root, location),
+            OutLocation::Icechunk(_) => {
+                return Err(StoreError::Unsupported {
                     location,
-                    op: "configure",
-                    key: String::new(),
-                    reason: "not a plain object store location (an eocube bug)".into(),
+                    what: "not a plain object store location (an eocube bug)".into(),
                 });
             }
         };
-        Ok(ObjectBackend { location, kind, bucket: bucket.clone(), store, prefix: prefix.clone() })
+        Ok(ObjectBackend { location, kind: Some(kind), bucket: bucket.clone(), store, prefix: prefix.clone() })
     }
 
-    pub(crate) fn display_path(&self) -> PathBuf {
-        PathBuf::from(&self.location)
+    /// The directory `root` on local disk (created if missing), shown as `location`.
+    pub(crate) fn local(root: &std::path::Path, location: String) -> Result<ObjectBackend> {
+        let io = |source| StoreError::Io { path: root.to_path_buf(), source };
+        std::fs::create_dir_all(root).map_err(io)?;
+        let fs = object_store::local::LocalFileSystem::new_with_prefix(root)
+            .map_err(|e| io(std::io::Error::other(e.to_string())))?;
+        Ok(ObjectBackend { location, kind: None, bucket: String::new(), store: Arc::new(fs), prefix: String::new() })
     }
 
     fn path(&self, key: &str) -> Result<ObjPath> {
@@ -103,104 +135,92 @@ impl ObjectBackend {
             op: "name",
             key: key.into(),
             reason: e.to_string(),
+            transient: false,
         })
     }
 
     /// One request that shows the bucket exists, the endpoint answers and the credentials may
     /// list the prefix: run before anything is read or written.
-    pub(crate) fn check(&self) -> Result<()> {
-        let store = self.store.clone();
+    pub(crate) async fn check(&self) -> Result<()> {
         let root = if self.prefix.is_empty() { None } else { Some(self.path("")?) };
-        block(async move { store.list_with_delimiter(root.as_ref()).await.map(|_| ()) })
-            .map_err(|e| self.remote("list", "", e))?
-            .map_err(|e| self.classify("list", "", e))
+        self.store.list_with_delimiter(root.as_ref()).await.map(|_| ()).map_err(|e| self.classify("list", "", e))
     }
 
     /// Whether any object exists under the cube's prefix.
-    pub(crate) fn is_empty(&self) -> Result<bool> {
-        let store = self.store.clone();
+    pub(crate) async fn is_empty(&self) -> Result<bool> {
         let root = if self.prefix.is_empty() { None } else { Some(self.path("")?) };
-        let first = block(async move { store.list(root.as_ref()).next().await.transpose() })
-            .map_err(|e| self.remote("list", "", e))?
-            .map_err(|e| self.classify("list", "", e))?;
+        let first =
+            self.store.list(root.as_ref()).next().await.transpose().map_err(|e| self.classify("list", "", e))?;
         Ok(first.is_none())
     }
 
-    pub(crate) fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        let (store, path) = (self.store.clone(), self.path(key)?);
-        let got = block(async move {
-            match store.get(&path).await {
-                Ok(r) => r.bytes().await.map(|b| Some(b.to_vec())),
-                Err(object_store::Error::NotFound { .. }) => Ok(None),
-                Err(e) => Err(e),
-            }
-        });
-        got.map_err(|e| self.remote("GET", key, e))?.map_err(|e| self.classify("GET", key, e))
+    pub(crate) async fn get(&self, key: &str) -> Result<Option<Bytes>> {
+        let path = self.path(key)?;
+        let got = match self.store.get(&path).await {
+            Ok(r) => r.bytes().await.map(Some),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        };
+        got.map_err(|e| self.classify("GET", key, e))
     }
 
     /// Several objects at once (a few requests in flight), in the order of `keys`; a missing one
     /// is `None`.
-    pub(crate) fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>> {
-        let paths: Vec<ObjPath> = keys.iter().map(|k| self.path(k)).collect::<Result<_>>()?;
-        let store = self.store.clone();
-        let got = block(async move {
-            futures::stream::iter(paths.into_iter().map(|p| {
-                let store = store.clone();
-                async move {
-                    match store.get(&p).await {
-                        Ok(r) => r.bytes().await.map(|b| Some(b.to_vec())),
-                        Err(object_store::Error::NotFound { .. }) => Ok(None),
-                        Err(e) => Err(e),
-                    }
-                }
-            }))
+    pub(crate) async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Bytes>>> {
+        let keys: Vec<String> = keys.to_vec();
+        futures::stream::iter(keys.into_iter().map(|k| async move { self.get(&k).await }))
             .buffered(16)
-            .try_collect::<Vec<_>>()
+            .try_collect()
             .await
-        });
-        got.map_err(|e| self.remote("GET", "(several)", e))?.map_err(|e| self.classify("GET", "(several)", e))
     }
 
     /// One PUT: the object appears whole or not at all.
-    pub(crate) fn put(&self, key: &str, bytes: &[u8]) -> Result<()> {
-        let (store, path) = (self.store.clone(), self.path(key)?);
-        let payload = PutPayload::from(bytes.to_vec());
-        block(async move { store.put(&path, payload).await.map(|_| ()) })
-            .map_err(|e| self.remote("PUT", key, e))?
-            .map_err(|e| self.classify("PUT", key, e))
+    pub(crate) async fn put(&self, key: &str, bytes: Bytes) -> Result<()> {
+        let path = self.path(key)?;
+        self.store.put(&path, PutPayload::from(bytes)).await.map(|_| ()).map_err(|e| self.classify("PUT", key, e))
     }
 
-    pub(crate) fn delete(&self, key: &str) -> Result<()> {
-        let (store, path) = (self.store.clone(), self.path(key)?);
-        let done = block(async move {
-            match store.delete(&path).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-                Err(e) => Err(e),
-            }
-        });
-        done.map_err(|e| self.remote("DELETE", key, e))?.map_err(|e| self.classify("DELETE", key, e))
+    /// Several objects at once (a few requests in flight).
+    pub(crate) async fn put_many(&self, objects: Vec<(String, Bytes)>) -> Result<()> {
+        futures::stream::iter(objects.into_iter().map(|(k, b)| async move { self.put(&k, b).await }))
+            .buffer_unordered(16)
+            .try_collect::<Vec<()>>()
+            .await
+            .map(|_| ())
+    }
+
+    pub(crate) async fn delete(&self, key: &str) -> Result<()> {
+        let path = self.path(key)?;
+        match self.store.delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.classify("DELETE", key, e)),
+        }
     }
 
     /// Keys (relative to the cube's root) of every object under `prefix` (a key prefix ending in
     /// `/`, relative to the root).
-    pub(crate) fn list_prefix(&self, prefix: &str) -> Result<Vec<String>> {
-        let (store, path) = (self.store.clone(), self.path(prefix)?);
-        let listed =
-            block(async move { store.list(Some(&path)).map_ok(|m| m.location.to_string()).try_collect().await });
-        let keys: Vec<String> =
-            listed.map_err(|e| self.remote("list", prefix, e))?.map_err(|e| self.classify("list", prefix, e))?;
+    pub(crate) async fn list_prefix(&self, prefix: &str) -> Result<Vec<String>> {
+        let path = self.path(prefix)?;
+        let listed = self.store.list(Some(&path)).map_ok(|m| m.location.to_string()).try_collect().await;
+        let keys: Vec<String> = match listed {
+            Ok(k) => k,
+            // A local directory that was never written is an empty listing, not an error.
+            Err(object_store::Error::NotFound { .. }) => Vec::new(),
+            Err(e) => return Err(self.classify("list", prefix, e)),
+        };
         let strip = if self.prefix.is_empty() { String::new() } else { format!("{}/", self.prefix) };
         Ok(keys.into_iter().filter_map(|k| k.strip_prefix(&strip).map(str::to_string)).collect())
-    }
-
-    fn remote(&self, op: &'static str, key: &str, reason: String) -> StoreError {
-        StoreError::Remote { location: self.location.clone(), op, key: key.into(), reason }
     }
 
     /// Sort an object_store error into the refusals a user can act on.
     fn classify(&self, op: &'static str, key: &str, e: object_store::Error) -> StoreError {
         let reason = one_line(&crate::error_chain(&e));
         let location = self.location.clone();
+        let Some(kind) = self.kind else {
+            // Local disk: object_store wraps the I/O error; a full disk or a permission is not
+            // fixed by retrying.
+            return StoreError::Io { path: PathBuf::from(&self.location), source: std::io::Error::other(reason) };
+        };
         let has = |needles: &[&str]| needles.iter().any(|n| reason.contains(n));
         if has(&[
             "NoSuchBucket",
@@ -209,7 +229,7 @@ impl ObjectBackend {
             "ContainerNotFound",
             "container does not exist",
         ]) {
-            return StoreError::NoBucket { location, bucket: self.bucket.clone(), cloud: self.kind };
+            return StoreError::NoBucket { location, bucket: self.bucket.clone(), cloud: kind };
         }
         let denied =
             matches!(e, object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. })
@@ -225,7 +245,7 @@ impl ObjectBackend {
                     "credential",
                 ]);
         if denied {
-            return StoreError::Denied { location, reason, cloud: self.kind };
+            return StoreError::Denied { location, reason, cloud: kind };
         }
         if has(&[
             "error sending request",
@@ -236,9 +256,20 @@ impl ObjectBackend {
             "tcp connect",
             "client error (Connect)",
         ]) {
-            return StoreError::Unreachable { location, reason, cloud: self.kind };
+            return StoreError::Unreachable { location, reason, cloud: kind };
         }
-        StoreError::Remote { location, op, key: key.into(), reason }
+        // Everything but the refusals above and object_store's own permanent kinds may pass.
+        let transient = !matches!(
+            e,
+            object_store::Error::NotFound { .. }
+                | object_store::Error::InvalidPath { .. }
+                | object_store::Error::NotSupported { .. }
+                | object_store::Error::NotImplemented { .. }
+                | object_store::Error::Precondition { .. }
+                | object_store::Error::AlreadyExists { .. }
+                | object_store::Error::UnknownConfigurationKey { .. }
+        );
+        StoreError::Remote { location, op, key: key.into(), reason, transient }
     }
 }
 
@@ -296,25 +327,4 @@ fn azure_store(account: Option<&str>, container: &str) -> object_store::Result<o
 /// Error bodies (S3 XML) are long and multi-line: the start is enough.
 fn one_line(reason: &str) -> String {
     super::one_line(reason, 400)
-}
-
-/// Run `fut` on the storage runtime and wait for it from any thread (see the module docs).
-pub(super) fn block<T: Send + 'static>(fut: impl Future<Output = T> + Send + 'static) -> Result<T, String> {
-    static RUNTIME: OnceLock<Result<tokio::runtime::Runtime, String>> = OnceLock::new();
-    let rt = RUNTIME
-        .get_or_init(|| {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .thread_name("eocube-store-io")
-                .enable_all()
-                .build()
-                .map_err(|e| format!("cannot start the storage I/O runtime: {e}"))
-        })
-        .as_ref()
-        .map_err(Clone::clone)?;
-    let (tx, rx) = std::sync::mpsc::sync_channel(1);
-    rt.spawn(async move {
-        let _ = tx.send(fut.await);
-    });
-    rx.recv().map_err(|_| "the storage I/O task ended without an answer".to_string())
 }

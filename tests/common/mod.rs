@@ -500,3 +500,30 @@ pub fn kill_when(
         std::thread::sleep(poll);
     }
 }
+
+/// Every line of the run report of the local cube at `cube` (`_eocube/report/*.jsonl` in name
+/// order, after the single `_eocube/report.jsonl` of older cubes).
+#[allow(dead_code)]
+pub fn report_lines(cube: &std::path::Path) -> Vec<serde_json::Value> {
+    let mut files: Vec<std::path::PathBuf> = Vec::new();
+    let legacy = cube.join("_eocube/report.jsonl");
+    if legacy.is_file() {
+        files.push(legacy);
+    }
+    let mut parts: Vec<std::path::PathBuf> = std::fs::read_dir(cube.join("_eocube/report"))
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    parts.sort();
+    files.extend(parts);
+    assert!(!files.is_empty(), "{} has no run report", cube.display());
+    files
+        .iter()
+        .flat_map(|f| {
+            let text = std::fs::read_to_string(f).unwrap_or_else(|e| panic!("reading {}: {e}", f.display()));
+            text.lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("report line {l:?}: {e}")))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
