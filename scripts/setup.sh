@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Install what the test suite needs: Debian's nginx (range-capable HTTP server),
 # a Python venv with rasterio (bundles GDAL) + moto (S3 server), Azurite (Azure Blob emulator,
-# npm, into .tools/) and the Rust components used by scripts/test.sh. Idempotent and quick when
-# already done.
+# npm, into .tools/), Slurm + munge, and the Rust components used by scripts/test.sh. Idempotent
+# and quick when already done.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -85,5 +85,8 @@ fi
 
 # 5. PostgreSQL + PostGIS and stac-fastapi-pgstac (a real STAC API for tests/catalog.rs)
 bash "$(dirname "${BASH_SOURCE[0]}")/stac-server.sh" install
+
+# 6. Slurm and munge (a one-node cluster for tests/engines.rs; scripts/slurm.sh starts it)
+bash "$ROOT/scripts/slurm.sh" install
 
 echo "setup: done"

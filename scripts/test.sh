@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # THE test command of eocube (README, CI): installs what the tests need, generates the
-# fixtures with real GDAL, starts nginx + moto, then runs fmt, clippy and every test.
+# fixtures with real GDAL, starts nginx, moto, Azurite, a STAC API and a one-node Slurm
+# cluster, then runs fmt, clippy and every test.
 # Extra arguments go to `cargo test`, e.g.  scripts/test.sh --test infra
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -22,13 +23,17 @@ step() { # name cmd...
 step setup bash scripts/setup.sh
 step fixtures .venv/bin/python scripts/fixtures.py
 step e2e-fixtures .venv/bin/python scripts/e2e_fixtures.py
-trap 'bash "$ROOT/scripts/servers.sh" stop || true; bash "$ROOT/scripts/stac-server.sh" stop || true' EXIT
+trap 'bash "$ROOT/scripts/servers.sh" stop || true; bash "$ROOT/scripts/stac-server.sh" stop || true; bash "$ROOT/scripts/slurm.sh" stop || true' EXIT
 step servers bash scripts/servers.sh start
 # shellcheck disable=SC1091
 source "${EOCUBE_SERVERS_DIR:-$ROOT/target/eocube-servers}/env"
 step stac-server bash scripts/stac-server.sh start
 # shellcheck disable=SC1091
 source "${EOCUBE_STAC_DIR:-$ROOT/target/eocube-stac}/env"
+
+step slurm bash scripts/slurm.sh start
+# shellcheck disable=SC1091
+source "${EOCUBE_SLURM_DIR:-$ROOT/target/eocube-slurm}/env"
 
 step "cargo fmt --check" cargo fmt --all --check
 step "cargo clippy" cargo clippy --all-targets -- -D warnings

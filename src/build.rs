@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use crate::catalog::{Catalog, CatalogError};
 use crate::cog::{FetchConfig, Fetcher};
+use crate::executor::slurm::{SlurmExecutor, SlurmOptions};
 use crate::executor::{
     self, Executor, ExecutorError, LocalExecutor, Pending, Progress, ProgressMode, RunOptions, Summary,
 };
@@ -35,22 +36,37 @@ pub struct BuildOptions {
     pub skip_bad_scenes: bool,
     pub progress: ProgressMode,
     pub fetch: FetchConfig,
+    /// Submit the tasks and return without waiting (`--detach`): `eocube collect` finishes.
+    pub detach: bool,
 }
 
 /// Who runs a build's tasks (`--executor`).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub enum ExecutorChoice {
-    /// This process ([`LocalExecutor`]).
+    /// This process ([`LocalExecutor`]), [`RunOptions::workers`] tasks at once.
     #[default]
     Local,
+    /// Slurm job arrays ([`SlurmExecutor`]), at most `max_parallel` tasks at once (0: no limit).
+    Slurm { opts: SlurmOptions, max_parallel: u32 },
 }
 
 impl ExecutorChoice {
     pub fn name(&self) -> &'static str {
         match self {
             ExecutorChoice::Local => "local",
+            ExecutorChoice::Slurm { .. } => "slurm",
         }
     }
+}
+
+/// A build whose tasks were submitted and left running (`--detach`).
+#[derive(Debug, Clone)]
+pub struct Detached {
+    pub run: String,
+    /// The engine's ids of what was submitted (Slurm array job ids).
+    pub engine_jobs: Vec<String>,
+    /// Where the engine writes the task logs.
+    pub logs: PathBuf,
 }
 
 /// What a build did.
@@ -63,6 +79,8 @@ pub struct BuildReport {
     pub summary: Summary,
     /// Every job is done and the consolidated metadata is written.
     pub complete: bool,
+    /// The tasks were submitted and not waited for.
+    pub detached: Option<Detached>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -165,7 +183,14 @@ pub async fn build_with(
     is_land: LandTest<'_>,
     stop: impl Future<Output = ()>,
 ) -> Result<BuildReport, BuildError> {
-    let out = PathBuf::from(spec.out.as_deref().ok_or(BuildError::NoOutput)?);
+    let out_arg = spec.out.as_deref().ok_or(BuildError::NoOutput)?;
+    let out = PathBuf::from(out_arg);
+    if opts.detach && opts.executor == ExecutorChoice::Local {
+        return Err(BuildError::Unsupported {
+            what: "--detach with --executor local".into(),
+            fix: "local tasks run in this process; give --executor slurm, or leave out --detach".into(),
+        });
+    }
     // A profile named in the environment must be usable before any job starts: otherwise every
     // s3:// href would fail alike (or, with --skip-bad-scenes, be skipped).
     let named = |k: &str| std::env::var(k).is_ok_and(|v| !v.trim().is_empty());
@@ -184,17 +209,42 @@ pub async fn build_with(
     let remote = !matches!(opts.executor, ExecutorChoice::Local);
     worker::write_run(&cube, &run.record, &run.jobs, remote).await.map_err(|e| worker_err(&out, e))?;
     let ctx = JobContext::new(Arc::clone(&plan), catalog, Fetcher::new(opts.fetch.clone()), opts.skip_bad_scenes);
+    let engine = |error| BuildError::Executor { path: out.clone(), error: Box::new(error) };
+    let tasks: Vec<u32> = (0..run.record.tasks).collect();
     let executor: Box<dyn Executor> = match &opts.executor {
         ExecutorChoice::Local => {
             Box::new(LocalExecutor::new(ctx, Arc::clone(&cube), Arc::clone(&run), opts.run.workers))
         }
+        ExecutorChoice::Slurm { opts: slurm, max_parallel } => {
+            let ex = SlurmExecutor::new(Arc::clone(&cube), out_arg, &run.record.id, *max_parallel, slurm.clone())
+                .map_err(engine)?;
+            if opts.detach {
+                let (events, _) = tokio::sync::mpsc::unbounded_channel();
+                ex.launch(tasks, events).await.map_err(engine)?;
+                let detached = Detached {
+                    run: run.record.id.clone(),
+                    engine_jobs: ex.submitted().into_iter().map(|s| s.job_id).collect(),
+                    logs: ex.log_dir().to_path_buf(),
+                };
+                let summary =
+                    Summary { jobs: plan.job_count(), already_done, not_run: run.jobs.len(), ..Default::default() };
+                return Ok(BuildReport {
+                    out,
+                    plan: plan.summary(),
+                    resumed,
+                    summary,
+                    complete: false,
+                    detached: Some(detached),
+                });
+            }
+            Box::new(ex)
+        }
     };
     let mut progress = Progress::new(opts.progress);
-    let tasks: Vec<u32> = (0..run.record.tasks).collect();
     let summary =
         executor::run(&*executor, Pending { run: &run, tasks, already_done }, &cube, &opts.run, &mut progress, stop)
             .await
-            .map_err(|error| BuildError::Executor { path: out.clone(), error: Box::new(error) })?;
+            .map_err(engine)?;
     let complete = summary.complete();
     if complete {
         cube.finish().await.map_err(store)?;
@@ -202,7 +252,7 @@ pub async fn build_with(
         // Icechunk: commit the jobs done since the last checkpoint to the build branch.
         cube.checkpoint().await.map_err(store)?;
     }
-    Ok(BuildReport { out, plan: plan.summary(), resumed, summary, complete })
+    Ok(BuildReport { out, plan: plan.summary(), resumed, summary, complete, detached: None })
 }
 
 fn worker_err(out: &Path, e: WorkerError) -> BuildError {

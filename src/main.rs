@@ -134,7 +134,8 @@ enum Command {
     },
     /// Merge the results of a run's tasks into the cube (the ledger; for Icechunk one commit),
     /// publish it when every job is done, and list missing and failed tasks with the command
-    /// that reruns them. `eocube build --detach` leaves this to you.
+    /// that reruns them; exits non-zero until the cube is complete. `eocube build --detach` leaves
+    /// this to you.
     ///
     /// Example: eocube collect s3://bucket/cube.zarr
     Collect {
@@ -238,6 +239,53 @@ struct RunArgs {
     /// ...or every M minutes, whichever comes first.
     #[arg(long, default_value_t = 2.0, value_name = "M")]
     commit_minutes: f64,
+    #[command(flatten)]
+    engine: EngineArgs,
+}
+
+/// Who runs the tasks.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ExecutorName {
+    /// This process, --workers tasks at once.
+    Local,
+    /// Slurm job arrays running `eocube worker` (submitted with sbatch from this machine).
+    Slurm,
+}
+
+/// Where and how the tasks run (docs/engines.md).
+#[derive(clap::Args)]
+struct EngineArgs {
+    /// Who runs the tasks.
+    #[arg(long, value_enum, default_value = "local")]
+    executor: ExecutorName,
+    /// Engines: tasks at once (Slurm's --array=...%P); default no limit.
+    #[arg(long, value_name = "P")]
+    max_parallel: Option<u32>,
+    /// Jobs per task: fewer, longer tasks where an engine's start-up is dear.
+    #[arg(long, default_value_t = 1, value_name = "K")]
+    jobs_per_task: usize,
+    /// Submit the tasks and return; `eocube collect OUT` finishes the build.
+    #[arg(long)]
+    detach: bool,
+    /// The eocube binary the tasks run (default: this one; give the cluster's install).
+    #[arg(long, value_name = "PATH")]
+    worker_bin: Option<std::path::PathBuf>,
+    /// Slurm: the partition of the tasks.
+    #[arg(long)]
+    partition: Option<String>,
+    /// Slurm: the time limit of one task (sbatch --time, e.g. 30 or 1:00:00).
+    #[arg(long, value_name = "LIMIT")]
+    time: Option<String>,
+    /// Slurm: the memory of one task (sbatch --mem, e.g. 4G).
+    #[arg(long)]
+    mem: Option<String>,
+    /// Slurm: one more sbatch option, e.g. --sbatch-arg=--account=geo (repeatable).
+    #[arg(long = "sbatch-arg", value_name = "OPTION", allow_hyphen_values = true)]
+    sbatch_args: Vec<String>,
+    /// Slurm: the folder for the scripts and task logs, seen by every node
+    /// (default eocube-slurm/RUN under the current directory).
+    #[arg(long, value_name = "DIR")]
+    slurm_dir: Option<std::path::PathBuf>,
 }
 
 /// The cube settings; a TOML file given with --config uses the same names (with _ for -), and
@@ -417,6 +465,7 @@ async fn worker(out: &str, run: &str, index: Option<u32>, offset: u32) -> ExitCo
 }
 
 async fn collect(out: &str, run: Option<&str>, branch: &str) -> anyhow::Result<()> {
+    use eocube::executor::array::ranges_text;
     let icechunk = eocube::store::IcechunkOptions { branch: branch.to_string(), ..Default::default() };
     let r = eocube::build::collect(out, run, &icechunk, &land_test).await?;
     println!(
@@ -424,39 +473,23 @@ async fn collect(out: &str, run: Option<&str>, branch: &str) -> anyhow::Result<(
         r.run, r.tasks, r.results, r.recorded_done, r.failed_jobs
     );
     if !r.missing.is_empty() {
-        println!("tasks without a result ({}): {}", r.missing.len(), ranges(&r.missing));
+        println!("tasks without a result ({}): {}", r.missing.len(), ranges_text(&r.missing));
     }
     if !r.failed.is_empty() {
-        println!("tasks that failed ({}): {}", r.failed.len(), ranges(&r.failed));
+        println!("tasks that failed ({}): {}", r.failed.len(), ranges_text(&r.failed));
     }
     for i in r.missing.iter().chain(&r.failed).take(5) {
         println!("  rerun one: eocube worker {out} --run {} --index {i}", r.run);
     }
-    if r.complete {
-        println!("complete: every job is done and the cube is published");
-    } else {
-        println!(
+    if !r.complete {
+        anyhow::bail!(
             "not complete: {} jobs still to do; rerun them all with the same `eocube build` (it resumes) or the \
              commands above, then `eocube collect {out}` again",
             r.pending
         );
     }
+    println!("complete: every job is done and the cube is published");
     Ok(())
-}
-
-/// `0-3,7,9-12`.
-fn ranges(indices: &[u32]) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut i = 0;
-    while i < indices.len() {
-        let mut j = i;
-        while j + 1 < indices.len() && indices[j + 1] == indices[j] + 1 {
-            j += 1;
-        }
-        parts.push(if i == j { indices[i].to_string() } else { format!("{}-{}", indices[i], indices[j]) });
-        i = j + 1;
-    }
-    parts.join(",")
 }
 
 async fn info(href: &str) -> anyhow::Result<()> {
@@ -550,12 +583,61 @@ fn build_options(workers: usize, run: &RunArgs) -> anyhow::Result<eocube::build:
             retries: run.retries,
             ..RunOptions::default()
         },
-        executor: eocube::build::ExecutorChoice::Local,
-        jobs_per_task: 1,
+        executor: executor_choice(&run.engine)?,
+        jobs_per_task: run.engine.jobs_per_task,
         skip_bad_scenes: run.skip_bad_scenes,
         progress: if run.quiet { ProgressMode::Quiet } else { ProgressMode::detect() },
         fetch: FetchConfig::from_env(),
+        detach: run.engine.detach,
     })
+}
+
+/// The executor the flags name; engine flags given to another executor are refused.
+fn executor_choice(e: &EngineArgs) -> anyhow::Result<eocube::build::ExecutorChoice> {
+    use eocube::build::ExecutorChoice;
+    use eocube::executor::slurm::SlurmOptions;
+    if e.jobs_per_task == 0 {
+        anyhow::bail!("--jobs-per-task 0: give at least 1");
+    }
+    let slurm_only = [
+        ("--partition", e.partition.is_some()),
+        ("--time", e.time.is_some()),
+        ("--mem", e.mem.is_some()),
+        ("--sbatch-arg", !e.sbatch_args.is_empty()),
+        ("--slurm-dir", e.slurm_dir.is_some()),
+    ];
+    match e.executor {
+        ExecutorName::Local => {
+            for (flag, given) in slurm_only
+                .iter()
+                .chain(&[("--max-parallel", e.max_parallel.is_some()), ("--worker-bin", e.worker_bin.is_some())])
+            {
+                if *given {
+                    anyhow::bail!("{flag} is for engines; add --executor slurm, or use --workers for local tasks");
+                }
+            }
+            Ok(ExecutorChoice::Local)
+        }
+        ExecutorName::Slurm => {
+            if let Some(bin) = &e.worker_bin
+                && !bin.is_absolute()
+            {
+                anyhow::bail!("--worker-bin {}: give an absolute path (the tasks run on other nodes)", bin.display());
+            }
+            Ok(ExecutorChoice::Slurm {
+                opts: SlurmOptions {
+                    partition: e.partition.clone(),
+                    time: e.time.clone(),
+                    mem: e.mem.clone(),
+                    sbatch_args: e.sbatch_args.clone(),
+                    worker_bin: e.worker_bin.clone(),
+                    log_dir: e.slurm_dir.clone(),
+                    ..SlurmOptions::default()
+                },
+                max_parallel: e.max_parallel.unwrap_or(0),
+            })
+        }
+    }
 }
 
 fn default_workers() -> usize {
@@ -566,6 +648,19 @@ fn default_workers() -> usize {
 fn print_report(report: &eocube::build::BuildReport, branch: &str) -> anyhow::Result<()> {
     let s = &report.summary;
     let out = report.out.display();
+    if let Some(d) = &report.detached {
+        println!(
+            "submitted run {}: {} jobs ({} done before) as Slurm job(s) {}; task logs in {}",
+            d.run,
+            s.not_run,
+            s.already_done,
+            d.engine_jobs.join(", "),
+            d.logs.display()
+        );
+        println!("watch:   squeue -j {}", d.engine_jobs.join(","));
+        println!("finish:  eocube collect {out} --run {}", d.run);
+        return Ok(());
+    }
     println!(
         "{} jobs: {} done now, {} done before, {} failed, {} not run; {} scenes, {:.1} MB in {} requests, {} retries, {:.1} s",
         s.jobs,
@@ -589,7 +684,7 @@ fn print_report(report: &eocube::build::BuildReport, branch: &str) -> anyhow::Re
         );
     }
     if s.failures.len() > 10 {
-        eprintln!("... and {} more failures: see {out}/_eocube/report.jsonl", s.failures.len() - 10);
+        eprintln!("... and {} more failures: `eocube status {out}` lists them", s.failures.len() - 10);
     }
     if s.interrupted {
         eprintln!("interrupted: run the same command again to resume ({} jobs left)", s.jobs - s.already_done - s.done);
@@ -597,7 +692,7 @@ fn print_report(report: &eocube::build::BuildReport, branch: &str) -> anyhow::Re
     }
     if s.failed > 0 {
         anyhow::bail!(
-            "{} of {} jobs failed; run the same command again to retry them (done jobs are kept), details in {out}/_eocube/report.jsonl",
+            "{} of {} jobs failed; run the same command again to retry them (done jobs are kept); `eocube status {out}` lists them",
             s.failed,
             s.jobs
         );
@@ -647,6 +742,7 @@ async fn demo(out: &std::path::Path, workers: Option<usize>, quiet: bool) -> any
         skip_bad_scenes: false,
         progress: if quiet { ProgressMode::Quiet } else { ProgressMode::detect() },
         fetch: FetchConfig::default(),
+        detach: false,
     };
     let r = eocube::demo::run(out, workers, &opts, &land_test, ctrl_c()).await?;
     let s = &r.build.summary;
@@ -672,7 +768,7 @@ async fn demo(out: &std::path::Path, workers: Option<usize>, quiet: bool) -> any
         anyhow::bail!("interrupted; run `eocube demo` again to start over");
     }
     if !r.build.complete {
-        anyhow::bail!("{} jobs failed; see {}/_eocube/report.jsonl", s.failed, r.cube.display());
+        anyhow::bail!("{} jobs failed; `eocube status {}` lists them", s.failed, r.cube.display());
     }
     let cube = r.cube.display();
     println!("cube:    {cube} ({:.1} s in all)", t0.elapsed().as_secs_f64());

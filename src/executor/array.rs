@@ -36,15 +36,27 @@ pub struct ArrayJob {
 impl ArrayJob {
     /// The indices in contiguous runs `start..=end`, for engines that take ranges.
     pub fn ranges(&self) -> Vec<(u32, u32)> {
-        let mut out: Vec<(u32, u32)> = Vec::new();
-        for &i in &self.indices {
-            match out.last_mut() {
-                Some((_, end)) if *end + 1 == i => *end = i,
-                _ => out.push((i, i)),
-            }
-        }
-        out
+        ranges(&self.indices)
     }
+}
+
+/// Sorted `indices` in contiguous runs `start..=end`.
+pub fn ranges(indices: &[u32]) -> Vec<(u32, u32)> {
+    let mut out: Vec<(u32, u32)> = Vec::new();
+    for &i in indices {
+        match out.last_mut() {
+            Some((_, end)) if *end + 1 == i => *end = i,
+            _ => out.push((i, i)),
+        }
+    }
+    out
+}
+
+/// Sorted `indices` as text, the way Slurm writes arrays: `0-3,7,9-12`.
+pub fn ranges_text(indices: &[u32]) -> String {
+    let parts: Vec<String> =
+        ranges(indices).into_iter().map(|(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") }).collect();
+    parts.join(",")
 }
 
 #[cfg(test)]
@@ -61,5 +73,7 @@ mod tests {
             env: vec![],
         };
         assert_eq!(job.ranges(), vec![(0, 2), (5, 5), (7, 8)]);
+        assert_eq!(ranges_text(&job.indices), "0-2,5,7-8");
+        assert_eq!(ranges_text(&[]), "");
     }
 }

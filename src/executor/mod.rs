@@ -16,6 +16,7 @@ pub mod array;
 mod local;
 mod progress;
 mod scheduler;
+pub mod slurm;
 
 use std::time::Duration;
 

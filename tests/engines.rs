@@ -1,0 +1,408 @@
+//! Executors and the worker (issue 9): `eocube build --executor local|slurm` on the e2e archive,
+//! `eocube worker` and `eocube collect`, against a real one-node Slurm cluster
+//! (`scripts/slurm.sh start`: slurmctld, slurmd, munge), the test nginx and the test STAC API.
+//!
+//! - Executor conformance: the same suite over local and Slurm: the cube's chunk objects are
+//!   byte-identical to a plain local build, one ledger record and one done report line per job;
+//!   a permanent failure (a missing scene) fails its job once, unretried, and exits non-zero.
+//! - Slurm: a real array of 18 tasks with `%2`; a task cancelled with `scancel` is resubmitted and
+//!   the Icechunk cube still equals the local one, `main` untouched until the one commit.
+//! - `--detach` + `eocube collect`; the worker run twice on one index (same bytes, one ledger
+//!   record), its index from each engine's variable, its exit codes.
+//!
+//! Needs `EOCUBE_SLURM=1` (scripts/slurm.sh writes it into target/eocube-slurm/env): without it
+//! the Slurm tests fail, they never skip.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const EXTRA: [&str; 4] = ["--resampling", "nearest", "--chunk-size", "128"];
+/// 3 x 2 chunks x 3 months.
+const JOBS: usize = 18;
+
+fn eocube() -> &'static str {
+    env!("CARGO_BIN_EXE_eocube")
+}
+
+fn require_slurm() {
+    assert_eq!(
+        std::env::var("EOCUBE_SLURM").as_deref(),
+        Ok("1"),
+        "no test Slurm cluster: run `bash scripts/slurm.sh start` and source target/eocube-slurm/env \
+         (scripts/test.sh does)"
+    );
+}
+
+/// Runs eocube in `dir` (Slurm's tasks start there too: `--chdir`).
+fn run_in(dir: &Path, args: &[String], env: &[(&str, String)]) -> Output {
+    let t0 = Instant::now();
+    let out = Command::new(eocube())
+        .args(args)
+        .current_dir(dir)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .unwrap_or_else(|e| panic!("running eocube: {e}"));
+    println!("eocube {} -> {} in {:.1} s", args.join(" "), out.status, t0.elapsed().as_secs_f64());
+    out
+}
+
+fn text(out: &Output) -> (String, String) {
+    (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn ok(out: Output, what: &str) -> String {
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{what}: {}\nstdout:\n{stdout}\nstderr:\n{stderr}", out.status);
+    stdout
+}
+
+fn args(out: &str, extra: &[&str]) -> Vec<String> {
+    let mut a = common::e2e_build_args(Path::new(out), &EXTRA);
+    a.extend(extra.iter().map(|s| s.to_string()));
+    a.push("--quiet".into());
+    a
+}
+
+/// Chunk objects and metadata of a plain Zarr cube, `created` left out, `_eocube/` left out.
+fn cube_objects(cube: &Path) -> BTreeMap<String, Vec<u8>> {
+    common::files_under(cube)
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with("_eocube"))
+        .map(|(k, v)| {
+            if k == "zarr.json" {
+                let mut j: Value = serde_json::from_slice(&v).expect("zarr.json");
+                j["attributes"].as_object_mut().expect("attributes").remove("created");
+                (k, serde_json::to_vec(&j).expect("json"))
+            } else {
+                (k, v)
+            }
+        })
+        .collect()
+}
+
+/// The reference: the e2e cube built by the local executor, once per test binary.
+fn reference() -> &'static (PathBuf, BTreeMap<String, Vec<u8>>) {
+    static REF: OnceLock<(PathBuf, BTreeMap<String, Vec<u8>>)> = OnceLock::new();
+    REF.get_or_init(|| {
+        let dir = common::scratch_dir("engines-reference");
+        ok(run_in(&dir, &args("cube.zarr", &[]), &[]), "the reference build");
+        let cube = dir.join("cube.zarr");
+        let objects = cube_objects(&cube);
+        assert!(objects.keys().filter(|k| k.contains("/c/")).count() >= JOBS, "{:?}", objects.keys());
+        (cube, objects)
+    })
+}
+
+fn assert_same_objects(got: &BTreeMap<String, Vec<u8>>, what: &str) {
+    let want = &reference().1;
+    assert_eq!(got.keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>(), "{what}: other objects");
+    for (k, v) in want {
+        assert!(&got[k] == v, "{what}: {k} differs from the local build's");
+    }
+}
+
+fn ledger_count(cube: &Path) -> usize {
+    std::fs::read_dir(cube.join("_eocube/ledger")).map_or(0, |d| d.count())
+}
+
+fn runs(cube: &Path) -> Vec<String> {
+    let mut r: Vec<String> = std::fs::read_dir(cube.join("_eocube/runs"))
+        .expect("the cube has runs")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    r.sort();
+    r
+}
+
+fn done_lines(cube: &Path) -> usize {
+    common::report_lines(cube).iter().filter(|l| l["outcome"] == "done").count()
+}
+
+/// The engine flags of each executor under test.
+fn engine_flags(executor: &str) -> Vec<&'static str> {
+    match executor {
+        "local" => vec!["--executor", "local", "--workers", "2"],
+        "slurm" => vec!["--executor", "slurm", "--max-parallel", "2"],
+        other => panic!("no executor {other}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Executor conformance: one suite, every executor.
+
+fn conformance_builds_the_reference_cube(executor: &str) {
+    let dir = common::scratch_dir(&format!("engines-{executor}-cube"));
+    let stdout = ok(run_in(&dir, &args("cube.zarr", &engine_flags(executor)), &[]), executor);
+    assert!(stdout.contains(&format!("{JOBS} jobs: {JOBS} done now, 0 done before, 0 failed")), "{stdout}");
+    let cube = dir.join("cube.zarr");
+    assert_same_objects(&cube_objects(&cube), executor);
+    assert_eq!(ledger_count(&cube), JOBS, "{executor}: one ledger record per job");
+    assert_eq!(done_lines(&cube), JOBS, "{executor}: one done report line per job");
+    let run = runs(&cube).pop().expect("a run");
+    let record: Value = serde_json::from_slice(
+        &std::fs::read(cube.join("_eocube/runs").join(&run).join("run.json")).expect("run.json"),
+    )
+    .expect("run.json parses");
+    assert_eq!(record["executor"], executor);
+    assert_eq!(record["tasks"], JOBS);
+    if executor == "slurm" {
+        // A real array of 18 tasks, two at a time, each of which wrote its result.
+        let slurm_dir = dir.join("eocube-slurm").join(&run);
+        let script = std::fs::read_to_string(slurm_dir.join("submit-1.sbatch")).expect("the sbatch script");
+        assert!(script.contains("#SBATCH --array=0-17%2\n"), "{script}");
+        let logs = std::fs::read_dir(&slurm_dir)
+            .expect("logs")
+            .filter(|e| e.as_ref().is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".log")));
+        assert_eq!(logs.count(), JOBS, "one log per task in {}", slurm_dir.display());
+        let results = std::fs::read_dir(cube.join("_eocube/runs").join(&run).join("results")).expect("results");
+        assert_eq!(results.count(), JOBS);
+    }
+}
+
+/// The e2e items with one scene's red band pointing at a file that does not exist.
+fn items_with_a_missing_scene(dir: &Path) -> (PathBuf, String) {
+    let src = common::e2e_dir().join("items-local.json");
+    let mut items: Value = serde_json::from_slice(&std::fs::read(&src).expect("items-local.json")).expect("json");
+    // A scene inside the dates (some of the archive's are outside them, on purpose).
+    let start = common::e2e_manifest()["start"].as_str().expect("start").to_string();
+    let first = items["features"]
+        .as_array_mut()
+        .expect("features")
+        .iter_mut()
+        .find(|f| f["properties"]["datetime"].as_str().is_some_and(|d| d[..10] > *start.as_str()))
+        .expect("a scene after the start");
+    let id = first["id"].as_str().expect("id").to_string();
+    first["assets"]["red"]["href"] = Value::from(dir.join("missing/red.tif").display().to_string());
+    let path = dir.join("items.json");
+    std::fs::write(&path, serde_json::to_vec(&items).expect("json")).expect("writing items");
+    (path, id)
+}
+
+fn conformance_fails_a_missing_scene_once(executor: &str) {
+    let dir = common::scratch_dir(&format!("engines-{executor}-missing"));
+    let (items, id) = items_with_a_missing_scene(&dir);
+    let mut a = common::e2e_items_build_args(Path::new("cube.zarr"), &items, &EXTRA);
+    a.extend(engine_flags(executor).iter().map(|s| s.to_string()));
+    a.push("--quiet".into());
+    let out = run_in(&dir, &a, &[]);
+    let (stdout, stderr) = text(&out);
+    assert!(!out.status.success(), "{executor}: a missing scene must fail its jobs\n{stdout}\n{stderr}");
+    assert!(stderr.contains("missing/red.tif"), "{executor}: the failure names the file:\n{stderr}");
+    let lines = common::report_lines(&dir.join("cube.zarr"));
+    let failed: Vec<&Value> = lines.iter().filter(|l| l["outcome"] == "failed").collect();
+    assert!(!failed.is_empty(), "{executor}: failures are in the report");
+    // Permanent: each failed job is in the report once (no retry), and every other job is done.
+    let mut seen = std::collections::BTreeSet::new();
+    for f in &failed {
+        let job = (f["job"]["t"].clone().to_string(), f["job"]["iy"].to_string(), f["job"]["ix"].to_string());
+        assert!(seen.insert(job.clone()), "{executor}: job {job:?} was tried twice:\n{failed:?}");
+    }
+    assert_eq!(failed.len() + done_lines(&dir.join("cube.zarr")), JOBS, "{executor}: {id}");
+}
+
+#[test]
+fn local_executor_conformance() {
+    conformance_builds_the_reference_cube("local");
+    conformance_fails_a_missing_scene_once("local");
+}
+
+#[test]
+fn slurm_executor_conformance() {
+    require_slurm();
+    conformance_builds_the_reference_cube("slurm");
+    conformance_fails_a_missing_scene_once("slurm");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Slurm specifics.
+
+/// Waits until `cond` holds, at most `limit`.
+fn wait_for(what: &str, limit: Duration, cond: impl Fn() -> bool) {
+    let t0 = Instant::now();
+    while !cond() {
+        assert!(t0.elapsed() < limit, "waited {limit:?} for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn icechunk_log(repo: &str, dir: &Path) -> String {
+    ok(run_in(dir, &["log".into(), repo.into()], &[]), "eocube log")
+}
+
+/// The e2e cube of an Icechunk repository's `main` equals the reference, value for value.
+fn assert_icechunk_equals_reference(repo_dir: &Path) {
+    let script = r#"
+import sys, icechunk, numpy as np, xarray as xr
+repo = icechunk.Repository.open(icechunk.local_filesystem_storage(sys.argv[1]))
+a = xr.open_zarr(sys.argv[2], mask_and_scale=False)
+b = xr.open_zarr(repo.readonly_session("main").store, consolidated=False, mask_and_scale=False)
+va, vb = a["rgb_median"].values, b["rgb_median"].values
+assert va.shape == vb.shape, (va.shape, vb.shape)
+assert np.array_equal(va, vb), int((va != vb).sum())
+for c in ("time", "latitude", "longitude", "band"):
+    assert np.array_equal(a[c].values, b[c].values), c
+print("equal", va.shape)
+"#;
+    let repo = repo_dir.display().to_string();
+    let reference = reference().0.display().to_string();
+    let out = common::run_python(script, &[&repo, &reference], "comparing the Icechunk cube with the local one");
+    assert!(out.contains("equal"), "{out}");
+}
+
+/// A task cancelled by `scancel` while it runs is resubmitted; the Icechunk cube equals the local
+/// one and `main` shows nothing until the build's one commit.
+#[test]
+fn slurm_resubmits_a_cancelled_task_into_icechunk() {
+    require_slurm();
+    let _ = reference();
+    let dir = common::scratch_dir("engines-slurm-cancel");
+    // Task 3's first attempt waits (it marks that it started); every other attempt runs at once.
+    let wrapper = dir.join("eocube-wrapper.sh");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nif [ \"$SLURM_ARRAY_TASK_ID\" = 3 ] && [ ! -e {dir}/started-3 ]; then touch {dir}/started-3; sleep 120; fi\nexec {bin} \"$@\"\n",
+            dir = dir.display(),
+            bin = eocube()
+        ),
+    )
+    .expect("writing the wrapper");
+    Command::new("chmod").args(["+x"]).arg(&wrapper).status().expect("chmod");
+    let repo = format!("icechunk://{}", dir.join("repo").display());
+    let slurm_dir = dir.join("slurm");
+    let a = args(
+        &repo,
+        &[
+            "--executor",
+            "slurm",
+            "--max-parallel",
+            "2",
+            "--worker-bin",
+            &wrapper.display().to_string(),
+            "--slurm-dir",
+            &slurm_dir.display().to_string(),
+        ],
+    );
+    let child = Command::new(eocube())
+        .args(&a)
+        .current_dir(&dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting the build");
+    wait_for("task 3 to start", Duration::from_secs(120), || dir.join("started-3").exists());
+    // Mid-build: main holds only the repository's first commit.
+    let log = icechunk_log(&repo, &dir);
+    assert_eq!(log.lines().count(), 1, "main moved before the build ended:\n{log}");
+    let log_name = std::fs::read_dir(&slurm_dir)
+        .expect("the Slurm folder")
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .find(|n| n.ends_with("_3.log"))
+        .expect("task 3's log");
+    let task = log_name.trim_end_matches(".log").to_string();
+    let st = Command::new("scancel").arg(&task).status().expect("scancel");
+    assert!(st.success(), "scancel {task}");
+    let out = child.wait_with_output().expect("the build");
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{}\n{stdout}\n{stderr}", out.status);
+    assert!(stdout.contains(&format!("{JOBS} jobs: {JOBS} done now")), "{stdout}");
+    assert!(!stdout.contains(" 0 retries"), "the cancelled task was retried: {stdout}");
+    // The resubmission: a second script, holding task 3 only.
+    let second = std::fs::read_to_string(slurm_dir.join("submit-2.sbatch")).expect("a resubmission");
+    assert!(second.contains("#SBATCH --array=3%2\n"), "{second}");
+    let log = icechunk_log(&repo, &dir);
+    assert_eq!(log.lines().count(), 2, "one build commit on main:\n{log}");
+    assert!(log.lines().next().is_some_and(|l| l.contains("eocube build")), "{log}");
+    assert_icechunk_equals_reference(&dir.join("repo"));
+}
+
+/// `--detach` submits and returns; the worker can be run by hand (same bytes, one ledger record
+/// after collect, index from each engine's variable); `collect` names what is missing, then
+/// finishes the cube once the rest has run.
+#[test]
+fn detach_worker_and_collect() {
+    require_slurm();
+    let _ = reference();
+    let dir = common::scratch_dir("engines-detach");
+    // Held: nothing runs until released, so the test runs tasks by hand first.
+    let out = run_in(
+        &dir,
+        &args("cube.zarr", &["--executor", "slurm", "--detach", "--sbatch-arg=--hold", "--max-parallel", "2"]),
+        &[],
+    );
+    let stdout = ok(out, "build --detach");
+    assert!(stdout.contains("eocube collect cube.zarr --run "), "{stdout}");
+    let cube = dir.join("cube.zarr");
+    let run = runs(&cube).pop().expect("a run");
+    let job_id = stdout
+        .split("as Slurm job(s) ")
+        .nth(1)
+        .and_then(|r| r.split(';').next())
+        .expect("the job id")
+        .trim()
+        .to_string();
+    let worker = |index: Option<&str>, env: &[(&str, String)]| {
+        let mut a: Vec<String> = vec!["worker".into(), "cube.zarr".into(), "--run".into(), run.clone()];
+        if let Some(i) = index {
+            a.extend(["--index".into(), i.into()]);
+        }
+        run_in(&dir, &a, env)
+    };
+    // Task 0 twice: the same chunk bytes.
+    ok(worker(Some("0"), &[]), "worker --index 0");
+    let first = cube_objects(&cube);
+    ok(worker(None, &[("SLURM_ARRAY_TASK_ID", "0".into())]), "worker, SLURM_ARRAY_TASK_ID=0");
+    assert_eq!(cube_objects(&cube), first, "the second run of task 0 wrote other bytes");
+    assert_eq!(ledger_count(&cube), 0, "workers never write the ledger (collect does)");
+    // The index from each engine's variable (and the offset).
+    for (var, value, offset, index) in [
+        ("EOCUBE_TASK_INDEX", "1", None, 1),
+        ("AWS_BATCH_JOB_ARRAY_INDEX", "2", None, 2),
+        ("JOB_COMPLETION_INDEX", "0", Some("3"), 3),
+    ] {
+        let mut a: Vec<String> = vec!["worker".into(), "cube.zarr".into(), "--run".into(), run.clone()];
+        if let Some(o) = offset {
+            a.extend(["--index-offset".into(), o.into()]);
+        }
+        ok(run_in(&dir, &a, &[(var, value.into())]), var);
+        let result = cube.join(format!("_eocube/runs/{run}/results/{index}.json"));
+        assert!(result.is_file(), "{var}={value}: no {}", result.display());
+    }
+    // Exit codes: a run that does not exist, an index past the run: permanent.
+    for bad in [
+        vec!["worker", "cube.zarr", "--run", "no-such-run", "--index", "0"],
+        vec!["worker", "cube.zarr", "--run", run.as_str(), "--index", "999"],
+        vec!["worker", "cube.zarr", "--run", run.as_str()],
+    ] {
+        let a: Vec<String> = bad.iter().map(|s| s.to_string()).collect();
+        let out = run_in(&dir, &a, &[]);
+        assert_eq!(out.status.code(), Some(65), "{bad:?}: {}", text(&out).1);
+    }
+    // collect: four tasks done, the rest missing with the command that reruns them.
+    let out = run_in(&dir, &["collect".into(), "cube.zarr".into()], &[]);
+    let (so, se) = text(&out);
+    assert!(!out.status.success(), "collect of an unfinished run must not succeed:\n{so}\n{se}");
+    let all = format!("{so}{se}");
+    assert!(all.contains("4-17"), "collect names the missing tasks 4-17:\n{all}");
+    assert_eq!(ledger_count(&cube), 4, "collect records each done job once");
+    // Release the held array; once it is done, collect finishes the cube.
+    let st = Command::new("scontrol").args(["release", &job_id]).status().expect("scontrol release");
+    assert!(st.success());
+    wait_for("the array to finish", Duration::from_secs(300), || {
+        let out = Command::new("squeue").args(["-h", "-j", &job_id]).output().expect("squeue");
+        out.status.success() && out.stdout.is_empty()
+    });
+    let stdout = ok(run_in(&dir, &["collect".into(), "cube.zarr".into()], &[]), "collect after the array");
+    assert!(stdout.contains("complete"), "{stdout}");
+    assert_eq!(ledger_count(&cube), JOBS);
+    assert_same_objects(&cube_objects(&cube), "detached Slurm build");
+    let status = ok(run_in(&dir, &["status".into(), "cube.zarr".into()], &[]), "status");
+    assert!(status.contains(&run), "status lists the run:\n{status}");
+}
