@@ -10,7 +10,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Once;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -687,4 +687,57 @@ fn output_urls_are_parsed_and_bad_schemes_refused() {
         let err = stderr_of(&r);
         assert!(err.contains(&format!("--out {out}")) && err.contains(want), "{err}");
     }
+}
+
+/// Chunk PUTs answered `503 Slow Down`, more often in a row than object_store's own retries
+/// (4 attempts): the job fails transiently, the scheduler retries it, and the build completes
+/// with the same bytes as a local build. The 503s come from a fault proxy in front of moto
+/// (`tests/py/fault_proxy.py`).
+#[test]
+fn chunk_puts_answered_503_are_retried_and_the_build_completes() {
+    let s3 = s3_env();
+    let flags = ["--resampling", "nearest", "--chunk-size", "128", "--workers", "1"];
+    let dir = common::scratch_dir("storage-503");
+    let local = dir.join("cube.zarr");
+    run_ok(&e2e_args(&local.display().to_string(), &flags));
+    let local_objs = common::files_under(&local);
+
+    let port_file = dir.join("proxy.port");
+    let faults = 5;
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/py/fault_proxy.py");
+    let mut proxy = Command::new(common::python())
+        .arg(&script)
+        .args([s3.endpoint.as_str(), "PUT", "/rgb_median/c/", &faults.to_string()])
+        .arg(&port_file)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting the fault proxy");
+    let t0 = Instant::now();
+    let port = loop {
+        if let Ok(p) = std::fs::read_to_string(&port_file)
+            && let Ok(p) = p.trim().parse::<u16>()
+        {
+            break p;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(20), "the fault proxy did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let bucket = fresh_bucket("faults");
+    let url = format!("s3://{bucket}/cubes/faults.zarr");
+    let out = run(&e2e_args(&url, &flags), &[("AWS_ENDPOINT_URL", &endpoint)]);
+    let _ = proxy.kill();
+    let served = proxy.wait_with_output().expect("the proxy's output");
+    let served = String::from_utf8_lossy(&served.stdout);
+    common::assert_ok(&out, &e2e_args(&url, &flags));
+    assert_eq!(served.lines().filter(|l| l.starts_with("fault PUT")).count(), faults, "{served}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let retries: usize = stdout
+        .split(" retries")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no retry count in {stdout}"));
+    assert!(retries >= 1, "the job whose PUTs all failed was not retried: {stdout}");
+    assert_same_chunks(&local_objs, &s3_objects(&bucket, "cubes/faults.zarr"), "local vs s3 through 503s");
 }
