@@ -53,6 +53,8 @@ AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
 MaxArraySize=10001
+# Room for the dispatch benchmark (100,000 held tasks); Slurm counts each array task.
+MaxJobCount=250000
 ReturnToService=2
 SchedulerType=sched/backfill
 SchedulerParameters=sched_interval=1
