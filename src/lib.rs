@@ -17,6 +17,7 @@
 
 pub mod build;
 pub mod catalog;
+pub mod cloud;
 pub mod cog;
 pub mod demo;
 pub mod executor;

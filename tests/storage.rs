@@ -690,7 +690,7 @@ fn output_urls_are_parsed_and_bad_schemes_refused() {
 }
 
 /// Chunk PUTs answered `503 Slow Down`, more often in a row than object_store's own retries
-/// (4 attempts): the job fails transiently, the scheduler retries it, and the build completes
+/// (6 attempts, `eocube::cloud::ClientConfig::default`): the job fails transiently, the scheduler retries it, and the build completes
 /// with the same bytes as a local build. The 503s come from a fault proxy in front of moto
 /// (`tests/py/fault_proxy.py`).
 #[test]
@@ -703,7 +703,7 @@ fn chunk_puts_answered_503_are_retried_and_the_build_completes() {
     let local_objs = common::files_under(&local);
 
     let port_file = dir.join("proxy.port");
-    let faults = 5;
+    let faults = eocube::cloud::ClientConfig::default().max_retries + 2;
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/py/fault_proxy.py");
     let mut proxy = Command::new(common::python())
         .arg(&script)

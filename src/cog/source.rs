@@ -2,12 +2,10 @@
 //! parsing, one cached store per (scheme, host or bucket), bounded retries, request counting, and
 //! the coalescing of nearby byte ranges.
 //!
-//! Cloud settings come from the environment as for outputs: S3 through
-//! [`crate::store::aws::S3Settings`] (variables and AWS profiles; the `s3_*` fields of
-//! [`FetchConfig`] override them), GCS through `GoogleCloudStorageBuilder::from_env`, Azure
-//! through `MicrosoftAzureBuilder::from_env`. One difference from outputs: an S3 input without
-//! static keys is read unsigned (public archives such as Sentinel-2 on AWS), not through the
-//! instance-role chain.
+//! Clients come from [`crate::cloud`], as for outputs: S3 settings from the environment and AWS
+//! profiles (the `s3_*` fields of [`FetchConfig`] override them), GCS and Azure from their
+//! builders' `from_env`. One difference from outputs: an S3 input without static keys is read
+//! unsigned (public archives such as Sentinel-2 on AWS), not through the instance-role chain.
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -18,19 +16,19 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
-use object_store::{BackoffConfig, ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, RetryConfig};
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt};
 
 use super::{CogError, RequestStats};
-use crate::store::aws::S3Settings;
-use crate::store::location;
+use crate::cloud::aws::S3Settings;
+use crate::cloud::{self, ClientConfig, Unkeyed};
 
 /// How the COG reader talks to storage. `Default` is what production wants; [`FetchConfig::from_env`]
 /// adds the standard AWS variables.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FetchConfig {
-    /// Retries of one request after a transient failure (5xx, 429, timeouts, resets). Five with
-    /// exponential backoff from 100 ms rides out a few seconds of throttling; the job-level retry
-    /// (DESIGN section 9) handles anything longer.
+    /// Retries of one request after a transient failure (5xx, 429, timeouts, resets); default
+    /// five with backoff from 100 ms, which rides out a few seconds of throttling; the job-level
+    /// retry (DESIGN section 9) handles anything longer. Defaults: [`crate::cloud`].
     pub max_retries: usize,
     /// First backoff; doubles each retry, with jitter (object_store's policy).
     pub init_backoff: Duration,
@@ -67,13 +65,15 @@ pub struct FetchConfig {
 
 impl Default for FetchConfig {
     fn default() -> Self {
+        // Timeouts and retries: the defaults of every client (crate::cloud).
+        let c = ClientConfig::default();
         FetchConfig {
-            max_retries: 5,
-            init_backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_secs(5),
-            retry_timeout: Duration::from_secs(30),
-            request_timeout: Duration::from_secs(60),
-            connect_timeout: Duration::from_secs(10),
+            max_retries: c.max_retries,
+            init_backoff: c.init_backoff,
+            max_backoff: c.max_backoff,
+            retry_timeout: c.retry_timeout,
+            request_timeout: c.request_timeout,
+            connect_timeout: c.connect_timeout,
             coalesce_gap: 1 << 20,
             max_concurrent_requests: 8,
             header_bytes: 16 << 10,
@@ -113,19 +113,16 @@ impl FetchConfig {
         S3Settings::from_env().map(|_| ()).map_err(|e| e.to_string())
     }
 
-    fn retry(&self) -> RetryConfig {
-        RetryConfig {
-            backoff: BackoffConfig { init_backoff: self.init_backoff, max_backoff: self.max_backoff, base: 2.0 },
+    /// The client settings of every store the reader makes.
+    pub fn client(&self) -> ClientConfig {
+        ClientConfig {
+            connect_timeout: self.connect_timeout,
+            request_timeout: self.request_timeout,
             max_retries: self.max_retries,
+            init_backoff: self.init_backoff,
+            max_backoff: self.max_backoff,
             retry_timeout: self.retry_timeout,
         }
-    }
-
-    fn client(&self, allow_http: bool) -> ClientOptions {
-        ClientOptions::new()
-            .with_timeout(self.request_timeout)
-            .with_connect_timeout(self.connect_timeout)
-            .with_allow_http(allow_http)
     }
 }
 
@@ -177,15 +174,9 @@ impl Stores {
                 };
                 let base = format!("{scheme}://{authority}");
                 let path = Path::from_url_path(u.path()).map_err(|e| bad(e.to_string()))?;
-                let cfg = &self.cfg;
+                let client = self.cfg.client();
                 let store = self.cached(scheme, &authority, || {
-                    let s = object_store::http::HttpBuilder::new()
-                        .with_url(base.clone())
-                        .with_client_options(cfg.client(scheme == "http"))
-                        .with_retry(cfg.retry())
-                        .build()
-                        .map_err(|e| bad(e.to_string()))?;
-                    Ok(Arc::new(s))
+                    Ok(Arc::new(cloud::http(&base, &client).map_err(|e| bad(e.to_string()))?))
                 })?;
                 Ok(Location { store, path })
             }
@@ -204,26 +195,14 @@ impl Stores {
                     .filter(|b| !b.is_empty())
                     .ok_or_else(|| bad(format!("{scheme} URL without a bucket or container")))?;
                 let path = Path::from_url_path(u.path()).map_err(|e| bad(e.to_string()))?;
-                let cfg = &self.cfg;
+                let client = self.cfg.client();
                 let store = if scheme.starts_with('g') {
                     self.cached("gs", bucket, || {
-                        let s = object_store::gcp::GoogleCloudStorageBuilder::from_env()
-                            .with_bucket_name(bucket)
-                            .with_client_options(cfg.client(location::gcs_allow_http()))
-                            .with_retry(cfg.retry())
-                            .build()
-                            .map_err(|e| bad(e.to_string()))?;
-                        Ok(Arc::new(s))
+                        Ok(Arc::new(cloud::gcs(bucket, &client).map_err(|e| bad(e.to_string()))?))
                     })?
                 } else {
                     self.cached("az", bucket, || {
-                        let s = object_store::azure::MicrosoftAzureBuilder::from_env()
-                            .with_container_name(bucket)
-                            .with_client_options(cfg.client(location::azure_allow_http()))
-                            .with_retry(cfg.retry())
-                            .build()
-                            .map_err(|e| bad(e.to_string()))?;
-                        Ok(Arc::new(s))
+                        Ok(Arc::new(cloud::azure(None, bucket, &client).map_err(|e| bad(e.to_string()))?))
                     })?
                 };
                 Ok(Location { store, path })
@@ -267,11 +246,7 @@ impl Stores {
         // Public buckets (Sentinel-2 on AWS) need no signature; without static keys, object_store
         // would otherwise go looking for instance credentials.
         settings.anonymous = cfg.s3_unsigned == Some(true) || settings.anonymous || settings.credentials.is_none();
-        let b = object_store::aws::AmazonS3Builder::new()
-            .with_bucket_name(bucket)
-            .with_client_options(cfg.client(settings.allow_http))
-            .with_retry(cfg.retry());
-        settings.configure(b, "us-west-2").build().map_err(|e| e.to_string())
+        cloud::s3(bucket, &settings, &cfg.client(), Unkeyed::Unsigned, "us-west-2").map_err(|e| e.to_string())
     }
 }
 

@@ -237,7 +237,7 @@ async fn connect(repo: &IcechunkRepo, location: &str, create: bool) -> Result<Co
         }
         IcechunkRepo::S3 { bucket, prefix } => {
             // A profile error is a credentials problem the user must fix (as for plain S3).
-            let s = super::aws::S3Settings::from_env()
+            let s = crate::cloud::aws::S3Settings::from_env()
                 .map_err(|e| StoreError::Config { location: loc.clone(), reason: e.to_string() })?;
             let mut opts = icechunk::storage::S3Options::default();
             opts.region = s.region.clone().or_else(|| Some("us-east-1".into()));
@@ -247,7 +247,7 @@ async fn connect(repo: &IcechunkRepo, location: &str, create: bool) -> Result<Co
             opts.anonymous = s.anonymous;
             // As for plain S3: unsigned, keys from the environment (left there: see the module
             // docs), keys of a profile, or object_store's own chain (web identity, ECS, roles).
-            let from_profile = matches!(s.credential_source, Some(super::aws::CredentialSource::Profile { .. }));
+            let from_profile = matches!(s.credential_source, Some(crate::cloud::aws::CredentialSource::Profile { .. }));
             let creds = match (&s.credentials, s.anonymous) {
                 (_, true) => icechunk::storage::S3Credentials::Anonymous,
                 (Some(c), false) if from_profile => {

@@ -13,7 +13,7 @@
 //! valid forms.
 //!
 //! Store options never appear in the URL: they come from the environment, as for inputs
-//! (`src/cog/source.rs`). S3: [`super::aws::S3Settings`] (`AWS_*` variables and the shared
+//! (`src/cog/source.rs`). S3: [`crate::cloud::aws::S3Settings`] (`AWS_*` variables and the shared
 //! config/credentials profiles, then object_store's chain: web identity, ECS and EC2 instance
 //! roles). GCS: `GoogleCloudStorageBuilder::from_env` (`GOOGLE_SERVICE_ACCOUNT` /
 //! `GOOGLE_APPLICATION_CREDENTIALS`, else application default credentials or the metadata
@@ -253,32 +253,6 @@ fn valid_container(c: &str) -> bool {
         && !c.starts_with('-')
         && !c.ends_with('-')
         && !c.contains("--")
-}
-
-/// Whether GCS requests may use plain HTTP: only when the service-account JSON of the
-/// environment (`GOOGLE_SERVICE_ACCOUNT_KEY`, or the file named by `GOOGLE_SERVICE_ACCOUNT`,
-/// `GOOGLE_SERVICE_ACCOUNT_PATH`, `GOOGLE_APPLICATION_CREDENTIALS`) points at an `http://`
-/// emulator through `"gcs_base_url"`. (`ClientOptions` replace what `from_env` read, so callers
-/// decide this themselves.)
-pub(crate) fn gcs_allow_http() -> bool {
-    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    let text = env("GOOGLE_SERVICE_ACCOUNT_KEY").or_else(|| {
-        let path = env("GOOGLE_SERVICE_ACCOUNT")
-            .or_else(|| env("GOOGLE_SERVICE_ACCOUNT_PATH"))
-            .or_else(|| env("GOOGLE_APPLICATION_CREDENTIALS"))?;
-        std::fs::read_to_string(path).ok()
-    });
-    text.and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .and_then(|d| d.get("gcs_base_url").and_then(|v| v.as_str()).map(|u| u.starts_with("http://")))
-        .unwrap_or(false)
-}
-
-/// Whether Azure requests may use plain HTTP: `AZURE_ALLOW_HTTP`, or an `http://`
-/// `AZURE_STORAGE_ENDPOINT` (the emulator, `AZURE_STORAGE_USE_EMULATOR`, allows it by itself).
-pub(crate) fn azure_allow_http() -> bool {
-    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    env("AZURE_ALLOW_HTTP").is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes"))
-        || env("AZURE_STORAGE_ENDPOINT").or_else(|| env("AZURE_ENDPOINT")).is_some_and(|e| e.starts_with("http://"))
 }
 
 #[cfg(test)]

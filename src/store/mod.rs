@@ -25,7 +25,6 @@
 //! and commits every few jobs, with the ledger in the commit properties. Nothing is intercepted by
 //! key: every operation says what it means. The choices and their reasons are in `docs/cube.md`.
 
-pub(crate) mod aws;
 pub mod icechunk;
 mod ledger;
 pub mod location;

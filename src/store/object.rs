@@ -3,29 +3,29 @@
 //! Local disk is object_store's `LocalFileSystem` (a put writes a temporary file and renames it
 //! over the key), `s3://`, `gs://` and `az://` their object_store clients (no `zarrs` storage
 //! adapter: chunks are encoded by `zarrs` in memory anyway). S3 settings come from
-//! [`super::aws`] (environment and AWS profiles); GCS and Azure from their builders' `from_env`.
+//! [`crate::cloud`] (environment and AWS profiles), like every client eocube makes.
 //!
 //! **Atomicity.** A PUT replaces an object whole, and so does the local rename: readers see the
 //! old bytes or the new ones, never a torn chunk. Nothing spans two objects (see `docs/cube.md`,
 //! "Object storage").
 //!
-//! **Errors.** Requests are retried by object_store (3 times, at most 30 s), then classified:
+//! **Errors.** Requests are retried by object_store ([`crate::cloud`]'s defaults), then classified:
 //! a missing bucket (or container), refused credentials and an unreachable endpoint get their own
 //! [`StoreError`] with the fix (the cloud's own variables are added to the reason); credentials
 //! never appear in a message.
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjPath;
-use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
-use super::aws::S3Settings;
 use super::location::OutLocation;
 use super::{BOOKKEEPING_DIR, Cloud, StoreError};
+use crate::cloud::aws::S3Settings;
+use crate::cloud::{self, ClientConfig, Unkeyed};
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -81,6 +81,7 @@ impl ObjectBackend {
     /// Nothing is sent yet; a bad AWS profile is refused here.
     pub(crate) fn new(loc: &OutLocation) -> Result<ObjectBackend> {
         let location = loc.to_string();
+        let cfg = ClientConfig::default();
         // A store that cannot be configured lacks an account, a key or a readable key file: a
         // credentials problem with the cloud's fix, not a transient one.
         let configure = |kind: Cloud| {
@@ -96,16 +97,24 @@ impl ObjectBackend {
                 // The profile, the files and the fix are in the reason.
                 let settings = S3Settings::from_env()
                     .map_err(|e| StoreError::Config { location: location.clone(), reason: e.to_string() })?;
-                (Cloud::S3, bucket, prefix, Arc::new(s3_store(bucket, &settings).map_err(configure(Cloud::S3))?))
+                (
+                    Cloud::S3,
+                    bucket,
+                    prefix,
+                    Arc::new(
+                        cloud::s3(bucket, &settings, &cfg, Unkeyed::Chain, "us-east-1")
+                            .map_err(configure(Cloud::S3))?,
+                    ),
+                )
             }
             OutLocation::Gcs { bucket, prefix } => {
-                (Cloud::Gcs, bucket, prefix, Arc::new(gcs_store(bucket).map_err(configure(Cloud::Gcs))?))
+                (Cloud::Gcs, bucket, prefix, Arc::new(cloud::gcs(bucket, &cfg).map_err(configure(Cloud::Gcs))?))
             }
             OutLocation::Azure { account, container, prefix } => (
                 Cloud::Azure,
                 container,
                 prefix,
-                Arc::new(azure_store(account.as_deref(), container).map_err(configure(Cloud::Azure))?),
+                Arc::new(cloud::azure(account.as_deref(), container, &cfg).map_err(configure(Cloud::Azure))?),
             ),
             OutLocation::Local(root) => return ObjectBackend::local(root, location),
             OutLocation::Icechunk(_) => {
@@ -271,57 +280,6 @@ impl ObjectBackend {
         );
         StoreError::Remote { location, op, key: key.into(), reason, transient }
     }
-}
-
-/// Client options shared by every cloud: connect fast, allow long chunk PUTs, plain HTTP only
-/// where the settings say so.
-fn client(allow_http: bool) -> ClientOptions {
-    ClientOptions::new()
-        .with_connect_timeout(Duration::from_secs(5))
-        .with_timeout(Duration::from_secs(120))
-        .with_allow_http(allow_http)
-}
-
-/// Retried by object_store 3 times within 30 s; the job-level retry handles anything longer.
-fn retry() -> RetryConfig {
-    RetryConfig { max_retries: 3, retry_timeout: Duration::from_secs(30), ..Default::default() }
-}
-
-/// The S3 store of `bucket` with `settings` ([`S3Settings::from_env`]: environment, profile, then
-/// object_store's credential chain, which `from_env` keeps for web identity, ECS and EC2 roles).
-fn s3_store(bucket: &str, settings: &S3Settings) -> object_store::Result<object_store::aws::AmazonS3> {
-    let b = object_store::aws::AmazonS3Builder::from_env()
-        .with_bucket_name(bucket)
-        .with_client_options(client(settings.allow_http))
-        .with_retry(retry());
-    settings.configure(b, "us-east-1").build()
-}
-
-/// The GCS store of `bucket`: credentials from `GOOGLE_SERVICE_ACCOUNT` /
-/// `GOOGLE_SERVICE_ACCOUNT_PATH` / `GOOGLE_APPLICATION_CREDENTIALS` (a service-account or
-/// authorized-user JSON; one with `"gcs_base_url"` and `"disable_oauth": true` points at an
-/// emulator), else the metadata server. Plain HTTP only for an `http://` base URL.
-fn gcs_store(bucket: &str) -> object_store::Result<object_store::gcp::GoogleCloudStorage> {
-    object_store::gcp::GoogleCloudStorageBuilder::from_env()
-        .with_bucket_name(bucket)
-        .with_client_options(client(super::location::gcs_allow_http()))
-        .with_retry(retry())
-        .build()
-}
-
-/// The Azure store of `container`: `MicrosoftAzureBuilder::from_env` (account name and key, SAS,
-/// service principal, managed identity, `AZURE_STORAGE_USE_EMULATOR`, `AZURE_STORAGE_ENDPOINT`);
-/// `account` from an `abfs` URL wins over `AZURE_STORAGE_ACCOUNT_NAME`. Plain HTTP for the
-/// emulator, `AZURE_ALLOW_HTTP` or an `http://` endpoint.
-fn azure_store(account: Option<&str>, container: &str) -> object_store::Result<object_store::azure::MicrosoftAzure> {
-    let mut b = object_store::azure::MicrosoftAzureBuilder::from_env()
-        .with_container_name(container)
-        .with_client_options(client(super::location::azure_allow_http()))
-        .with_retry(retry());
-    if let Some(a) = account {
-        b = b.with_account(a);
-    }
-    b.build()
 }
 
 /// Error bodies (S3 XML) are long and multi-line: the start is enough.

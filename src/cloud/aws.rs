@@ -1,6 +1,6 @@
 //! S3 settings resolved once from the environment and the AWS shared config files, for every S3
-//! client eocube makes (cube outputs in [`super::object`], COG inputs in `src/cog/source.rs`, and
-//! Icechunk repositories, which map [`S3Settings`] onto their own options).
+//! client eocube makes (through [`super::s3`]: cube outputs and COG inputs; and Icechunk
+//! repositories, which map [`S3Settings`] onto their own options).
 //!
 //! Owns: reading `~/.aws/credentials` and `~/.aws/config` (a small INI reader, [`Ini`]), choosing
 //! the profile, and the precedence between environment and profile, as the AWS CLI does:

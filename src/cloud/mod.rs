@@ -1,0 +1,160 @@
+//! Every object_store client eocube makes, built in one place with one set of defaults: S3,
+//! GCS, Azure and plain HTTP(S), for the COG reader (inputs), the plain-Zarr store and the
+//! Icechunk repositories (outputs, run files).
+//!
+//! Owns: the client options (timeouts, retries), the builders of each cloud from the standard
+//! environment ([`aws`] for S3 and the AWS profiles), and whether plain HTTP is allowed. Must not
+//! touch: what is read or written, or how errors are classified (each caller maps object_store's
+//! typed errors to its own).
+//!
+//! Defaults ([`ClientConfig::default`]): connect within 5 s, a whole request within 60 s (a
+//! Sentinel-2 tile or a cube chunk is a few MB), 5 retries of a transient failure (5xx, 429,
+//! timeouts, resets) with backoff from 100 ms doubling to 5 s, none started 30 s after the first
+//! attempt. Anything longer is the job-level retry's (docs/job.md).
+
+pub(crate) mod aws;
+
+use std::time::Duration;
+
+use object_store::{BackoffConfig, ClientOptions, RetryConfig};
+
+use aws::S3Settings;
+
+/// How a client talks to its cloud.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientConfig {
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    /// Retries of one request after a transient failure.
+    pub max_retries: usize,
+    /// First backoff; doubles each retry, with jitter (object_store's policy).
+    pub init_backoff: Duration,
+    pub max_backoff: Duration,
+    /// No retry starts later than this after the first attempt.
+    pub retry_timeout: Duration,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(60),
+            max_retries: 5,
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+            retry_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl ClientConfig {
+    pub fn options(&self, allow_http: bool) -> ClientOptions {
+        ClientOptions::new()
+            .with_timeout(self.request_timeout)
+            .with_connect_timeout(self.connect_timeout)
+            .with_allow_http(allow_http)
+    }
+
+    pub fn retry(&self) -> RetryConfig {
+        RetryConfig {
+            backoff: BackoffConfig { init_backoff: self.init_backoff, max_backoff: self.max_backoff, base: 2.0 },
+            max_retries: self.max_retries,
+            retry_timeout: self.retry_timeout,
+        }
+    }
+}
+
+/// Where an S3 client without static keys finds credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unkeyed {
+    /// object_store's chain: web identity, ECS, EC2 instance role (outputs: a cube is written
+    /// with the machine's role).
+    Chain,
+    /// Unsigned requests (inputs: public archives such as Sentinel-2 on AWS).
+    Unsigned,
+}
+
+/// The S3 client of `bucket` with `settings` ([`S3Settings::from_env`]); `default_region` where
+/// neither the environment nor the profile names one.
+pub(crate) fn s3(
+    bucket: &str,
+    settings: &S3Settings,
+    cfg: &ClientConfig,
+    unkeyed: Unkeyed,
+    default_region: &str,
+) -> object_store::Result<object_store::aws::AmazonS3> {
+    let b = match unkeyed {
+        // `from_env` keeps the variables of the web-identity, ECS and EC2 credential providers.
+        Unkeyed::Chain => object_store::aws::AmazonS3Builder::from_env(),
+        Unkeyed::Unsigned => object_store::aws::AmazonS3Builder::new(),
+    };
+    let b = b.with_bucket_name(bucket).with_client_options(cfg.options(settings.allow_http)).with_retry(cfg.retry());
+    settings.configure(b, default_region).build()
+}
+
+/// The GCS client of `bucket`: credentials from `GOOGLE_SERVICE_ACCOUNT` /
+/// `GOOGLE_SERVICE_ACCOUNT_PATH` / `GOOGLE_APPLICATION_CREDENTIALS` (a service-account or
+/// authorized-user JSON; one with `"gcs_base_url"` and `"disable_oauth": true` points at an
+/// emulator), else the metadata server. Plain HTTP only for an `http://` base URL.
+pub fn gcs(bucket: &str, cfg: &ClientConfig) -> object_store::Result<object_store::gcp::GoogleCloudStorage> {
+    object_store::gcp::GoogleCloudStorageBuilder::from_env()
+        .with_bucket_name(bucket)
+        .with_client_options(cfg.options(gcs_allow_http()))
+        .with_retry(cfg.retry())
+        .build()
+}
+
+/// The Azure client of `container`: `MicrosoftAzureBuilder::from_env` (account name and key,
+/// SAS, service principal, managed identity, `AZURE_STORAGE_USE_EMULATOR`,
+/// `AZURE_STORAGE_ENDPOINT`); `account` (from an `abfs` URL) wins over
+/// `AZURE_STORAGE_ACCOUNT_NAME`. Plain HTTP for the emulator, `AZURE_ALLOW_HTTP` or an `http://`
+/// endpoint.
+pub fn azure(
+    account: Option<&str>,
+    container: &str,
+    cfg: &ClientConfig,
+) -> object_store::Result<object_store::azure::MicrosoftAzure> {
+    let mut b = object_store::azure::MicrosoftAzureBuilder::from_env()
+        .with_container_name(container)
+        .with_client_options(cfg.options(azure_allow_http()))
+        .with_retry(cfg.retry());
+    if let Some(a) = account {
+        b = b.with_account(a);
+    }
+    b.build()
+}
+
+/// The HTTP(S) client of one server, `base` = `scheme://host[:port]`.
+pub fn http(base: &str, cfg: &ClientConfig) -> object_store::Result<object_store::http::HttpStore> {
+    object_store::http::HttpBuilder::new()
+        .with_url(base)
+        .with_client_options(cfg.options(base.starts_with("http://")))
+        .with_retry(cfg.retry())
+        .build()
+}
+
+/// Whether GCS requests may use plain HTTP: only when the service-account JSON of the
+/// environment (`GOOGLE_SERVICE_ACCOUNT_KEY`, or the file named by `GOOGLE_SERVICE_ACCOUNT`,
+/// `GOOGLE_SERVICE_ACCOUNT_PATH`, `GOOGLE_APPLICATION_CREDENTIALS`) points at an `http://`
+/// emulator through `"gcs_base_url"`. (`ClientOptions` replace what `from_env` read, so callers
+/// decide this themselves.)
+pub fn gcs_allow_http() -> bool {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let text = env("GOOGLE_SERVICE_ACCOUNT_KEY").or_else(|| {
+        let path = env("GOOGLE_SERVICE_ACCOUNT")
+            .or_else(|| env("GOOGLE_SERVICE_ACCOUNT_PATH"))
+            .or_else(|| env("GOOGLE_APPLICATION_CREDENTIALS"))?;
+        std::fs::read_to_string(path).ok()
+    });
+    text.and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|d| d.get("gcs_base_url").and_then(|v| v.as_str()).map(|u| u.starts_with("http://")))
+        .unwrap_or(false)
+}
+
+/// Whether Azure requests may use plain HTTP: `AZURE_ALLOW_HTTP`, or an `http://`
+/// `AZURE_STORAGE_ENDPOINT` (the emulator, `AZURE_STORAGE_USE_EMULATOR`, allows it by itself).
+pub fn azure_allow_http() -> bool {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    env("AZURE_ALLOW_HTTP").is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes"))
+        || env("AZURE_STORAGE_ENDPOINT").or_else(|| env("AZURE_ENDPOINT")).is_some_and(|e| e.starts_with("http://"))
+}
