@@ -20,7 +20,7 @@ use crate::executor::{
 };
 use crate::job::JobContext;
 use crate::plan::{Job, LandTest, Plan, PlanError, PlanSummary};
-use crate::spec::{CubeSpec, with_run_fields};
+use crate::spec::CubeSpec;
 use crate::store::{Cube, CubeLayout, IcechunkOptions, LocationError, OutLocation, StoreError, ZarrFormat};
 use crate::time::days_since_epoch;
 use crate::worker::{self, RunRecord, StoredRun, WorkerError};
@@ -28,6 +28,8 @@ use crate::worker::{self, RunRecord, StoredRun, WorkerError};
 /// How a build runs (not what it makes: that is the [`CubeSpec`]).
 #[derive(Debug, Clone)]
 pub struct BuildOptions {
+    /// Where the cube goes (`--out`): a path or URL ([`OutLocation::parse`]).
+    pub out: Option<String>,
     pub run: RunOptions,
     /// Who runs the tasks.
     pub executor: ExecutorChoice,
@@ -183,7 +185,7 @@ pub async fn build_with(
     is_land: LandTest<'_>,
     stop: impl Future<Output = ()>,
 ) -> Result<BuildReport, BuildError> {
-    let out_arg = spec.out.as_deref().ok_or(BuildError::NoOutput)?;
+    let out_arg = opts.out.as_deref().ok_or(BuildError::NoOutput)?;
     let out = PathBuf::from(out_arg);
     if opts.detach && opts.executor == ExecutorChoice::Local {
         return Err(BuildError::Unsupported {
@@ -306,8 +308,8 @@ pub async fn extend(
     }
     let mut spec = old.clone();
     spec.end = new_end;
-    spec.out = Some(out.to_string());
     let mut opts = opts.clone();
+    opts.out = Some(out.to_string());
     if let Some(w) = workers {
         opts.run.workers = w;
     }
@@ -328,7 +330,7 @@ pub async fn extend(
 
 /// The spec stored in a cube, with the run-only fields put back.
 fn stored_spec(cube: &Cube, out: &str) -> Result<CubeSpec, BuildError> {
-    serde_json::from_value(with_run_fields(cube.layout().attrs.clone())).map_err(|e| BuildError::Store {
+    serde_json::from_value(cube.layout().attrs.clone()).map_err(|e| BuildError::Store {
         path: PathBuf::from(out),
         error: Box::new(StoreError::NotACube {
             path: PathBuf::from(out),

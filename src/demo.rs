@@ -85,13 +85,16 @@ pub async fn run(
         chunk_size: Some(DEMO_CHUNK_SIZE),
         stac_url: Some(server.url()),
         collection: Some(synth::COLLECTION.to_string()),
-        out: Some(cube.display().to_string()),
-        workers,
         ..Default::default()
     }
     .validate()?;
+    let mut opts = opts.clone();
+    opts.out = Some(cube.display().to_string());
+    if let Some(w) = workers {
+        opts.run.workers = w;
+    }
     let t0 = Instant::now();
-    let report = build::build(&spec, opts, is_land, stop).await;
+    let report = build::build(&spec, &opts, is_land, stop).await;
     let build_seconds = t0.elapsed().as_secs_f64();
     server.shutdown().await;
     let report = report.map_err(|e| DemoError::Build(Box::new(e)))?;

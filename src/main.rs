@@ -546,8 +546,11 @@ fn plan(args: SpecArgs, json: bool) -> anyhow::Result<()> {
 }
 
 async fn build(args: SpecArgs, run: RunArgs) -> anyhow::Result<()> {
-    let spec = args.input()?.validate()?;
-    let opts = build_options(spec.workers, &run)?;
+    let input = args.input()?;
+    let settings = input.run_settings()?;
+    let spec = input.validate()?;
+    let mut opts = build_options(settings.workers, &run)?;
+    opts.out = settings.out;
     let icechunk = icechunk_options(&run)?;
     let report = eocube::build::build_with(&spec, &opts, &icechunk, &land_test, ctrl_c()).await?;
     print_report(&report, &run.branch)
@@ -577,6 +580,7 @@ fn build_options(workers: usize, run: &RunArgs) -> anyhow::Result<eocube::build:
         anyhow::bail!("--timeout {}: must be a positive number of seconds, e.g. 90", run.timeout);
     }
     Ok(eocube::build::BuildOptions {
+        out: None,
         run: RunOptions {
             workers,
             timeout: std::time::Duration::from_secs_f64(run.timeout),
@@ -736,6 +740,7 @@ async fn demo(out: &std::path::Path, workers: Option<usize>, quiet: bool) -> any
     use eocube::executor::{ProgressMode, RunOptions};
     let t0 = std::time::Instant::now();
     let opts = eocube::build::BuildOptions {
+        out: None,
         run: RunOptions { workers: workers.unwrap_or(2), ..RunOptions::default() },
         executor: eocube::build::ExecutorChoice::Local,
         jobs_per_task: 1,

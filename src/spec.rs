@@ -144,7 +144,17 @@ impl SpecInput {
         self
     }
 
-    /// Check every value and fill in the defaults.
+    /// Where the build writes and how many jobs run at once, checked (`--out`, `--workers`).
+    pub fn run_settings(&self) -> Result<RunSettings, SpecError> {
+        let workers = self.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+        if workers == 0 {
+            return Err(bad("workers", 0, "must be at least 1"));
+        }
+        Ok(RunSettings { out: self.out.clone(), workers })
+    }
+
+    /// Check every value and fill in the defaults: the cube's spec. The run settings in the
+    /// input are checked too ([`SpecInput::run_settings`] returns them).
     pub fn validate(self) -> Result<CubeSpec, SpecError> {
         let bbox = match &self.bbox {
             None => {
@@ -268,10 +278,7 @@ impl SpecInput {
         if !matches!(zarr_format, 2 | 3) {
             return Err(bad("zarr-format", zarr_format, "must be 2 or 3"));
         }
-        let workers = self.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
-        if workers == 0 {
-            return Err(bad("workers", 0, "must be at least 1"));
-        }
+        self.run_settings()?;
         let spec = CubeSpec {
             bbox,
             start,
@@ -290,8 +297,6 @@ impl SpecInput {
             reducer,
             variable,
             zarr_format,
-            out: self.out.clone(),
-            workers,
             all_chunks: self.all_chunks.unwrap_or(false),
         };
         // The grid must be buildable in the chosen CRS (catches a bbox outside a projection).
@@ -306,7 +311,18 @@ fn is_rgb(bands: &[String]) -> bool {
     canon == ["red", "green", "blue"]
 }
 
-/// Everything the user chose, validated (DESIGN section 1). Serialized into the cube's attributes.
+/// What a build runs with but the cube does not depend on: set per run, never stored in the spec.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunSettings {
+    /// `--out`: where the cube goes.
+    pub out: Option<String>,
+    /// `--workers`: jobs at once on this machine.
+    pub workers: usize,
+}
+
+/// What the user chose that decides the cube's bytes, validated (DESIGN section 1): serialized
+/// into the cube's attributes and compared on resume. Specs stored by eocube before run settings
+/// were split off also carry `out` and `workers`; those keys are ignored when read.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CubeSpec {
     /// Region in lon/lat degrees.
@@ -329,22 +345,13 @@ pub struct CubeSpec {
     pub reducer: Reducer,
     pub variable: String,
     pub zarr_format: u8,
-    pub out: Option<String>,
-    /// How many jobs run at once (not part of what the cube is: excluded from comparisons).
-    pub workers: usize,
     pub all_chunks: bool,
 }
 
 impl CubeSpec {
-    /// The spec as stored in the cube and compared on resume: everything that decides the
-    /// cube's bytes, without how it is run (`workers`) or where it is written (`out`).
+    /// The spec as stored in the cube and compared on resume.
     pub fn identity_json(&self) -> serde_json::Value {
-        let mut v = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
-        if let Some(m) = v.as_object_mut() {
-            m.remove("workers");
-            m.remove("out");
-        }
-        v
+        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
     }
 
     pub fn crs(&self) -> Result<Crs, SpecError> {
@@ -374,14 +381,6 @@ impl CubeSpec {
     }
 }
 
-/// The stored spec lacks the run-only fields ([`CubeSpec::identity_json`]); put defaults back.
-pub fn with_run_fields(mut v: serde_json::Value) -> serde_json::Value {
-    if let Some(m) = v.as_object_mut() {
-        m.entry("workers").or_insert(serde_json::json!(1));
-        m.entry("out").or_insert(serde_json::Value::Null);
-    }
-    v
-}
 
 #[cfg(test)]
 mod tests {
@@ -468,6 +467,23 @@ mod tests {
             assert!(msg.starts_with(flag), "{msg:?} should start with {flag}");
             assert!(msg.contains(words), "{msg:?} should say {words:?}");
         }
+    }
+
+    #[test]
+    fn run_settings_stay_out_of_the_spec_and_old_specs_still_read() {
+        let input = SpecInput { out: Some("v.zarr".into()), workers: Some(3), ..vermont() };
+        let run = input.run_settings().unwrap();
+        assert_eq!(run, RunSettings { out: Some("v.zarr".into()), workers: 3 });
+        let spec = input.validate().unwrap();
+        let stored = spec.identity_json();
+        assert!(stored.get("out").is_none() && stored.get("workers").is_none(), "{stored}");
+        // A spec stored before the split carries both keys: it reads as the same spec.
+        let mut old = stored.clone();
+        old["out"] = serde_json::json!("elsewhere.zarr");
+        old["workers"] = serde_json::json!(8);
+        let back: CubeSpec = serde_json::from_value(old).unwrap();
+        assert_eq!(back, spec);
+        assert_eq!(back.identity_json(), stored);
     }
 
     #[test]

@@ -365,7 +365,7 @@ pub async fn run_stored_task(
         return Err(WorkerError::IndexOutOfRange { run: run.to_string(), index, tasks: rec.tasks });
     }
     let jobs = rec.task_jobs(&stored.jobs, index);
-    let spec: CubeSpec = serde_json::from_value(crate::spec::with_run_fields(rec.spec.clone()))
+    let spec: CubeSpec = serde_json::from_value(rec.spec.clone())
         .map_err(|e| WorkerError::Plan { run: run.to_string(), reason: e.to_string() })?;
     // The job list is the run's: the land test was the coordinator's, so every chunk is "land".
     let plan = Plan::new(&spec, &|_, _| Ok(true))
