@@ -345,6 +345,8 @@ struct Submitted {
     succeeded: u32,
     failed: u32,
     missing: u32,
+    /// The array parent's own end (SUCCEEDED or FAILED, with its reason), once seen.
+    parent_ended: Option<String>,
 }
 
 #[derive(Debug, PartialEq)]
@@ -415,13 +417,28 @@ impl Submitted {
             }
             return (changes, Lists::default());
         }
+        // A parent ends after all its children: list both ends once more, whatever the counts say.
+        let terminal = matches!(status, JobStatus::Succeeded | JobStatus::Failed);
+        if terminal {
+            self.parent_ended = Some(why);
+        }
         let count = |s: &str| counts.get(s).copied().unwrap_or(0).max(0) as u32;
         let lists = Lists {
             running: count("RUNNING") > 0,
-            succeeded: count("SUCCEEDED") > self.succeeded,
-            failed: count("FAILED") > self.failed,
+            succeeded: terminal || count("SUCCEEDED") > self.succeeded,
+            failed: terminal || count("FAILED") > self.failed,
         };
         (changes, lists)
+    }
+
+    /// Once the parent has ended and its children are listed: children still not seen ending
+    /// (none, unless Batch never ran them) end with the parent.
+    fn finish(&mut self) -> Vec<Change> {
+        let Some(why) = self.parent_ended.take() else { return Vec::new() };
+        (0..self.size)
+            .filter(|&local| self.ended.insert(local))
+            .map(|local| Change::Ended(local, Ending::Failed(format!("its array job ended ({why}) without it"))))
+            .collect()
     }
 
     /// Children listed with `status` (RUNNING, SUCCEEDED or FAILED): what is new among them.
@@ -632,6 +649,9 @@ impl Inner {
                 changes.extend(j.children(&status, &children).into_iter().map(|c| (id.clone(), start, c)));
             }
         }
+        for j in self.state().jobs.iter_mut().filter(|j| ids.contains(&j.id)) {
+            changes.extend(j.finish().into_iter().map(|c| (j.id.clone(), j.start, c)));
+        }
         Ok(changes)
     }
 
@@ -762,6 +782,7 @@ impl Executor for BatchExecutor {
                     succeeded: 0,
                     failed: 0,
                     missing: 0,
+                    parent_ended: None,
                 }),
                 Err(e) => {
                     for s in &submitted {

@@ -132,7 +132,7 @@ pub enum KubernetesError {
 /// One Indexed Job per contiguous range of `job.indices`, named `<job.name>-<first index>`.
 pub fn manifests(job: &ArrayJob, opts: &KubernetesOptions) -> Result<Vec<Job>, KubernetesError> {
     check_options(opts)?;
-    let run = remote::run_id(&job.command).ok_or_else(|| KubernetesError::NoRun { command: job.command.clone() })?;
+    let run = run_id(&job.command).ok_or_else(|| KubernetesError::NoRun { command: job.command.clone() })?;
     if !is_label_value(run) {
         return Err(KubernetesError::BadRun { run: run.to_string() });
     }
@@ -320,6 +320,20 @@ fn check_name(base: &str, name: &str, start: u32) -> Result<(), KubernetesError>
     let suggestion = suggestion.trim_matches('-').to_string();
     let suggestion = if suggestion.is_empty() { "eocube".to_string() } else { suggestion };
     Err(KubernetesError::BadName { name: name.to_string(), problem, suggestion })
+}
+
+/// The run id of a worker command (`... --run ID ...` or `--run=ID`).
+fn run_id(command: &[String]) -> Option<&str> {
+    let mut args = command.iter();
+    while let Some(a) = args.next() {
+        if a == "--run" {
+            return args.next().map(String::as_str);
+        }
+        if let Some(id) = a.strip_prefix("--run=") {
+            return Some(id);
+        }
+    }
+    None
 }
 
 /// The Jobs as one `v1 List` document, which `kubectl apply -f` takes.
@@ -618,7 +632,7 @@ impl Inner {
     }
 
     fn selector(&self) -> String {
-        format!("{LABEL_RUN}={}", remote::run_id(&self.job.command).unwrap_or_default())
+        format!("{LABEL_RUN}={}", run_id(&self.job.command).unwrap_or_default())
     }
 
     fn logs_hint(&self, job: &str, local: u32) -> String {

@@ -38,20 +38,6 @@ pub(crate) async fn task_end(results: &ResultReader, index: u32, no_result: Stri
     }
 }
 
-/// The run id of a worker command (`... --run ID ...` or `--run=ID`).
-pub(crate) fn run_id(command: &[String]) -> Option<&str> {
-    let mut args = command.iter();
-    while let Some(a) = args.next() {
-        if a == "--run" {
-            return args.next().map(String::as_str);
-        }
-        if let Some(id) = a.strip_prefix("--run=") {
-            return Some(id);
-        }
-    }
-    None
-}
-
 /// `job.env` then `extra`, a name given twice taking its last value at its first place.
 pub(crate) fn merge_env(job: &[(String, String)], extra: &[(String, String)]) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = Vec::new();
@@ -67,14 +53,6 @@ pub(crate) fn merge_env(job: &[(String, String)], extra: &[(String, String)]) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn run_id_is_found_in_either_spelling() {
-        let cmd = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(run_id(&cmd(&["eocube", "worker", "out", "--run", "r1"])), Some("r1"));
-        assert_eq!(run_id(&cmd(&["eocube", "worker", "--run=r2", "out"])), Some("r2"));
-        assert_eq!(run_id(&cmd(&["eocube", "worker", "out"])), None);
-    }
 
     #[test]
     fn later_environment_wins_in_place() {

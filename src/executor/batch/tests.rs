@@ -227,6 +227,7 @@ fn submitted(start: u32, size: u32, array: bool) -> Submitted {
         succeeded: 0,
         failed: 0,
         missing: 0,
+        parent_ended: None,
     }
 }
 
@@ -256,6 +257,15 @@ fn array_counts_decide_what_to_list_and_children_are_reported_once() {
         "index 9 is not a child of this array"
     );
     assert_eq!(j.succeeded + j.failed, 2);
+    assert!(j.finish().is_empty(), "the parent has not ended");
+    let (_, lists) = j.observe(Some((&JobStatus::Failed, &counts, "Array Child Job failed".into())));
+    assert_eq!(lists, Lists { running: true, succeeded: true, failed: true }, "a parent's end lists both ends");
+    assert_eq!(j.children(&JobStatus::Succeeded, &[child(0, None, Some(0))]).len(), 2);
+    assert_eq!(
+        j.finish(),
+        vec![Change::Ended(2, Ending::Failed("its array job ended (Array Child Job failed) without it".into()))]
+    );
+    assert!(j.done());
 
     let mut plain = submitted(42, 1, false);
     assert_eq!(plain.child_id(0), "parent");

@@ -193,6 +193,14 @@ fn names_must_be_dns_labels_and_the_error_says_what_to_use() {
 }
 
 #[test]
+fn run_id_is_found_in_either_spelling() {
+    let cmd = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(run_id(&cmd(&["eocube", "worker", "out", "--run", "r1"])), Some("r1"));
+    assert_eq!(run_id(&cmd(&["eocube", "worker", "--run=r2", "out"])), Some("r2"));
+    assert_eq!(run_id(&cmd(&["eocube", "worker", "out"])), None);
+}
+
+#[test]
 fn index_sets_parse_ranges_and_lists() {
     assert_eq!(parse_index_set("").unwrap(), Vec::<u32>::new());
     assert_eq!(parse_index_set("4").unwrap(), vec![4]);
