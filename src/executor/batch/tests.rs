@@ -309,3 +309,182 @@ async fn missing_credentials_say_to_set_them_or_emit() {
     let e = BatchExecutor::connect_with(loader, array(vec![0]), bad, no_results()).await.err().unwrap();
     assert!(matches!(e, BatchError::BadOption { option: "attempts", .. }), "{e}");
 }
+
+/// A stand-in for the Batch API (REST-JSON over HTTP): records what it is sent and answers from
+/// a fixed picture of three jobs.
+mod fake {
+    use std::convert::Infallible;
+    use std::sync::{Arc, Mutex};
+
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use hyper::server::conn::http1;
+    use hyper::service::service_fn;
+    use hyper::{Request, Response};
+    use hyper_util::rt::TokioIo;
+    use serde_json::{Value, json};
+
+    #[derive(Default)]
+    pub struct Seen {
+        pub submitted: Vec<Value>,
+        pub terminated: Vec<String>,
+        pub calls: Vec<String>,
+    }
+
+    /// Starts the stand-in on a free local port: its URL and what it has seen.
+    pub async fn start() -> (String, Arc<Mutex<Seen>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let s = Arc::clone(&seen);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let s = Arc::clone(&s);
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| {
+                        let s = Arc::clone(&s);
+                        async move { Ok::<_, Infallible>(answer(&s, req).await) }
+                    });
+                    let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                });
+            }
+        });
+        (url, seen)
+    }
+
+    fn detail(id: &str, status: &str, counts: Option<Value>) -> Value {
+        let mut d = json!({
+            "jobName": "eocube-x", "jobId": id, "jobQueue": "eocube-spot", "jobDefinition": "eocube-worker:3",
+            "status": status, "startedAt": 1, "statusReason": "Essential container in task exited"
+        });
+        if let Some(c) = counts {
+            d["arrayProperties"] = json!({"statusSummary": c, "size": 3});
+        }
+        d
+    }
+
+    fn child(parent: &str, index: u32, status: &str) -> Value {
+        json!({
+            "jobId": format!("{parent}:{index}"), "jobName": "eocube-x", "status": status,
+            "arrayProperties": {"index": index},
+            "statusReason": "Essential container in task exited", "container": {"exitCode": 65}
+        })
+    }
+
+    async fn answer(seen: &Mutex<Seen>, req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+        let path = req.uri().path().to_string();
+        let body: Value = serde_json::from_slice(&req.into_body().collect().await.unwrap().to_bytes()).unwrap();
+        let mut seen = seen.lock().unwrap();
+        seen.calls.push(path.clone());
+        let out = match path.as_str() {
+            "/v1/submitjob" => {
+                let id = format!("job-{}", seen.submitted.len());
+                seen.submitted.push(body.clone());
+                json!({"jobArn": format!("arn:aws:batch:eu-central-1:1:job/{id}"), "jobName": body["jobName"], "jobId": id})
+            }
+            // job-0: array of 3, children 0 and 1 succeeded, 2 failed; job-1: a plain job that
+            // succeeded; job-2: array of 2, child 0 running, child 1 succeeded.
+            "/v1/describejobs" => {
+                let jobs: Vec<Value> = body["jobs"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter_map(|id| match id.as_str().unwrap() {
+                        "job-0" => Some(detail("job-0", "FAILED", Some(json!({"SUCCEEDED": 2, "FAILED": 1})))),
+                        "job-1" => Some(detail("job-1", "SUCCEEDED", None)),
+                        "job-2" => Some(detail("job-2", "RUNNING", Some(json!({"RUNNING": 1, "SUCCEEDED": 1})))),
+                        _ => None,
+                    })
+                    .collect();
+                json!({ "jobs": jobs })
+            }
+            "/v1/listjobs" => {
+                let list = match (body["arrayJobId"].as_str().unwrap(), body["jobStatus"].as_str().unwrap()) {
+                    ("job-0", "SUCCEEDED") => vec![child("job-0", 0, "SUCCEEDED"), child("job-0", 1, "SUCCEEDED")],
+                    ("job-0", "FAILED") => vec![child("job-0", 2, "FAILED")],
+                    ("job-2", "RUNNING") => vec![child("job-2", 0, "RUNNING")],
+                    ("job-2", "SUCCEEDED") => vec![child("job-2", 1, "SUCCEEDED")],
+                    _ => vec![],
+                };
+                json!({ "jobSummaryList": list })
+            }
+            "/v1/terminatejob" => {
+                seen.terminated.push(body["jobId"].as_str().unwrap().to_string());
+                json!({})
+            }
+            _ => json!({}),
+        };
+        Response::builder()
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(out.to_string())))
+            .unwrap()
+    }
+}
+
+#[tokio::test]
+async fn a_fake_batch_api_is_submitted_polled_cancelled_and_terminated() {
+    use aws_sdk_batch::config::{BehaviorVersion, Credentials, Region};
+
+    let (url, seen) = fake::start().await;
+    let conf = aws_sdk_batch::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("eu-central-1"))
+        .credentials_provider(Credentials::new("AKIDTEST", "secret", None, None, "test"))
+        .endpoint_url(url)
+        .build();
+    let results: ResultReader = Arc::new(|index| {
+        Box::pin(async move {
+            Ok((index != 2).then_some(crate::worker::TaskResult {
+                index,
+                exit: crate::worker::TaskExit::Done,
+                jobs: vec![],
+            }))
+        })
+    });
+    let indices = vec![0, 1, 2, 5, 7, 8];
+    let exec = BatchExecutor::new(Client::from_conf(conf), array(indices.clone()), options(), results)
+        .unwrap()
+        .with_poll_interval(Duration::from_millis(20));
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    exec.launch(indices.clone(), tx).await.unwrap();
+
+    // What went over the wire is what `to_json` writes for `aws batch submit-job --cli-input-json`.
+    let sent = seen.lock().unwrap().submitted.clone();
+    let ours: serde_json::Value =
+        serde_json::from_str(&to_json(&requests(&array(indices), &options()).unwrap())).unwrap();
+    assert_eq!(serde_json::Value::Array(sent), ours);
+
+    let mut events = Vec::new();
+    while events.len() < 11 {
+        let event = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap().unwrap();
+        events.push(match event {
+            TaskEvent::Started { index } => format!("started {index}"),
+            TaskEvent::Ended { index, end: TaskEnd::Result(r) } => format!("ended {index} {:?}", r.exit),
+            TaskEvent::Ended { index, end: TaskEnd::Lost { reason, transient } } => {
+                assert!(reason.contains("describe-jobs --jobs job-0:2") && reason.contains("exit 65"), "{reason}");
+                format!("lost {index} transient={transient}")
+            }
+        });
+    }
+    events.sort();
+    let want = [
+        "ended 0 Done",
+        "ended 1 Done",
+        "ended 5 Done",
+        "ended 8 Done",
+        "lost 2 transient=false",
+        "started 0",
+        "started 1",
+        "started 2",
+        "started 5",
+        "started 7",
+        "started 8",
+    ];
+    assert_eq!(events, want.map(String::from));
+
+    exec.cancel(7).await.unwrap();
+    exec.cancel(0).await.unwrap(); // already ended: nothing to stop
+    exec.shutdown().await;
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.terminated, vec!["job-2:0".to_string(), "job-2".to_string()], "{:?}", seen.calls);
+}
