@@ -13,8 +13,14 @@
 //! store lays out bytes (`store`).
 
 pub mod array;
+#[cfg(feature = "batch")]
+pub mod batch;
+#[cfg(feature = "kubernetes")]
+pub mod kubernetes;
 mod local;
 mod progress;
+#[cfg(any(feature = "kubernetes", feature = "batch"))]
+pub mod remote;
 mod scheduler;
 pub mod slurm;
 
