@@ -14,6 +14,10 @@ use std::sync::Arc;
 
 use crate::catalog::{Catalog, CatalogError};
 use crate::cog::{FetchConfig, Fetcher};
+#[cfg(feature = "batch")]
+use crate::executor::batch::BatchOptions;
+#[cfg(feature = "kubernetes")]
+use crate::executor::kubernetes::KubernetesOptions;
 use crate::executor::slurm::{SlurmExecutor, SlurmOptions};
 use crate::executor::{
     self, Executor, ExecutorError, LocalExecutor, Pending, Progress, ProgressMode, RunOptions, Summary,
@@ -50,25 +54,61 @@ pub enum ExecutorChoice {
     Local,
     /// Slurm job arrays ([`SlurmExecutor`]), at most `max_parallel` tasks at once (0: no limit).
     Slurm { opts: SlurmOptions, max_parallel: u32 },
+    /// Kubernetes Indexed Jobs through kubectl, or their manifests written to a file.
+    #[cfg(feature = "kubernetes")]
+    Kubernetes { opts: KubernetesOptions, remote: Remote },
+    /// AWS Batch array jobs through the AWS SDK, or their SubmitJob requests written to a file.
+    #[cfg(feature = "batch")]
+    Batch { opts: BatchOptions, remote: Remote },
+}
+
+/// What every container engine is given besides its own options.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Remote {
+    /// The eocube command inside the image (`eocube` on its PATH by default).
+    pub worker_bin: String,
+    /// Tasks at once (0: as many as the engine gives).
+    pub max_parallel: u32,
+    /// Write what would be submitted here and submit nothing (`--emit FILE`).
+    pub emit: Option<PathBuf>,
 }
 
 impl ExecutorChoice {
+    /// The tasks run in containers, which see only what they mount.
+    pub fn in_containers(&self) -> bool {
+        match self {
+            ExecutorChoice::Local | ExecutorChoice::Slurm { .. } => false,
+            #[cfg(feature = "kubernetes")]
+            ExecutorChoice::Kubernetes { .. } => true,
+            #[cfg(feature = "batch")]
+            ExecutorChoice::Batch { .. } => true,
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             ExecutorChoice::Local => "local",
             ExecutorChoice::Slurm { .. } => "slurm",
+            #[cfg(feature = "kubernetes")]
+            ExecutorChoice::Kubernetes { .. } => "kubernetes",
+            #[cfg(feature = "batch")]
+            ExecutorChoice::Batch { .. } => "batch",
         }
     }
 }
 
-/// A build whose tasks were submitted and left running (`--detach`).
+/// A build whose tasks were submitted and left running (`--detach`), or written to a file for
+/// someone else to submit (`--emit`).
 #[derive(Debug, Clone)]
 pub struct Detached {
     pub run: String,
-    /// The engine's ids of what was submitted (Slurm array job ids).
+    pub executor: &'static str,
+    /// The engine's ids of what was submitted (Slurm array job ids); empty when emitted.
     pub engine_jobs: Vec<String>,
-    /// Where the engine writes the task logs.
-    pub logs: PathBuf,
+    /// Where the engine writes the task logs (Slurm), or the file written (`--emit`).
+    pub path: PathBuf,
+    /// Emitted, not submitted.
+    pub emitted: bool,
 }
 
 /// What a build did.
@@ -190,7 +230,19 @@ pub async fn build_with(
     if opts.detach && opts.executor == ExecutorChoice::Local {
         return Err(BuildError::Unsupported {
             what: "--detach with --executor local".into(),
-            fix: "local tasks run in this process; give --executor slurm, or leave out --detach".into(),
+            fix: "local tasks run in this process; give --executor slurm|kubernetes|batch, or leave out --detach"
+                .into(),
+        });
+    }
+    if opts.executor.in_containers()
+        && let Ok(OutLocation::Local(p)) = OutLocation::parse(out_arg)
+        && !p.is_absolute()
+    {
+        return Err(BuildError::Unsupported {
+            what: format!("a relative --out ({out_arg}) with --executor {}", opts.executor.name()),
+            fix: "the tasks run in containers: give s3://..., icechunk+s3://..., or an absolute path that every \
+                  container mounts"
+                .into(),
         });
     }
     // A profile named in the environment must be usable before any job starts: otherwise every
@@ -213,33 +265,19 @@ pub async fn build_with(
     let ctx = JobContext::new(Arc::clone(&plan), catalog, Fetcher::new(opts.fetch.clone()), opts.skip_bad_scenes);
     let engine = |error| BuildError::Executor { path: out.clone(), error: Box::new(error) };
     let tasks: Vec<u32> = (0..run.record.tasks).collect();
-    let executor: Box<dyn Executor> = match &opts.executor {
-        ExecutorChoice::Local => {
-            Box::new(LocalExecutor::new(ctx, Arc::clone(&cube), Arc::clone(&run), opts.run.workers))
-        }
-        ExecutorChoice::Slurm { opts: slurm, max_parallel } => {
-            let ex = SlurmExecutor::new(Arc::clone(&cube), out_arg, &run.record.id, *max_parallel, slurm.clone())
-                .map_err(engine)?;
-            if opts.detach {
-                let (events, _) = tokio::sync::mpsc::unbounded_channel();
-                ex.launch(tasks, events).await.map_err(engine)?;
-                let detached = Detached {
-                    run: run.record.id.clone(),
-                    engine_jobs: ex.submitted().into_iter().map(|s| s.job_id).collect(),
-                    logs: ex.log_dir().to_path_buf(),
-                };
-                let summary =
-                    Summary { jobs: plan.job_count(), already_done, not_run: run.jobs.len(), ..Default::default() };
-                return Ok(BuildReport {
-                    out,
-                    plan: plan.summary(),
-                    resumed,
-                    summary,
-                    complete: false,
-                    detached: Some(detached),
-                });
-            }
-            Box::new(ex)
+    let executor = match start_executor(opts, ctx, &cube, &run, out_arg, tasks.clone()).await? {
+        Started::Wait(executor) => executor,
+        Started::Detached(detached) => {
+            let summary =
+                Summary { jobs: plan.job_count(), already_done, not_run: run.jobs.len(), ..Default::default() };
+            return Ok(BuildReport {
+                out,
+                plan: plan.summary(),
+                resumed,
+                summary,
+                complete: false,
+                detached: Some(detached),
+            });
         }
     };
     let mut progress = Progress::new(opts.progress);
@@ -255,6 +293,131 @@ pub async fn build_with(
         cube.checkpoint().await.map_err(store)?;
     }
     Ok(BuildReport { out, plan: plan.summary(), resumed, summary, complete, detached: None })
+}
+
+/// An executor to wait for, or tasks that were left to the engine.
+enum Started {
+    Wait(Box<dyn Executor>),
+    Detached(Detached),
+}
+
+/// The executor `opts` names for `run`; with `--detach` its tasks are submitted and left, with
+/// `--emit` what would be submitted is written to a file.
+async fn start_executor(
+    opts: &BuildOptions,
+    ctx: JobContext,
+    cube: &Arc<Cube>,
+    run: &Arc<StoredRun>,
+    out: &str,
+    tasks: Vec<u32>,
+) -> Result<Started, BuildError> {
+    let path = PathBuf::from(out);
+    let engine = |error| BuildError::Executor { path: path.clone(), error: Box::new(error) };
+    let id = run.record.id.clone();
+    let detached = |executor: &'static str, engine_jobs: Vec<String>, path: PathBuf, emitted: bool| {
+        Started::Detached(Detached { run: id.clone(), executor, engine_jobs, path, emitted })
+    };
+    match &opts.executor {
+        ExecutorChoice::Local => {
+            Ok(Started::Wait(Box::new(LocalExecutor::new(ctx, Arc::clone(cube), Arc::clone(run), opts.run.workers))))
+        }
+        ExecutorChoice::Slurm { opts: slurm, max_parallel } => {
+            let ex = SlurmExecutor::new(Arc::clone(cube), out, &run.record.id, *max_parallel, slurm.clone())
+                .map_err(engine)?;
+            if !opts.detach {
+                return Ok(Started::Wait(Box::new(ex)));
+            }
+            let (events, _) = tokio::sync::mpsc::unbounded_channel();
+            ex.launch(tasks, events).await.map_err(engine)?;
+            let ids = ex.submitted().into_iter().map(|s| s.job_id).collect();
+            Ok(detached("slurm", ids, ex.log_dir().to_path_buf(), false))
+        }
+        #[cfg(feature = "kubernetes")]
+        ExecutorChoice::Kubernetes { opts: k8s, remote } => {
+            use crate::executor::kubernetes::{self, KubernetesExecutor};
+            let job = remote_job(run, out, remote, tasks.clone(), true);
+            let mut k8s = k8s.clone();
+            let emit_err = |e: &dyn std::fmt::Display| {
+                engine(ExecutorError::Engine { executor: "kubernetes", reason: e.to_string() })
+            };
+            if let Some(file) = &remote.emit {
+                // Nobody watches emitted Jobs: Kubernetes retries each index itself.
+                k8s.backoff_limit_per_index = opts.run.retries as i32;
+                let jobs = kubernetes::manifests(&job, &k8s).map_err(|e| emit_err(&e))?;
+                write_emitted(file, kubernetes::to_json(&jobs)).map_err(|e| emit_err(&e))?;
+                return Ok(detached("kubernetes", Vec::new(), file.clone(), true));
+            }
+            // The scheduler retries (as new Jobs), with its backoff and its record of attempts.
+            k8s.backoff_limit_per_index = 0;
+            let results = crate::executor::remote::cube_results(Arc::clone(cube), run.record.id.clone());
+            let ex = KubernetesExecutor::new(job, k8s, results).map_err(|e| emit_err(&e))?;
+            finish_remote(opts, Box::new(ex), tasks, engine, detached).await
+        }
+        #[cfg(feature = "batch")]
+        ExecutorChoice::Batch { opts: batch, remote } => {
+            use crate::executor::batch::{self, BatchExecutor};
+            let job = remote_job(run, out, remote, tasks.clone(), false);
+            let mut batch = batch.clone();
+            let emit_err =
+                |e: &dyn std::fmt::Display| engine(ExecutorError::Engine { executor: "batch", reason: e.to_string() });
+            if let Some(file) = &remote.emit {
+                // Nobody watches emitted jobs: Batch retries each child itself (at most 10 attempts).
+                batch.attempts = (opts.run.retries as i32 + 1).min(batch::MAX_ATTEMPTS);
+                let requests = batch::requests(&job, &batch).map_err(|e| emit_err(&e))?;
+                write_emitted(file, batch::to_json(&requests)).map_err(|e| emit_err(&e))?;
+                return Ok(detached("batch", Vec::new(), file.clone(), true));
+            }
+            batch.attempts = 1;
+            let results = crate::executor::remote::cube_results(Arc::clone(cube), run.record.id.clone());
+            let ex = BatchExecutor::connect(job, batch, results).await.map_err(|e| emit_err(&e))?;
+            finish_remote(opts, Box::new(ex), tasks, engine, detached).await
+        }
+    }
+}
+
+/// The task array of a container engine: the image's eocube runs `eocube worker OUT --run ID`.
+#[cfg(any(feature = "kubernetes", feature = "batch"))]
+fn remote_job(
+    run: &StoredRun,
+    out: &str,
+    remote: &Remote,
+    indices: Vec<u32>,
+    dns_name: bool,
+) -> crate::executor::array::ArrayJob {
+    let id = &run.record.id;
+    crate::executor::array::ArrayJob {
+        // Kubernetes names are lowercase DNS labels; a run id has a `T`.
+        name: if dns_name { format!("eocube-{}", id.to_ascii_lowercase()) } else { format!("eocube-{id}") },
+        command: vec![remote.worker_bin.clone(), "worker".into(), out.to_string(), "--run".into(), id.clone()],
+        indices,
+        max_parallel: remote.max_parallel,
+        env: Vec::new(),
+    }
+}
+
+/// Writes an emitted document, whole or not at all.
+#[cfg(any(feature = "kubernetes", feature = "batch"))]
+fn write_emitted(file: &Path, text: String) -> std::io::Result<()> {
+    let tmp = file.with_extension("tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, file)
+}
+
+/// A container engine's executor, waited for or (`--detach`) left running after launch.
+#[cfg(any(feature = "kubernetes", feature = "batch"))]
+async fn finish_remote(
+    opts: &BuildOptions,
+    ex: Box<dyn Executor>,
+    tasks: Vec<u32>,
+    engine: impl Fn(ExecutorError) -> BuildError,
+    detached: impl Fn(&'static str, Vec<String>, PathBuf, bool) -> Started,
+) -> Result<Started, BuildError> {
+    if !opts.detach {
+        return Ok(Started::Wait(ex));
+    }
+    let (events, _) = tokio::sync::mpsc::unbounded_channel();
+    ex.launch(tasks, events).await.map_err(engine)?;
+    Ok(detached(ex.name(), Vec::new(), PathBuf::new(), false))
 }
 
 fn worker_err(out: &Path, e: WorkerError) -> BuildError {

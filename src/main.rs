@@ -250,6 +250,12 @@ enum ExecutorName {
     Local,
     /// Slurm job arrays running `eocube worker` (submitted with sbatch from this machine).
     Slurm,
+    /// Kubernetes Indexed Jobs (through kubectl; --emit writes the manifests instead).
+    #[cfg(feature = "kubernetes")]
+    Kubernetes,
+    /// AWS Batch array jobs (through the AWS API; --emit writes the requests instead).
+    #[cfg(feature = "batch")]
+    Batch,
 }
 
 /// Where and how the tasks run (docs/engines.md).
@@ -286,6 +292,30 @@ struct EngineArgs {
     /// (default eocube-slurm/RUN under the current directory).
     #[arg(long, value_name = "DIR")]
     slurm_dir: Option<std::path::PathBuf>,
+    /// Kubernetes, Batch: write the manifests (SubmitJob requests) to FILE and submit nothing.
+    #[arg(long, value_name = "FILE")]
+    emit: Option<std::path::PathBuf>,
+    /// Kubernetes: the container image with eocube inside.
+    #[arg(long)]
+    image: Option<String>,
+    /// Kubernetes: the namespace of the Jobs (default: kubectl's).
+    #[arg(long)]
+    namespace: Option<String>,
+    /// Kubernetes: a Secret whose keys become the workers' environment (credentials).
+    #[arg(long)]
+    secret: Option<String>,
+    /// Kubernetes: the service account of the pods (workload identity).
+    #[arg(long)]
+    service_account: Option<String>,
+    /// Kubernetes: the CPU request of a pod (e.g. 1 or 500m).
+    #[arg(long)]
+    cpu: Option<String>,
+    /// Batch: the job queue.
+    #[arg(long)]
+    job_queue: Option<String>,
+    /// Batch: the job definition (a container job with eocube in its image).
+    #[arg(long)]
+    job_definition: Option<String>,
 }
 
 /// The cube settings; a TOML file given with --config uses the same names (with _ for -), and
@@ -596,6 +626,16 @@ fn build_options(workers: usize, run: &RunArgs) -> anyhow::Result<eocube::build:
     })
 }
 
+/// What every container engine takes from the flags.
+#[cfg(any(feature = "kubernetes", feature = "batch"))]
+fn remote(e: &EngineArgs) -> eocube::build::Remote {
+    eocube::build::Remote {
+        worker_bin: e.worker_bin.as_ref().map_or_else(|| "eocube".to_string(), |b| b.display().to_string()),
+        max_parallel: e.max_parallel.unwrap_or(0),
+        emit: e.emit.clone(),
+    }
+}
+
 /// The executor the flags name; engine flags given to another executor are refused.
 fn executor_choice(e: &EngineArgs) -> anyhow::Result<eocube::build::ExecutorChoice> {
     use eocube::build::ExecutorChoice;
@@ -603,24 +643,73 @@ fn executor_choice(e: &EngineArgs) -> anyhow::Result<eocube::build::ExecutorChoi
     if e.jobs_per_task == 0 {
         anyhow::bail!("--jobs-per-task 0: give at least 1");
     }
-    let slurm_only = [
-        ("--partition", e.partition.is_some()),
-        ("--time", e.time.is_some()),
-        ("--mem", e.mem.is_some()),
-        ("--sbatch-arg", !e.sbatch_args.is_empty()),
-        ("--slurm-dir", e.slurm_dir.is_some()),
+    // Each engine flag and the executors it is for.
+    let name = e.executor;
+    let flags: [(&str, bool, &[&str]); 16] = [
+        ("--max-parallel", e.max_parallel.is_some(), &["slurm", "kubernetes", "batch"]),
+        ("--worker-bin", e.worker_bin.is_some(), &["slurm", "kubernetes", "batch"]),
+        ("--detach", e.detach, &["slurm", "kubernetes", "batch"]),
+        ("--partition", e.partition.is_some(), &["slurm"]),
+        ("--time", e.time.is_some(), &["slurm"]),
+        ("--mem", e.mem.is_some(), &["slurm", "kubernetes"]),
+        ("--sbatch-arg", !e.sbatch_args.is_empty(), &["slurm"]),
+        ("--slurm-dir", e.slurm_dir.is_some(), &["slurm"]),
+        ("--emit", e.emit.is_some(), &["kubernetes", "batch"]),
+        ("--image", e.image.is_some(), &["kubernetes"]),
+        ("--namespace", e.namespace.is_some(), &["kubernetes"]),
+        ("--secret", e.secret.is_some(), &["kubernetes"]),
+        ("--service-account", e.service_account.is_some(), &["kubernetes"]),
+        ("--cpu", e.cpu.is_some(), &["kubernetes"]),
+        ("--job-queue", e.job_queue.is_some(), &["batch"]),
+        ("--job-definition", e.job_definition.is_some(), &["batch"]),
     ];
-    match e.executor {
-        ExecutorName::Local => {
-            for (flag, given) in slurm_only
-                .iter()
-                .chain(&[("--max-parallel", e.max_parallel.is_some()), ("--worker-bin", e.worker_bin.is_some())])
-            {
-                if *given {
-                    anyhow::bail!("{flag} is for engines; add --executor slurm, or use --workers for local tasks");
-                }
-            }
-            Ok(ExecutorChoice::Local)
+    let this = clap::ValueEnum::to_possible_value(&name).map(|v| v.get_name().to_string()).unwrap_or_default();
+    for (flag, given, executors) in flags {
+        if given && !executors.contains(&this.as_str()) {
+            anyhow::bail!(
+                "{flag} is for --executor {}, not {this}{}",
+                executors.join("|"),
+                if this == "local" { " (local tasks: --workers)" } else { "" }
+            );
+        }
+    }
+    match name {
+        ExecutorName::Local => Ok(ExecutorChoice::Local),
+        #[cfg(feature = "kubernetes")]
+        ExecutorName::Kubernetes => {
+            use eocube::executor::kubernetes::KubernetesOptions;
+            let image = e.image.clone().ok_or_else(|| {
+                anyhow::anyhow!("--executor kubernetes needs --image: the container image with eocube inside")
+            })?;
+            Ok(ExecutorChoice::Kubernetes {
+                opts: KubernetesOptions {
+                    image,
+                    namespace: e.namespace.clone(),
+                    secret: e.secret.clone(),
+                    service_account: e.service_account.clone(),
+                    cpu: e.cpu.clone(),
+                    memory: e.mem.clone(),
+                    ..KubernetesOptions::default()
+                },
+                remote: remote(e),
+            })
+        }
+        #[cfg(feature = "batch")]
+        ExecutorName::Batch => {
+            use eocube::executor::batch::BatchOptions;
+            let need = |v: &Option<String>, flag: &str| {
+                v.clone().ok_or_else(|| anyhow::anyhow!("--executor batch needs {flag}"))
+            };
+            Ok(ExecutorChoice::Batch {
+                opts: BatchOptions {
+                    job_queue: need(&e.job_queue, "--job-queue")?,
+                    job_definition: need(&e.job_definition, "--job-definition")?,
+                    attempts: 1,
+                    env: Vec::new(),
+                    timeout_seconds: None,
+                },
+                remote: remote(e),
+            })
         }
         ExecutorName::Slurm => {
             if let Some(bin) = &e.worker_bin
@@ -653,15 +742,35 @@ fn print_report(report: &eocube::build::BuildReport, branch: &str) -> anyhow::Re
     let s = &report.summary;
     let out = report.out.display();
     if let Some(d) = &report.detached {
-        println!(
-            "submitted run {}: {} jobs ({} done before) as Slurm job(s) {}; task logs in {}",
-            d.run,
-            s.not_run,
-            s.already_done,
-            d.engine_jobs.join(", "),
-            d.logs.display()
-        );
-        println!("watch:   squeue -j {}", d.engine_jobs.join(","));
+        if d.emitted {
+            println!(
+                "run {}: {} jobs ({} done before) written for {} to {}; nothing was submitted",
+                d.run,
+                s.not_run,
+                s.already_done,
+                d.executor,
+                d.path.display()
+            );
+            match d.executor {
+                "kubernetes" => println!("submit:  kubectl apply -f {}", d.path.display()),
+                _ => println!(
+                    "submit:  jq -c '.[]' {} | while read -r j; do aws batch submit-job --cli-input-json \"$j\"; done",
+                    d.path.display()
+                ),
+            }
+        } else if d.engine_jobs.is_empty() {
+            println!("submitted run {}: {} jobs ({} done before) to {}", d.run, s.not_run, s.already_done, d.executor);
+        } else {
+            println!(
+                "submitted run {}: {} jobs ({} done before) as Slurm job(s) {}; task logs in {}",
+                d.run,
+                s.not_run,
+                s.already_done,
+                d.engine_jobs.join(", "),
+                d.path.display()
+            );
+            println!("watch:   squeue -j {}", d.engine_jobs.join(","));
+        }
         println!("finish:  eocube collect {out} --run {}", d.run);
         return Ok(());
     }

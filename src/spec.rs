@@ -381,7 +381,6 @@ impl CubeSpec {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

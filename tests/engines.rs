@@ -406,3 +406,99 @@ fn detach_worker_and_collect() {
     let status = ok(run_in(&dir, &["status".into(), "cube.zarr".into()], &[]), "status");
     assert!(status.contains(&run), "status lists the run:\n{status}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Kubernetes and AWS Batch: no cluster can run here (docs/engines.md). `--emit` writes what would
+// be submitted; this test then plays the engine: it runs each emitted task's command with the
+// engine's own index variable, as a pod or an array child would, and collects.
+
+/// Every (command, index variable, value) an engine would run for `doc`, the emitted document.
+fn emitted_tasks(executor: &str, doc: &Value) -> Vec<(Vec<String>, &'static str, String)> {
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_array().expect("an array").iter().map(|s| s.as_str().expect("a string").to_string()).collect()
+    };
+    let mut tasks = Vec::new();
+    match executor {
+        "kubernetes" => {
+            assert_eq!(doc["kind"], "List", "{doc}");
+            for job in doc["items"].as_array().expect("items") {
+                assert_eq!(job["spec"]["completionMode"], "Indexed");
+                let container = &job["spec"]["template"]["spec"]["containers"][0];
+                let command = strings(&container["command"]);
+                for i in 0..job["spec"]["completions"].as_u64().expect("completions") {
+                    tasks.push((command.clone(), "JOB_COMPLETION_INDEX", i.to_string()));
+                }
+            }
+        }
+        "batch" => {
+            for request in doc.as_array().expect("requests") {
+                let command = strings(&request["containerOverrides"]["command"]);
+                match request["arrayProperties"]["size"].as_u64() {
+                    Some(n) => {
+                        for i in 0..n {
+                            tasks.push((command.clone(), "AWS_BATCH_JOB_ARRAY_INDEX", i.to_string()));
+                        }
+                    }
+                    None => tasks.push((command, "EOCUBE_UNUSED", String::new())),
+                }
+            }
+        }
+        other => panic!("{other}"),
+    }
+    tasks
+}
+
+fn emit_then_play_the_engine(executor: &str, flags: &[&str]) {
+    let _ = reference();
+    let dir = common::scratch_dir(&format!("engines-emit-{executor}"));
+    // An absolute path: the tasks run in containers that mount it.
+    let cube = dir.join("cube.zarr");
+    let emitted = dir.join("emitted.json");
+    let mut extra = vec!["--executor", executor, "--emit", emitted.to_str().expect("utf-8")];
+    extra.extend(flags);
+    let stdout = ok(run_in(&dir, &args(cube.to_str().expect("utf-8"), &extra), &[]), executor);
+    assert!(stdout.contains("nothing was submitted") && stdout.contains("eocube collect"), "{stdout}");
+    let doc: Value = serde_json::from_slice(&std::fs::read(&emitted).expect("the emitted file")).expect("JSON");
+    let tasks = emitted_tasks(executor, &doc);
+    assert_eq!(tasks.len(), JOBS, "{executor}: one task per job");
+    assert_eq!(ledger_count(&cube), 0, "nothing ran yet");
+    for (command, var, value) in &tasks {
+        assert_eq!(command[0], "eocube", "{command:?}");
+        assert_eq!(command[1], "worker", "{command:?}");
+        let out =
+            Command::new(eocube()).args(&command[1..]).current_dir(&dir).env(var, value).output().expect("worker");
+        assert!(out.status.success(), "{command:?} {var}={value}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    ok(run_in(&dir, &["collect".into(), cube.display().to_string()], &[]), "collect");
+    assert_eq!(ledger_count(&cube), JOBS);
+    assert_same_objects(&cube_objects(&cube), executor);
+}
+
+#[test]
+fn kubernetes_manifests_run_as_pods_would() {
+    emit_then_play_the_engine("kubernetes", &["--image", "ghcr.io/eocube/eocube:test", "--max-parallel", "4"]);
+}
+
+#[test]
+fn batch_requests_run_as_array_children_would() {
+    emit_then_play_the_engine("batch", &["--job-queue", "eocube", "--job-definition", "eocube-worker"]);
+}
+
+#[test]
+fn engine_flags_are_checked() {
+    let dir = common::scratch_dir("engines-flags");
+    for (extra, words) in [
+        (vec!["--partition", "debug"], "--partition is for --executor slurm, not local"),
+        (vec!["--executor", "slurm", "--image", "x"], "--image is for --executor kubernetes, not slurm"),
+        (vec!["--executor", "kubernetes"], "needs --image"),
+        (vec!["--executor", "batch", "--job-queue", "q"], "needs --job-definition"),
+        (vec!["--detach"], "--detach is for --executor slurm|kubernetes|batch"),
+        (vec!["--executor", "kubernetes", "--image", "x", "--emit", "k.json"], "relative --out"),
+    ] {
+        let out = run_in(&dir, &args("cube.zarr", &extra), &[]);
+        let (_, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{extra:?}: {stderr}");
+        assert!(stderr.contains(words), "{extra:?}: {stderr:?} should say {words:?}");
+        assert!(!dir.join("cube.zarr").exists(), "{extra:?} wrote the cube");
+    }
+}
