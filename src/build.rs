@@ -19,9 +19,7 @@ use crate::executor::batch::BatchOptions;
 #[cfg(feature = "kubernetes")]
 use crate::executor::kubernetes::KubernetesOptions;
 use crate::executor::slurm::{SlurmExecutor, SlurmOptions};
-use crate::executor::{
-    self, Executor, ExecutorError, LocalExecutor, Pending, Progress, ProgressMode, RunOptions, Summary,
-};
+use crate::executor::{self, Executor, ExecutorError, LocalExecutor, Pending, RunOptions, Summary, Watcher};
 use crate::job::JobContext;
 use crate::plan::{Job, LandTest, Plan, PlanError, PlanSummary};
 use crate::spec::CubeSpec;
@@ -40,7 +38,8 @@ pub struct BuildOptions {
     /// Jobs each task runs (`--jobs-per-task`); 1 unless an engine's per-task start-up is dear.
     pub jobs_per_task: usize,
     pub skip_bad_scenes: bool,
-    pub progress: ProgressMode,
+    /// Who is told how the run goes (the CLI's progress bar); nobody by default.
+    pub watcher: Watcher,
     pub fetch: FetchConfig,
     /// Submit the tasks and return without waiting (`--detach`): `eocube collect` finishes.
     pub detach: bool,
@@ -280,9 +279,8 @@ pub async fn build_with(
             });
         }
     };
-    let mut progress = Progress::new(opts.progress);
     let summary =
-        executor::run(&*executor, Pending { run: &run, tasks, already_done }, &cube, &opts.run, &mut progress, stop)
+        executor::run(&*executor, Pending { run: &run, tasks, already_done }, &cube, &opts.run, &opts.watcher, stop)
             .await
             .map_err(engine)?;
     let complete = summary.complete();

@@ -90,6 +90,9 @@ pub struct JobStats {
     /// Range requests and bytes received, headers included.
     pub requests: u64,
     pub bytes: u64,
+    /// Catalog searches made for this job: 1, or 0 when it used the one search of its task's
+    /// bins (the first job of such a task counts that search, and its time).
+    pub searches: usize,
     pub search_seconds: f64,
     /// Fetch, decode and warp of every scene (overlapped, so wall time).
     pub read_seconds: f64,
@@ -143,7 +146,18 @@ impl JobError {
 /// Encoding runs on the CPU pool, the write on the async runtime. Does not touch the ledger: the
 /// receipt goes to [`Cube::record`] with the job's record.
 pub async fn run(ctx: &JobContext, cube: &Arc<Cube>, job: Job) -> Result<(JobStats, Receipt), JobError> {
-    let (data, shape, mut stats) = compute(ctx, job).await?;
+    run_with(ctx, cube, job, None).await
+}
+
+/// [`run`] with the scenes of a search already made for several bins of this job's chunk
+/// ([`search_bins`]); the job keeps those of its own bin.
+pub async fn run_with(
+    ctx: &JobContext,
+    cube: &Arc<Cube>,
+    job: Job,
+    found: Option<&[Scene]>,
+) -> Result<(JobStats, Receipt), JobError> {
+    let (data, shape, mut stats) = compute_with(ctx, job, found).await?;
     let t0 = Instant::now();
     let encoder = Arc::clone(cube);
     let (key, bytes) = cpu(move || encoder.encode_chunk(job, &data, shape)).await??;
@@ -155,6 +169,68 @@ pub async fn run(ctx: &JobContext, cube: &Arc<Cube>, job: Job) -> Result<(JobSta
 /// The chunk of `job`: values in (row, col, band) order, its shape `(rows, cols)` (clipped at
 /// the grid edge) and what it took.
 pub async fn compute(ctx: &JobContext, job: Job) -> Result<(Vec<u16>, (usize, usize), JobStats), JobError> {
+    compute_with(ctx, job, None).await
+}
+
+/// One catalog search for jobs that are bins of one chunk (a task of `--jobs-per-task` holding
+/// them): the chunk's footprint over the joint interval of their windows, so each job finds in
+/// it exactly what its own search would (it keeps the scenes of its window). `None` when the
+/// jobs are not of one chunk, or fewer than two.
+pub async fn search_bins(ctx: &JobContext, jobs: &[Job]) -> Result<Option<Vec<Scene>>, JobError> {
+    let Some(first) = jobs.first() else { return Ok(None) };
+    if jobs.len() < 2 || jobs.iter().any(|j| (j.iy, j.ix) != (first.iy, first.ix)) {
+        return Ok(None);
+    }
+    let mut joint: Option<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)> = None;
+    let mut req = None;
+    for &job in jobs {
+        let Some(r) = chunk_search(ctx, job)? else { continue };
+        let (start, end) = r.datetime;
+        joint = Some(match joint {
+            None => (start, end),
+            Some((a, b)) => (a.min(start), b.max(end)),
+        });
+        req = Some(r);
+    }
+    let (Some(mut req), Some(interval)) = (req, joint) else { return Ok(Some(Vec::new())) };
+    req.datetime = interval;
+    Ok(Some(ctx.catalog.search(&req, &search_bands(ctx)).await?))
+}
+
+/// The bands every search asks for: the cube's and SCL.
+fn search_bands(ctx: &JobContext) -> Vec<String> {
+    let mut bands: Vec<String> = ctx.plan.spec.bands.clone();
+    bands.push(SCL_BAND.to_string());
+    bands
+}
+
+/// The catalog request of `job`: its chunk's footprint grown by the mask halo (scenes touching
+/// only the halo still shape the mask inside the chunk), over its bin's UTC interval. `None`
+/// when the bin's window is empty.
+fn chunk_search(ctx: &JobContext, job: Job) -> Result<Option<SearchRequest>, JobError> {
+    let plan = &ctx.plan;
+    let spec = &plan.spec;
+    let not_in_plan = |reason: String| JobError::NotInPlan { job, reason };
+    let bin = plan.bins.get(job.t).ok_or_else(|| not_in_plan(format!("the plan has {} time bins", plan.bins.len())))?;
+    let chunk = plan.chunks.chunk(job.iy, job.ix).map_err(|e| not_in_plan(e.to_string()))?;
+    let work = WorkGrid::new(&plan.geobox, chunk.row_offset, chunk.col_offset, chunk.geobox.shape, spec.mask.halo())?;
+    let wgs84 = Crs::wgs84();
+    let lon_center = chunk_center_lon(&chunk.geobox, &wgs84)?;
+    let Some(window) = bin.search_window(spec.start, spec.end) else { return Ok(None) };
+    let (start, end_exclusive) = window.utc_interval(lon_center);
+    let end = end_exclusive - chrono::TimeDelta::milliseconds(1);
+    let mut req = SearchRequest::new(&[spec.collection.as_str()], start, end);
+    req.intersects = Some(work.geobox.footprint(&wgs84, FOOTPRINT_POINTS_PER_SIDE)?.to_geojson());
+    req.max_cloud_cover = spec.cloud_cover_max;
+    Ok(Some(req))
+}
+
+/// [`compute`] with the scenes of a search made for several bins ([`search_bins`]).
+pub async fn compute_with(
+    ctx: &JobContext,
+    job: Job,
+    found: Option<&[Scene]>,
+) -> Result<(Vec<u16>, (usize, usize), JobStats), JobError> {
     let plan = &ctx.plan;
     let spec = &plan.spec;
     let not_in_plan = |reason: String| JobError::NotInPlan { job, reason };
@@ -171,17 +247,17 @@ pub async fn compute(ctx: &JobContext, job: Job) -> Result<(Vec<u16>, (usize, us
         return Ok((vec![0; rows * cols * nb], (rows, cols), stats));
     };
 
-    // Search with the footprint of the chunk plus halo: scenes touching only the halo still
-    // shape the mask inside the chunk.
     let t0 = Instant::now();
-    let (start, end_exclusive) = window.utc_interval(lon_center);
-    let end = end_exclusive - chrono::TimeDelta::milliseconds(1);
-    let mut req = SearchRequest::new(&[spec.collection.as_str()], start, end);
-    req.intersects = Some(work.geobox.footprint(&wgs84, FOOTPRINT_POINTS_PER_SIDE)?.to_geojson());
-    req.max_cloud_cover = spec.cloud_cover_max;
-    let mut bands: Vec<String> = spec.bands.clone();
-    bands.push(SCL_BAND.to_string());
-    let mut scenes = ctx.catalog.search(&req, &bands).await?;
+    let mut scenes = match found {
+        Some(found) => found.iter().filter(|s| window.contains(s.datetime, lon_center)).cloned().collect(),
+        None => match chunk_search(ctx, job)? {
+            Some(req) => {
+                stats.searches = 1;
+                ctx.catalog.search(&req, &search_bands(ctx)).await?
+            }
+            None => Vec::new(),
+        },
+    };
     scenes.retain(|s| window.contains(s.datetime, lon_center));
     // Fusion order: solar day, then (datetime, id) within it.
     scenes.sort_by(|a, b| {

@@ -277,14 +277,29 @@ pub async fn run_task(
     timeout: Duration,
 ) -> TaskResult {
     let mut results = Vec::with_capacity(jobs.len());
-    for &job in jobs.iter().filter(|j| !done.contains(j)) {
+    let todo: Vec<Job> = jobs.iter().filter(|j| !done.contains(j)).copied().collect();
+    // The bins of one chunk search the catalog once; a failed joint search leaves each job to
+    // search (and fail or retry) by itself.
+    let t_search = Instant::now();
+    let found = match tokio::time::timeout(timeout, job::search_bins(ctx, &todo)).await {
+        Ok(Ok(found)) => found,
+        _ => None,
+    };
+    let mut shared_search = found.as_ref().map(|_| t_search.elapsed().as_secs_f64());
+    for &job in &todo {
         let t0 = Instant::now();
-        let result = match tokio::time::timeout(timeout, job::run(ctx, cube, job)).await {
-            Ok(Ok((stats, receipt))) => JobResult {
-                record: JobRecord::done(job, stats, t0.elapsed().as_secs_f64()),
-                receipt: Some(receipt),
-                transient: false,
-            },
+        let result = match tokio::time::timeout(timeout, job::run_with(ctx, cube, job, found.as_deref())).await {
+            Ok(Ok((mut stats, receipt))) => {
+                if let Some(seconds) = shared_search.take() {
+                    stats.searches = 1;
+                    stats.search_seconds += seconds;
+                }
+                JobResult {
+                    record: JobRecord::done(job, stats, t0.elapsed().as_secs_f64()),
+                    receipt: Some(receipt),
+                    transient: false,
+                }
+            }
             Ok(Err(e)) => JobResult {
                 record: JobRecord::failed(job, crate::error_chain(&e), t0.elapsed().as_secs_f64()),
                 receipt: None,

@@ -22,11 +22,6 @@ use eocube::store::OutLocation;
 use futures::TryStreamExt;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use serde_json::Value;
-
-/// Azurite's well-known development account (public, documented by Microsoft).
-const AZ_ACCOUNT: &str = "devstoreaccount1";
-const AZ_KEY: &str = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
-
 const FLAGS: [&str; 6] = ["--resampling", "nearest", "--chunk-size", "64", "--workers", "2"];
 
 // ---------------------------------------------------------------------------------------------
@@ -352,14 +347,7 @@ s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
 // Azure Blob Storage on Azurite
 // ---------------------------------------------------------------------------------------------
 
-fn azurite() -> String {
-    match std::env::var("EOCUBE_TEST_AZURITE") {
-        Ok(v) if !v.is_empty() => v.trim_end_matches('/').to_string(),
-        _ => panic!(
-            "EOCUBE_TEST_AZURITE is not set: run the tests with scripts/test.sh (or scripts/servers.sh start && source target/eocube-servers/env)"
-        ),
-    }
-}
+use common::{AZ_ACCOUNT, AZ_KEY, az_store, azurite, fresh_container};
 
 /// What eocube needs to reach Azurite: object_store's emulator switch and its URL.
 fn az_env(az: &str) -> [(&'static str, String); 2] {
@@ -368,31 +356,6 @@ fn az_env(az: &str) -> [(&'static str, String); 2] {
 
 fn env_refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
     env.iter().map(|(k, v)| (*k, v.as_str())).collect()
-}
-
-/// A new container on Azurite (through the Azure SDK of the venv: object_store cannot create one).
-fn fresh_container(az: &str, tag: &str) -> String {
-    let name = unique(tag);
-    let script = r#"
-import sys
-from azure.storage.blob import BlobServiceClient
-az, account, key, name = sys.argv[1:5]
-conn = f"DefaultEndpointsProtocol=http;AccountName={account};AccountKey={key};BlobEndpoint={az}/{account};"
-BlobServiceClient.from_connection_string(conn).create_container(name)
-"#;
-    common::run_python(script, &[az, AZ_ACCOUNT, AZ_KEY, &name], &format!("creating container {name}"));
-    name
-}
-
-fn az_store(az: &str, container: &str) -> object_store::azure::MicrosoftAzure {
-    object_store::azure::MicrosoftAzureBuilder::new()
-        .with_account(AZ_ACCOUNT)
-        .with_access_key(AZ_KEY)
-        .with_container_name(container)
-        .with_endpoint(format!("{az}/{AZ_ACCOUNT}"))
-        .with_allow_http(true)
-        .build()
-        .expect("test Azure client")
 }
 
 /// Build the e2e cube on Azurite and locally, compare every chunk object, read it back with

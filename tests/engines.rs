@@ -502,3 +502,27 @@ fn engine_flags_are_checked() {
         assert!(!dir.join("cube.zarr").exists(), "{extra:?} wrote the cube");
     }
 }
+
+/// `--jobs-per-task 3` gives each task every bin of one chunk: 6 tasks, one catalog search
+/// each (18 without), and the same cube.
+#[test]
+fn a_task_of_all_bins_of_a_chunk_searches_once() {
+    let _ = reference();
+    let dir = common::scratch_dir("engines-jobs-per-task");
+    let stdout = ok(run_in(&dir, &args("cube.zarr", &["--jobs-per-task", "3", "--workers", "2"]), &[]), "build");
+    assert!(stdout.contains(&format!("{JOBS} jobs: {JOBS} done now")), "{stdout}");
+    let cube = dir.join("cube.zarr");
+    assert_same_objects(&cube_objects(&cube), "--jobs-per-task 3");
+    let run = runs(&cube).pop().expect("a run");
+    let record: Value = serde_json::from_slice(
+        &std::fs::read(cube.join("_eocube/runs").join(&run).join("run.json")).expect("run.json"),
+    )
+    .expect("run.json parses");
+    assert_eq!(record["tasks"], 6);
+    let lines = common::report_lines(&cube);
+    let searches: u64 = lines.iter().map(|l| l["searches"].as_u64().expect("searches")).sum();
+    assert_eq!(searches, 6, "one search per chunk");
+    let reference_searches: u64 =
+        common::report_lines(&reference().0).iter().map(|l| l["searches"].as_u64().expect("searches")).sum();
+    assert_eq!(reference_searches, JOBS as u64, "one search per job without --jobs-per-task");
+}

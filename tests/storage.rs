@@ -56,16 +56,21 @@ fn write(cube: &Cube, t: usize, iy: usize, ix: usize, v: &[u16], shape: (usize, 
 // Back ends under test
 // ---------------------------------------------------------------------------------------------
 
-/// The cube's S3 options come from the environment (as for `eocube build`): point
-/// `AWS_ENDPOINT_URL` at the test moto once, before any test reads it.
+/// The cube's S3 and Azure options come from the environment (as for `eocube build`): point
+/// `AWS_ENDPOINT_URL` at the test moto and object_store's Azure emulator switch at the test
+/// Azurite once, before any test reads them.
 fn s3_env() -> common::S3Env {
     static SET: Once = Once::new();
     let s3 = common::s3();
     SET.call_once(|| {
+        // SAFETY: every test calls this first; the Once makes the others wait until the writes
+        // are done, and nothing in this binary reads the environment concurrently.
         if std::env::var("AWS_ENDPOINT_URL").ok().is_none_or(|v| v.is_empty()) {
-            // SAFETY: every test calls this first; the Once makes the others wait until the
-            // write is done, and nothing in this binary reads the environment concurrently.
             unsafe { std::env::set_var("AWS_ENDPOINT_URL", &s3.endpoint) };
+        }
+        unsafe {
+            std::env::set_var("AZURE_STORAGE_USE_EMULATOR", "true");
+            std::env::set_var("AZURITE_BLOB_STORAGE_URL", common::azurite());
         }
     });
     s3
@@ -97,6 +102,11 @@ fn s3_objects(bucket: &str, prefix: &str) -> BTreeMap<String, Vec<u8>> {
         .with_virtual_hosted_style_request(false)
         .build()
         .expect("test S3 client");
+    list_all(&store, prefix)
+}
+
+/// Every object of `store` under `prefix`, by key relative to the prefix.
+fn list_all(store: &dyn ObjectStore, prefix: &str) -> BTreeMap<String, Vec<u8>> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     rt.block_on(async {
         let p = object_store::path::Path::from(prefix);
@@ -117,6 +127,7 @@ fn s3_objects(bucket: &str, prefix: &str) -> BTreeMap<String, Vec<u8>> {
 struct Target {
     name: &'static str,
     out: String,
+    /// The S3 bucket or the Azure container.
     bucket: Option<String>,
 }
 
@@ -131,6 +142,14 @@ impl Target {
         Target { name: "s3", out: format!("s3://{bucket}/cubes/{name}.zarr"), bucket: Some(bucket) }
     }
 
+    /// A container on the test Azurite; eocube reaches it through object_store's emulator
+    /// switch, set for this process by [`s3_env`].
+    fn azure(name: &str) -> Target {
+        s3_env();
+        let container = common::fresh_container(&common::azurite(), name);
+        Target { name: "azure", out: format!("az://{container}/cubes/{name}.zarr"), bucket: Some(container) }
+    }
+
     fn at(&self, sub: &str) -> String {
         format!("{}-{sub}", self.out)
     }
@@ -139,6 +158,9 @@ impl Target {
         match (&self.bucket, OutLocation::parse(out).expect("location")) {
             (Some(bucket), OutLocation::S3 { prefix, .. }) => s3_objects(bucket, &prefix),
             (_, OutLocation::Local(dir)) => common::files_under(&dir),
+            (Some(container), OutLocation::Azure { prefix, .. }) => {
+                list_all(&common::az_store(&common::azurite(), container), &prefix)
+            }
             _ => panic!("bad target"),
         }
     }
@@ -366,6 +388,11 @@ fn conformance_local() {
 #[test]
 fn conformance_s3() {
     conformance(&Target::s3("conf"));
+}
+
+#[test]
+fn conformance_azure() {
+    conformance(&Target::azure("conf"));
 }
 
 /// The root group documents hold the creation time; everything else must be equal byte for byte.

@@ -8,8 +8,8 @@
 //! ```
 //!
 //! Owns: the [`Executor`] seam, per-task timeouts, retries with backoff and their
-//! classification (once, for every executor), the background recorder, progress and the final
-//! [`Summary`]. Must not touch: what a job computes (`job`), a task's jobs (`worker`) or how the
+//! classification (once, for every executor), the background recorder, what a run tells its
+//! [`Watcher`] (the CLI draws it) and the final [`Summary`]. Must not touch: what a job computes (`job`), a task's jobs (`worker`) or how the
 //! store lays out bytes (`store`).
 
 pub mod array;
@@ -18,12 +18,12 @@ pub mod batch;
 #[cfg(feature = "kubernetes")]
 pub mod kubernetes;
 mod local;
-mod progress;
 #[cfg(any(feature = "kubernetes", feature = "batch"))]
 pub mod remote;
 mod scheduler;
 pub mod slurm;
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -32,7 +32,6 @@ pub use local::LocalExecutor;
 pub use scheduler::{Executor, ExecutorError, Pending, TaskEnd, TaskEvent, run};
 
 pub(crate) use crate::unit_random as jitter;
-pub use progress::{Progress, ProgressMode};
 
 use crate::job::JobStats;
 use crate::plan::Job;
@@ -147,6 +146,41 @@ impl Summary {
     /// Every job of the plan is in the ledger.
     pub fn complete(&self) -> bool {
         self.already_done + self.done == self.jobs
+    }
+}
+
+/// What a run tells whoever watches it, as it goes. The library draws nothing: the CLI's
+/// progress bar is one of these.
+pub trait Observer: Send {
+    /// Before the first task: the jobs to run and those done before.
+    fn started(&mut self, _summary: &Summary) {}
+    /// After each job ended for good (done, or failed with no retry left).
+    fn job_ended(&mut self, _summary: &Summary, _record: &JobRecord) {}
+    /// After the last job, or when the run was interrupted.
+    fn finished(&mut self, _summary: &Summary) {}
+}
+
+/// The observer of a run; [`Watcher::default`] watches nothing. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct Watcher(Option<Arc<Mutex<dyn Observer>>>);
+
+impl Watcher {
+    pub fn new(observer: impl Observer + 'static) -> Watcher {
+        Watcher(Some(Arc::new(Mutex::new(observer))))
+    }
+
+    pub(crate) fn tell(&self, f: impl FnOnce(&mut dyn Observer)) {
+        if let Some(o) = &self.0 {
+            // A panic inside an observer leaves only drawing state behind; keep telling it.
+            let mut guard = o.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut *guard);
+        }
+    }
+}
+
+impl std::fmt::Debug for Watcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Watcher(..)" } else { "Watcher(none)" })
     }
 }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
-use super::{JobRecord, Outcome, Progress, RunOptions, Summary, jitter};
+use super::{JobRecord, Outcome, RunOptions, Summary, Watcher, jitter};
 use crate::plan::Job;
 use crate::store::{Cube, Finished, StoreError};
 use crate::worker::{StoredRun, TaskExit, TaskResult};
@@ -104,7 +104,7 @@ pub async fn run(
     pending: Pending<'_>,
     cube: &Arc<Cube>,
     opts: &RunOptions,
-    progress: &mut Progress,
+    watcher: &Watcher,
     stop: impl Future<Output = ()>,
 ) -> Result<Summary, ExecutorError> {
     let Pending { run, tasks, already_done } = pending;
@@ -112,7 +112,7 @@ pub async fn run(
     let pending_jobs: usize = tasks.iter().map(|&i| run.record.task_jobs(&run.jobs, i).len()).sum();
     let mut summary =
         Summary { jobs: already_done + pending_jobs, already_done, not_run: pending_jobs, ..Default::default() };
-    progress.start(&summary);
+    watcher.tell(|o| o.started(&summary));
     let mut recorder = Recorder::spawn(Arc::clone(cube));
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut states: HashMap<u32, TaskState> = HashMap::new();
@@ -175,7 +175,7 @@ pub async fn run(
                             record.retried_errors = state.errors.clone();
                             count(&mut summary, &record, t0);
                             recorder.send(&record, j.receipt).await?;
-                            progress.job_ended(&summary, &record);
+                            watcher.tell(|o| o.job_ended(&summary, &record));
                         }
                         if last {
                             states.remove(&index);
@@ -214,7 +214,7 @@ pub async fn run(
     }
     recorder.finish().await?;
     summary.seconds = t0.elapsed().as_secs_f64();
-    progress.finish(&summary);
+    watcher.tell(|o| o.finished(&summary));
     Ok(summary)
 }
 

@@ -470,7 +470,12 @@ pub fn run_python(script: &str, args: &[&str], what: &str) -> String {
         .output()
         .unwrap_or_else(|e| panic!("running python ({what}): {e}"));
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "{what} failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
     stdout
 }
 
@@ -526,4 +531,53 @@ pub fn report_lines(cube: &std::path::Path) -> Vec<serde_json::Value> {
                 .collect::<Vec<_>>()
         })
         .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Azurite (scripts/servers.sh)
+
+/// Azurite's development account and its published key.
+#[allow(dead_code)]
+pub const AZ_ACCOUNT: &str = "devstoreaccount1";
+#[allow(dead_code)]
+pub const AZ_KEY: &str = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+/// The test Azurite's blob URL (`$EOCUBE_TEST_AZURITE`).
+#[allow(dead_code)]
+pub fn azurite() -> String {
+    match std::env::var("EOCUBE_TEST_AZURITE") {
+        Ok(v) if !v.is_empty() => v.trim_end_matches('/').to_string(),
+        _ => panic!(
+            "EOCUBE_TEST_AZURITE is not set: run the tests with scripts/test.sh (or scripts/servers.sh start && source target/eocube-servers/env)"
+        ),
+    }
+}
+
+/// A new container on Azurite (through the Azure SDK of the venv: object_store cannot create one).
+#[allow(dead_code)]
+pub fn fresh_container(az: &str, tag: &str) -> String {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let name = format!("eocube-{tag}-{}-{}", std::process::id(), N.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    let script = r#"
+import sys
+from azure.storage.blob import BlobServiceClient
+az, account, key, name = sys.argv[1:5]
+conn = f"DefaultEndpointsProtocol=http;AccountName={account};AccountKey={key};BlobEndpoint={az}/{account};"
+BlobServiceClient.from_connection_string(conn).create_container(name)
+"#;
+    run_python(script, &[az, AZ_ACCOUNT, AZ_KEY, &name], &format!("creating container {name}"));
+    name
+}
+
+/// A test client of one Azurite container.
+#[allow(dead_code)]
+pub fn az_store(az: &str, container: &str) -> object_store::azure::MicrosoftAzure {
+    object_store::azure::MicrosoftAzureBuilder::new()
+        .with_account(AZ_ACCOUNT)
+        .with_access_key(AZ_KEY)
+        .with_container_name(container)
+        .with_endpoint(format!("{az}/{AZ_ACCOUNT}"))
+        .with_allow_http(true)
+        .build()
+        .expect("test Azure client")
 }

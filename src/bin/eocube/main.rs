@@ -1,5 +1,7 @@
 //! The `eocube` command line: parses arguments, calls the library, reports errors with context.
 
+mod progress;
+
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -605,7 +607,7 @@ fn icechunk_options(run: &RunArgs) -> anyhow::Result<eocube::store::IcechunkOpti
 
 /// How a build runs, from the flags.
 fn build_options(workers: usize, run: &RunArgs) -> anyhow::Result<eocube::build::BuildOptions> {
-    use eocube::executor::{ProgressMode, RunOptions};
+    use eocube::executor::RunOptions;
     if !(run.timeout.is_finite() && run.timeout > 0.0) {
         anyhow::bail!("--timeout {}: must be a positive number of seconds, e.g. 90", run.timeout);
     }
@@ -620,7 +622,7 @@ fn build_options(workers: usize, run: &RunArgs) -> anyhow::Result<eocube::build:
         executor: executor_choice(&run.engine)?,
         jobs_per_task: run.engine.jobs_per_task,
         skip_bad_scenes: run.skip_bad_scenes,
-        progress: if run.quiet { ProgressMode::Quiet } else { ProgressMode::detect() },
+        watcher: progress::watcher(run.quiet),
         fetch: FetchConfig::from_env(),
         detach: run.engine.detach,
     })
@@ -846,7 +848,7 @@ async fn extend(out: &str, end: &str, workers: Option<usize>, run: RunArgs) -> a
 }
 
 async fn demo(out: &std::path::Path, workers: Option<usize>, quiet: bool) -> anyhow::Result<()> {
-    use eocube::executor::{ProgressMode, RunOptions};
+    use eocube::executor::RunOptions;
     let t0 = std::time::Instant::now();
     let opts = eocube::build::BuildOptions {
         out: None,
@@ -854,7 +856,7 @@ async fn demo(out: &std::path::Path, workers: Option<usize>, quiet: bool) -> any
         executor: eocube::build::ExecutorChoice::Local,
         jobs_per_task: 1,
         skip_bad_scenes: false,
-        progress: if quiet { ProgressMode::Quiet } else { ProgressMode::detect() },
+        watcher: progress::watcher(quiet),
         fetch: FetchConfig::default(),
         detach: false,
     };

@@ -1,10 +1,11 @@
-//! What a run tells the person watching it, on stderr: a redrawn one-line bar on a terminal,
-//! one plain line per ended job otherwise (logs, CI), or nothing.
+//! What `eocube build` shows while it runs, on stderr: a redrawn one-line bar on a terminal,
+//! one plain line per ended job otherwise (logs, CI), or nothing. The library's
+//! [`eocube::executor::Observer`], drawn.
 
 use std::io::Write;
 use std::time::Instant;
 
-use super::{JobRecord, Outcome, Summary};
+use eocube::executor::{JobRecord, Observer, Outcome, Summary, Watcher};
 
 /// How progress is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,6 +25,12 @@ impl ProgressMode {
     }
 }
 
+/// What the CLI watches a run with: nothing with `--quiet`, else a bar on a terminal and lines
+/// elsewhere.
+pub fn watcher(quiet: bool) -> Watcher {
+    if quiet { Watcher::default() } else { Watcher::new(Progress::new(ProgressMode::detect())) }
+}
+
 /// Progress reporting for one run.
 #[derive(Debug)]
 pub struct Progress {
@@ -38,7 +45,7 @@ impl Progress {
         Progress { mode, started: Instant::now(), drawn: false, last_draw: None }
     }
 
-    pub(super) fn start(&mut self, s: &Summary) {
+    fn start(&mut self, s: &Summary) {
         self.started = Instant::now();
         if self.mode == ProgressMode::Quiet {
             return;
@@ -53,7 +60,7 @@ impl Progress {
         }
     }
 
-    pub(super) fn job_ended(&mut self, s: &Summary, r: &JobRecord) {
+    fn ended(&mut self, s: &Summary, r: &JobRecord) {
         match self.mode {
             ProgressMode::Quiet => {}
             ProgressMode::Lines => eprintln!("{}", line(s, r)),
@@ -68,7 +75,7 @@ impl Progress {
         }
     }
 
-    pub(super) fn finish(&mut self, s: &Summary) {
+    fn finish(&mut self, s: &Summary) {
         if self.mode == ProgressMode::Bar {
             self.draw(s, true);
             eprintln!();
@@ -115,6 +122,20 @@ impl Progress {
     }
 }
 
+impl Observer for Progress {
+    fn started(&mut self, s: &Summary) {
+        self.start(s);
+    }
+
+    fn job_ended(&mut self, s: &Summary, r: &JobRecord) {
+        self.ended(s, r);
+    }
+
+    fn finished(&mut self, s: &Summary) {
+        self.finish(s);
+    }
+}
+
 fn line(s: &Summary, r: &JobRecord) -> String {
     let finished = s.already_done + s.done + s.failed;
     let head = format!("[{finished}/{}] job t={} iy={} ix={}", s.jobs, r.job.t, r.job.iy, r.job.ix);
@@ -148,7 +169,7 @@ fn duration(seconds: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::Job;
+    use eocube::plan::Job;
 
     #[test]
     fn durations_and_lines_read_well() {
