@@ -38,6 +38,16 @@ impl ArrayJob {
     pub fn ranges(&self) -> Vec<(u32, u32)> {
         ranges(&self.indices)
     }
+
+    /// The array of launch `round` (0 = the first) of `tasks`: indices sorted and unique, and
+    /// from round 1 on named `<name>-r<round>`, so a retry's engine jobs never clash with the
+    /// first launch's.
+    pub fn launch(&self, round: u32, mut tasks: Vec<u32>) -> ArrayJob {
+        tasks.sort_unstable();
+        tasks.dedup();
+        let name = if round == 0 { self.name.clone() } else { format!("{}-r{round}", self.name) };
+        ArrayJob { name, indices: tasks, ..self.clone() }
+    }
 }
 
 /// Sorted `indices` in contiguous runs `start..=end`.
@@ -75,5 +85,8 @@ mod tests {
         assert_eq!(job.ranges(), vec![(0, 2), (5, 5), (7, 8)]);
         assert_eq!(ranges_text(&job.indices), "0-2,5,7-8");
         assert_eq!(ranges_text(&[]), "");
+        let again = job.launch(2, vec![8, 1, 1]);
+        assert_eq!((again.name.as_str(), again.indices.as_slice()), ("eocube-x-r2", &[1, 8][..]));
+        assert_eq!(job.launch(0, vec![3]).name, "eocube-x");
     }
 }

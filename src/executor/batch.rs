@@ -748,7 +748,7 @@ impl Executor for BatchExecutor {
     /// Submits the requests of `tasks`: named `<name>-<first index>` the first time and
     /// `<name>-r<launch>-<first index>` for later launches (retries). When a submission fails,
     /// the jobs this launch already submitted are terminated before the error is returned.
-    async fn launch(&self, mut tasks: Vec<u32>, events: mpsc::UnboundedSender<TaskEvent>) -> Result<(), ExecutorError> {
+    async fn launch(&self, tasks: Vec<u32>, events: mpsc::UnboundedSender<TaskEvent>) -> Result<(), ExecutorError> {
         let round = {
             let mut st = self.inner.state();
             if st.stopped {
@@ -757,11 +757,7 @@ impl Executor for BatchExecutor {
             st.launches += 1;
             st.launches - 1
         };
-        tasks.sort_unstable();
-        tasks.dedup();
-        let base = &self.inner.job.name;
-        let name = if round == 0 { base.clone() } else { format!("{base}-r{round}") };
-        let job = ArrayJob { name, indices: tasks, ..self.inner.job.clone() };
+        let job = self.inner.job.launch(round, tasks);
         let parts = parts(&job, &self.inner.opts).map_err(engine)?;
         let mut submitted = Vec::new();
         for (start, r) in &parts {

@@ -759,7 +759,7 @@ impl Executor for KubernetesExecutor {
 
     /// Applies one Indexed Job per contiguous range of `tasks`: `<name>-<first index>` the first
     /// time, `<name>-r<launch>-<first index>` for later launches (retries), so names never clash.
-    async fn launch(&self, mut tasks: Vec<u32>, events: mpsc::UnboundedSender<TaskEvent>) -> Result<(), ExecutorError> {
+    async fn launch(&self, tasks: Vec<u32>, events: mpsc::UnboundedSender<TaskEvent>) -> Result<(), ExecutorError> {
         let round = {
             let mut st = self.inner.state();
             if st.stopped {
@@ -768,11 +768,7 @@ impl Executor for KubernetesExecutor {
             st.launches += 1;
             st.launches - 1
         };
-        tasks.sort_unstable();
-        tasks.dedup();
-        let base = &self.inner.job.name;
-        let name = if round == 0 { base.clone() } else { format!("{base}-r{round}") };
-        let job = ArrayJob { name, indices: tasks, ..self.inner.job.clone() };
+        let job = self.inner.job.launch(round, tasks);
         let jobs = manifests(&job, &self.inner.opts).map_err(engine)?;
         if jobs.is_empty() {
             return Ok(());
