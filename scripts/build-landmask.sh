@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Rebuild assets/land-10m.bin (the embedded land mask) from Natural Earth 1:10m land as shipped by
+# Rebuild crates/eocube/assets/land-10m.bin (the embedded land mask) from Natural Earth 1:10m land as shipped by
 # the npm package world-atlas. Run by a developer, never by the build: the asset is committed.
 # Usage: scripts/build-landmask.sh [scratch-dir]   (default /tmp/landmask-work)
 set -euo pipefail
@@ -11,5 +11,5 @@ mkdir -p "$work"
 (cd "$work" && npm install --no-save --no-audit --no-fund "world-atlas@${VERSION}" >/dev/null)
 src="$work/node_modules/world-atlas/land-10m.json"
 echo "${EXPECTED_SHA256}  ${src}" | sha256sum -c -
-python3 "$repo/scripts/build_landmask.py" "$src" "$repo/assets/land-10m.bin"
-sha256sum "$repo/assets/land-10m.bin"
+python3 "$repo/scripts/build_landmask.py" "$src" "$repo/crates/eocube/assets/land-10m.bin"
+sha256sum "$repo/crates/eocube/assets/land-10m.bin"

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Convert world-atlas `land-10m.json` (Natural Earth 1:10m land, TopoJSON) into eocube's compact
-land mask, `assets/land-10m.bin`. Standard library only; run by `scripts/build-landmask.sh`.
+land mask, `crates/eocube/assets/land-10m.bin`. Standard library only; run by `scripts/build-landmask.sh`.
 
-Format (all integers little-endian; decoded by `src/landmask/format.rs`):
+Format (all integers little-endian; decoded by `crates/eocube/src/landmask/format.rs`):
     header:  b"EOLAND01" | u32 payload length (uncompressed) | zlib(payload)
     payload: f64 scale_x, scale_y, translate_x, translate_y   (TopoJSON transform: lon = q*scale+translate)
              varint polygon count P

@@ -47,7 +47,7 @@ else
     # boto3 pins it too: left open, pip backtracks through hundreds of boto3 releases for many
     # minutes. These four are pinned to a set known to resolve together at once.
     # icechunk-python 2.x needs Python >= 3.12; 1.1.x reads the format-1 repositories eocube creates
-    # (src/store/icechunk.rs). adlfs (xarray reading az:// in tests/cloud.rs) and its Azure SDK
+    # (crates/eocube/src/store/icechunk.rs). adlfs (xarray reading az:// in tests/cloud.rs) and its Azure SDK
     # are pinned to a set that installs beside those without moving them.
     "$PY" -m pip install -q --disable-pip-version-check \
         "rasterio>=1.4,<1.5" "numpy>=1.24,<3" "moto[server]>=5,<6" "xarray>=2025.1" "zarr>=3,<4" "rioxarray>=0.18" \

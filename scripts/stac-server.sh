@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Start / stop a real STAC API for tests/catalog.rs: stac-fastapi-pgstac (what large public
 # catalogs run) on PostgreSQL 15 + PostGIS, both bound to 127.0.0.1 on free ports, loaded with the
-# Earth Search items in tests/data/stac.
+# Earth Search items in crates/eocube/tests/data/stac.
 #
 # Usage: scripts/stac-server.sh install|start|stop|status
 #   install only installs what is missing (for scripts/setup.sh); start does it too.
@@ -22,7 +22,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DIR="${EOCUBE_STAC_DIR:-$ROOT/target/eocube-stac}"
-DATA="$ROOT/tests/data/stac"
+DATA="$ROOT/crates/eocube/tests/data/stac"
 VENV="$ROOT/.venv"
 PY="$VENV/bin/python"
 PGBIN="${PGBIN:-/usr/lib/postgresql/15/bin}"
@@ -145,7 +145,7 @@ start() {
         || { log "pypgstac migrate failed:"; cat "$DIR/migrate.log" >&2; exit 1; }
 
     # Collections: the C1 document as published, plus the older `sentinel-2-l2a` collection made
-    # from it by changing the id (its items are in tests/data/stac; pgstac needs the collection).
+    # from it by changing the id (its items are in crates/eocube/tests/data/stac; pgstac needs the collection).
     # Items: every sentinel-2-* item there, one per line.
     "$PY" - "$DATA" "$DIR" <<'PYEOF'
 import json, pathlib, sys

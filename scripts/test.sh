@@ -2,7 +2,7 @@
 # THE test command of eocube (README, CI): installs what the tests need, generates the
 # fixtures with real GDAL, starts nginx, moto, Azurite, a STAC API and a one-node Slurm
 # cluster, then runs fmt, clippy and every test.
-# Extra arguments go to `cargo test`, e.g.  scripts/test.sh --test infra
+# Extra arguments go to `cargo test` (default `--workspace`), e.g.  scripts/test.sh --test infra
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -36,9 +36,12 @@ step slurm bash scripts/slurm.sh start
 source "${EOCUBE_SLURM_DIR:-$ROOT/target/eocube-slurm}/env"
 
 step "cargo fmt --check" cargo fmt --all --check
-step "cargo clippy" cargo clippy --all-targets -- -D warnings
+step "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
+# Every crate's tests (the library's unit tests, the test kit's, the CLI's end-to-end tests);
+# arguments, e.g. `--test cog`, choose instead.
+if [ $# -eq 0 ]; then set -- --workspace; fi
 step "cargo test" cargo test "$@"
-if [ $# -eq 0 ]; then
+if [ "$*" = "--workspace" ]; then
     # The figures the issues ask to see: agreement with GDAL, request counts per window.
     step "figures" cargo test -q --test warp --test cog -- --nocapture --test-threads 1 \
         warp_agrees_with_gdal one_chunk_window_costs_one_request_per_tile_row

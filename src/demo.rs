@@ -1,6 +1,6 @@
 //! `eocube demo`: the whole pipeline offline. A synthetic Sentinel-2 archive is written by
-//! eocube itself ([`crate::synth`]), served on 127.0.0.1 by the in-process STAC API and file
-//! server ([`crate::serve::archive`]), and built into a cube through the same [`crate::build`]
+//! eocube itself ([`eocube_synth`]), served on 127.0.0.1 by the in-process STAC API and file
+//! server ([`eocube_synth::server`]), and built into a cube through the same [`eocube::build`]
 //! path as a real build: STAC search over HTTP, range requests for COG tiles, two UTM zones,
 //! clouds, same-day overlaps and nodata edges. No network, no Python.
 //!
@@ -11,12 +11,12 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::build::{self, BuildError, BuildOptions, BuildReport};
-use crate::grid::Bbox;
-use crate::plan::LandTest;
-use crate::serve::archive::{ArchiveServer, ServeError};
-use crate::spec::{Resolution, SpecError, SpecInput};
-use crate::synth::{self, SynthError, SynthSpec};
+use eocube::build::{self, BuildError, BuildOptions, BuildReport};
+use eocube::grid::Bbox;
+use eocube::plan::LandTest;
+use eocube::spec::{Resolution, SpecError, SpecInput};
+use eocube_synth::server::{ArchiveServer, ServeError};
+use eocube_synth::{self as synth, SynthError, SynthSpec};
 
 /// Marks a directory as made by `eocube demo`, so that a rerun may replace what is in it (and
 /// nothing else is ever deleted).

@@ -2,7 +2,7 @@
 //!
 //! 1. A real STAC API: stac-fastapi-pgstac on PostgreSQL + PostGIS, started by
 //!    `scripts/stac-server.sh start` (which `scripts/test.sh` runs) and loaded with the 14
-//!    Sentinel-2 items of `tests/data/stac`. `EOCUBE_TEST_STAC` holds its URL; without it these
+//!    Sentinel-2 items of `crates/eocube/tests/data/stac`. `EOCUBE_TEST_STAC` holds its URL; without it these
 //!    tests fail (they do not skip) so that CI cannot pass without having run them.
 //! 2. A scripted HTTP/1.1 server in this process (a real socket, raw answers written by the
 //!    test) for what a healthy server never does: 429 / 5xx, 405 to POST, broken paging, bad JSON.
@@ -31,7 +31,7 @@ fn stac_url() -> String {
 }
 
 fn data(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/stac").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("crates/eocube/tests/data/stac").join(name)
 }
 
 fn read(name: &str) -> Value {
@@ -243,7 +243,7 @@ async fn unreachable_api_fails_fast_with_a_typed_error() {
         }
         other => panic!("{other:?}"),
     }
-    assert!(err.to_string().contains("--stac-url"), "{err}");
+    assert!(err.to_string().contains("(`stac-url`)"), "{err}");
 }
 
 #[tokio::test]

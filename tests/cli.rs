@@ -321,7 +321,7 @@ fn jobs_over_the_timeout_are_retried_then_fail() {
     let o = eocube(&args);
     let (stdout, stderr) = text(&o);
     assert_eq!(o.status.code(), Some(1), "{stdout}\n{stderr}");
-    assert!(stderr.contains("timed out after") && stderr.contains("raise --timeout"), "{stderr}");
+    assert!(stderr.contains("timed out after") && stderr.contains("raise `timeout`"), "{stderr}");
     let records = common::report_lines(&out);
     assert!(!records.is_empty());
     for r in &records {

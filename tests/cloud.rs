@@ -234,7 +234,7 @@ fn profiles_sign_for_an_authenticating_s3_and_bad_ones_are_refused() {
     run_ok(&build_args(&url("profile.zarr"), &FLAGS), &home, &[("AWS_PROFILE", "eo")]);
     let built = moto.objects("profile.zarr");
     assert_same_chunks(&local_reference().1, &built, "local vs s3 with a profile");
-    // An Icechunk repository on the same server through the same profile (src/store/icechunk.rs
+    // An Icechunk repository on the same server through the same profile (crates/eocube/src/store/icechunk.rs
     // maps the settings onto its own S3 options); wrong env keys are refused there too.
     let repo = format!("icechunk+s3://{}/repo", moto.bucket);
     run_ok(&build_args(&repo, &FLAGS), &home, &[("AWS_PROFILE", "eo")]);

@@ -493,7 +493,7 @@ fn engine_flags_are_checked() {
         (vec!["--executor", "kubernetes"], "needs --image"),
         (vec!["--executor", "batch", "--job-queue", "q"], "needs --job-definition"),
         (vec!["--detach"], "--detach is for --executor slurm|kubernetes|batch"),
-        (vec!["--executor", "kubernetes", "--image", "x", "--emit", "k.json"], "relative --out"),
+        (vec!["--executor", "kubernetes", "--image", "x", "--emit", "k.json"], "--out cube.zarr: a relative path"),
     ] {
         let out = run_in(&dir, &args("cube.zarr", &extra), &[]);
         let (_, stderr) = text(&out);

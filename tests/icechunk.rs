@@ -1,4 +1,4 @@
-//! Cubes in Icechunk repositories (issue 4, item 2 and 4; `src/store/icechunk.rs`): `eocube
+//! Cubes in Icechunk repositories (issue 4, item 2 and 4; `crates/eocube/src/store/icechunk.rs`): `eocube
 //! build --out icechunk:///dir` and `icechunk+s3://` (the test moto) from the e2e archive
 //! (`--items`, no STAC server).
 //!

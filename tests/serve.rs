@@ -1,4 +1,4 @@
-//! The in-process archive server (`eocube::serve::archive`) against eocube's own clients: the
+//! The in-process archive server (`eocube_synth::server`) against eocube's own clients: the
 //! STAC client (`catalog::Catalog::api`, GET and POST, paging) and the COG reader over HTTP
 //! (`cog::Fetcher`), plus raw HTTP for the edge cases a client library would hide (ranges, 416,
 //! HEAD, path escapes, malformed requests).
@@ -16,8 +16,8 @@ use chrono::{DateTime, Utc};
 use eocube::catalog::{ApiClient, ApiOptions, Catalog, ItemCollection, SearchMethod, SearchRequest};
 use eocube::cog::{FetchConfig, Fetcher};
 use eocube::grid::PixelWindow;
-use eocube::serve::ArchiveServer;
 use eocube::{Bbox, GeoBox};
+use eocube_synth::server::ArchiveServer;
 use serde_json::{Value, json};
 
 const COLLECTION: &str = "sentinel-2-c1-l2a";
@@ -239,10 +239,10 @@ async fn landing_conformance_collections_and_errors() {
 }
 
 /// Parity with the catalog's own offline filter on the 14 real Sentinel-2 items of
-/// tests/data/stac: two independent implementations of one search must agree.
+/// crates/eocube/tests/data/stac: two independent implementations of one search must agree.
 #[tokio::test]
 async fn agrees_with_the_local_item_filter_on_real_items() {
-    let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/stac");
+    let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("crates/eocube/tests/data/stac");
     let mut items = Vec::new();
     for e in std::fs::read_dir(&data).unwrap() {
         let p = e.unwrap().path();
@@ -441,9 +441,9 @@ async fn drop_stops_the_server_and_bad_inputs_are_errors() {
     assert!(closed, "still listening on {addr} after drop");
 
     let missing = ArchiveServer::start(dir.join("nope"), vec![], vec![]).await;
-    assert!(matches!(missing, Err(eocube::serve::ServeError::Root { .. })));
+    assert!(matches!(missing, Err(eocube_synth::server::ServeError::Root { .. })));
     let bad = ArchiveServer::start(dir.clone(), vec![json!({"id": "x"})], vec![]).await;
-    assert!(matches!(bad, Err(eocube::serve::ServeError::InvalidItem { .. })));
+    assert!(matches!(bad, Err(eocube_synth::server::ServeError::InvalidItem { .. })));
 }
 
 /// reqwest is built without its `json` feature (eocube parses with serde_json itself).

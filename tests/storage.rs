@@ -1,6 +1,9 @@
-//! The storage conformance suite (issue 4): one set of checks run against every back end a plain
-//! Zarr cube can live on (a local directory, and `s3://` on the test moto server with a fresh
-//! bucket per test), then `eocube build --out s3://...` end to end (byte-identical to a local
+//! The storage conformance suite (issues 4 and 9): one set of checks of the `CubeStore` contract
+//! run against every back end a cube can live on: plain Zarr on a local directory, `s3://` on the
+//! test moto server (a fresh bucket per test) and `az://` on Azurite, and Icechunk repositories
+//! on local disk and on moto. The checks go through the store (what a reader of the cube sees);
+//! where plain Zarr promises more about its objects (one report object per batch, no consolidated
+//! metadata before the finish), that is checked on the objects themselves. Then `eocube build --out s3://...` end to end (byte-identical to a local
 //! build, SIGKILL and resume, zarr-python + xarray reading it through s3fs), then the refusals
 //! (missing bucket, refused credentials, unreachable endpoint, another cube, bad schemes).
 //!
@@ -40,7 +43,23 @@ fn job(t: usize, iy: usize, ix: usize) -> Job {
 
 /// Records `j` done (its chunk written) with `record` as its ledger record and report line.
 fn mark_done(cube: &Cube, j: Job, record: Value) {
-    block(cube.record(vec![Finished { job: j, receipt: Some(Receipt::Stored), record }])).unwrap();
+    done_with(cube, j, Receipt::Stored, record);
+}
+
+/// Records `j` done with the receipt of its chunk write (an Icechunk change set merges here).
+fn done_with(cube: &Cube, j: Job, receipt: Receipt, record: Value) {
+    block(cube.record(vec![Finished { job: j, receipt: Some(receipt), record }])).unwrap();
+}
+
+/// Writes the chunk and records its job done with the write's receipt: a chunk a reader sees.
+fn write_done(cube: &Cube, t: usize, iy: usize, ix: usize, v: &[u16], shape: (usize, usize)) {
+    let receipt = write(cube, t, iy, ix, v, shape).unwrap();
+    done_with(cube, job(t, iy, ix), receipt, json!({"t": t, "iy": iy, "ix": ix}));
+}
+
+/// What a reader of `cube`'s store sees at `key` (for Icechunk: the build's session).
+fn visible(cube: &Cube, key: &str) -> Option<Vec<u8>> {
+    block(cube.store().read(key)).unwrap().map(|b| b.to_vec())
 }
 
 /// Records `j` as failed: a report line, no ledger entry.
@@ -142,6 +161,25 @@ impl Target {
         Target { name: "s3", out: format!("s3://{bucket}/cubes/{name}.zarr"), bucket: Some(bucket) }
     }
 
+    fn icechunk_local(name: &str) -> Target {
+        let dir = common::scratch_dir(&format!("storage-ic-{name}"));
+        Target { name: "ic-local", out: format!("icechunk://{}", dir.join("repo").display()), bucket: None }
+    }
+
+    fn icechunk_s3(name: &str) -> Target {
+        let bucket = fresh_bucket(&format!("ic-{name}"));
+        Target { name: "ic-s3", out: format!("icechunk+s3://{bucket}/repos/{name}"), bucket: Some(bucket) }
+    }
+
+    fn icechunk(&self) -> bool {
+        self.out.starts_with("icechunk")
+    }
+
+    /// Icechunk stores Zarr v3 only.
+    fn formats(&self) -> &'static [ZarrFormat] {
+        if self.icechunk() { &[ZarrFormat::V3] } else { &[ZarrFormat::V3, ZarrFormat::V2] }
+    }
+
     /// A container on the test Azurite; eocube reaches it through object_store's emulator
     /// switch, set for this process by [`s3_env`].
     fn azure(name: &str) -> Target {
@@ -154,10 +192,14 @@ impl Target {
         format!("{}-{sub}", self.out)
     }
 
+    /// Every object at `out` as stored (for Icechunk: the repository's own files).
     fn objects(&self, out: &str) -> BTreeMap<String, Vec<u8>> {
+        use eocube::store::IcechunkRepo;
         match (&self.bucket, OutLocation::parse(out).expect("location")) {
             (Some(bucket), OutLocation::S3 { prefix, .. }) => s3_objects(bucket, &prefix),
             (_, OutLocation::Local(dir)) => common::files_under(&dir),
+            (_, OutLocation::Icechunk(IcechunkRepo::Local(dir))) => common::files_under(&dir),
+            (Some(bucket), OutLocation::Icechunk(IcechunkRepo::S3 { prefix, .. })) => s3_objects(bucket, &prefix),
             (Some(container), OutLocation::Azure { prefix, .. }) => {
                 list_all(&common::az_store(&common::azurite(), container), &prefix)
             }
@@ -201,63 +243,80 @@ fn write_standard(cube: &Cube) {
         for iy in 0..3 {
             for ix in 0..2 {
                 let (v, shape) = data(cube, t, iy, ix);
-                write(cube, t, iy, ix, &v, shape).unwrap();
-                mark_done(cube, job(t, iy, ix), json!({"t": t, "iy": iy, "ix": ix}));
+                write_done(cube, t, iy, ix, &v, shape);
             }
         }
     }
     let (rows, cols) = cube.chunk_shape(2, 1).unwrap();
-    write(cube, 1, 2, 1, &vec![0; rows * cols * 3], (rows, cols)).unwrap();
+    write_done(cube, 1, 2, 1, &vec![0; rows * cols * 3], (rows, cols));
 }
 
 type Check = fn(&Target);
 
 fn check_template(t: &Target) {
-    for format in [ZarrFormat::V3, ZarrFormat::V2] {
+    for &format in t.formats() {
         let out = t.at(&format!("template-{format:?}"));
         let l = layout(format);
         let cube = block(Cube::create(&out, &l)).unwrap();
         assert!(!block(cube.is_consolidated()).unwrap());
-        let objs = t.objects(&out);
         let want: &[&str] = match format {
             ZarrFormat::V3 => &["zarr.json", "rgb_median/zarr.json", "time/zarr.json", "band/zarr.json", "time/c/0"],
             ZarrFormat::V2 => &[".zgroup", ".zattrs", "rgb_median/.zarray", "time/.zarray", "time/0", "spatial_ref/0"],
         };
-        for k in want.iter().chain(&["_eocube/plan.json"]) {
-            assert!(objs.contains_key(*k), "{}: {k} missing from the template: {:?}", t.name, objs.keys());
+        for k in want {
+            assert!(visible(&cube, k).is_some(), "{}: {k} missing from the template", t.name);
         }
-        assert!(!objs.keys().any(|k| k.starts_with("rgb_median/c/") || k.starts_with("rgb_median/0")), "no data chunk");
-        assert!(!objs.contains_key(".zmetadata"));
+        assert!(visible(&cube, &cube.chunk_key(0, 0, 0)).is_none(), "no data chunk");
         if format == ZarrFormat::V3 {
-            let root: Value = serde_json::from_slice(&objs["zarr.json"]).unwrap();
+            let root: Value = serde_json::from_slice(&visible(&cube, "zarr.json").unwrap()).unwrap();
             assert!(root.get("consolidated_metadata").is_none(), "consolidated only at finish");
         }
         assert_eq!(block(Cube::open(&out)).unwrap().layout(), &l);
-        assert!(matches!(block(Cube::create(&out, &l)), Err(StoreError::AlreadyExists { .. })));
+        if !t.icechunk() {
+            let objs = t.objects(&out);
+            assert!(objs.contains_key("_eocube/plan.json"), "{}: no plan document: {:?}", t.name, objs.keys());
+            assert!(!objs.keys().any(|k| k.starts_with("rgb_median/c/") || k.starts_with("rgb_median/0")));
+            assert!(!objs.contains_key(".zmetadata"));
+            assert!(matches!(block(Cube::create(&out, &l)), Err(StoreError::AlreadyExists { .. })));
+        }
     }
 }
 
 fn check_chunks(t: &Target) {
     let out = t.at("chunks");
     let cube = block(Cube::create(&out, &layout(ZarrFormat::V3))).unwrap();
+    let edge = cube.chunk_key(0, 2, 1);
+    assert_eq!(edge, "rgb_median/c/0/2/1/0");
     let (v, shape) = data(&cube, 0, 2, 1);
     assert_eq!(shape, (22, 36), "edge chunk is clipped");
-    write(&cube, 0, 2, 1, &v, shape).unwrap();
-    let (v, shape) = data(&cube, 0, 0, 0);
-    write(&cube, 0, 0, 0, &v, shape).unwrap();
-    let objs = t.objects(&out);
-    let first = objs.get("rgb_median/c/0/2/1/0").expect("edge chunk stored").clone();
-    assert!(objs.contains_key("rgb_median/c/0/0/0/0"));
-    // Rewriting gives the same bytes.
-    write(&cube, 0, 2, 1, &v[..22 * 36 * 3].iter().map(|_| 0).collect::<Vec<_>>(), (22, 36)).unwrap();
-    assert!(!t.objects(&out).contains_key("rgb_median/c/0/2/1/0"), "an all-fill chunk erases");
-    let (v, shape) = data(&cube, 0, 2, 1);
-    write(&cube, 0, 2, 1, &v, shape).unwrap();
-    assert_eq!(t.objects(&out)["rgb_median/c/0/2/1/0"], first, "rewrite is byte-identical");
+    write_done(&cube, 0, 2, 1, &v, shape);
+    let (v0, shape0) = data(&cube, 0, 0, 0);
+    write_done(&cube, 0, 0, 0, &v0, shape0);
+    let first = visible(&cube, &edge).expect("edge chunk stored");
+    assert!(visible(&cube, &cube.chunk_key(0, 0, 0)).is_some());
+    // An all-fill write erases; rewriting gives the same bytes.
+    write_done(&cube, 0, 2, 1, &vec![0; 22 * 36 * 3], (22, 36));
+    assert!(visible(&cube, &edge).is_none(), "an all-fill chunk erases");
+    write_done(&cube, 0, 2, 1, &v, shape);
+    assert_eq!(visible(&cube, &edge).unwrap(), first, "rewrite is byte-identical");
     // An all-fill chunk where nothing was is fine too; bad shapes are refused.
-    write(&cube, 1, 1, 1, &vec![0; 64 * 36 * 3], (64, 36)).unwrap();
+    write_done(&cube, 1, 1, 1, &vec![0; 64 * 36 * 3], (64, 36));
+    assert!(visible(&cube, &cube.chunk_key(1, 1, 1)).is_none());
     assert!(matches!(write(&cube, 0, 2, 1, &[1; 10], (22, 36)), Err(StoreError::BadChunk { .. })));
     assert!(matches!(write(&cube, 0, 3, 0, &[1; 10], (1, 1)), Err(StoreError::BadChunk { .. })));
+    if !t.icechunk() {
+        // Plain Zarr: a chunk is visible as soon as it is written, before its job is recorded.
+        let (v, shape) = data(&cube, 1, 0, 1);
+        write(&cube, 1, 0, 1, &v, shape).unwrap();
+        assert!(t.objects(&out).contains_key("rgb_median/c/1/0/1/0"));
+    } else {
+        // Icechunk: a write is the job's own until its receipt is recorded.
+        let (v, shape) = data(&cube, 1, 0, 1);
+        let receipt = write(&cube, 1, 0, 1, &v, shape).unwrap();
+        assert!(visible(&cube, &cube.chunk_key(1, 0, 1)).is_none(), "an unrecorded write is not seen");
+        done_with(&cube, job(1, 0, 1), receipt, json!({}));
+        assert!(visible(&cube, &cube.chunk_key(1, 0, 1)).is_some());
+    }
 }
 
 fn check_ledger(t: &Target) {
@@ -267,6 +326,9 @@ fn check_ledger(t: &Target) {
     mark_done(&cube, job(0, 1, 1), json!({"scenes": 4}));
     mark_done(&cube, job(1, 2, 0), json!({"scenes": 0}));
     mark_done(&cube, job(1, 2, 0), json!({"scenes": 0}));
+    assert_eq!(block(cube.done_jobs()).unwrap().len(), 2);
+    // Durable once checkpointed: another process opening the cube sees them.
+    block(cube.checkpoint()).unwrap();
     let again = block(Cube::open(&out)).unwrap();
     assert_eq!(block(again.done_jobs()).unwrap(), [job(0, 1, 1), job(1, 2, 0)].into_iter().collect());
     assert_eq!(block(again.ledger_record(job(0, 1, 1))).unwrap().unwrap()["scenes"], 4);
@@ -291,10 +353,14 @@ fn check_report(t: &Target) {
             });
         }
     });
+    block(cube.checkpoint()).unwrap();
     let report = block(block(Cube::open(&out)).unwrap().report()).unwrap();
     assert_eq!(report.len(), 25);
     let first: Vec<Value> = report[..5].iter().map(|r| r["n"].clone()).collect();
     assert_eq!(first, [0, 1, 2, 3, 4].map(|i| json!(i)), "records come back in order");
+    if t.icechunk() {
+        return;
+    }
     let objs = t.objects(&out);
     // One object per recorded batch, on every back end (object stores cannot append).
     assert_eq!(objs.keys().filter(|k| k.starts_with("_eocube/report/")).count(), 25, "one object per batch");
@@ -302,11 +368,12 @@ fn check_report(t: &Target) {
 }
 
 fn check_reopen(t: &Target) {
-    for format in [ZarrFormat::V3, ZarrFormat::V2] {
+    for &format in t.formats() {
         let out = t.at(&format!("reopen-{format:?}"));
         let l = layout(format);
         let cube = block(Cube::create(&out, &l)).unwrap();
         write_standard(&cube);
+        block(cube.checkpoint()).unwrap();
         let before = t.objects(&out);
         let cube = block(Cube::open_matching(&out, &l)).unwrap();
         assert_eq!(block(cube.done_jobs()).unwrap().len(), 12);
@@ -331,23 +398,26 @@ fn check_reopen(t: &Target) {
 }
 
 fn check_finish(t: &Target) {
-    for format in [ZarrFormat::V3, ZarrFormat::V2] {
+    for &format in t.formats() {
         let out = t.at(&format!("finish-{format:?}"));
         let cube = block(Cube::create(&out, &layout(format))).unwrap();
         write_standard(&cube);
         let reader = block(Cube::open(&out)).unwrap();
         assert!(!block(reader.is_consolidated()).unwrap(), "a reader of an unfinished cube sees the template");
         block(cube.finish()).unwrap();
-        assert!(block(block(Cube::open(&out)).unwrap().is_consolidated()).unwrap());
-        let objs = t.objects(&out);
+        let done = block(Cube::open(&out)).unwrap();
+        assert!(block(done.is_consolidated()).unwrap());
+        assert_eq!(block(done.done_jobs()).unwrap().len(), 12, "the ledger survives the finish");
         match format {
             ZarrFormat::V3 => {
-                let root: Value = serde_json::from_slice(&objs["zarr.json"]).unwrap();
+                let root: Value = serde_json::from_slice(&visible(&done, "zarr.json").unwrap()).unwrap();
                 assert_eq!(root["consolidated_metadata"]["metadata"].as_object().unwrap().len(), 6);
             }
-            ZarrFormat::V2 => assert!(objs.contains_key(".zmetadata")),
+            ZarrFormat::V2 => assert!(visible(&done, ".zmetadata").is_some()),
         }
-        assert!(!objs.contains_key("rgb_median/c/1/2/1/0") && !objs.contains_key("rgb_median/1.2.1.0"));
+        assert!(visible(&done, &done.chunk_key(1, 2, 1)).is_none(), "the all-fill write erased");
+        let (v, _) = data(&done, 0, 1, 1);
+        assert!(visible(&done, &done.chunk_key(0, 1, 1)).is_some_and(|b| !b.is_empty()) && !v.is_empty());
     }
 }
 
@@ -393,6 +463,17 @@ fn conformance_s3() {
 #[test]
 fn conformance_azure() {
     conformance(&Target::azure("conf"));
+}
+
+#[test]
+fn conformance_icechunk_local() {
+    conformance(&Target::icechunk_local("conf"));
+}
+
+#[test]
+fn conformance_icechunk_s3() {
+    s3_env();
+    conformance(&Target::icechunk_s3("conf"));
 }
 
 /// The root group documents hold the creation time; everything else must be equal byte for byte.

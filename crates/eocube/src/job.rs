@@ -1,0 +1,618 @@
+//! The job: one (time bin, chunk) taken from the catalog search to the written chunk (DESIGN
+//! section 1). [`run`] is the one entry point every executor calls (local today; Lambda and
+//! array jobs later through `eocube worker`).
+//!
+//! ```text
+//! search (chunk footprint + halo, bin's UTC interval) ─▶ per scene, at most `scene_concurrency`
+//! at once: open each band's COG, pick the overview, fetch the window (bounded by `io`) ─▶ on the
+//! CPU pool: decode, warp onto the chunk grid grown by the mask halo (SCL always nearest) ─▶
+//! scenes arrive in (solar day, datetime, id) order: each finished solar day is fused, masked,
+//! cropped to the chunk and kept as one observation ─▶ median per band ─▶ write the chunk
+//! ```
+//!
+//! Owns: the order of those steps, which overview and window each band reads, what a job
+//! counts (scenes, requests, bytes, timings) and which failures are worth a retry. Must not
+//! touch: the ledger, retries, timeouts and progress (the executor's), nor the numeric rules
+//! themselves (`fuse`, `mask`, `reduce`, `warp`).
+//!
+//! Memory: a scene is held only as windows on the chunk grid (never whole), and only until its
+//! solar day is fused; a job holds one masked observation per solar day of its bin.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::StreamExt;
+use serde::Serialize;
+use tokio::sync::Semaphore;
+
+use crate::catalog::{Catalog, CatalogError, Scene, SearchRequest};
+use crate::cog::{CogError, FetchedWindow, Fetcher, RasterData, RequestStats};
+use crate::fuse::{self, FuseError, Radiometry, WarpedScene};
+use crate::grid::{Crs, GeoBox, GridError, PixelWindow, Shape, Transformer};
+use crate::mask::{self, MaskError};
+use crate::plan::{Job, Plan};
+use crate::reduce::ReduceError;
+use crate::store::{Cube, Receipt, StoreError};
+use crate::time::solar_day;
+use crate::warp::{
+    self, PixelMap, Resampling, Sampling, SourceImage, WarpError, choose_overview, source_pixels_per_target_pixel,
+    source_window,
+};
+
+/// The asset key of the scene classification band; every job reads it for the mask.
+pub const SCL_BAND: &str = "scl";
+/// Points per side of the chunk footprint sent to the catalog (UTM → lon/lat edges curve).
+const FOOTPRINT_POINTS_PER_SIDE: usize = 8;
+/// Scenes of one job read at once: enough to keep I/O and decoding overlapped, few enough that
+/// the windows in memory stay a handful of scenes.
+pub const DEFAULT_SCENE_CONCURRENCY: usize = 6;
+/// Windows being fetched at once over all jobs of a process (each window issues up to
+/// `FetchConfig::max_concurrent_requests` range requests).
+pub const DEFAULT_WINDOWS_IN_FLIGHT: usize = 16;
+
+/// What every job of a build shares. Cheap to clone.
+#[derive(Clone)]
+pub struct JobContext {
+    pub plan: Arc<Plan>,
+    pub catalog: Catalog,
+    pub fetcher: Fetcher,
+    /// Bounds the COG windows being fetched at once across all jobs.
+    pub io: Arc<Semaphore>,
+    pub scene_concurrency: usize,
+    /// Turn a scene's permanent failure (404, corrupt TIFF, missing band) into a warning.
+    pub skip_bad_scenes: bool,
+}
+
+impl JobContext {
+    pub fn new(plan: Arc<Plan>, catalog: Catalog, fetcher: Fetcher, skip_bad_scenes: bool) -> JobContext {
+        JobContext {
+            plan,
+            catalog,
+            fetcher,
+            io: Arc::new(Semaphore::new(DEFAULT_WINDOWS_IN_FLIGHT)),
+            scene_concurrency: DEFAULT_SCENE_CONCURRENCY,
+            skip_bad_scenes,
+        }
+    }
+}
+
+/// What a job did: the run report's per-job record (DESIGN section 9).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct JobStats {
+    /// Scenes the catalog returned for the bin's days.
+    pub scenes_found: usize,
+    /// Scenes that had data on the chunk and went into an observation.
+    pub scenes: usize,
+    /// Observations (solar days) the median saw.
+    pub solar_days: usize,
+    /// Range requests and bytes received, headers included.
+    pub requests: u64,
+    pub bytes: u64,
+    /// Catalog searches made for this job: 1, or 0 when it used the one search of its task's
+    /// bins (the first job of such a task counts that search, and its time).
+    pub searches: usize,
+    pub search_seconds: f64,
+    /// Fetch, decode and warp of every scene (overlapped, so wall time).
+    pub read_seconds: f64,
+    pub reduce_seconds: f64,
+    pub write_seconds: f64,
+    /// Scenes left out under `--skip-bad-scenes`, and other things a user should know.
+    pub warnings: Vec<String>,
+}
+
+/// Why a job failed. Every message names the job's input that failed and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Cog(#[from] CogError),
+    #[error("scene {id}: {reason}; fix the catalog or rerun with `skip-bad-scenes` to leave such scenes out")]
+    BadScene { id: String, reason: String },
+    #[error("job (t={}, iy={}, ix={}) is not in the plan: {reason}", job.t, job.iy, job.ix)]
+    NotInPlan { job: Job, reason: String },
+    #[error(transparent)]
+    Grid(#[from] GridError),
+    #[error(transparent)]
+    Warp(#[from] WarpError),
+    #[error(transparent)]
+    Fuse(#[from] FuseError),
+    #[error(transparent)]
+    Mask(#[from] MaskError),
+    #[error(transparent)]
+    Reduce(#[from] ReduceError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("internal error: {0}; this is a bug in eocube, please report it with the command that caused it")]
+    Internal(String),
+}
+
+impl JobError {
+    /// Failures a later attempt may not see (network, throttling, server errors).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            JobError::Catalog(e) => e.is_transient(),
+            JobError::Cog(e) => e.is_transient(),
+            JobError::Store(e) => e.is_transient(),
+            _ => false,
+        }
+    }
+}
+
+/// Runs `job` to the end: computes the chunk and writes it into `cube` (a chunk with no valid
+/// observation is erased, so it reads as fill: rerunning a job always leaves the same bytes).
+/// Encoding runs on the CPU pool, the write on the async runtime. Does not touch the ledger: the
+/// receipt goes to [`Cube::record`] with the job's record.
+pub async fn run(ctx: &JobContext, cube: &Arc<Cube>, job: Job) -> Result<(JobStats, Receipt), JobError> {
+    run_with(ctx, cube, job, None).await
+}
+
+/// [`run`] with the scenes of a search already made for several bins of this job's chunk
+/// ([`search_bins`]); the job keeps those of its own bin.
+pub async fn run_with(
+    ctx: &JobContext,
+    cube: &Arc<Cube>,
+    job: Job,
+    found: Option<&[Scene]>,
+) -> Result<(JobStats, Receipt), JobError> {
+    let (data, shape, mut stats) = compute_with(ctx, job, found).await?;
+    let t0 = Instant::now();
+    let encoder = Arc::clone(cube);
+    let (key, bytes) = cpu(move || encoder.encode_chunk(job, &data, shape)).await??;
+    let receipt = cube.store().write_chunk(job, &key, bytes).await?;
+    stats.write_seconds = t0.elapsed().as_secs_f64();
+    Ok((stats, receipt))
+}
+
+/// The chunk of `job`: values in (row, col, band) order, its shape `(rows, cols)` (clipped at
+/// the grid edge) and what it took.
+pub async fn compute(ctx: &JobContext, job: Job) -> Result<(Vec<u16>, (usize, usize), JobStats), JobError> {
+    compute_with(ctx, job, None).await
+}
+
+/// One catalog search for jobs that are bins of one chunk (a task of `--jobs-per-task` holding
+/// them): the chunk's footprint over the joint interval of their windows, so each job finds in
+/// it exactly what its own search would (it keeps the scenes of its window). `None` when the
+/// jobs are not of one chunk, or fewer than two.
+pub async fn search_bins(ctx: &JobContext, jobs: &[Job]) -> Result<Option<Vec<Scene>>, JobError> {
+    let Some(first) = jobs.first() else { return Ok(None) };
+    if jobs.len() < 2 || jobs.iter().any(|j| (j.iy, j.ix) != (first.iy, first.ix)) {
+        return Ok(None);
+    }
+    let mut joint: Option<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)> = None;
+    let mut req = None;
+    for &job in jobs {
+        let Some(r) = chunk_search(ctx, job)? else { continue };
+        let (start, end) = r.datetime;
+        joint = Some(match joint {
+            None => (start, end),
+            Some((a, b)) => (a.min(start), b.max(end)),
+        });
+        req = Some(r);
+    }
+    let (Some(mut req), Some(interval)) = (req, joint) else { return Ok(Some(Vec::new())) };
+    req.datetime = interval;
+    Ok(Some(ctx.catalog.search(&req, &search_bands(ctx)).await?))
+}
+
+/// The bands every search asks for: the cube's and SCL.
+fn search_bands(ctx: &JobContext) -> Vec<String> {
+    let mut bands: Vec<String> = ctx.plan.spec.bands.clone();
+    bands.push(SCL_BAND.to_string());
+    bands
+}
+
+/// The catalog request of `job`: its chunk's footprint grown by the mask halo (scenes touching
+/// only the halo still shape the mask inside the chunk), over its bin's UTC interval. `None`
+/// when the bin's window is empty.
+fn chunk_search(ctx: &JobContext, job: Job) -> Result<Option<SearchRequest>, JobError> {
+    let plan = &ctx.plan;
+    let spec = &plan.spec;
+    let not_in_plan = |reason: String| JobError::NotInPlan { job, reason };
+    let bin = plan.bins.get(job.t).ok_or_else(|| not_in_plan(format!("the plan has {} time bins", plan.bins.len())))?;
+    let chunk = plan.chunks.chunk(job.iy, job.ix).map_err(|e| not_in_plan(e.to_string()))?;
+    let work = WorkGrid::new(&plan.geobox, chunk.row_offset, chunk.col_offset, chunk.geobox.shape, spec.mask.halo())?;
+    let wgs84 = Crs::wgs84();
+    let lon_center = chunk_center_lon(&chunk.geobox, &wgs84)?;
+    let Some(window) = bin.search_window(spec.start, spec.end) else { return Ok(None) };
+    let (start, end_exclusive) = window.utc_interval(lon_center);
+    let end = end_exclusive - chrono::TimeDelta::milliseconds(1);
+    let mut req = SearchRequest::new(&[spec.collection.as_str()], start, end);
+    req.intersects = Some(work.geobox.footprint(&wgs84, FOOTPRINT_POINTS_PER_SIDE)?.to_geojson());
+    req.max_cloud_cover = spec.cloud_cover_max;
+    Ok(Some(req))
+}
+
+/// [`compute`] with the scenes of a search made for several bins ([`search_bins`]).
+pub async fn compute_with(
+    ctx: &JobContext,
+    job: Job,
+    found: Option<&[Scene]>,
+) -> Result<(Vec<u16>, (usize, usize), JobStats), JobError> {
+    let plan = &ctx.plan;
+    let spec = &plan.spec;
+    let not_in_plan = |reason: String| JobError::NotInPlan { job, reason };
+    let bin = plan.bins.get(job.t).ok_or_else(|| not_in_plan(format!("the plan has {} time bins", plan.bins.len())))?;
+    let chunk = plan.chunks.chunk(job.iy, job.ix).map_err(|e| not_in_plan(e.to_string()))?;
+    let (rows, cols) = (chunk.geobox.shape.ny, chunk.geobox.shape.nx);
+    let nb = spec.bands.len();
+    let mut stats = JobStats::default();
+
+    let work = WorkGrid::new(&plan.geobox, chunk.row_offset, chunk.col_offset, chunk.geobox.shape, spec.mask.halo())?;
+    let wgs84 = Crs::wgs84();
+    let lon_center = chunk_center_lon(&chunk.geobox, &wgs84)?;
+    let Some(window) = bin.search_window(spec.start, spec.end) else {
+        return Ok((vec![0; rows * cols * nb], (rows, cols), stats));
+    };
+
+    let t0 = Instant::now();
+    let mut scenes = match found {
+        Some(found) => found.iter().filter(|s| window.contains(s.datetime, lon_center)).cloned().collect(),
+        None => match chunk_search(ctx, job)? {
+            Some(req) => {
+                stats.searches = 1;
+                ctx.catalog.search(&req, &search_bands(ctx)).await?
+            }
+            None => Vec::new(),
+        },
+    };
+    scenes.retain(|s| window.contains(s.datetime, lon_center));
+    // Fusion order: solar day, then (datetime, id) within it.
+    scenes.sort_by(|a, b| {
+        (solar_day(a.datetime, lon_center), a.datetime, &a.id).cmp(&(
+            solar_day(b.datetime, lon_center),
+            b.datetime,
+            &b.id,
+        ))
+    });
+    stats.scenes_found = scenes.len();
+    stats.search_seconds = t0.elapsed().as_secs_f64();
+
+    // Scenes stream in fusion order; a solar day is fused as soon as its last scene is read.
+    let t0 = Instant::now();
+    let work = Arc::new(work);
+    let mut loads = futures::stream::iter(scenes.into_iter().map(|scene| {
+        let work = Arc::clone(&work);
+        async move {
+            let day = solar_day(scene.datetime, lon_center);
+            let id = scene.id.clone();
+            (day, id, load_scene(ctx, scene, work).await)
+        }
+    }))
+    .buffered(ctx.scene_concurrency.max(1));
+    let mut observations: Vec<Vec<Vec<u16>>> = Vec::new();
+    let mut day_scenes: Vec<WarpedScene> = Vec::new();
+    let mut current_day = None;
+    while let Some((day, id, loaded)) = loads.next().await {
+        let loaded = match loaded {
+            Ok(l) => l,
+            Err(e) if ctx.skip_bad_scenes && !e.is_transient() => {
+                stats.warnings.push(format!("skipped scene {id}: {e}"));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        stats.requests += loaded.stats.requests;
+        stats.bytes += loaded.stats.bytes;
+        let Some(scene) = loaded.scene else { continue };
+        if current_day != Some(day) {
+            if !day_scenes.is_empty() {
+                observations.push(observe(std::mem::take(&mut day_scenes), &work, spec.mask.clone()).await?);
+            }
+            current_day = Some(day);
+        }
+        stats.scenes += 1;
+        day_scenes.push(scene);
+    }
+    if !day_scenes.is_empty() {
+        observations.push(observe(day_scenes, &work, spec.mask.clone()).await?);
+    }
+    stats.read_seconds = t0.elapsed().as_secs_f64();
+    stats.solar_days = observations.len();
+
+    let t0 = Instant::now();
+    let reducer = spec.reducer;
+    let data = cpu(move || -> Result<Vec<u16>, ReduceError> {
+        let n = rows * cols;
+        let all_valid = vec![true; n];
+        let mut out = vec![0u16; n * nb];
+        let mut band_out = vec![0u16; n];
+        for b in 0..nb {
+            let obs: Vec<&[u16]> = observations.iter().map(|o| o[b].as_slice()).collect();
+            let valid: Vec<&[bool]> = observations.iter().map(|_| all_valid.as_slice()).collect();
+            reducer.reduce_band(&obs, &valid, &mut band_out)?;
+            for (p, v) in band_out.iter().enumerate() {
+                out[p * nb + b] = *v;
+            }
+        }
+        Ok(out)
+    })
+    .await??;
+    stats.reduce_seconds = t0.elapsed().as_secs_f64();
+    Ok((data, (rows, cols), stats))
+}
+
+/// The grid a job warps onto: the chunk grown by the mask halo on every side, clipped to the
+/// cube's grid (the whole-cube mask also stops at the grid edge, so clipping keeps them equal).
+#[derive(Debug, Clone)]
+struct WorkGrid {
+    geobox: GeoBox,
+    /// Where the chunk sits inside the work grid.
+    inner: PixelWindow,
+}
+
+impl WorkGrid {
+    fn new(cube: &GeoBox, row: usize, col: usize, chunk: Shape, halo: usize) -> Result<WorkGrid, JobError> {
+        let grown = PixelWindow {
+            row: row as i64 - halo as i64,
+            col: col as i64 - halo as i64,
+            height: chunk.ny + 2 * halo,
+            width: chunk.nx + 2 * halo,
+        };
+        let clipped = grown
+            .clip(cube.shape)
+            .ok_or_else(|| JobError::Internal(format!("chunk at row {row}, col {col} lies outside the cube grid")))?;
+        let inner = PixelWindow {
+            row: row as i64 - clipped.row,
+            col: col as i64 - clipped.col,
+            height: chunk.ny,
+            width: chunk.nx,
+        };
+        Ok(WorkGrid { geobox: cube.window(&clipped), inner })
+    }
+
+    /// The chunk's part of a work-grid array.
+    fn crop<T: Copy>(&self, a: &[T]) -> Vec<T> {
+        let nx = self.geobox.shape.nx;
+        let (r0, c0) = (self.inner.row as usize, self.inner.col as usize);
+        let mut out = Vec::with_capacity(self.inner.height * self.inner.width);
+        for r in r0..r0 + self.inner.height {
+            out.extend_from_slice(&a[r * nx + c0..r * nx + c0 + self.inner.width]);
+        }
+        out
+    }
+}
+
+fn chunk_center_lon(chunk: &GeoBox, wgs84: &Crs) -> Result<f64, JobError> {
+    let (x, y) = chunk.affine.apply(chunk.shape.nx as f64 / 2.0, chunk.shape.ny as f64 / 2.0);
+    Ok(Transformer::new(&chunk.crs, wgs84).transform(x, y)?.0)
+}
+
+/// One solar day's scenes → one observation on the chunk: fused, masked (invalid pixels set to
+/// the fill value, which the reducer skips), cropped. One `Vec` per band.
+async fn observe(
+    scenes: Vec<WarpedScene>,
+    work: &Arc<WorkGrid>,
+    spec: mask::MaskSpec,
+) -> Result<Vec<Vec<u16>>, JobError> {
+    let work = Arc::clone(work);
+    cpu(move || -> Result<Vec<Vec<u16>>, JobError> {
+        let obs = fuse::fuse(&scenes)?;
+        drop(scenes);
+        let valid = mask::valid_mask(&obs.scl, work.geobox.shape, &spec)?;
+        let valid = work.crop(&valid);
+        Ok(obs
+            .bands
+            .iter()
+            .map(|band| {
+                let mut b = work.crop(band);
+                for (v, ok) in b.iter_mut().zip(&valid) {
+                    if !ok {
+                        *v = fuse::NODATA;
+                    }
+                }
+                b
+            })
+            .collect())
+    })
+    .await?
+}
+
+/// A scene read onto the work grid (`None` when it has no pixel there) and what reading cost.
+struct Loaded {
+    scene: Option<WarpedScene>,
+    stats: RequestStats,
+}
+
+/// One band's fetched window and how to resample it.
+struct BandWindow {
+    fetched: FetchedWindow,
+    resampling: Resampling,
+    nodata: f64,
+    scl: bool,
+}
+
+async fn load_scene(ctx: &JobContext, scene: Scene, work: Arc<WorkGrid>) -> Result<Loaded, JobError> {
+    let spec = &ctx.plan.spec;
+    let mut names: Vec<&str> = spec.bands.iter().map(String::as_str).collect();
+    names.push(SCL_BAND);
+    let reads = names.iter().map(|&band| {
+        let work = Arc::clone(&work);
+        let scene = &scene;
+        async move {
+            let asset = scene.asset(band).ok_or_else(|| JobError::BadScene {
+                id: scene.id.clone(),
+                reason: format!("no asset for band {band}"),
+            })?;
+            let scl = band == SCL_BAND;
+            let resampling = if scl { Resampling::Nearest } else { spec.resampling };
+            fetch_band(ctx, &asset.href, &work.geobox, resampling).await.map(|r| {
+                r.map(|(fetched, cog_nodata, stats)| {
+                    // The COG's own nodata wins; then the STAC item's; Sentinel-2 uses 0.
+                    let nodata = cog_nodata.or(asset.nodata).unwrap_or(0.0);
+                    (BandWindow { fetched, resampling, nodata, scl }, stats)
+                })
+            })
+        }
+    });
+    let results = futures::future::join_all(reads).await;
+    let mut stats = RequestStats::default();
+    let mut windows = Vec::with_capacity(results.len());
+    let mut covered = true;
+    for r in results {
+        match r? {
+            Some((w, s)) => {
+                stats.requests += s.requests;
+                stats.bytes += s.bytes;
+                windows.push(w);
+            }
+            None => covered = false,
+        }
+    }
+    if !covered {
+        return Ok(Loaded { scene: None, stats });
+    }
+    let collection = scene.collection.clone().unwrap_or_else(|| spec.collection.clone());
+    let radiometry = Radiometry {
+        add: fuse::offset_to_add(scene.processing_baseline.as_deref(), scene.boa_offset_applied, &collection),
+    };
+    let id = scene.id.clone();
+    let datetime = scene.datetime;
+    let warped = cpu(move || warp_scene(&id, windows, &work.geobox)).await??;
+    let Some((bands, scl)) = warped else { return Ok(Loaded { scene: None, stats }) };
+    Ok(Loaded { scene: Some(WarpedScene { id: scene.id, datetime, radiometry, bands, scl }), stats })
+}
+
+/// Opens one band's COG, picks the overview as odc-stac does and fetches the window that covers
+/// `work` (`None` when the image does not touch it). Returns the COG's nodata and what it cost.
+async fn fetch_band(
+    ctx: &JobContext,
+    href: &str,
+    work: &GeoBox,
+    resampling: Resampling,
+) -> Result<Option<(FetchedWindow, Option<f64>, RequestStats)>, JobError> {
+    let cog = ctx.fetcher.open(href).await?;
+    let full = cog.geobox(0).ok_or_else(|| CogError::Malformed { href: href.into(), reason: "no image".into() })?;
+    let shrink = source_pixels_per_target_pixel(&full, work)?;
+    let base = full.shape.nx as f64;
+    let factors: Vec<f64> = cog.levels().iter().map(|l| base / l.width.max(1) as f64).collect();
+    let level = choose_overview(&factors, shrink);
+    let level_box = cog.geobox(level).unwrap_or(full);
+    let Some(window) = source_window(&level_box, work, resampling.margin())? else {
+        return Ok(None);
+    };
+    let fetched = {
+        let _permit =
+            ctx.io.acquire().await.map_err(|_| JobError::Internal("the I/O limiter was closed".to_string()))?;
+        cog.fetch_window(level, window).await?
+    };
+    Ok(Some((fetched, cog.nodata(), cog.stats())))
+}
+
+/// Decodes and warps one scene's windows onto `work`: the reflectance bands (as u16) and SCL
+/// (as u8). `None` when no pixel of the work grid got a value. Bands on the same source grid
+/// share one coordinate map.
+#[allow(clippy::type_complexity)]
+fn warp_scene(id: &str, windows: Vec<BandWindow>, work: &GeoBox) -> Result<Option<(Vec<Vec<u16>>, Vec<u8>)>, JobError> {
+    let bad = |reason: String| JobError::BadScene { id: id.to_string(), reason };
+    let n = work.shape.len();
+    let mut maps: Vec<(GeoBox, Sampling, Arc<PixelMap>)> = Vec::new();
+    let mut bands = Vec::new();
+    let mut scl = Vec::new();
+    let mut any = false;
+    for w in windows {
+        let raster = w.fetched.decode()?;
+        let sampling = if w.resampling == Resampling::Average { Sampling::Corners } else { Sampling::Centres };
+        let map = match maps.iter().find(|(g, s, _)| *g == raster.geobox && *s == sampling) {
+            Some((_, _, m)) => Arc::clone(m),
+            None => {
+                let m = Arc::new(PixelMap::new(&raster.geobox, work, sampling, warp::DEFAULT_TOLERANCE)?);
+                maps.push((raster.geobox.clone(), sampling, Arc::clone(&m)));
+                m
+            }
+        };
+        if w.scl {
+            let data: Vec<u8> = match raster.data {
+                RasterData::U8(v) => v,
+                RasterData::U16(v) => v.into_iter().map(|x| u8::try_from(x).unwrap_or(0)).collect(),
+                other => return Err(bad(format!("SCL is {:?}; it must be an 8-bit class raster", other.dtype()))),
+            };
+            let nodata = u8::try_from(w.nodata as i64).ok().filter(|_| w.nodata.fract() == 0.0);
+            let src = SourceImage { data: &data, geobox: &raster.geobox, nodata };
+            let mut out = vec![0u8; n];
+            any |= warp::warp_with_map(&src, &map, Resampling::Nearest, 0, &mut out)? > 0;
+            scl = out;
+        } else {
+            let data: Vec<u16> = match raster.data {
+                RasterData::U16(v) => v,
+                RasterData::U8(v) => v.into_iter().map(u16::from).collect(),
+                other => {
+                    return Err(bad(format!(
+                        "a reflectance band is {:?}; eocube cubes hold uint16 digital numbers",
+                        other.dtype()
+                    )));
+                }
+            };
+            let nodata = u16::try_from(w.nodata as i64).ok().filter(|_| w.nodata.fract() == 0.0);
+            let src = SourceImage { data: &data, geobox: &raster.geobox, nodata };
+            let mut out = vec![0u16; n];
+            any |= warp::warp_with_map(&src, &map, w.resampling, 0, &mut out)? > 0;
+            bands.push(out);
+        }
+    }
+    Ok(any.then_some((bands, scl)))
+}
+
+/// Runs CPU work on the rayon pool (sized to the cores) without blocking the async runtime. A
+/// panic inside becomes an error instead of aborting the process.
+pub async fn cpu<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, JobError> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    rayon::spawn(move || {
+        let r = std::panic::catch_unwind(AssertUnwindSafe(f));
+        let _ = tx.send(r);
+    });
+    match rx.await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(panic)) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".to_string());
+            Err(JobError::Internal(format!("a CPU task panicked: {what}")))
+        }
+        Err(_) => Err(JobError::Internal("a CPU task ended without an answer".to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::grid::Affine;
+
+    fn cube() -> GeoBox {
+        GeoBox::new(
+            Crs::wgs84(),
+            Affine { a: 0.1, b: 0.0, c: 10.0, d: 0.0, e: -0.1, f: 50.0 },
+            Shape { ny: 25, nx: 30 },
+        )
+    }
+
+    #[test]
+    fn work_grid_grows_by_the_halo_and_clips_at_the_cube_edge() {
+        // interior chunk: halo on all sides
+        let w = WorkGrid::new(&cube(), 10, 10, Shape { ny: 10, nx: 10 }, 3).unwrap();
+        assert_eq!(w.geobox.shape, Shape { ny: 16, nx: 16 });
+        assert_eq!((w.inner.row, w.inner.col), (3, 3));
+        assert!((w.geobox.affine.c - 10.7).abs() < 1e-9 && (w.geobox.affine.f - 49.3).abs() < 1e-9);
+        // corner chunk: no halo beyond the grid
+        let w = WorkGrid::new(&cube(), 0, 20, Shape { ny: 10, nx: 10 }, 3).unwrap();
+        assert_eq!(w.geobox.shape, Shape { ny: 13, nx: 13 });
+        assert_eq!((w.inner.row, w.inner.col), (0, 3));
+        let a: Vec<u32> = (0..13 * 13).collect();
+        let c = w.crop(&a);
+        assert_eq!(c.len(), 100);
+        assert_eq!((c[0], c[9], c[10]), (3, 12, 16));
+    }
+
+    #[test]
+    fn cpu_returns_values_and_turns_panics_into_errors() {
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        assert_eq!(rt.block_on(cpu(|| 6 * 7)).unwrap(), 42);
+        #[allow(clippy::panic)]
+        let e = rt.block_on(cpu(|| -> u8 { panic!("boom") })).unwrap_err();
+        assert!(e.to_string().contains("boom"), "{e}");
+    }
+}

@@ -1,0 +1,515 @@
+//! The user's choices: [`SpecInput`] (raw values from flags and a TOML file) validated once into a
+//! [`CubeSpec`] that the rest of eocube trusts.
+//!
+//! Owns: the names of the settings (the TOML keys; the CLI's flags are the same words with `--`),
+//! their defaults, and every check on their values, with messages that name the setting and
+//! what would be valid. Messages say `bbox`, never `--bbox`: how a setting is spelled on a
+//! command line is the CLI's business.
+//! Must not touch: the network, the land mask or the grid arithmetic (that is `plan`).
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::grid::{Bbox, Crs, GeoBox};
+use crate::mask::MaskSpec;
+use crate::reduce::Reducer;
+use crate::time::{Date, TimeStep, time_bins};
+use crate::warp::Resampling;
+
+/// Earth Search v1, the default catalog.
+pub const DEFAULT_STAC_URL: &str = "https://earth-search.aws.element84.com/v1";
+pub const DEFAULT_COLLECTION: &str = "sentinel-2-c1-l2a";
+pub const DEFAULT_CHUNK_SIZE: usize = 1200;
+/// 1/3600 degree (about 30 m) for geographic grids; projected grids default to 30 CRS units.
+pub const DEFAULT_RESOLUTION_DEG: f64 = 1.0 / 3600.0;
+pub const DEFAULT_RESOLUTION_PROJECTED: f64 = 30.0;
+
+/// A setting that is not valid, named as the user wrote it. The message starts with the
+/// setting's name (`bbox -73 45 -71: ...`), so that a front end can show it in its own spelling.
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("{setting} {value}: {reason}")]
+pub struct SpecError {
+    /// The setting's name (TOML key), e.g. `bbox`, `chunk-size`.
+    pub setting: &'static str,
+    pub value: String,
+    /// What is wrong and what would be valid.
+    pub reason: String,
+}
+
+fn bad(setting: &'static str, value: impl std::fmt::Display, reason: impl Into<String>) -> SpecError {
+    SpecError { setting, value: value.to_string(), reason: reason.into() }
+}
+
+/// A resolution given as a number or as a fraction such as `"1/3600"`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "ResolutionRepr")]
+pub struct Resolution(pub f64);
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ResolutionRepr {
+    Number(f64),
+    Text(String),
+}
+
+impl TryFrom<ResolutionRepr> for Resolution {
+    type Error = String;
+    fn try_from(r: ResolutionRepr) -> Result<Self, String> {
+        match r {
+            ResolutionRepr::Number(v) => Ok(Resolution(v)),
+            ResolutionRepr::Text(s) => s.parse(),
+        }
+    }
+}
+
+impl std::str::FromStr for Resolution {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        let num = |x: &str| x.trim().parse::<f64>().ok();
+        let v = match t.split_once('/') {
+            Some((a, b)) => num(a).zip(num(b)).map(|(a, b)| a / b),
+            None => num(t),
+        };
+        v.map(Resolution).ok_or_else(|| format!("{s:?} is not a number or a fraction such as 1/3600"))
+    }
+}
+
+/// Every setting as given, none required yet: from a TOML file (`--config`) and from flags.
+/// Keys are the flag names with `_` for `-`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpecInput {
+    pub bbox: Option<Vec<f64>>,
+    pub start: Option<String>,
+    pub end: Option<String>,
+    pub time_step: Option<String>,
+    pub crs: Option<String>,
+    pub resolution: Option<Resolution>,
+    pub chunk_size: Option<i64>,
+    pub bands: Option<Vec<String>>,
+    pub collection: Option<String>,
+    pub stac_url: Option<String>,
+    pub items: Option<PathBuf>,
+    pub cloud_cover_max: Option<f64>,
+    pub mask: Option<String>,
+    pub mask_dilation: Option<u32>,
+    pub resampling: Option<String>,
+    pub reducer: Option<String>,
+    pub variable: Option<String>,
+    pub zarr_format: Option<u8>,
+    pub out: Option<String>,
+    pub workers: Option<usize>,
+    pub all_chunks: Option<bool>,
+}
+
+macro_rules! overlay {
+    ($base:ident, $top:ident, $($f:ident),*) => { $( if $top.$f.is_some() { $base.$f = $top.$f; } )* };
+}
+
+impl SpecInput {
+    /// Read a TOML file whose keys are the flag names.
+    pub fn from_toml_file(path: &Path) -> Result<SpecInput, SpecError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| bad("config", &shown, format!("cannot read it: {e}")))?;
+        toml::from_str(&text)
+            .map_err(|e| bad("config", &shown, format!("not a valid eocube config: {}", e.to_string().trim_end())))
+    }
+
+    /// `self` with every setting that `flags` gives replaced (flags override the file).
+    pub fn overridden_by(mut self, flags: SpecInput) -> SpecInput {
+        overlay!(
+            self,
+            flags,
+            bbox,
+            start,
+            end,
+            time_step,
+            crs,
+            resolution,
+            chunk_size,
+            bands,
+            collection,
+            stac_url,
+            items,
+            cloud_cover_max,
+            mask,
+            mask_dilation,
+            resampling,
+            reducer,
+            variable,
+            zarr_format,
+            out,
+            workers,
+            all_chunks
+        );
+        self
+    }
+
+    /// Where the build writes and how many jobs run at once, checked (`out`, `workers`).
+    pub fn run_settings(&self) -> Result<RunSettings, SpecError> {
+        let workers = self.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+        if workers == 0 {
+            return Err(bad("workers", 0, "must be at least 1"));
+        }
+        Ok(RunSettings { out: self.out.clone(), workers })
+    }
+
+    /// Check every value and fill in the defaults: the cube's spec. The run settings in the
+    /// input are checked too ([`SpecInput::run_settings`] returns them).
+    pub fn validate(self) -> Result<CubeSpec, SpecError> {
+        let bbox = match &self.bbox {
+            None => {
+                return Err(bad(
+                    "bbox",
+                    "(missing)",
+                    "give the region as W S E N in degrees, e.g. -73.43 42.72 -71.47 45.02",
+                ));
+            }
+            Some(v) if v.len() != 4 => {
+                return Err(bad("bbox", format!("{v:?}"), "needs exactly four numbers: W S E N (degrees)"));
+            }
+            Some(v) => Bbox::new_lonlat(v[0], v[1], v[2], v[3])
+                .map_err(|e| bad("bbox", format!("{} {} {} {}", v[0], v[1], v[2], v[3]), e.to_string()))?,
+        };
+        let date = |setting: &'static str, v: &Option<String>| -> Result<Date, SpecError> {
+            let s = v.as_deref().ok_or_else(|| bad(setting, "(missing)", "give a date as YYYY-MM-DD"))?;
+            Date::parse_from_str(s.trim(), "%Y-%m-%d")
+                .map_err(|_| bad(setting, s, "not a date; give it as YYYY-MM-DD, e.g. 2020-01-31"))
+        };
+        let start = date("start", &self.start)?;
+        let end = date("end", &self.end)?;
+        if start > end {
+            return Err(bad("start", start, format!("is after the end {end}; the start must be on or before the end")));
+        }
+        let time_step: TimeStep = match &self.time_step {
+            None => TimeStep::default(),
+            Some(s) => s.parse().map_err(|e: crate::time::TimeError| bad("time-step", s, e.to_string()))?,
+        };
+        let crs_text = self.crs.clone().unwrap_or_else(|| "EPSG:4326".to_string());
+        let crs = Crs::parse(&crs_text).map_err(|e| bad("crs", &crs_text, e.to_string()))?;
+        let resolution = match self.resolution {
+            Some(Resolution(r)) => r,
+            None if crs.is_geographic() => DEFAULT_RESOLUTION_DEG,
+            None => DEFAULT_RESOLUTION_PROJECTED,
+        };
+        if !(resolution.is_finite() && resolution > 0.0) {
+            return Err(bad("resolution", resolution, format!("must be a number greater than 0, in {}", crs.units())));
+        }
+        let chunk_size = match self.chunk_size {
+            None => DEFAULT_CHUNK_SIZE,
+            Some(c) if (1..=16384).contains(&c) => c as usize,
+            Some(c) => {
+                return Err(bad(
+                    "chunk-size",
+                    c,
+                    "must be a positive integer number of pixels, at most 16384 (default 1200)",
+                ));
+            }
+        };
+        let bands = self.bands.clone().unwrap_or_else(|| vec!["red".into(), "green".into(), "blue".into()]);
+        if bands.is_empty() {
+            return Err(bad("bands", "(empty)", "give at least one band, e.g. red,green,blue"));
+        }
+        for b in &bands {
+            // A known Sentinel-2 name has two spellings (Earth Search key and band number).
+            if crate::catalog::band_aliases(b).len() != 2 || b.eq_ignore_ascii_case("scl") {
+                return Err(bad(
+                    "bands",
+                    b,
+                    "unknown band; use Earth Search names (coastal, blue, green, red, rededge1, rededge2, rededge3, nir, nir08, nir09, swir16, swir22) or band numbers (B01..B12, B8A); SCL is read for the mask automatically",
+                ));
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        if let Some(dup) = bands.iter().find(|b| !seen.insert(crate::catalog::band_aliases(b)[0].clone())) {
+            return Err(bad("bands", dup, "is listed twice"));
+        }
+        let collection = self.collection.clone().unwrap_or_else(|| DEFAULT_COLLECTION.to_string());
+        if collection.trim().is_empty() {
+            return Err(bad("collection", "(empty)", format!("give a STAC collection id, e.g. {DEFAULT_COLLECTION}")));
+        }
+        let stac_url = self.stac_url.clone().unwrap_or_else(|| DEFAULT_STAC_URL.to_string());
+        match url::Url::parse(&stac_url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+            _ => {
+                return Err(bad(
+                    "stac-url",
+                    &stac_url,
+                    "must be an http(s):// URL of a STAC API, e.g. https://earth-search.aws.element84.com/v1",
+                ));
+            }
+        }
+        if let Some(c) = self.cloud_cover_max
+            && !(0.0..=100.0).contains(&c)
+        {
+            return Err(bad("cloud-cover-max", c, "must be a percentage between 0 and 100"));
+        }
+        let mask_text = self.mask.clone().unwrap_or_else(|| "default".to_string());
+        let mut mask: MaskSpec =
+            mask_text.parse().map_err(|e: crate::mask::MaskError| bad("mask", &mask_text, e.to_string()))?;
+        if let Some(d) = self.mask_dilation.filter(|&d| d > 0) {
+            mask = mask.with_dilation(d).map_err(|e| bad("mask-dilation", d, e.to_string()))?;
+        }
+        let resampling: Resampling = match &self.resampling {
+            None => Resampling::default(),
+            Some(s) => s.parse().map_err(|e: crate::warp::WarpError| bad("resampling", s, e.to_string()))?,
+        };
+        let reducer = match self.reducer.as_deref() {
+            None => Reducer::default(),
+            Some(s) if s.eq_ignore_ascii_case(Reducer::Median.name()) => Reducer::Median,
+            Some(s) => return Err(bad("reducer", s, "unknown reducer; available: median")),
+        };
+        let variable = match &self.variable {
+            Some(v) => v.clone(),
+            None if is_rgb(&bands) => format!("rgb_{}", reducer.name()),
+            None => reducer.name().to_string(),
+        };
+        if variable.is_empty()
+            || !variable.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            || variable.starts_with(|c: char| c.is_ascii_digit())
+            || matches!(variable.as_str(), "time" | "latitude" | "longitude" | "x" | "y" | "band" | "spatial_ref")
+        {
+            return Err(bad(
+                "variable",
+                &variable,
+                "must be a name of letters, digits and _ (not starting with a digit) that is not a coordinate name",
+            ));
+        }
+        let zarr_format = self.zarr_format.unwrap_or(3);
+        if !matches!(zarr_format, 2 | 3) {
+            return Err(bad("zarr-format", zarr_format, "must be 2 or 3"));
+        }
+        self.run_settings()?;
+        let spec = CubeSpec {
+            bbox,
+            start,
+            end,
+            time_step,
+            crs: format!("EPSG:{}", crs.epsg()),
+            resolution,
+            chunk_size,
+            bands,
+            collection,
+            stac_url,
+            items: self.items.clone(),
+            cloud_cover_max: self.cloud_cover_max,
+            mask,
+            resampling,
+            reducer,
+            variable,
+            zarr_format,
+            all_chunks: self.all_chunks.unwrap_or(false),
+        };
+        // The grid must be buildable in the chosen CRS (catches a bbox outside a projection).
+        spec.geobox()?;
+        time_bins(start, end, time_step).map_err(|e| bad("time-step", time_step, e.to_string()))?;
+        Ok(spec)
+    }
+}
+
+fn is_rgb(bands: &[String]) -> bool {
+    let canon: Vec<String> = bands.iter().map(|b| crate::catalog::band_aliases(b)[0].clone()).collect();
+    canon == ["red", "green", "blue"]
+}
+
+/// What a build runs with but the cube does not depend on: set per run, never stored in the spec.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunSettings {
+    /// `--out`: where the cube goes.
+    pub out: Option<String>,
+    /// `--workers`: jobs at once on this machine.
+    pub workers: usize,
+}
+
+/// What the user chose that decides the cube's bytes, validated (DESIGN section 1): serialized
+/// into the cube's attributes and compared on resume. Specs stored by eocube before run settings
+/// were split off also carry `out` and `workers`; those keys are ignored when read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CubeSpec {
+    /// Region in lon/lat degrees.
+    pub bbox: Bbox,
+    pub start: Date,
+    pub end: Date,
+    pub time_step: TimeStep,
+    /// Canonical `EPSG:<code>`.
+    pub crs: String,
+    /// In units of the CRS.
+    pub resolution: f64,
+    pub chunk_size: usize,
+    pub bands: Vec<String>,
+    pub collection: String,
+    pub stac_url: String,
+    pub items: Option<PathBuf>,
+    pub cloud_cover_max: Option<f64>,
+    pub mask: MaskSpec,
+    pub resampling: Resampling,
+    pub reducer: Reducer,
+    pub variable: String,
+    pub zarr_format: u8,
+    pub all_chunks: bool,
+}
+
+impl CubeSpec {
+    /// The spec as stored in the cube and compared on resume.
+    pub fn identity_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    }
+
+    pub fn crs(&self) -> Result<Crs, SpecError> {
+        Crs::parse(&self.crs).map_err(|e| bad("crs", &self.crs, e.to_string()))
+    }
+
+    /// The target grid: the lon/lat bbox taken into the CRS (densified footprint) and snapped.
+    pub fn geobox(&self) -> Result<GeoBox, SpecError> {
+        let crs = self.crs()?;
+        let b = self.bbox;
+        let shown = format!("{} {} {} {}", b.west, b.south, b.east, b.north);
+        let bbox = if crs.is_geographic() {
+            b
+        } else {
+            let lonlat = GeoBox::from_bbox(&b, &Crs::wgs84(), b.width().max(b.height()) / 64.0)
+                .map_err(|e| bad("bbox", &shown, e.to_string()))?;
+            let fp = lonlat.footprint(&crs, 64).map_err(|e| {
+                bad(
+                    "crs",
+                    &self.crs,
+                    format!("the bbox cannot be projected into it ({e}); choose a CRS that covers the region"),
+                )
+            })?;
+            fp.bbox().ok_or_else(|| bad("bbox", &shown, "has no extent in the CRS"))?
+        };
+        GeoBox::from_bbox(&bbox, &crs, self.resolution).map_err(|e| bad("resolution", self.resolution, e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vermont() -> SpecInput {
+        SpecInput {
+            bbox: Some(vec![-73.43, 42.72, -71.47, 45.02]),
+            start: Some("2020-01-01".into()),
+            end: Some("2023-12-31".into()),
+            ..Default::default()
+        }
+    }
+
+    fn err(input: SpecInput) -> SpecError {
+        input.validate().expect_err("should be refused")
+    }
+
+    #[test]
+    fn defaults_are_the_original_demo() {
+        let s = vermont().validate().unwrap();
+        assert_eq!(s.crs, "EPSG:4326");
+        assert_eq!(s.resolution, 1.0 / 3600.0);
+        assert_eq!(s.chunk_size, 1200);
+        assert_eq!(s.bands, ["red", "green", "blue"]);
+        assert_eq!(s.variable, "rgb_median");
+        assert_eq!((s.collection.as_str(), s.stac_url.as_str()), (DEFAULT_COLLECTION, DEFAULT_STAC_URL));
+        assert_eq!((s.zarr_format, s.resampling, s.mask.clone()), (3, Resampling::Bilinear, MaskSpec::Default));
+        assert_eq!(s.time_step.to_string(), "1M");
+        assert_eq!(s.geobox().unwrap().shape, crate::grid::Shape { ny: 8280, nx: 7056 });
+    }
+
+    #[test]
+    fn variable_name_follows_the_bands() {
+        let mut i = vermont();
+        i.bands = Some(vec!["nir".into(), "B04".into()]);
+        assert_eq!(i.clone().validate().unwrap().variable, "median");
+        i.variable = Some("ndvi_inputs".into());
+        assert_eq!(i.validate().unwrap().variable, "ndvi_inputs");
+        let mut i = vermont();
+        i.bands = Some(vec!["B04".into(), "B03".into(), "B02".into()]);
+        assert_eq!(i.validate().unwrap().variable, "rgb_median");
+    }
+
+    #[test]
+    fn every_invalid_value_names_its_setting() {
+        let cases: Vec<(SpecInput, &str, &str)> = vec![
+            (
+                SpecInput { bbox: Some(vec![-73.0, 45.0, -71.0, 44.0]), ..vermont() },
+                "bbox",
+                "south must be less than north",
+            ),
+            (SpecInput { bbox: Some(vec![-73.0, 45.0, -71.0]), ..vermont() }, "bbox", "four numbers"),
+            (SpecInput { bbox: None, ..vermont() }, "bbox", "W S E N"),
+            (SpecInput { start: Some("2024-01-01".into()), ..vermont() }, "start", "after the end"),
+            (SpecInput { start: Some("2024-13-01".into()), ..vermont() }, "start", "YYYY-MM-DD"),
+            (SpecInput { end: None, ..vermont() }, "end", "YYYY-MM-DD"),
+            (
+                SpecInput { bands: Some(vec!["red".into(), "ultraviolet".into()]), ..vermont() },
+                "bands ultraviolet",
+                "unknown band",
+            ),
+            (SpecInput { bands: Some(vec!["red".into(), "B04".into()]), ..vermont() }, "bands B04", "twice"),
+            (SpecInput { crs: Some("EPSG:999999".into()), ..vermont() }, "crs", "unknown CRS"),
+            (SpecInput { resolution: Some(Resolution(0.0)), ..vermont() }, "resolution", "greater than 0"),
+            (SpecInput { resolution: Some(Resolution(-1.0)), ..vermont() }, "resolution", "greater than 0"),
+            (SpecInput { chunk_size: Some(0), ..vermont() }, "chunk-size", "positive integer"),
+            (SpecInput { chunk_size: Some(-5), ..vermont() }, "chunk-size", "positive integer"),
+            (SpecInput { time_step: Some("2W".into()), ..vermont() }, "time-step", "2W"),
+            (SpecInput { mask: Some("4,5,12".into()), ..vermont() }, "mask", "12"),
+            (SpecInput { resampling: Some("cubic".into()), ..vermont() }, "resampling", "nearest, bilinear or average"),
+            (SpecInput { zarr_format: Some(4), ..vermont() }, "zarr-format", "2 or 3"),
+            (SpecInput { cloud_cover_max: Some(120.0), ..vermont() }, "cloud-cover-max", "0 and 100"),
+            (SpecInput { stac_url: Some("earth-search".into()), ..vermont() }, "stac-url", "http(s)://"),
+            (SpecInput { variable: Some("latitude".into()), ..vermont() }, "variable", "coordinate name"),
+            (SpecInput { workers: Some(0), ..vermont() }, "workers", "at least 1"),
+        ];
+        for (input, flag, words) in cases {
+            let msg = err(input).to_string();
+            assert!(msg.starts_with(flag), "{msg:?} should start with {flag}");
+            assert!(msg.contains(words), "{msg:?} should say {words:?}");
+        }
+    }
+
+    #[test]
+    fn run_settings_stay_out_of_the_spec_and_old_specs_still_read() {
+        let input = SpecInput { out: Some("v.zarr".into()), workers: Some(3), ..vermont() };
+        let run = input.run_settings().unwrap();
+        assert_eq!(run, RunSettings { out: Some("v.zarr".into()), workers: 3 });
+        let spec = input.validate().unwrap();
+        let stored = spec.identity_json();
+        assert!(stored.get("out").is_none() && stored.get("workers").is_none(), "{stored}");
+        // A spec stored before the split carries both keys: it reads as the same spec.
+        let mut old = stored.clone();
+        old["out"] = serde_json::json!("elsewhere.zarr");
+        old["workers"] = serde_json::json!(8);
+        let back: CubeSpec = serde_json::from_value(old).unwrap();
+        assert_eq!(back, spec);
+        assert_eq!(back.identity_json(), stored);
+    }
+
+    #[test]
+    fn flags_override_the_file_and_toml_uses_flag_names() {
+        let file: SpecInput = toml::from_str(
+            "bbox = [-73.43, 42.72, -71.47, 45.02]\nstart = \"2020-01-01\"\nend = \"2020-12-31\"\nresolution = \"1/3600\"\nchunk_size = 600\nmask = \"seed\"\n",
+        )
+        .unwrap();
+        let flags = SpecInput { chunk_size: Some(900), ..Default::default() };
+        let s = file.overridden_by(flags).validate().unwrap();
+        assert_eq!((s.chunk_size, s.resolution, s.mask), (900, 1.0 / 3600.0, MaskSpec::Seed));
+        let e = toml::from_str::<SpecInput>("chunksize = 3").unwrap_err().to_string();
+        assert!(e.contains("chunksize"), "{e}");
+    }
+
+    #[test]
+    fn projected_grids_cover_the_bbox() {
+        let s = SpecInput { crs: Some("EPSG:32618".into()), ..vermont() }.validate().unwrap();
+        assert_eq!(s.resolution, 30.0);
+        let g = s.geobox().unwrap();
+        // about 160 km x 256 km at 30 m, plus the curvature of the reprojected footprint
+        assert!(g.shape.nx > 5000 && g.shape.nx < 6000 && g.shape.ny > 8500 && g.shape.ny < 9000, "{:?}", g.shape);
+    }
+
+    #[test]
+    fn spec_round_trips_through_json() {
+        let s = vermont().validate().unwrap();
+        let back: CubeSpec = serde_json::from_value(serde_json::to_value(&s).unwrap()).unwrap();
+        assert_eq!(back, s);
+    }
+}

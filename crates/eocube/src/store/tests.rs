@@ -1,0 +1,392 @@
+use serde_json::{Value, json};
+
+use super::meta::{array_docs, spatial_ref_attrs};
+use super::*;
+use crate::grid::{Affine, Crs, GeoBox, Shape};
+
+/// 150 x 170 px of 1/3600 degree in 64 px chunks: 3 x 3 chunks, the last row/column clipped.
+fn layout(format: ZarrFormat) -> CubeLayout {
+    let r = 1.0 / 3600.0;
+    CubeLayout {
+        geobox: GeoBox::new(Crs::wgs84(), Affine::north_up(-73.5, 41.0, r, r), Shape { ny: 150, nx: 170 }),
+        chunk_size: 64,
+        times: vec![19723, 19754],
+        bands: vec!["red".into(), "green".into(), "blue".into()],
+        variable: DEFAULT_VARIABLE.into(),
+        zarr_format: format,
+        attrs: json!({"collection": "sentinel-2-l2a"}),
+    }
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("eocube-store-unit-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn job(t: usize, iy: usize, ix: usize) -> Job {
+    Job { t, iy, ix }
+}
+
+/// Writes `data` as chunk `j` and records the job done with `record`, as a run does.
+async fn write_done(cube: &Cube, j: Job, data: &[u16], shape: (usize, usize), record: Value) {
+    let receipt = cube.write_chunk(j, data, shape).await.unwrap();
+    cube.record(vec![Finished { job: j, receipt: Some(receipt), record }]).await.unwrap();
+}
+
+fn read_json(path: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+#[test]
+fn v3_metadata_of_the_data_variable() {
+    let docs = array_docs(&layout(ZarrFormat::V3));
+    let names: Vec<&str> = docs.iter().map(|d| d.name.as_str()).collect();
+    assert_eq!(names, ["rgb_median", "time", "latitude", "longitude", "band", "spatial_ref"]);
+    let m = &docs[0].metadata;
+    assert_eq!(m["shape"], json!([2, 150, 170, 3]));
+    assert_eq!(m["data_type"], "uint16");
+    assert_eq!(m["fill_value"], 0);
+    assert_eq!(m["chunk_grid"]["configuration"]["chunk_shape"], json!([1, 64, 64, 3]));
+    assert_eq!(m["dimension_names"], json!(["time", "latitude", "longitude", "band"]));
+    assert_eq!(m["codecs"][1]["name"], "zstd");
+    let a = &m["attributes"];
+    assert_eq!(a["grid_mapping"], "spatial_ref");
+    assert_eq!(a["scale_factor"], 0.0001);
+    assert_eq!(a["add_offset"], -0.1);
+    assert_eq!(a["_FillValue"], 0, "v3 needs _FillValue as an attribute for xarray's mask");
+    assert!(a.get("_ARRAY_DIMENSIONS").is_none());
+    assert_eq!(docs[1].metadata["attributes"]["units"], "days since 1970-01-01");
+    assert_eq!(docs[1].metadata["attributes"]["calendar"], "proleptic_gregorian");
+    assert_eq!(docs[4].metadata["data_type"], "string");
+    assert_eq!(docs[5].metadata["shape"], json!([]));
+}
+
+#[test]
+fn v2_metadata_of_the_data_variable() {
+    let docs = array_docs(&layout(ZarrFormat::V2));
+    let m = &docs[0].metadata;
+    assert_eq!(m["zarr_format"], 2);
+    assert_eq!(m["dtype"], "<u2");
+    assert_eq!(m["chunks"], json!([1, 64, 64, 3]));
+    assert_eq!(m["fill_value"], 0);
+    assert_eq!(m["compressor"]["id"], "zstd");
+    assert_eq!(docs[0].attrs["_ARRAY_DIMENSIONS"], json!(["time", "latitude", "longitude", "band"]));
+    assert!(docs[0].attrs.get("_FillValue").is_none(), "v2 carries the fill in .zarray only");
+    // The time fill must not be a date a bin can have (xarray masks a v2 fill_value).
+    assert_eq!(docs[1].metadata["fill_value"], json!(i64::MIN));
+    assert_eq!(docs[1].attrs["_ARRAY_DIMENSIONS"], json!(["time"]));
+    assert_eq!(docs[4].metadata["dtype"], "|O");
+    assert_eq!(docs[5].attrs["_ARRAY_DIMENSIONS"], json!([]));
+}
+
+#[test]
+fn projected_dims_and_utm_grid_mapping() {
+    let mut l = layout(ZarrFormat::V3);
+    l.geobox =
+        GeoBox::new(Crs::from_epsg(32618).unwrap(), Affine::north_up(500000.0, 4500000.0, 10.0, 10.0), l.geobox.shape);
+    let docs = array_docs(&l);
+    assert_eq!(docs[0].metadata["dimension_names"], json!(["time", "y", "x", "band"]));
+    assert_eq!(docs[2].metadata["attributes"]["units"], "metre");
+    let a = spatial_ref_attrs(&l);
+    assert_eq!(a["grid_mapping_name"], "transverse_mercator");
+    assert_eq!(a["longitude_of_central_meridian"], -75.0);
+    assert_eq!(a["GeoTransform"], "500000 10 0 4500000 0 -10");
+    assert!(a["crs_wkt"].as_str().unwrap().contains("UTM zone 18N"));
+    let g = spatial_ref_attrs(&layout(ZarrFormat::V3));
+    assert_eq!(g["grid_mapping_name"], "latitude_longitude");
+}
+
+#[tokio::test]
+async fn edge_chunks_are_clipped_but_keep_their_offset() {
+    let dir = tmp("edge");
+    let cube = Cube::create(&dir, &layout(ZarrFormat::V3)).await.unwrap();
+    assert_eq!(cube.chunk_shape(0, 0), Some((64, 64)));
+    assert_eq!(cube.chunk_shape(2, 2), Some((150 - 128, 170 - 128)));
+    assert_eq!(cube.chunk_shape(1, 2), Some((64, 42)));
+    assert_eq!(cube.chunk_shape(3, 0), None);
+    // The grid module agrees (offsets index * cs).
+    let c = cube.layout().geobox.chunks(64).unwrap().chunk(2, 2).unwrap();
+    assert_eq!((c.row_offset, c.col_offset), (128, 128));
+    assert_eq!(cube.chunk_key(1, 2, 2), "rgb_median/c/1/2/2/0");
+    // A wrong shape or length is refused.
+    assert!(matches!(
+        cube.write_chunk(job(0, 2, 2), &[1; 64 * 64 * 3], (64, 64)).await,
+        Err(StoreError::BadChunk { .. })
+    ));
+    assert!(matches!(cube.write_chunk(job(0, 2, 2), &[1; 5], (22, 42)).await, Err(StoreError::BadChunk { .. })));
+    cube.write_chunk(job(1, 2, 2), &vec![7; 22 * 42 * 3], (22, 42)).await.unwrap();
+    assert!(dir.join("rgb_median/c/1/2/2/0").is_file());
+    // All fill: not stored, and a previous chunk is removed.
+    cube.write_chunk(job(1, 2, 2), &vec![0; 22 * 42 * 3], (22, 42)).await.unwrap();
+    assert!(!dir.join("rgb_median/c/1/2/2/0").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn v2_chunk_keys_use_dots() {
+    let dir = tmp("v2keys");
+    let cube = Cube::create(&dir, &layout(ZarrFormat::V2)).await.unwrap();
+    assert_eq!(cube.chunk_key(1, 2, 0), "rgb_median/1.2.0.0");
+    assert!(dir.join(".zgroup").is_file());
+    let zattrs = read_json(&dir.join("rgb_median/.zattrs"));
+    assert!(zattrs.get("_zarrs").is_none());
+    cube.finish().await.unwrap();
+    let zm = read_json(&dir.join(".zmetadata"));
+    assert_eq!(zm["zarr_consolidated_format"], 1);
+    assert_eq!(zm["metadata"]["time/.zattrs"]["_ARRAY_DIMENSIONS"], json!(["time"]));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn template_and_consolidated_metadata_v3() {
+    let dir = tmp("v3meta");
+    let cube = Cube::create(&dir, &layout(ZarrFormat::V3)).await.unwrap();
+    let root = read_json(&dir.join("zarr.json"));
+    assert_eq!(root["attributes"]["eocube_version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(root["attributes"]["spec"]["collection"], "sentinel-2-l2a");
+    assert!(root["attributes"]["created"].as_str().unwrap().ends_with('Z'));
+    assert!(root.get("consolidated_metadata").is_none(), "consolidated only at finish");
+    let arr = read_json(&dir.join("rgb_median/zarr.json"));
+    assert!(arr["attributes"].get("_zarrs").is_none());
+    assert!(dir.join("_eocube/plan.json").is_file());
+    cube.finish().await.unwrap();
+    let root = read_json(&dir.join("zarr.json"));
+    let cm = &root["consolidated_metadata"];
+    assert_eq!(cm["kind"], "inline");
+    assert_eq!(cm["metadata"]["rgb_median"]["dimension_names"][1], "latitude");
+    assert_eq!(cm["metadata"].as_object().unwrap().len(), 6);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn ledger_round_trip() {
+    assert_eq!(ledger::parse_key(&ledger::key(job(3, 14, 15))), Some(job(3, 14, 15)));
+    assert_eq!(ledger::parse_key("_eocube/ledger/t1_y2.json"), None);
+    assert_eq!(ledger::parse_key("_eocube/ledger/t1_y2_x3.json.tmp"), None);
+    let dir = tmp("ledger");
+    let cube = Cube::create(&dir, &layout(ZarrFormat::V3)).await.unwrap();
+    assert!(cube.done_jobs().await.unwrap().is_empty());
+    let done = |j: Job, record: Value| Finished { job: j, receipt: Some(Receipt::Stored), record };
+    cube.record(vec![done(job(0, 1, 2), json!({"job": [0, 1, 2], "scenes": 4}))]).await.unwrap();
+    // Recording a job twice (a retried task, a second collect) keeps one ledger entry.
+    cube.record(vec![done(job(1, 0, 0), json!({"job": [1, 0, 0], "scenes": 0}))]).await.unwrap();
+    cube.record(vec![done(job(1, 0, 0), json!({"job": [1, 0, 0], "scenes": 0}))]).await.unwrap();
+    // A failed job is reported, not in the ledger.
+    let failed = Finished { job: job(1, 1, 1), receipt: None, record: json!({"job": [1, 1, 1], "outcome": "failed"}) };
+    cube.record(vec![failed]).await.unwrap();
+    let reopened = Cube::open(&dir).await.unwrap();
+    assert_eq!(reopened.done_jobs().await.unwrap(), BTreeSet::from([job(0, 1, 2), job(1, 0, 0)]));
+    assert_eq!(reopened.ledger_record(job(0, 1, 2)).await.unwrap().unwrap()["scenes"], 4);
+    assert_eq!(reopened.ledger_record(job(2, 0, 0)).await.unwrap(), None);
+    let lines = reopened.report().await.unwrap();
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    assert_eq!(lines[3]["job"], json!([1, 1, 1]));
+    // Cubes made before batched reports kept one file; it is read first, a cut line skipped.
+    std::fs::write(dir.join("_eocube/report.jsonl"), "{\"job\": [9, 9, 9]}\n{\"cut\": ").unwrap();
+    let lines = reopened.report().await.unwrap();
+    assert_eq!(lines.len(), 5);
+    assert_eq!(lines[0]["job"], json!([9, 9, 9]));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn open_reads_the_layout_back_and_open_matching_refuses_another() {
+    for format in [ZarrFormat::V3, ZarrFormat::V2] {
+        let dir = tmp(&format!("match-{format:?}"));
+        let l = layout(format);
+        Cube::create(&dir, &l).await.unwrap();
+        assert_eq!(Cube::open(&dir).await.unwrap().layout(), &l);
+        Cube::open_matching(&dir, &l).await.unwrap();
+        let mut other = l.clone();
+        other.bands.pop();
+        match Cube::open_matching(&dir, &other).await {
+            Err(StoreError::LayoutMismatch { field: "bands", .. }) => {}
+            Err(e) => panic!("wrong error {e}"),
+            Ok(_) => panic!("a different layout was accepted"),
+        }
+        let mut other = l.clone();
+        other.attrs = json!({"collection": "landsat"});
+        assert!(matches!(
+            Cube::open_matching(&dir, &other).await,
+            Err(StoreError::LayoutMismatch { field: "spec", .. })
+        ));
+        let mut other = l.clone();
+        other.zarr_format = if format == ZarrFormat::V3 { ZarrFormat::V2 } else { ZarrFormat::V3 };
+        assert!(matches!(Cube::open_matching(&dir, &other).await, Err(StoreError::LayoutMismatch { .. })));
+        // create refuses to overwrite it.
+        assert!(matches!(Cube::create(&dir, &l).await, Err(StoreError::AlreadyExists { .. })));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_path_holding_something_else_is_refused() {
+    let dir = tmp("else");
+    assert!(matches!(Cube::open(&dir).await, Err(StoreError::NotFound { .. })));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("notes.txt"), "hello").unwrap();
+    let e = Cube::open(&dir).await.err().unwrap();
+    assert!(matches!(e, StoreError::NotACube { .. }), "{e}");
+    assert!(e.to_string().contains(&dir.display().to_string()));
+    // A Zarr group that eocube did not make.
+    std::fs::write(dir.join("zarr.json"), r#"{"zarr_format":3,"node_type":"group","attributes":{}}"#).unwrap();
+    let e = Cube::open(&dir).await.err().unwrap();
+    assert!(e.to_string().contains("eocube_layout"), "{e}");
+    assert!(matches!(Cube::create(&dir, &layout(ZarrFormat::V3)).await, Err(StoreError::AlreadyExists { .. })));
+    // A file.
+    let file = dir.join("notes.txt");
+    assert!(matches!(Cube::open(&file).await, Err(StoreError::NotACube { .. })));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn invalid_layouts_are_refused() {
+    let dir = tmp("invalid");
+    let mut l = layout(ZarrFormat::V3);
+    l.times.clear();
+    assert!(matches!(Cube::create(&dir, &l).await, Err(StoreError::InvalidLayout { .. })));
+    let mut l = layout(ZarrFormat::V3);
+    l.variable = "time".into();
+    assert!(matches!(Cube::create(&dir, &l).await, Err(StoreError::InvalidLayout { .. })));
+    assert!(!dir.exists());
+}
+
+#[tokio::test]
+async fn rewriting_a_chunk_gives_the_same_bytes() {
+    let dir = tmp("idem");
+    let cube = Cube::create(&dir, &layout(ZarrFormat::V3)).await.unwrap();
+    let data: Vec<u16> = (0..64 * 64 * 3).map(|i| (i % 5000 + 1000) as u16).collect();
+    cube.write_chunk(job(0, 0, 1), &data, (64, 64)).await.unwrap();
+    let key = dir.join(cube.chunk_key(0, 0, 1));
+    let first = std::fs::read(&key).unwrap();
+    cube.write_chunk(job(0, 0, 1), &data, (64, 64)).await.unwrap();
+    assert_eq!(first, std::fs::read(&key).unwrap());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_cube_is_shared_across_worker_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Cube>();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_jobs_write_disjoint_chunks_and_one_report() {
+    let dir = tmp("concurrent");
+    let cube = Arc::new(Cube::create(&dir, &layout(ZarrFormat::V3)).await.unwrap());
+    let jobs: Vec<Job> = (0..2).flat_map(|t| (0..3).flat_map(move |iy| (0..3).map(move |ix| job(t, iy, ix)))).collect();
+    let tasks: Vec<_> = jobs
+        .chunks(5)
+        .map(|part| {
+            let (cube, part) = (Arc::clone(&cube), part.to_vec());
+            tokio::spawn(async move {
+                for j in part {
+                    let (rows, cols) = cube.chunk_shape(j.iy, j.ix).unwrap();
+                    let v = vec![(j.t * 9 + j.iy * 3 + j.ix + 1) as u16; rows * cols * 3];
+                    let record = json!({"job": [j.t, j.iy, j.ix], "pad": "x".repeat(200)});
+                    write_done(&cube, j, &v, (rows, cols), record).await;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(cube.done_jobs().await.unwrap().len(), jobs.len());
+    assert_eq!(cube.report().await.unwrap().len(), jobs.len());
+    for j in &jobs {
+        assert!(dir.join(cube.chunk_key(j.t, j.iy, j.ix)).is_file());
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn output_locations_parse_once() {
+    let p = |s: &str| OutLocation::parse(s);
+    assert_eq!(p("cube.zarr").unwrap(), OutLocation::Local("cube.zarr".into()));
+    assert_eq!(p("/data/a b/cube.zarr").unwrap(), OutLocation::Local("/data/a b/cube.zarr".into()));
+    assert_eq!(p("file:///data/cube.zarr").unwrap().local_path(), Some(Path::new("/data/cube.zarr")));
+    assert_eq!(
+        p("s3://bucket/a/cube.zarr").unwrap(),
+        OutLocation::S3 { bucket: "bucket".into(), prefix: "a/cube.zarr".into() }
+    );
+    assert_eq!(p("s3a://bucket/").unwrap().to_string(), "s3://bucket");
+    // Not a scheme: a relative path with "://" further in.
+    assert_eq!(p("dir/x://y").unwrap(), OutLocation::Local("dir/x://y".into()));
+    assert!(matches!(p("file://host/data"), Err(LocationError::Invalid { .. })));
+    assert!(matches!(p(""), Err(LocationError::Invalid { .. })));
+    assert!(matches!(p("s3://bucket/a//b"), Err(LocationError::Invalid { .. })));
+    assert!(matches!(p("s3://bucket/a?x=1"), Err(LocationError::Invalid { .. })));
+    assert!(matches!(p("icechunk+gs://b/r"), Err(LocationError::NotSupportedYet { .. })));
+    assert_eq!(
+        p("icechunk:///data/repo").unwrap(),
+        OutLocation::Icechunk(location::IcechunkRepo::Local("/data/repo".into()))
+    );
+    assert_eq!(
+        p("icechunk+s3://bucket/r/").unwrap(),
+        OutLocation::Icechunk(location::IcechunkRepo::S3 { bucket: "bucket".into(), prefix: "r".into() })
+    );
+    assert!(matches!(p("icechunk://rel/repo"), Err(LocationError::Invalid { .. })));
+    let e = p("ftp://h/c").unwrap_err().to_string();
+    assert!(e.starts_with("out ftp://h/c: unknown scheme \"ftp\"") && e.contains("s3://bucket/prefix"), "{e}");
+    // create/open take URLs too; a bad one is refused before anything happens.
+    assert!(matches!(Cube::create("gs://b/c", &layout(ZarrFormat::V3)).await, Err(StoreError::Location(_))));
+    assert!(matches!(Cube::open("ftp://b/c").await, Err(StoreError::Location(_))));
+}
+
+/// Icechunk: each job writes its chunk in a fork of the build branch's session; the fork is
+/// merged only when the job is recorded done, so a job that fails after writing leaves nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn icechunk_jobs_write_in_forks_merged_when_done() {
+    let dir = tmp("ic-forks");
+    let loc = OutLocation::parse(format!("icechunk://{}", dir.display())).unwrap();
+    let l = layout(ZarrFormat::V3);
+    let opts = IcechunkOptions::default();
+    let (cube, resumed) = Cube::create_or_open(&loc, &l, &opts).await.unwrap();
+    assert!(!resumed);
+    let cube = Arc::new(cube);
+    let chunk = |cube: &Cube, iy: usize, ix: usize, v: u16| {
+        let (rows, cols) = cube.chunk_shape(iy, ix).unwrap();
+        (vec![v; rows * cols * 3], (rows, cols))
+    };
+    // Six jobs at once, then one that writes but never ends.
+    let mut tasks = Vec::new();
+    for iy in 0..2 {
+        for ix in 0..3 {
+            let cube = Arc::clone(&cube);
+            let (v, shape) = chunk(&cube, iy, ix, 100 + (iy * 3 + ix) as u16);
+            tasks.push(tokio::spawn(async move {
+                write_done(&cube, job(0, iy, ix), &v, shape, json!({"scenes": 1})).await;
+            }));
+        }
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let (v, shape) = chunk(&cube, 2, 2, 9);
+    cube.write_chunk(job(1, 2, 2), &v, shape).await.unwrap();
+    let key = cube.chunk_key(1, 2, 2);
+    assert!(cube.store().read(&key).await.unwrap().is_none(), "not visible before the job is done");
+    cube.checkpoint().await.unwrap();
+    drop(cube);
+
+    let (again, resumed) = Cube::create_or_open(&loc, &l, &opts).await.unwrap();
+    assert!(resumed);
+    let done = again.done_jobs().await.unwrap();
+    assert_eq!(done.len(), 6);
+    for iy in 0..2 {
+        for ix in 0..3 {
+            assert!(done.contains(&job(0, iy, ix)));
+            let key = again.chunk_key(0, iy, ix);
+            assert!(again.store().read(&key).await.unwrap().is_some(), "chunk (0, {iy}, {ix})");
+        }
+    }
+    let key = again.chunk_key(1, 2, 2);
+    assert!(again.store().read(&key).await.unwrap().is_none(), "the unfinished job left nothing");
+    // An all-fill rewrite of a done job erases its chunk once merged.
+    let (rows, cols) = again.chunk_shape(0, 0).unwrap();
+    write_done(&again, job(0, 0, 0), &vec![0; rows * cols * 3], (rows, cols), json!({"scenes": 0})).await;
+    assert!(again.store().read(&again.chunk_key(0, 0, 0)).await.unwrap().is_none());
+    let _ = std::fs::remove_dir_all(&dir);
+}

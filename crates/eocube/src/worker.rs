@@ -1,0 +1,498 @@
+//! The worker: one task of a run, wherever it runs (DESIGN section 9). A run is stored in the
+//! cube under `_eocube/runs/<run-id>/`:
+//!
+//! ```text
+//! run.json          the spec, the run settings a worker needs, jobs per task, task count
+//! jobs.json         the run's jobs in task order: task i holds jobs[i*K .. (i+1)*K]
+//! fork.bin          Icechunk only: the session every worker writes into (no credentials)
+//! results/<i>.json  what task i did: one record (and receipt) per job, written by the worker
+//! ```
+//!
+//! The local executor calls [`run_task`] in-process; `eocube worker` calls [`run_stored_task`]
+//! in a process of its own (a Slurm array task, a Kubernetes pod, a Batch child), which finds
+//! its index with [`task_index`], writes its result file and exits with a code from
+//! [`crate::executor::array`].
+//!
+//! Owns: the run folder's layout, a task's jobs and their per-attempt timeout, the task's result
+//! and its exit status. Must not touch: retries across attempts, the ledger and publishing (the
+//! scheduler's and `collect`'s), or what a job computes (`job`).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::Catalog;
+use crate::cog::{FetchConfig, Fetcher};
+use crate::executor::array::{EXIT_DONE, EXIT_PERMANENT, EXIT_RETRY};
+use crate::executor::{JobRecord, Outcome};
+use crate::job::{self, JobContext};
+use crate::plan::{Job, Plan};
+use crate::spec::CubeSpec;
+use crate::store::icechunk::IcechunkStore;
+use crate::store::{Cube, OutLocation, Receipt, StoreError};
+
+/// Where runs live, under the cube's bookkeeping folder.
+const RUNS: &str = "runs";
+
+/// The environment variables an engine sets to a task's index, in the order they are tried.
+pub const INDEX_VARIABLES: [&str; 4] =
+    ["EOCUBE_TASK_INDEX", "SLURM_ARRAY_TASK_ID", "AWS_BATCH_JOB_ARRAY_INDEX", "JOB_COMPLETION_INDEX"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error(
+        "no task index: give one (`index`), or run under an engine that sets one of {}",
+        INDEX_VARIABLES.join(", ")
+    )]
+    NoIndex,
+    #[error("{variable}={value:?} is not a task index (a whole number from 0)")]
+    BadIndex { variable: String, value: String },
+    #[error("task {index} is not in run {run}: it has {tasks} tasks (0..={last})", last = tasks.saturating_sub(1))]
+    IndexOutOfRange { run: String, index: u32, tasks: u32 },
+    #[error("run {run} is not in {location}: {reason}; `eocube status {location}` lists its runs")]
+    NoRun { location: String, run: String, reason: String },
+    #[error("run {run} in {location}: {what} is damaged ({reason}); start the build again to write a new run")]
+    Damaged { location: String, run: String, what: String, reason: String },
+    #[error("run {run}: its stored spec cannot be planned ({reason})")]
+    Plan { run: String, reason: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl WorkerError {
+    /// Whether another attempt may succeed (the store was unreachable, throttled, ...).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, WorkerError::Store(e) if e.is_transient())
+    }
+}
+
+/// What a worker needs to know about its run, besides the jobs (`run.json`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RunRecord {
+    pub id: String,
+    /// When the run was written, RFC 3339 UTC.
+    pub created: String,
+    /// Who runs its tasks: `local`, `slurm`, ...
+    pub executor: String,
+    /// The spec (its identity: only what determines the cube's bytes).
+    pub spec: serde_json::Value,
+    pub jobs: usize,
+    pub jobs_per_task: usize,
+    pub tasks: u32,
+    /// One attempt of one job, in seconds; a task's bound is this times its jobs.
+    pub job_timeout_seconds: f64,
+    pub skip_bad_scenes: bool,
+}
+
+impl RunRecord {
+    /// The jobs of task `index` in `jobs` (the run's ordered list).
+    pub fn task_jobs<'a>(&self, jobs: &'a [Job], index: u32) -> &'a [Job] {
+        let k = self.jobs_per_task.max(1);
+        let start = (index as usize).saturating_mul(k).min(jobs.len());
+        &jobs[start..(start + k).min(jobs.len())]
+    }
+
+    /// The bound on one attempt of a task of `jobs` jobs.
+    pub fn task_timeout(&self, jobs: usize) -> Duration {
+        Duration::from_secs_f64(self.job_timeout_seconds.max(0.001) * jobs.max(1) as f64)
+    }
+}
+
+/// A run as stored: its record and its ordered jobs.
+#[derive(Debug, Clone)]
+pub struct StoredRun {
+    pub record: RunRecord,
+    pub jobs: Vec<Job>,
+}
+
+/// A new run id: the time and the process, sortable.
+pub fn new_run_id() -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let secs = now.as_secs() as i64;
+    let stamp = chrono::DateTime::from_timestamp(secs, 0)
+        .map(|d| d.format("%Y%m%dT%H%M%S").to_string())
+        .unwrap_or_else(|| secs.to_string());
+    format!("{stamp}-{:04x}", (crate::unit_random() * 65536.0) as u32)
+}
+
+fn run_key(run: &str, file: &str) -> String {
+    format!("{RUNS}/{run}/{file}")
+}
+
+fn result_key(run: &str, index: u32) -> String {
+    run_key(run, &format!("results/{index}.json"))
+}
+
+/// Writes run `record` with its `jobs` (and, when the store has one, the fork workers write
+/// into) into `cube`. The record goes last: a run whose `run.json` exists is whole.
+pub async fn write_run(cube: &Cube, record: &RunRecord, jobs: &[Job], with_fork: bool) -> Result<(), WorkerError> {
+    let store = cube.store();
+    let json = |what: &str, v: &dyn erased::Json| {
+        v.to_bytes().map_err(|e| WorkerError::Damaged {
+            location: cube.location().to_string(),
+            run: record.id.clone(),
+            what: what.to_string(),
+            reason: e.to_string(),
+        })
+    };
+    let list: Vec<[usize; 3]> = jobs.iter().map(|j| [j.t, j.iy, j.ix]).collect();
+    store.files().put(&run_key(&record.id, "jobs.json"), json("jobs.json", &list)?).await?;
+    if with_fork && let Some(base) = store.worker_base().await? {
+        store.files().put(&run_key(&record.id, "fork.bin"), Bytes::from(base)).await?;
+    }
+    store.files().put(&run_key(&record.id, "run.json"), json("run.json", record)?).await?;
+    Ok(())
+}
+
+/// JSON for the run folder without a generic closure per type.
+mod erased {
+    pub trait Json {
+        fn to_bytes(&self) -> serde_json::Result<bytes::Bytes>;
+    }
+    impl<T: serde::Serialize> Json for T {
+        fn to_bytes(&self) -> serde_json::Result<bytes::Bytes> {
+            serde_json::to_vec(self).map(bytes::Bytes::from)
+        }
+    }
+}
+
+/// Reads run `run` of `cube`.
+pub async fn read_run(cube: &Cube, run: &str) -> Result<StoredRun, WorkerError> {
+    let location = cube.location().to_string();
+    let store = cube.store();
+    let missing = |what: &str| WorkerError::NoRun {
+        location: location.clone(),
+        run: run.to_string(),
+        reason: format!("{what} is missing"),
+    };
+    let damaged = |what: &str, e: serde_json::Error| WorkerError::Damaged {
+        location: location.clone(),
+        run: run.to_string(),
+        what: what.to_string(),
+        reason: e.to_string(),
+    };
+    let bytes = store.files().get(&run_key(run, "run.json")).await?.ok_or_else(|| missing("run.json"))?;
+    let record: RunRecord = serde_json::from_slice(&bytes).map_err(|e| damaged("run.json", e))?;
+    let bytes = store.files().get(&run_key(run, "jobs.json")).await?.ok_or_else(|| missing("jobs.json"))?;
+    let list: Vec<[usize; 3]> = serde_json::from_slice(&bytes).map_err(|e| damaged("jobs.json", e))?;
+    let jobs: Vec<Job> = list.into_iter().map(|[t, iy, ix]| Job { t, iy, ix }).collect();
+    if jobs.len() != record.jobs {
+        return Err(WorkerError::Damaged {
+            location,
+            run: run.to_string(),
+            what: "jobs.json".into(),
+            reason: format!("{} jobs listed, run.json says {}", jobs.len(), record.jobs),
+        });
+    }
+    Ok(StoredRun { record, jobs })
+}
+
+/// The runs of `cube`, oldest first.
+pub async fn list_runs(cube: &Cube) -> Result<Vec<String>, WorkerError> {
+    let files = cube.store().files().list(&format!("{RUNS}/")).await?;
+    let mut runs: Vec<String> = files
+        .iter()
+        .filter_map(|f| f.strip_prefix(&format!("{RUNS}/"))?.strip_suffix("/run.json").map(str::to_string))
+        .collect();
+    runs.sort();
+    Ok(runs)
+}
+
+/// How one task attempt ended, as its exit code says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskExit {
+    /// Every job of the task is done.
+    Done,
+    /// A job failed in a way another attempt may fix.
+    Retry,
+    /// A job failed in a way no attempt can fix (the other jobs of the task still ran).
+    Permanent,
+}
+
+impl TaskExit {
+    pub fn code(self) -> i32 {
+        match self {
+            TaskExit::Done => EXIT_DONE,
+            TaskExit::Retry => EXIT_RETRY,
+            TaskExit::Permanent => EXIT_PERMANENT,
+        }
+    }
+}
+
+/// One job's part of a task result.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobResult {
+    pub record: JobRecord,
+    /// Present when the job is done: what the coordinator records for its chunk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<Receipt>,
+    /// A failed job's failure is worth another attempt.
+    #[serde(default)]
+    pub transient: bool,
+}
+
+/// What one attempt of one task did (`results/<index>.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskResult {
+    pub index: u32,
+    pub exit: TaskExit,
+    pub jobs: Vec<JobResult>,
+}
+
+impl TaskResult {
+    fn of(index: u32, jobs: Vec<JobResult>) -> TaskResult {
+        let failed = || jobs.iter().filter(|j| j.record.outcome == Outcome::Failed);
+        let exit = if failed().next().is_none() {
+            TaskExit::Done
+        } else if failed().any(|j| j.transient) {
+            TaskExit::Retry
+        } else {
+            TaskExit::Permanent
+        };
+        TaskResult { index, exit, jobs }
+    }
+
+    /// A task attempt that failed before any job ran (the run could not be read, ...).
+    pub fn failed_before_jobs(index: u32, jobs: &[Job], error: &str, transient: bool) -> TaskResult {
+        let jobs = jobs
+            .iter()
+            .map(|&job| JobResult { record: JobRecord::failed(job, error.to_string(), 0.0), receipt: None, transient })
+            .collect();
+        TaskResult::of(index, jobs)
+    }
+}
+
+/// Runs the jobs of one task, each at most `timeout`, skipping those in `done`: every job not
+/// skipped ends in a [`JobResult`]. A failing job does not stop the others.
+pub async fn run_task(
+    ctx: &JobContext,
+    cube: &Arc<Cube>,
+    index: u32,
+    jobs: &[Job],
+    done: &BTreeSet<Job>,
+    timeout: Duration,
+) -> TaskResult {
+    let mut results = Vec::with_capacity(jobs.len());
+    let todo: Vec<Job> = jobs.iter().filter(|j| !done.contains(j)).copied().collect();
+    // The bins of one chunk search the catalog once; a failed joint search leaves each job to
+    // search (and fail or retry) by itself.
+    let t_search = Instant::now();
+    let found = match tokio::time::timeout(timeout, job::search_bins(ctx, &todo)).await {
+        Ok(Ok(found)) => found,
+        _ => None,
+    };
+    let mut shared_search = found.as_ref().map(|_| t_search.elapsed().as_secs_f64());
+    for &job in &todo {
+        let t0 = Instant::now();
+        let result = match tokio::time::timeout(timeout, job::run_with(ctx, cube, job, found.as_deref())).await {
+            Ok(Ok((mut stats, receipt))) => {
+                if let Some(seconds) = shared_search.take() {
+                    stats.searches = 1;
+                    stats.search_seconds += seconds;
+                }
+                JobResult {
+                    record: JobRecord::done(job, stats, t0.elapsed().as_secs_f64()),
+                    receipt: Some(receipt),
+                    transient: false,
+                }
+            }
+            Ok(Err(e)) => JobResult {
+                record: JobRecord::failed(job, crate::error_chain(&e), t0.elapsed().as_secs_f64()),
+                receipt: None,
+                transient: e.is_transient(),
+            },
+            Err(_) => JobResult {
+                record: JobRecord::failed(
+                    job,
+                    format!(
+                        "timed out after {} s; raise `timeout` if jobs are slow rather than stuck",
+                        timeout.as_secs_f64()
+                    ),
+                    t0.elapsed().as_secs_f64(),
+                ),
+                receipt: None,
+                transient: true,
+            },
+        };
+        results.push(result);
+    }
+    TaskResult::of(index, results)
+}
+
+/// The task index of this process: `--index` if given, else the first of [`INDEX_VARIABLES`]
+/// set, plus `offset` (engines whose arrays must be split start each part at 0).
+pub fn task_index(given: Option<u32>, offset: u32, env: impl Fn(&str) -> Option<String>) -> Result<u32, WorkerError> {
+    let base = match given {
+        Some(i) => i,
+        None => {
+            let (variable, value) = INDEX_VARIABLES
+                .iter()
+                .find_map(|v| env(v).filter(|s| !s.trim().is_empty()).map(|s| (v.to_string(), s)))
+                .ok_or(WorkerError::NoIndex)?;
+            value.trim().parse().map_err(|_| WorkerError::BadIndex { variable, value })?
+        }
+    };
+    base.checked_add(offset).ok_or(WorkerError::BadIndex { variable: "index-offset".into(), value: offset.to_string() })
+}
+
+/// Opens the cube at `loc` the way a worker of run `run` writes it: plain Zarr as it is;
+/// Icechunk through the run's fork (so the coordinator's commit takes the chunks).
+pub async fn open_for_worker(loc: &OutLocation, run: &str) -> Result<Arc<Cube>, WorkerError> {
+    let cube = match loc {
+        OutLocation::Icechunk(_) => {
+            let base =
+                IcechunkStore::read_file(loc, &run_key(run, "fork.bin")).await?.ok_or_else(|| WorkerError::NoRun {
+                    location: loc.to_string(),
+                    run: run.to_string(),
+                    reason: "fork.bin is missing (was the run written by a build with a remote executor?)".into(),
+                })?;
+            Cube::from_store(Arc::new(IcechunkStore::for_worker(loc, &base)?)).await?
+        }
+        _ => Cube::open(loc.to_string()).await?,
+    };
+    Ok(Arc::new(cube))
+}
+
+/// What `eocube worker` needs besides the location and run.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    pub fetch: FetchConfig,
+}
+
+/// `eocube worker`: runs task `index` of run `run` of the cube at `loc`, writes its result file
+/// and returns it (the exit code is [`TaskExit::code`] of its `exit`). An error means no result
+/// could be written; [`WorkerError::is_transient`] says whether to retry.
+pub async fn run_stored_task(
+    loc: &OutLocation,
+    run: &str,
+    index: u32,
+    opts: &WorkerOptions,
+) -> Result<TaskResult, WorkerError> {
+    let cube = open_for_worker(loc, run).await?;
+    let stored = read_run(&cube, run).await?;
+    let rec = &stored.record;
+    if index >= rec.tasks {
+        return Err(WorkerError::IndexOutOfRange { run: run.to_string(), index, tasks: rec.tasks });
+    }
+    let jobs = rec.task_jobs(&stored.jobs, index);
+    let spec: CubeSpec = serde_json::from_value(rec.spec.clone())
+        .map_err(|e| WorkerError::Plan { run: run.to_string(), reason: e.to_string() })?;
+    // The job list is the run's: the land test was the coordinator's, so every chunk is "land".
+    let plan = Plan::new(&spec, &|_, _| Ok(true))
+        .map_err(|e| WorkerError::Plan { run: run.to_string(), reason: e.to_string() })?;
+    let previous = read_result(&cube, run, index).await.ok().flatten();
+    // Jobs an earlier attempt of this task finished keep their results; the rest run again.
+    let mut kept: Vec<JobResult> = previous
+        .into_iter()
+        .flat_map(|r| r.jobs)
+        .filter(|j| j.record.outcome == Outcome::Done && jobs.contains(&j.record.job))
+        .collect();
+    let mut done: BTreeSet<Job> = kept.iter().map(|j| j.record.job).collect();
+    if !matches!(loc, OutLocation::Icechunk(_)) {
+        done.extend(cube.done_jobs().await?.into_iter().filter(|j| jobs.contains(j)));
+    }
+    let catalog = match &spec.items {
+        Some(path) => Catalog::file(path),
+        None => Catalog::api(&spec.stac_url),
+    }
+    .map_err(|e| WorkerError::Plan { run: run.to_string(), reason: e.to_string() })?;
+    let ctx = JobContext::new(Arc::new(plan), catalog, Fetcher::new(opts.fetch.clone()), rec.skip_bad_scenes);
+    let mut result = run_task(&ctx, &cube, index, jobs, &done, rec.task_timeout(1)).await;
+    kept.append(&mut result.jobs);
+    let result = TaskResult::of(index, kept);
+    write_result(&cube, run, &result).await?;
+    Ok(result)
+}
+
+/// Writes the result of a task attempt (replacing an earlier attempt's).
+pub async fn write_result(cube: &Cube, run: &str, result: &TaskResult) -> Result<(), WorkerError> {
+    let bytes = serde_json::to_vec(result).map(Bytes::from).map_err(|e| WorkerError::Damaged {
+        location: cube.location().to_string(),
+        run: run.to_string(),
+        what: format!("the result of task {}", result.index),
+        reason: e.to_string(),
+    })?;
+    cube.store().files().put(&result_key(run, result.index), bytes).await?;
+    Ok(())
+}
+
+/// The result file of task `index`, if its worker wrote one.
+pub async fn read_result(cube: &Cube, run: &str, index: u32) -> Result<Option<TaskResult>, WorkerError> {
+    let Some(bytes) = cube.store().files().get(&result_key(run, index)).await? else { return Ok(None) };
+    serde_json::from_slice(&bytes).map(Some).map_err(|e| WorkerError::Damaged {
+        location: cube.location().to_string(),
+        run: run.to_string(),
+        what: format!("results/{index}.json"),
+        reason: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |k| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+    }
+
+    #[test]
+    fn index_comes_from_the_flag_then_each_engine_variable_plus_offset() {
+        assert_eq!(task_index(Some(3), 0, env(&[("SLURM_ARRAY_TASK_ID", "9")])).unwrap(), 3);
+        for var in INDEX_VARIABLES {
+            assert_eq!(task_index(None, 0, env(&[(var, "7")])).unwrap(), 7, "{var}");
+            assert_eq!(task_index(None, 1000, env(&[(var, "7")])).unwrap(), 1007, "{var}");
+        }
+        assert_eq!(task_index(None, 0, env(&[("JOB_COMPLETION_INDEX", "2"), ("EOCUBE_TASK_INDEX", "5")])).unwrap(), 5);
+        assert!(matches!(task_index(None, 0, env(&[])), Err(WorkerError::NoIndex)));
+        let e = task_index(None, 0, env(&[("SLURM_ARRAY_TASK_ID", "x1")])).unwrap_err();
+        assert!(e.to_string().contains("SLURM_ARRAY_TASK_ID"), "{e}");
+        assert!(task_index(Some(u32::MAX), 1, env(&[])).is_err());
+    }
+
+    #[test]
+    fn tasks_take_consecutive_jobs_and_the_last_may_be_short() {
+        let rec = RunRecord {
+            id: "r".into(),
+            created: String::new(),
+            executor: "local".into(),
+            spec: serde_json::json!({}),
+            jobs: 5,
+            jobs_per_task: 2,
+            tasks: 3,
+            job_timeout_seconds: 10.0,
+            skip_bad_scenes: false,
+        };
+        let jobs: Vec<Job> = (0..5).map(|t| Job { t, iy: 0, ix: 0 }).collect();
+        assert_eq!(rec.task_jobs(&jobs, 0), &jobs[0..2]);
+        assert_eq!(rec.task_jobs(&jobs, 2), &jobs[4..5]);
+        assert!(rec.task_jobs(&jobs, 3).is_empty());
+        assert_eq!(rec.task_timeout(2), Duration::from_secs(20));
+    }
+
+    #[test]
+    fn a_task_exit_is_permanent_only_when_no_failure_is_transient() {
+        let job = Job { t: 0, iy: 0, ix: 0 };
+        let failed =
+            |transient| JobResult { record: JobRecord::failed(job, "x".into(), 0.0), receipt: None, transient };
+        let done = JobResult {
+            record: JobRecord::done(job, Default::default(), 0.0),
+            receipt: Some(Receipt::Stored),
+            transient: false,
+        };
+        assert_eq!(TaskResult::of(0, vec![done.clone()]).exit, TaskExit::Done);
+        assert_eq!(TaskResult::of(0, vec![]).exit, TaskExit::Done);
+        assert_eq!(TaskResult::of(0, vec![done.clone(), failed(false)]).exit, TaskExit::Permanent);
+        assert_eq!(TaskResult::of(0, vec![failed(false), failed(true)]).exit, TaskExit::Retry);
+        assert_eq!(TaskExit::Retry.code(), EXIT_RETRY);
+        assert_eq!(TaskExit::Permanent.code(), EXIT_PERMANENT);
+        let back: TaskResult =
+            serde_json::from_slice(&serde_json::to_vec(&TaskResult::of(4, vec![done, failed(true)])).unwrap()).unwrap();
+        assert_eq!(back.index, 4);
+        assert_eq!(back.jobs.len(), 2);
+        assert!(matches!(back.jobs[0].receipt, Some(Receipt::Stored)));
+    }
+}
