@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what the test suite needs: Debian's nginx (range-capable HTTP server),
-# a Python venv with rasterio (bundles GDAL) + moto (S3 server), Azurite (Azure Blob emulator,
+# a Python venv with rasterio (bundles GDAL) + moto (S3 server) + cargo-lambda (the Lambda
+# emulator, a binary wheel), Azurite (Azure Blob emulator,
 # npm, into .tools/), Slurm + munge, and the Rust components used by scripts/test.sh. Idempotent
 # and quick when already done.
 set -euo pipefail
@@ -26,7 +27,7 @@ fi
 VENV="$ROOT/.venv"
 PY="$VENV/bin/python"
 check_py() {
-    [ -x "$PY" ] && "$PY" - <<'PYEOF' >/dev/null 2>&1
+    [ -x "$PY" ] && [ -x "$VENV/bin/cargo-lambda" ] && "$PY" - <<'PYEOF' >/dev/null 2>&1
 import rasterio, numpy, boto3, moto, moto.server, xarray, zarr, rioxarray, s3fs, adlfs  # noqa: F401
 assert rasterio.__version__.startswith("1.4"), rasterio.__version__
 import icechunk  # noqa: F401
@@ -53,7 +54,8 @@ else
         "rasterio>=1.4,<1.5" "numpy>=1.24,<3" "moto[server]>=5,<6" "xarray>=2025.1" "zarr>=3,<4" "rioxarray>=0.18" \
         "s3fs==2026.9.0" "aiobotocore==3.10.0" "boto3==1.43.117" "botocore==1.43.117" \
         "icechunk==1.1.21" \
-        "adlfs==2026.8.0" "azure-storage-blob==12.31.1" "azure-identity==1.27.0" "azure-core==1.41.0" </dev/null
+        "adlfs==2026.8.0" "azure-storage-blob==12.31.1" "azure-identity==1.27.0" "azure-core==1.41.0" \
+        "cargo-lambda==1.9.2" </dev/null
     check_py || { echo "setup: .venv is still not usable" >&2; exit 1; }
 fi
 

@@ -1,7 +1,12 @@
 //! The `eocube` command line: parses arguments, calls the library, reports errors with context.
+// The Lambda runtime's future around the whole task pipeline is deeper than rustc's default
+// query depth allows when its layout is computed.
+#![recursion_limit = "256"]
 
 mod demo;
 mod errors;
+#[cfg(feature = "lambda")]
+mod lambda;
 mod progress;
 
 use std::process::ExitCode;
@@ -260,6 +265,8 @@ enum ExecutorName {
     /// AWS Batch array jobs (through the AWS API; --emit writes the requests instead).
     #[cfg(feature = "batch")]
     Batch,
+    #[cfg(feature = "lambda")]
+    Lambda,
 }
 
 /// Where and how the tasks run (docs/engines.md).
@@ -320,6 +327,9 @@ struct EngineArgs {
     /// Batch: the job definition (a container job with eocube in its image).
     #[arg(long)]
     job_definition: Option<String>,
+    /// Lambda: the function (name, ARN or NAME:ALIAS) made from `eocube lambda package`.
+    #[arg(long)]
+    function: Option<String>,
 }
 
 /// The cube settings; a TOML file given with --config uses the same names (with _ for -), and
@@ -429,6 +439,10 @@ impl SpecArgs {
 }
 
 fn main() -> ExitCode {
+    #[cfg(feature = "lambda")]
+    if lambda::started_as_function() {
+        return lambda::serve();
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
@@ -649,8 +663,8 @@ fn executor_choice(e: &EngineArgs) -> anyhow::Result<eocube::build::ExecutorChoi
     }
     // Each engine flag and the executors it is for.
     let name = e.executor;
-    let flags: [(&str, bool, &[&str]); 16] = [
-        ("--max-parallel", e.max_parallel.is_some(), &["slurm", "kubernetes", "batch"]),
+    let flags: [(&str, bool, &[&str]); 17] = [
+        ("--max-parallel", e.max_parallel.is_some(), &["slurm", "kubernetes", "batch", "lambda"]),
         ("--worker-bin", e.worker_bin.is_some(), &["slurm", "kubernetes", "batch"]),
         ("--detach", e.detach, &["slurm", "kubernetes", "batch"]),
         ("--partition", e.partition.is_some(), &["slurm"]),
@@ -666,6 +680,7 @@ fn executor_choice(e: &EngineArgs) -> anyhow::Result<eocube::build::ExecutorChoi
         ("--cpu", e.cpu.is_some(), &["kubernetes"]),
         ("--job-queue", e.job_queue.is_some(), &["batch"]),
         ("--job-definition", e.job_definition.is_some(), &["batch"]),
+        ("--function", e.function.is_some(), &["lambda"]),
     ];
     let this = clap::ValueEnum::to_possible_value(&name).map(|v| v.get_name().to_string()).unwrap_or_default();
     for (flag, given, executors) in flags {
@@ -713,6 +728,18 @@ fn executor_choice(e: &EngineArgs) -> anyhow::Result<eocube::build::ExecutorChoi
                     timeout_seconds: None,
                 },
                 remote: remote(e),
+            })
+        }
+        #[cfg(feature = "lambda")]
+        ExecutorName::Lambda => {
+            use eocube::executor::lambda::{DEFAULT_MAX_PARALLEL, LambdaOptions};
+            let function = e.function.clone().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--executor lambda needs --function: the function made from `eocube lambda package` (its name or ARN)"
+                )
+            })?;
+            Ok(ExecutorChoice::Lambda {
+                opts: LambdaOptions { function, max_parallel: e.max_parallel.unwrap_or(DEFAULT_MAX_PARALLEL) },
             })
         }
         ExecutorName::Slurm => {
@@ -791,6 +818,9 @@ fn print_report(report: &eocube::build::BuildReport, branch: &str) -> anyhow::Re
         s.retries,
         s.seconds
     );
+    if let Some(line) = &report.engine {
+        println!("{line}");
+    }
     for f in s.failures.iter().take(10) {
         eprintln!(
             "failed: job t={} iy={} ix={}: {}",

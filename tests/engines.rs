@@ -130,8 +130,74 @@ fn engine_flags(executor: &str) -> Vec<&'static str> {
     match executor {
         "local" => vec!["--executor", "local", "--workers", "2"],
         "slurm" => vec!["--executor", "slurm", "--max-parallel", "2"],
+        "lambda" => vec!["--executor", "lambda", "--function", "eocube", "--max-parallel", "3"],
         other => panic!("no executor {other}"),
     }
+}
+
+/// The environment the build of each executor under test needs.
+fn engine_env(executor: &str) -> Vec<(&'static str, String)> {
+    match executor {
+        "lambda" => conformance_lambda().env(),
+        _ => Vec::new(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A local Lambda (tests/py/lambda_env.py): cargo-lambda's emulator of the Lambda APIs, instances
+// of this eocube binary as function `eocube` under its Runtime API, a counting proxy in front.
+
+struct LambdaEnv {
+    invoke: String,
+    /// Its stdin: closing it (dropping this, or this process ending) stops the whole stand-in.
+    _process: std::process::Child,
+}
+
+impl LambdaEnv {
+    fn start(name: &str, instances: usize, extra: &[&str]) -> LambdaEnv {
+        let dir = common::scratch_dir(&format!("engines-lambda-env-{name}"));
+        let state = dir.join("state.json");
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/py/lambda_env.py");
+        let process = Command::new(common::python())
+            .arg(&script)
+            .args([eocube().to_string(), instances.to_string(), state.display().to_string()])
+            .args(extra)
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", script.display()));
+        wait_for("the local Lambda", Duration::from_secs(90), || state.exists());
+        let v: Value = serde_json::from_slice(&std::fs::read(&state).expect("state")).expect("state json");
+        LambdaEnv { invoke: v["invoke"].as_str().expect("invoke url").to_string(), _process: process }
+    }
+
+    /// What `eocube build --executor lambda` is given: the endpoint and placeholder credentials
+    /// (the emulator checks none).
+    fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL_LAMBDA", self.invoke.clone()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_ACCESS_KEY_ID", "eocube-test".into()),
+            ("AWS_SECRET_ACCESS_KEY", "eocube-test".into()),
+        ]
+    }
+
+    /// The proxy's counts (GET /stats).
+    fn stats(&self) -> Value {
+        use std::io::{Read, Write};
+        let addr = self.invoke.trim_start_matches("http://");
+        let mut s = std::net::TcpStream::connect(addr).expect("the proxy");
+        write!(s, "GET /stats HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").expect("request");
+        let mut text = String::new();
+        s.read_to_string(&mut text).expect("answer");
+        let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("stats {body:?}: {e}"))
+    }
+}
+
+/// The Lambda every conformance check of this binary shares.
+fn conformance_lambda() -> &'static LambdaEnv {
+    static ENV: OnceLock<LambdaEnv> = OnceLock::new();
+    ENV.get_or_init(|| LambdaEnv::start("conformance", 4, &[]))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -139,7 +205,9 @@ fn engine_flags(executor: &str) -> Vec<&'static str> {
 
 fn conformance_builds_the_reference_cube(executor: &str) {
     let dir = common::scratch_dir(&format!("engines-{executor}-cube"));
-    let stdout = ok(run_in(&dir, &args("cube.zarr", &engine_flags(executor)), &[]), executor);
+    // Absolute: the tasks of some engines (Lambda) run elsewhere than this directory.
+    let out = dir.join("cube.zarr").display().to_string();
+    let stdout = ok(run_in(&dir, &args(&out, &engine_flags(executor)), &engine_env(executor)), executor);
     assert!(stdout.contains(&format!("{JOBS} jobs: {JOBS} done now, 0 done before, 0 failed")), "{stdout}");
     let cube = dir.join("cube.zarr");
     assert_same_objects(&cube_objects(&cube), executor);
@@ -188,10 +256,10 @@ fn items_with_a_missing_scene(dir: &Path) -> (PathBuf, String) {
 fn conformance_fails_a_missing_scene_once(executor: &str) {
     let dir = common::scratch_dir(&format!("engines-{executor}-missing"));
     let (items, id) = items_with_a_missing_scene(&dir);
-    let mut a = common::e2e_items_build_args(Path::new("cube.zarr"), &items, &EXTRA);
+    let mut a = common::e2e_items_build_args(&dir.join("cube.zarr"), &items, &EXTRA);
     a.extend(engine_flags(executor).iter().map(|s| s.to_string()));
     a.push("--quiet".into());
-    let out = run_in(&dir, &a, &[]);
+    let out = run_in(&dir, &a, &engine_env(executor));
     let (stdout, stderr) = text(&out);
     assert!(!out.status.success(), "{executor}: a missing scene must fail its jobs\n{stdout}\n{stderr}");
     assert!(stderr.contains("missing/red.tif"), "{executor}: the failure names the file:\n{stderr}");
@@ -211,6 +279,48 @@ fn conformance_fails_a_missing_scene_once(executor: &str) {
 fn local_executor_conformance() {
     conformance_builds_the_reference_cube("local");
     conformance_fails_a_missing_scene_once("local");
+}
+
+/// Lambda: the same suite through `--executor lambda`; at most `--max-parallel` (3) invocations
+/// were ever in flight at the function's side, and more than one.
+#[test]
+fn lambda_executor_conformance() {
+    conformance_builds_the_reference_cube("lambda");
+    conformance_fails_a_missing_scene_once("lambda");
+    let stats = conformance_lambda().stats();
+    println!("lambda conformance: {stats}");
+    let max = stats["max_in_flight"].as_u64().expect("max_in_flight");
+    assert!((2..=3).contains(&max), "invocations in flight at most {max}, want 2..=3: {stats}");
+    // The missing scene's tasks failed for good: each invoked once.
+    assert_eq!(stats["invocations"].as_u64(), Some(2 * JOBS as u64), "one invocation per task: {stats}");
+}
+
+/// Lambda into Icechunk: equal values, `main` moved by the build's one commit; and through a
+/// Lambda that throttles (429) some invocations and reports a crash for others: the build still
+/// completes with the same cube, throttled invocations waited for, crashed ones retried.
+#[test]
+fn lambda_builds_icechunk_and_rides_out_throttling_and_function_errors() {
+    let _ = reference();
+    let dir = common::scratch_dir("engines-lambda-icechunk");
+    let lambda = LambdaEnv::start("faults", 3, &["--throttle-every", "4", "--throttle", "5", "--function-errors", "2"]);
+    let repo = format!("icechunk://{}", dir.join("repo").display());
+    let stdout = ok(run_in(&dir, &args(&repo, &engine_flags("lambda")), &lambda.env()), "lambda into icechunk");
+    assert!(stdout.contains(&format!("{JOBS} jobs: {JOBS} done now")), "{stdout}");
+    assert!(
+        stdout.contains("lambda: ") && stdout.contains("invocations in") && stdout.contains("5 throttled"),
+        "{stdout}"
+    );
+    let stats = lambda.stats();
+    println!("lambda with faults: {stats}");
+    assert_eq!(stats["throttled"], 5, "{stats}");
+    assert_eq!(stats["function_errors"], 2, "{stats}");
+    // Every task reached the function once, plus one retry for each reported crash.
+    assert_eq!(stats["invocations"].as_u64(), Some(JOBS as u64 + 5 + 2), "{stats}");
+    assert!(stats["max_in_flight"].as_u64().is_some_and(|m| m <= 3), "{stats}");
+    assert!(!stdout.contains(" 0 retries"), "the crashed invocations were retried: {stdout}");
+    let log = icechunk_log(&repo, &dir);
+    assert_eq!(log.lines().count(), 2, "one build commit on main:\n{log}");
+    assert_icechunk_equals_reference(&dir.join("repo"));
 }
 
 #[test]

@@ -59,6 +59,9 @@ pub enum ExecutorChoice {
     /// AWS Batch array jobs through the AWS SDK, or their SubmitJob requests written to a file.
     #[cfg(feature = "batch")]
     Batch { opts: BatchOptions, remote: Remote },
+    /// One AWS Lambda invocation per task attempt (the function is this binary).
+    #[cfg(feature = "lambda")]
+    Lambda { opts: crate::executor::lambda::LambdaOptions },
 }
 
 /// What every container engine is given besides its own options.
@@ -81,6 +84,8 @@ impl ExecutorChoice {
             ExecutorChoice::Kubernetes { .. } => true,
             #[cfg(feature = "batch")]
             ExecutorChoice::Batch { .. } => true,
+            #[cfg(feature = "lambda")]
+            ExecutorChoice::Lambda { .. } => true,
         }
     }
 
@@ -92,6 +97,8 @@ impl ExecutorChoice {
             ExecutorChoice::Kubernetes { .. } => "kubernetes",
             #[cfg(feature = "batch")]
             ExecutorChoice::Batch { .. } => "batch",
+            #[cfg(feature = "lambda")]
+            ExecutorChoice::Lambda { .. } => "lambda",
         }
     }
 }
@@ -122,6 +129,8 @@ pub struct BuildReport {
     pub complete: bool,
     /// The tasks were submitted and not waited for.
     pub detached: Option<Detached>,
+    /// What the engine says it did ([`Executor::summary`]).
+    pub engine: Option<String>,
 }
 
 /// Why a build did not start or did not finish. Variants about one setting start their message
@@ -298,6 +307,7 @@ pub async fn build_with(
                 summary,
                 complete: false,
                 detached: Some(detached),
+                engine: None,
             });
         }
     };
@@ -312,7 +322,8 @@ pub async fn build_with(
         // Icechunk: commit the jobs done since the last checkpoint to the build branch.
         cube.checkpoint().await.map_err(store)?;
     }
-    Ok(BuildReport { out, plan: plan.summary(), resumed, summary, complete, detached: None })
+    let engine = executor.summary();
+    Ok(BuildReport { out, plan: plan.summary(), resumed, summary, complete, detached: None, engine })
 }
 
 /// An executor to wait for, or tasks that were left to the engine.
@@ -391,6 +402,15 @@ async fn start_executor(
             let results = crate::executor::remote::cube_results(Arc::clone(cube), run.record.id.clone());
             let ex = BatchExecutor::connect(job, batch, results).await.map_err(|e| emit_err(&e))?;
             finish_remote(opts, Box::new(ex), tasks, engine, detached).await
+        }
+        #[cfg(feature = "lambda")]
+        ExecutorChoice::Lambda { opts: lambda } => {
+            use crate::executor::lambda::LambdaExecutor;
+            let results = crate::executor::remote::cube_results(Arc::clone(cube), run.record.id.clone());
+            let ex = LambdaExecutor::connect(out, &run.record.id, lambda.clone(), results)
+                .await
+                .map_err(|e| engine(ExecutorError::Engine { executor: "lambda", reason: e.to_string() }))?;
+            Ok(Started::Wait(Box::new(ex)))
         }
     }
 }

@@ -358,7 +358,7 @@ pub async fn open_for_worker(loc: &OutLocation, run: &str) -> Result<Arc<Cube>, 
 }
 
 /// What `eocube worker` needs besides the location and run.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct WorkerOptions {
     pub fetch: FetchConfig,
 }

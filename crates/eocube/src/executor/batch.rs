@@ -28,7 +28,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_batch::Client;
-use aws_sdk_batch::config::ProvideCredentials;
 use aws_sdk_batch::error::DisplayErrorContext;
 use aws_sdk_batch::operation::submit_job::SubmitJobInput;
 use aws_sdk_batch::types::{
@@ -517,17 +516,10 @@ impl BatchExecutor {
         results: ResultReader,
     ) -> Result<BatchExecutor, BatchError> {
         requests(&job, &opts)?;
-        let config = loader.load().await;
-        if config.region().is_none() {
-            return Err(BatchError::NoRegion);
-        }
-        let provider = config
-            .credentials_provider()
-            .ok_or_else(|| BatchError::Credentials { reason: "no credentials provider is configured".into() })?;
-        provider
-            .provide_credentials()
-            .await
-            .map_err(|e| BatchError::Credentials { reason: DisplayErrorContext(&e).to_string() })?;
+        let config = super::aws::load(loader).await.map_err(|e| match e {
+            super::aws::AwsConfigError::NoRegion => BatchError::NoRegion,
+            super::aws::AwsConfigError::Credentials { reason } => BatchError::Credentials { reason },
+        })?;
         BatchExecutor::new(Client::new(&config), job, opts, results)
     }
 

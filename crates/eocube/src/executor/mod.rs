@@ -13,12 +13,17 @@
 //! store lays out bytes (`store`).
 
 pub mod array;
+#[cfg(any(feature = "batch", feature = "lambda"))]
+pub mod aws;
 #[cfg(feature = "batch")]
 pub mod batch;
 #[cfg(feature = "kubernetes")]
 pub mod kubernetes;
+#[cfg(feature = "lambda")]
+pub mod lambda;
 mod local;
-#[cfg(any(feature = "kubernetes", feature = "batch"))]
+mod pool;
+#[cfg(any(feature = "kubernetes", feature = "batch", feature = "lambda"))]
 pub mod remote;
 mod scheduler;
 pub mod slurm;

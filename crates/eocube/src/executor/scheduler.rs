@@ -63,6 +63,10 @@ pub trait Executor: Send + Sync {
     async fn cancel(&self, index: u32) -> Result<(), ExecutorError>;
     /// Stops every attempt (the build was interrupted); no more events need to follow.
     async fn shutdown(&self);
+    /// One line on what the engine did, for the end of the build (invocations per second, ...).
+    fn summary(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Finished jobs written at once at most: a batch is what has queued up while the last one

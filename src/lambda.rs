@@ -1,0 +1,59 @@
+//! The binary as an AWS Lambda function (`provided.al2023`): started with no arguments under
+//! Lambda's Runtime API, it answers invocations with [`eocube::executor::lambda::handle`].
+//!
+//! Credentials are the function's role (the standard environment Lambda sets); nothing secret
+//! is in an event.
+
+use std::process::ExitCode;
+
+use eocube::cog::FetchConfig;
+use eocube::executor::lambda::{Answer, Invocation, handle};
+use eocube::worker::WorkerOptions;
+use lambda_runtime::{LambdaEvent, service_fn};
+
+/// Variables the Runtime API client needs; it panics without them, so they are checked first.
+const REQUIRED: [&str; 4] = [
+    "AWS_LAMBDA_RUNTIME_API",
+    "AWS_LAMBDA_FUNCTION_NAME",
+    "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+    "AWS_LAMBDA_FUNCTION_VERSION",
+];
+
+/// Lambda starts `bootstrap` with no arguments and `AWS_LAMBDA_RUNTIME_API` set; a person never
+/// does both (no arguments prints the help).
+pub fn started_as_function() -> bool {
+    std::env::args_os().len() == 1 && std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some()
+}
+
+/// Serves invocations until Lambda stops the process.
+pub fn serve() -> ExitCode {
+    let missing: Vec<&str> = REQUIRED.iter().copied().filter(|k| std::env::var_os(k).is_none()).collect();
+    if !missing.is_empty() {
+        eprintln!(
+            "error: started as a Lambda function, but {} {} not set; Lambda sets them: run `eocube` with a \
+             command anywhere else",
+            missing.join(", "),
+            if missing.len() == 1 { "is" } else { "are" }
+        );
+        return ExitCode::FAILURE;
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let opts = WorkerOptions { fetch: FetchConfig::from_env() };
+    let handler = service_fn(move |event: LambdaEvent<Invocation>| {
+        let opts = opts.clone();
+        async move { Ok::<Answer, lambda_runtime::Error>(handle(event.payload, &opts).await) }
+    });
+    match runtime.block_on(lambda_runtime::run_concurrent(handler)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: the Lambda runtime stopped: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
