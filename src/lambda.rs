@@ -57,3 +57,26 @@ pub fn serve() -> ExitCode {
         }
     }
 }
+
+/// Memory and timeout the printed command suggests: a full-size chunk-month peaks at 216-260 MB
+/// and takes about 1.8 s on two cores (docs/engines.md); Lambda gives one vCPU per 1,769 MB, so
+/// 2,048 MB buys the CPU rather than the memory, and 300 s leaves room for slow archives.
+const SUGGESTED_MEMORY_MB: u32 = 2048;
+const SUGGESTED_TIMEOUT_S: u32 = 300;
+
+/// `eocube lambda package`.
+pub fn package(output: &std::path::Path, arch: &str, binary: Option<&std::path::Path>) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use eocube::executor::lambda::package::{self, Arch};
+    let arch: Arch = arch.parse().map_err(|e: String| anyhow::anyhow!("--arch {e}"))?;
+    let binary = match binary {
+        Some(b) => b.to_path_buf(),
+        None => std::env::current_exe().context("this program's path (give --binary)")?,
+    };
+    let size = package::package(&binary, arch, output)?;
+    println!("wrote {} ({:.1} MB): bootstrap = {}", output.display(), size as f64 / 1e6, binary.display());
+    println!("create the function (a role that may read the archive and write the cube, docs/engines.md):");
+    println!("  {}", package::create_function_command(output, arch, SUGGESTED_MEMORY_MB, SUGGESTED_TIMEOUT_S));
+    println!("then build with:  eocube build ... --out s3://BUCKET/cube.zarr --executor lambda --function eocube");
+    Ok(())
+}

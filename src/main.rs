@@ -79,6 +79,12 @@ enum Command {
         #[arg(long, short)]
         quiet: bool,
     },
+    /// AWS Lambda: package this binary as the function (docs/engines.md, "AWS Lambda").
+    #[cfg(feature = "lambda")]
+    Lambda {
+        #[command(subcommand)]
+        command: LambdaCommand,
+    },
     /// Serve a synthetic archive (from `eocube synth`) on 127.0.0.1 as a STAC API with
     /// range-capable file serving, until Ctrl-C: for builds and benchmarks over real HTTP.
     ///
@@ -267,6 +273,27 @@ enum ExecutorName {
     Batch,
     #[cfg(feature = "lambda")]
     Lambda,
+}
+
+#[cfg(feature = "lambda")]
+#[derive(Subcommand)]
+enum LambdaCommand {
+    /// Write the function's zip (`bootstrap` = the eocube binary) for the provided.al2023 runtime
+    /// and print the `aws lambda create-function` command. The binary must need no newer glibc
+    /// than Amazon Linux 2023's (2.34): build a static one for the target (see the error).
+    ///
+    /// Example: eocube lambda package --binary target/x86_64-unknown-linux-musl/release/eocube
+    Package {
+        /// The zip to write.
+        #[arg(short, long, default_value = "eocube-lambda.zip")]
+        output: std::path::PathBuf,
+        /// The function's architecture.
+        #[arg(long, default_value = "x86_64", value_parser = ["x86_64", "arm64"])]
+        arch: String,
+        /// The eocube binary to package (default: this one).
+        #[arg(long, value_name = "PATH")]
+        binary: Option<std::path::PathBuf>,
+    },
 }
 
 /// Where and how the tasks run (docs/engines.md).
@@ -472,6 +499,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::ServeArchive { dir, port } => runtime.block_on(serve_archive(&dir, port)),
         Command::Demo { out, workers, quiet } => runtime.block_on(demo(&out, workers, quiet)),
+        #[cfg(feature = "lambda")]
+        Command::Lambda { command: LambdaCommand::Package { output, arch, binary } } => {
+            lambda::package(&output, &arch, binary.as_deref())
+        }
     };
     done.map(|()| ExitCode::SUCCESS)
 }

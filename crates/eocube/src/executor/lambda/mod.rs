@@ -30,6 +30,8 @@ use aws_smithy_types::error::display::DisplayErrorContext;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+pub mod package;
+
 use super::pool::Pool;
 use super::remote::{self, ResultReader};
 use super::scheduler::{Executor, ExecutorError, TaskEnd, TaskEvent};
