@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install what the test suite needs: Debian's nginx (range-capable HTTP server),
 # a Python venv with rasterio (bundles GDAL) + moto (S3 server), Azurite (Azure Blob emulator,
-# npm, into .tools/), Slurm + munge, and the Rust components used by scripts/test.sh. Idempotent
+# npm, into .tools/), Slurm + munge, headless Chromium, and the Rust components used by scripts/test.sh. Idempotent
 # and quick when already done.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -88,5 +88,14 @@ bash "$(dirname "${BASH_SOURCE[0]}")/stac-server.sh" install
 
 # 6. Slurm and munge (a one-node cluster for tests/engines.rs; scripts/slurm.sh starts it)
 bash "$ROOT/scripts/slurm.sh" install
+
+# 7. Chromium, headless (tests/report.rs opens the run report page and screenshots it)
+if ! command -v chromium >/dev/null 2>&1; then
+    echo "setup: installing chromium"
+    $SUDO apt-get update -q </dev/null
+    $SUDO apt-get install -y -q --no-install-recommends chromium </dev/null
+else
+    echo "setup: chromium present"
+fi
 
 echo "setup: done"
