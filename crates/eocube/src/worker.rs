@@ -334,6 +334,8 @@ pub async fn run_task(
     // The bins of one chunk search the catalog once; a failed joint search leaves each job to
     // search (and fail or retry) by itself.
     let t_search = Instant::now();
+    // The first job's span starts with the task, so the timeline shows the joint search too.
+    let mut task_start = Some(unix_now());
     let found = match tokio::time::timeout(timeout, job::search_bins(ctx, &todo)).await {
         Ok(Ok(found)) => found,
         _ => None,
@@ -342,7 +344,7 @@ pub async fn run_task(
     let worker = worker_id(|k| std::env::var(k).ok());
     for &job in &todo {
         let t0 = Instant::now();
-        let started = unix_now();
+        let started = task_start.take().unwrap_or_else(unix_now);
         let result = match tokio::time::timeout(timeout, job::run_with(ctx, cube, job, found.as_deref())).await {
             Ok(Ok((mut stats, receipt))) => {
                 if let Some(seconds) = shared_search.take() {

@@ -110,7 +110,8 @@ pub struct JobRecord {
     #[serde(default)]
     pub attempt: u32,
     /// Wall-clock start and end of the job's last attempt, in Unix seconds (UTC, fractional).
-    /// For an attempt lost before its jobs ran, the scheduler's view of the task attempt.
+    /// The first job of a task starts with the task (its joint catalog search included); for an
+    /// attempt lost before its jobs ran, the scheduler's view of the task attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

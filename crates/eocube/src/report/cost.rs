@@ -16,9 +16,9 @@ pub struct Prices {
 
 /// AWS Lambda, x86_64, us-east-1, first pricing tier: $0.0000166667 per GB-s, $0.20 per 1M
 /// requests.
-pub const LAMBDA_X86_64: Prices = Prices { gb_second: 0.000_016_666_7, request: 0.20 / 1e6 };
+pub const LAMBDA_X86_64: Prices = Prices { gb_second: 0.000_016_666_7, request: 0.000_000_2 };
 /// AWS Lambda, arm64 (Graviton), us-east-1, first tier: $0.0000133334 per GB-s, same requests.
-pub const LAMBDA_ARM64: Prices = Prices { gb_second: 0.000_013_333_4, request: 0.20 / 1e6 };
+pub const LAMBDA_ARM64: Prices = Prices { gb_second: 0.000_013_333_4, request: 0.000_000_2 };
 /// When [`LAMBDA_X86_64`] and [`LAMBDA_ARM64`] were read off the price page.
 pub const PRICES_AS_OF: &str = "2026-12";
 pub const PRICES_SOURCE: &str = "aws.amazon.com/lambda/pricing (us-east-1, first tier)";
