@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Install what the test suite needs: Debian's nginx (range-capable HTTP server),
 # a Python venv with rasterio (bundles GDAL) + moto (S3 server) + cargo-lambda (the Lambda
-# emulator, a binary wheel), Azurite (Azure Blob emulator,
-# npm, into .tools/), Slurm + munge, and the Rust components used by scripts/test.sh. Idempotent
+# emulator, a binary wheel), Azurite (Azure Blob emulator, npm, into .tools/), Slurm + munge,
+# headless Chromium, and the Rust components used by scripts/test.sh. Idempotent
 # and quick when already done.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -30,14 +30,14 @@ check_py() {
     [ -x "$PY" ] && [ -x "$VENV/bin/cargo-lambda" ] && "$PY" - <<'PYEOF' >/dev/null 2>&1
 import rasterio, numpy, boto3, moto, moto.server, xarray, zarr, rioxarray, s3fs, adlfs  # noqa: F401
 assert rasterio.__version__.startswith("1.4"), rasterio.__version__
-import icechunk  # noqa: F401
+import icechunk, PIL  # noqa: F401
 assert icechunk.__version__.startswith("1.1."), icechunk.__version__
 PYEOF
 }
 if check_py && [ -x "$VENV/bin/moto_server" ]; then
     echo "setup: .venv ready"
 else
-    echo "setup: creating .venv (rasterio, numpy, moto[server], boto3, xarray, zarr, s3fs)"
+    echo "setup: creating .venv (rasterio, numpy, moto[server], boto3, xarray, zarr, s3fs, pillow)"
     PYTHON="${PYTHON:-python3}"
     if ! "$PYTHON" -c 'import venv, ensurepip' >/dev/null 2>&1; then
         $SUDO apt-get update -q </dev/null
@@ -53,7 +53,7 @@ else
     "$PY" -m pip install -q --disable-pip-version-check \
         "rasterio>=1.4,<1.5" "numpy>=1.24,<3" "moto[server]>=5,<6" "xarray>=2025.1" "zarr>=3,<4" "rioxarray>=0.18" \
         "s3fs==2026.9.0" "aiobotocore==3.10.0" "boto3==1.43.117" "botocore==1.43.117" \
-        "icechunk==1.1.21" \
+        "icechunk==1.1.21" "pillow>=10,<13" \
         "adlfs==2026.8.0" "azure-storage-blob==12.31.1" "azure-identity==1.27.0" "azure-core==1.41.0" \
         "cargo-lambda==1.9.2" </dev/null
     check_py || { echo "setup: .venv is still not usable" >&2; exit 1; }
@@ -90,5 +90,14 @@ bash "$(dirname "${BASH_SOURCE[0]}")/stac-server.sh" install
 
 # 6. Slurm and munge (a one-node cluster for tests/engines.rs; scripts/slurm.sh starts it)
 bash "$ROOT/scripts/slurm.sh" install
+
+# 7. Chromium, headless (tests/report.rs opens the run report page and screenshots it)
+if ! command -v chromium >/dev/null 2>&1; then
+    echo "setup: installing chromium"
+    $SUDO apt-get update -q </dev/null
+    $SUDO apt-get install -y -q --no-install-recommends chromium </dev/null
+else
+    echo "setup: chromium present"
+fi
 
 echo "setup: done"

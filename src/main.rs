@@ -51,6 +51,36 @@ enum Command {
         /// Print the plan as JSON.
         #[arg(long)]
         json: bool,
+        /// Also predict the run: tasks, wall time at --parallel, Lambda GB-seconds and cost, from
+        /// per-job figures measured on the synthetic archive (printed with the estimate).
+        #[arg(long, conflicts_with = "json")]
+        estimate: bool,
+        /// With --estimate: tasks run at once (Lambda's default account limit is 1000).
+        #[arg(long, default_value_t = 1000, requires = "estimate")]
+        parallel: usize,
+        /// With --estimate: jobs per task, as `eocube build --jobs-per-task`.
+        #[arg(long, default_value_t = 1, requires = "estimate")]
+        jobs_per_task: usize,
+        #[command(flatten)]
+        prices: PriceArgs,
+    },
+    /// Write a run's report as one self-contained HTML page (inline SVG, nothing fetched): a
+    /// timeline of every task, tasks running at once, job durations, retries and failures, bytes
+    /// and requests read, and what the run costs on AWS Lambda (GB-seconds and requests times
+    /// prices dated in the page; --price-gb-s and --price-request override them).
+    ///
+    /// Example: eocube report vermont.zarr -o vermont-run.html
+    Report {
+        /// The cube (the --out of `eocube build`).
+        out: String,
+        /// The run to report (default: the newest; `eocube status OUT` lists them).
+        #[arg(long)]
+        run: Option<String>,
+        /// Where to write the page.
+        #[arg(short = 'o', long = "output", default_value = "report.html")]
+        output: std::path::PathBuf,
+        #[command(flatten)]
+        prices: PriceArgs,
     },
     /// Build a cube: search the scenes of every (time bin, chunk), read, warp, mask, reduce and
     /// write them into a Zarr cube. Running it again with the same flags resumes: jobs in the
@@ -227,6 +257,42 @@ enum Command {
 }
 
 /// How a build runs; none of this changes the cube's bytes.
+/// What a run is priced with (`eocube report`, `eocube plan --estimate`).
+#[derive(clap::Args)]
+struct PriceArgs {
+    /// Memory per task in MB, billed as configured (default: the run's, when it ran on Lambda,
+    /// else 2048).
+    #[arg(long)]
+    memory_mb: Option<u32>,
+    /// Dollars per GB-second (default: AWS Lambda x86_64 us-east-1, dated in the output).
+    #[arg(long)]
+    price_gb_s: Option<f64>,
+    /// Dollars per request, i.e. per task attempt (default: $0.20 per million = 0.0000002).
+    #[arg(long)]
+    price_request: Option<f64>,
+}
+
+impl PriceArgs {
+    /// The prices and memory to use; `run_memory` is what the run itself fixed.
+    fn resolve(&self, run_memory: Option<u32>) -> anyhow::Result<(eocube::report::cost::Prices, u32)> {
+        use eocube::report::cost::{DEFAULT_MEMORY_MB, LAMBDA_X86_64};
+        let price = |flag: &str, v: Option<f64>, default: f64| match v {
+            Some(p) if !(p.is_finite() && p >= 0.0) => anyhow::bail!("{flag} {p}: give a price of 0 or more dollars"),
+            Some(p) => Ok(p),
+            None => Ok(default),
+        };
+        let prices = eocube::report::cost::Prices {
+            gb_second: price("--price-gb-s", self.price_gb_s, LAMBDA_X86_64.gb_second)?,
+            request: price("--price-request", self.price_request, LAMBDA_X86_64.request)?,
+        };
+        let memory = self.memory_mb.or(run_memory).unwrap_or(DEFAULT_MEMORY_MB);
+        if memory == 0 {
+            anyhow::bail!("--memory-mb 0: give the memory each task has, e.g. 2048");
+        }
+        Ok((prices, memory))
+    }
+}
+
 #[derive(clap::Args)]
 struct RunArgs {
     /// Seconds one attempt of one job may take.
@@ -484,7 +550,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let done = match cli.command {
         Command::Info { href } => runtime.block_on(info(&href)),
-        Command::Plan { spec, json } => plan(*spec, json),
+        Command::Plan { spec, json, estimate, parallel, jobs_per_task, prices } => {
+            plan(*spec, json, estimate.then_some((parallel, jobs_per_task, prices)))
+        }
+        Command::Report { out, run, output, prices } => {
+            runtime.block_on(report(&out, run.as_deref(), &output, &prices))
+        }
         Command::Build { spec, run } => runtime.block_on(build(*spec, run)),
         Command::Extend { out, end, workers, run } => runtime.block_on(extend(&out, &end, workers, run)),
         Command::Status { out, branch, json } => runtime.block_on(status(&out, &branch, json)),
@@ -598,7 +669,81 @@ async fn info(href: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn plan(args: SpecArgs, json: bool) -> anyhow::Result<()> {
+/// `eocube report`: the page, where it went and a one-line summary.
+async fn report(out: &str, run: Option<&str>, output: &std::path::Path, prices: &PriceArgs) -> anyhow::Result<()> {
+    use eocube::report::render::{dollars_text, seconds_text};
+    let cube = eocube::store::Cube::open(out).await?;
+    let report = eocube::report::read(&cube, run).await?;
+    let (prices, memory_mb) = prices.resolve(report.memory_mb)?;
+    let cost = eocube::report::cost::Cost::of_run(&report, memory_mb, prices);
+    let page = eocube::report::render::html(&report, &cost);
+    std::fs::write(output, page).with_context(|| format!("-o {}: cannot write the page", output.display()))?;
+    println!("wrote {}", output.display());
+    println!(
+        "run {}: {} tasks, {} jobs ({} failed, {} retries), wall {}, {:.1} GB-s at {memory_mb} MB, {} requests, {}",
+        report.run,
+        report.tasks.len(),
+        report.jobs.len(),
+        report.failures().count(),
+        report.retries(),
+        seconds_text(report.wall_seconds()),
+        cost.gb_seconds,
+        cost.requests,
+        dollars_text(cost.dollars())
+    );
+    Ok(())
+}
+
+/// `eocube plan --estimate`: the prediction under the plan, with where its figures come from.
+fn print_estimate(
+    plan: &eocube::plan::Plan,
+    parallel: usize,
+    jobs_per_task: usize,
+    prices: &PriceArgs,
+) -> anyhow::Result<()> {
+    use eocube::report::cost::{EstimateInput, MEASURED_SOURCE, PRICES_AS_OF, PRICES_SOURCE, estimate};
+    use eocube::report::render::{dollars_text, seconds_text};
+    if parallel == 0 || jobs_per_task == 0 {
+        anyhow::bail!("--parallel and --jobs-per-task: give at least 1");
+    }
+    let (prices, memory_mb) = prices.resolve(None)?;
+    let days: i64 = plan.bins.iter().map(|b| (b.end_exclusive - b.start).num_days()).sum();
+    let input = EstimateInput {
+        jobs: plan.jobs().count(),
+        chunk_px: plan.spec.chunk_size,
+        bin_days: days as f64 / plan.bins.len().max(1) as f64,
+        jobs_per_task,
+        parallel,
+        memory_mb,
+        prices,
+    };
+    let e = estimate(&input);
+    println!("estimate:    {} tasks of {jobs_per_task} jobs, {parallel} at once", e.tasks);
+    println!(
+        "  per job:   {:.2} s wall ({} px chunk, {:.0}-day bins), peak {:.0}-{:.0} MB",
+        e.job_seconds, input.chunk_px, input.bin_days, e.figures.peak_rss_mb.0, e.figures.peak_rss_mb.1
+    );
+    println!(
+        "  wall:      {} (waves of {parallel} tasks of {})",
+        seconds_text(e.wall_seconds),
+        seconds_text(e.task_seconds)
+    );
+    println!(
+        "  Lambda:    {:.0} GB-s at {memory_mb} MB + {} requests = {} (if no job found a scene: {})",
+        e.cost.gb_seconds,
+        e.cost.requests,
+        dollars_text(e.cost.dollars()),
+        dollars_text(e.floor_cost.dollars())
+    );
+    println!("  figures:   {MEASURED_SOURCE}");
+    println!(
+        "  prices:    ${}/GB-s, ${}/request: AWS Lambda as of {PRICES_AS_OF}, {PRICES_SOURCE} (override: --price-gb-s, --price-request)",
+        prices.gb_second, prices.request
+    );
+    Ok(())
+}
+
+fn plan(args: SpecArgs, json: bool, estimate: Option<(usize, usize, PriceArgs)>) -> anyhow::Result<()> {
     let spec = args.input()?.validate()?;
     let t0 = std::time::Instant::now();
     let plan = eocube::plan::Plan::new(&spec, &land_test)?;
@@ -621,6 +766,9 @@ fn plan(args: SpecArgs, json: bool) -> anyhow::Result<()> {
         s.bytes_uncompressed as f64 / 1e9,
         s.bands
     );
+    if let Some((parallel, jobs_per_task, prices)) = estimate {
+        print_estimate(&plan, parallel, jobs_per_task, &prices)?;
+    }
     Ok(())
 }
 

@@ -177,15 +177,8 @@ mod tests {
         assert_eq!(duration(125.0), "2m05s");
         assert_eq!(duration(3725.0), "1h02m");
         let s = Summary { jobs: 10, done: 3, ..Default::default() };
-        let r = JobRecord {
-            job: Job { t: 0, iy: 1, ix: 2 },
-            outcome: Outcome::Failed,
-            retries: 5,
-            seconds: 1.0,
-            stats: Default::default(),
-            error: Some("x.tif: not found".into()),
-            retried_errors: vec![],
-        };
+        let r =
+            JobRecord { retries: 5, ..JobRecord::failed(Job { t: 0, iy: 1, ix: 2 }, "x.tif: not found".into(), 1.0) };
         assert_eq!(line(&s, &r), "[3/10] job t=0 iy=1 ix=2 FAILED, 5 retries: x.tif: not found");
     }
 }

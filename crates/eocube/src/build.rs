@@ -480,6 +480,7 @@ fn new_run(spec: &CubeSpec, opts: &BuildOptions, jobs: Vec<Job>) -> StoredRun {
         tasks: jobs.len().div_ceil(per_task) as u32,
         job_timeout_seconds: opts.run.timeout.as_secs_f64(),
         skip_bad_scenes: opts.skip_bad_scenes,
+        memory_mb: None,
     };
     StoredRun { record, jobs }
 }

@@ -27,6 +27,7 @@ pub mod landmask;
 pub mod mask;
 pub mod plan;
 pub mod reduce;
+pub mod report;
 pub mod spec;
 pub mod store;
 pub mod time;

@@ -85,6 +85,10 @@ pub struct RunRecord {
     /// One attempt of one job, in seconds; a task's bound is this times its jobs.
     pub job_timeout_seconds: f64,
     pub skip_bad_scenes: bool,
+    /// Memory each task is given, in MB, when the engine fixes it (Lambda's function memory,
+    /// what it bills by); the run report prices the run with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<u32>,
 }
 
 impl RunRecord {
@@ -106,6 +110,55 @@ impl RunRecord {
 pub struct StoredRun {
     pub record: RunRecord,
     pub jobs: Vec<Job>,
+}
+
+/// Who runs this process, for the job records: the engine's name for it when it has one
+/// (Lambda's log stream, the Slurm array task, the Batch job, the Kubernetes pod), else
+/// `host:pid`. `env` reads a variable (`|k| std::env::var(k).ok()`).
+pub fn worker_id(env: impl Fn(&str) -> Option<String>) -> String {
+    let var = |k: &str| env(k).filter(|v| !v.trim().is_empty());
+    if let Some(stream) = var("AWS_LAMBDA_LOG_STREAM_NAME") {
+        return format!("lambda:{stream}");
+    }
+    if let Some(job) = var("SLURM_JOB_ID") {
+        return match var("SLURM_ARRAY_TASK_ID") {
+            Some(task) => format!("slurm:{job}_{task}"),
+            None => format!("slurm:{job}"),
+        };
+    }
+    if let Some(job) = var("AWS_BATCH_JOB_ID") {
+        return format!("batch:{job}");
+    }
+    // A pod's HOSTNAME is its name; elsewhere a shell may set HOSTNAME to something stale.
+    if var("KUBERNETES_SERVICE_HOST").is_some()
+        && let Some(pod) = var("HOSTNAME")
+    {
+        return format!("pod:{pod}");
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| var("HOSTNAME"))
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    format!("{host}:{}", std::process::id())
+}
+
+/// The peak resident memory of this process so far, in MB (`VmHWM` of /proc/self/status);
+/// `None` off Linux or when unreadable.
+pub fn peak_rss_mb() -> Option<f64> {
+    parse_vm_hwm(&std::fs::read_to_string("/proc/self/status").ok()?)
+}
+
+fn parse_vm_hwm(status: &str) -> Option<f64> {
+    let line = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?;
+    let kb: f64 = line.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// Now, as Unix seconds (the job records' clock).
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// A new run id: the time and the process, sortable.
@@ -281,13 +334,17 @@ pub async fn run_task(
     // The bins of one chunk search the catalog once; a failed joint search leaves each job to
     // search (and fail or retry) by itself.
     let t_search = Instant::now();
+    // The first job's span starts with the task, so the timeline shows the joint search too.
+    let mut task_start = Some(unix_now());
     let found = match tokio::time::timeout(timeout, job::search_bins(ctx, &todo)).await {
         Ok(Ok(found)) => found,
         _ => None,
     };
     let mut shared_search = found.as_ref().map(|_| t_search.elapsed().as_secs_f64());
+    let worker = worker_id(|k| std::env::var(k).ok());
     for &job in &todo {
         let t0 = Instant::now();
+        let started = task_start.take().unwrap_or_else(unix_now);
         let result = match tokio::time::timeout(timeout, job::run_with(ctx, cube, job, found.as_deref())).await {
             Ok(Ok((mut stats, receipt))) => {
                 if let Some(seconds) = shared_search.take() {
@@ -318,6 +375,11 @@ pub async fn run_task(
                 transient: true,
             },
         };
+        let mut result = result;
+        result.record.worker = Some(worker.clone());
+        result.record.started = Some(started);
+        result.record.ended = Some(unix_now());
+        result.record.peak_rss_mb = peak_rss_mb();
         results.push(result);
     }
     TaskResult::of(index, results)
@@ -454,6 +516,28 @@ mod tests {
     }
 
     #[test]
+    fn the_worker_id_is_the_engine_name_for_the_process_else_host_and_pid() {
+        let lambda = [("AWS_LAMBDA_LOG_STREAM_NAME", "2026/12/01/[$LATEST]abc"), ("SLURM_JOB_ID", "9")];
+        assert_eq!(worker_id(env(&lambda)), "lambda:2026/12/01/[$LATEST]abc");
+        assert_eq!(worker_id(env(&[("SLURM_JOB_ID", "41"), ("SLURM_ARRAY_TASK_ID", "3")])), "slurm:41_3");
+        assert_eq!(worker_id(env(&[("SLURM_JOB_ID", "41")])), "slurm:41");
+        assert_eq!(worker_id(env(&[("AWS_BATCH_JOB_ID", "j-1:7")])), "batch:j-1:7");
+        let pod = [("KUBERNETES_SERVICE_HOST", "10.0.0.1"), ("HOSTNAME", "eocube-r-7-x2")];
+        assert_eq!(worker_id(env(&pod)), "pod:eocube-r-7-x2");
+        let local = worker_id(env(&[("HOSTNAME", "stale")]));
+        assert!(local.ends_with(&format!(":{}", std::process::id())), "{local}");
+    }
+
+    #[test]
+    fn peak_memory_is_vm_hwm_in_mb() {
+        assert_eq!(parse_vm_hwm("Name:\tx\nVmPeak:\t 9 kB\nVmHWM:\t  262144 kB\n"), Some(256.0));
+        assert_eq!(parse_vm_hwm("Name:\tx\n"), None);
+        if cfg!(target_os = "linux") {
+            assert!(peak_rss_mb().is_some_and(|m| m > 0.0));
+        }
+    }
+
+    #[test]
     fn tasks_take_consecutive_jobs_and_the_last_may_be_short() {
         let rec = RunRecord {
             id: "r".into(),
@@ -465,6 +549,7 @@ mod tests {
             tasks: 3,
             job_timeout_seconds: 10.0,
             skip_bad_scenes: false,
+            memory_mb: None,
         };
         let jobs: Vec<Job> = (0..5).map(|t| Job { t, iy: 0, ix: 0 }).collect();
         assert_eq!(rec.task_jobs(&jobs, 0), &jobs[0..2]);

@@ -103,12 +103,49 @@ pub struct JobRecord {
     /// Errors of earlier attempts that were retried.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub retried_errors: Vec<String>,
+    /// The run whose scheduler recorded this line (`eocube report --run`); `None` in lines of
+    /// cubes made before runs were stamped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
+    /// The process that ran the job ([`crate::worker::worker_id`]: a Lambda log stream, a Slurm
+    /// array task, a pod, `host:pid`); `None` when the attempt ended before any job ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+    /// The task attempt this line comes from, from 1 (stamped by the scheduler); 0 in older lines.
+    #[serde(default)]
+    pub attempt: u32,
+    /// Wall-clock start and end of the job's last attempt, in Unix seconds (UTC, fractional).
+    /// The first job of a task starts with the task (its joint catalog search included); for an
+    /// attempt lost before its jobs ran, the scheduler's view of the task attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended: Option<f64>,
+    /// Peak resident memory of the worker process when the job ended, in MB (`VmHWM` of
+    /// /proc/self/status). Process-wide: with several jobs in flight in one process (the local
+    /// executor) it is their joint peak so far, not this job's. `None` where unreadable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_rss_mb: Option<f64>,
 }
 
 impl JobRecord {
     /// A job done in one attempt that took `seconds`.
     pub fn done(job: Job, stats: JobStats, seconds: f64) -> JobRecord {
-        JobRecord { job, outcome: Outcome::Done, retries: 0, seconds, stats, error: None, retried_errors: vec![] }
+        JobRecord {
+            job,
+            outcome: Outcome::Done,
+            retries: 0,
+            seconds,
+            stats,
+            error: None,
+            retried_errors: vec![],
+            run: None,
+            worker: None,
+            attempt: 0,
+            started: None,
+            ended: None,
+            peak_rss_mb: None,
+        }
     }
 
     /// A job whose attempt failed with `error`.
@@ -121,6 +158,20 @@ impl JobRecord {
             stats: JobStats::default(),
             error: Some(error),
             retried_errors: vec![],
+            run: None,
+            worker: None,
+            attempt: 0,
+            started: None,
+            ended: None,
+            peak_rss_mb: None,
+        }
+    }
+
+    /// The wall-clock span of the job, when both ends were recorded and in order.
+    pub fn span(&self) -> Option<(f64, f64)> {
+        match (self.started, self.ended) {
+            (Some(a), Some(b)) if a.is_finite() && b.is_finite() && b >= a => Some((a, b)),
+            _ => None,
         }
     }
 }
@@ -213,7 +264,7 @@ mod tests {
             seconds: 1.5,
             stats: JobStats { scenes: 4, ..Default::default() },
             error: Some("boom".into()),
-            retried_errors: vec![],
+            ..JobRecord::failed(Job { t: 0, iy: 0, ix: 0 }, String::new(), 0.0)
         };
         let v = serde_json::to_value(&r).unwrap();
         assert_eq!(v["job"], serde_json::json!({"t": 1, "iy": 2, "ix": 3}));
@@ -221,5 +272,19 @@ mod tests {
         assert_eq!(v["scenes"], 4);
         assert_eq!(v["error"], "boom");
         assert!(v.get("retried_errors").is_none());
+        assert!(v.get("started").is_none());
+    }
+
+    #[test]
+    fn lines_written_before_the_timeline_fields_still_parse() {
+        let old = serde_json::json!({"job": {"t": 0, "iy": 1, "ix": 2}, "outcome": "done", "retries": 0,
+            "seconds": 2.0, "scenes_found": 1, "scenes": 1, "solar_days": 1, "requests": 3, "bytes": 10,
+            "searches": 1, "search_seconds": 0.1, "read_seconds": 1.0, "reduce_seconds": 0.1,
+            "write_seconds": 0.1, "warnings": []});
+        let r: JobRecord = serde_json::from_value(old).unwrap();
+        assert_eq!((r.span(), r.run, r.worker, r.attempt, r.peak_rss_mb), (None, None, None, 0, None));
+        let mut r = JobRecord::done(Job { t: 0, iy: 0, ix: 0 }, JobStats::default(), 1.0);
+        (r.started, r.ended) = (Some(10.0), Some(9.0));
+        assert_eq!(r.span(), None, "an end before the start is no span");
     }
 }

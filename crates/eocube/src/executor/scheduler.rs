@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use super::{JobRecord, Outcome, RunOptions, Summary, Watcher, jitter};
 use crate::plan::Job;
 use crate::store::{Cube, Finished, StoreError};
-use crate::worker::{StoredRun, TaskExit, TaskResult};
+use crate::worker::{StoredRun, TaskExit, TaskResult, unix_now};
 
 /// What an executor reports about a task.
 #[derive(Debug)]
@@ -84,6 +84,8 @@ const TASK_SLACK: Duration = Duration::from_secs(30);
 struct TaskState {
     attempt: u32,
     started: Option<Instant>,
+    /// When the current attempt began, Unix seconds: the span of jobs it lost before they ran.
+    started_wall: Option<f64>,
     timed_out: bool,
     errors: Vec<String>,
     /// Jobs of the task already recorded as done (an attempt after a partial one repeats them).
@@ -138,7 +140,11 @@ pub async fn run(
             event = rx.recv() => {
                 let Some(event) = event else { break };
                 match event {
-                    TaskEvent::Started { index } => states.entry(index).or_default().started = Some(Instant::now()),
+                    TaskEvent::Started { index } => {
+                        let state = states.entry(index).or_default();
+                        state.started = Some(Instant::now());
+                        state.started_wall = Some(unix_now());
+                    }
                     TaskEvent::Ended { index, end } => {
                         let state = states.entry(index).or_default();
                         let jobs = run.record.task_jobs(&run.jobs, index);
@@ -162,6 +168,7 @@ pub async fn run(
                             );
                         }
                         state.started = None;
+                        let attempt_span = (state.started_wall.take(), unix_now());
                         let last = result.exit != TaskExit::Retry || state.attempt >= opts.retries;
                         for j in result.jobs {
                             let job = j.record.job;
@@ -177,6 +184,11 @@ pub async fn run(
                             let mut record = j.record;
                             record.retries = state.attempt;
                             record.retried_errors = state.errors.clone();
+                            record.run = Some(run.record.id.clone());
+                            record.attempt = state.attempt + 1;
+                            if record.started.is_none() {
+                                (record.started, record.ended) = (attempt_span.0, Some(attempt_span.1));
+                            }
                             count(&mut summary, &record, t0);
                             recorder.send(&record, j.receipt).await?;
                             watcher.tell(|o| o.job_ended(&summary, &record));
