@@ -1,4 +1,4 @@
-//! Executors and the worker (issue 9): `eocube build --executor local|slurm` on the e2e archive,
+//! Executors and the worker (issues 9, 10): `eocube build --executor local|slurm|lambda` on the e2e archive,
 //! `eocube worker` and `eocube collect`, against a real one-node Slurm cluster
 //! (`scripts/slurm.sh start`: slurmctld, slurmd, munge), the test nginx and the test STAC API.
 //!
@@ -604,6 +604,9 @@ fn engine_flags_are_checked() {
         (vec!["--executor", "batch", "--job-queue", "q"], "needs --job-definition"),
         (vec!["--detach"], "--detach is for --executor slurm|kubernetes|batch"),
         (vec!["--executor", "kubernetes", "--image", "x", "--emit", "k.json"], "--out cube.zarr: a relative path"),
+        (vec!["--function", "eocube"], "--function is for --executor lambda, not local"),
+        (vec!["--executor", "lambda"], "needs --function"),
+        (vec!["--executor", "lambda", "--function", "f"], "--out cube.zarr: a relative path"),
     ] {
         let out = run_in(&dir, &args("cube.zarr", &extra), &[]);
         let (_, stderr) = text(&out);
@@ -635,4 +638,56 @@ fn a_task_of_all_bins_of_a_chunk_searches_once() {
     let reference_searches: u64 =
         common::report_lines(&reference().0).iter().map(|l| l["searches"].as_u64().expect("searches")).sum();
     assert_eq!(reference_searches, JOBS as u64, "one search per job without --jobs-per-task");
+}
+
+/// `eocube lambda package`: a binary Lambda can start becomes `bootstrap` (mode 0755, same bytes)
+/// in the zip; another architecture is refused, and so is this test build when it needs a newer
+/// glibc than Amazon Linux 2023's (a Debian 12 build does), naming the static build that fixes it.
+#[test]
+fn lambda_package_writes_bootstrap_and_refuses_what_lambda_cannot_start() {
+    let dir = common::scratch_dir("engines-lambda-package");
+    let zip = dir.join("f.zip");
+    let zip_s = zip.display().to_string();
+    let stdout = ok(
+        run_in(
+            &dir,
+            &["lambda".into(), "package".into(), "-o".into(), zip_s.clone(), "--binary".into(), "/bin/true".into()],
+            &[],
+        ),
+        "package /bin/true",
+    );
+    assert!(stdout.contains("aws lambda create-function") && stdout.contains("provided.al2023"), "{stdout}");
+    let check = r#"
+import sys, zipfile, stat
+z = zipfile.ZipFile(sys.argv[1])
+assert z.testzip() is None
+[info] = z.infolist()
+assert info.filename == "bootstrap", info.filename
+assert stat.S_IMODE(info.external_attr >> 16) == 0o755, oct(info.external_attr >> 16)
+assert z.read("bootstrap") == open("/bin/true", "rb").read()
+print("bootstrap ok", info.file_size, info.compress_size)
+"#;
+    assert!(common::run_python(check, &[&zip_s], "reading the zip").contains("bootstrap ok"));
+    let arm = run_in(
+        &dir,
+        &[
+            "lambda".into(),
+            "package".into(),
+            "-o".into(),
+            zip_s.clone(),
+            "--arch".into(),
+            "arm64".into(),
+            "--binary".into(),
+            "/bin/true".into(),
+        ],
+        &[],
+    );
+    assert!(!arm.status.success() && text(&arm).1.contains("not arm64"), "{}", text(&arm).1);
+    std::fs::remove_file(&zip).expect("remove");
+    let me = run_in(&dir, &["lambda".into(), "package".into(), "-o".into(), zip_s], &[]);
+    if !me.status.success() {
+        let err = text(&me).1;
+        assert!(err.contains("needs glibc") && err.contains("x86_64-unknown-linux-musl"), "{err}");
+        assert!(!zip.exists(), "nothing written for a refused binary");
+    }
 }

@@ -17,7 +17,9 @@ The proxy (GET /stats for its counts):
 - `--throttle-every K --throttle N`: every K-th invocation, N in all, is answered 429
   TooManyRequestsException without reaching the function (Lambda's throttling answer);
 - `--function-errors N`: N invocations after the first M are answered 200 with
-  `X-Amz-Function-Error: Unhandled` (what Lambda says of a crashed or timed-out function).
+  `X-Amz-Function-Error: Unhandled` (what Lambda says of a crashed or timed-out function);
+- `--noop`: every invocation is answered at once with a permanent "no-op" outcome per task and
+  no function runs: what is left is the invoker's own rate (scripts/bench-lambda.sh).
 """
 import argparse
 import http.client
@@ -38,6 +40,7 @@ ap.add_argument("--throttle-every", type=int, default=0)
 ap.add_argument("--throttle", type=int, default=0)
 ap.add_argument("--function-errors", type=int, default=0)
 ap.add_argument("--function-errors-after", type=int, default=3)
+ap.add_argument("--noop", action="store_true", help="answer every task at once, no function runs (spawn-rate benchmark)")
 opts = ap.parse_args()
 
 children = []
@@ -137,6 +140,11 @@ class Proxy(http.server.BaseHTTPRequestHandler):
             else:
                 stats["in_flight"] += 1
                 stats["max_in_flight"] = max(stats["max_in_flight"], stats["in_flight"])
+        if opts.noop:
+            with lock:
+                stats["in_flight"] -= 1
+            answer = {"tasks": [{"index": t, "exit": "permanent", "error": "no-op benchmark answer"} for t in tasks]}
+            return self.reply(200, json.dumps(answer).encode())
         if throttle:
             msg = json.dumps({"Type": "User", "message": "Rate Exceeded.", "Reason": "ConcurrentInvocationLimitExceeded"})
             return self.reply(429, msg.encode(), [("x-amzn-ErrorType", "TooManyRequestsException")])
@@ -155,6 +163,7 @@ class Proxy(http.server.BaseHTTPRequestHandler):
                 stats["in_flight"] -= 1
 
 
+http.server.ThreadingHTTPServer.request_queue_size = 1024
 server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
 threading.Thread(target=server.serve_forever, daemon=True).start()
 with open(opts.state + ".tmp", "w") as f:
