@@ -321,6 +321,13 @@ fn lambda_builds_icechunk_and_rides_out_throttling_and_function_errors() {
     let log = icechunk_log(&repo, &dir);
     assert_eq!(log.lines().count(), 2, "one build commit on main:\n{log}");
     assert_icechunk_equals_reference(&dir.join("repo"));
+    // The run report of a published Icechunk cube: every task, the two crashes as retries.
+    let page = dir.join("report.html");
+    let said = ok(run_in(&dir, &["report".into(), repo, "-o".into(), page.display().to_string()], &[]), "report");
+    assert!(said.contains(&format!("{JOBS} tasks, {JOBS} jobs (0 failed, 2 retries)")), "{said}");
+    let html = std::fs::read_to_string(&page).expect("the page");
+    assert_eq!(html.matches("class=\"task\"").count(), JOBS, "one mark per task");
+    assert!(html.contains("injected: the function crashed"), "the retried errors are listed");
 }
 
 #[test]

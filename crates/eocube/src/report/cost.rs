@@ -38,7 +38,9 @@ pub struct Cost {
 
 impl Cost {
     pub fn new(busy_seconds: f64, requests: u64, memory_mb: u32, prices: Prices) -> Cost {
-        Cost { memory_mb, gb_seconds: busy_seconds * f64::from(memory_mb) / 1024.0, requests, prices }
+        // `+ 0.0`: the sum of no seconds is -0.0, which would print as "-0.0 GB-s".
+        let gb_seconds = (busy_seconds + 0.0) * f64::from(memory_mb) / 1024.0;
+        Cost { memory_mb, gb_seconds, requests, prices }
     }
 
     /// The run's attempts as Lambda would bill them: the seconds each task attempt ran times

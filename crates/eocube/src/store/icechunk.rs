@@ -872,10 +872,15 @@ impl CubeStore for IcechunkStore {
     /// The report records committed on the branch (oldest first) and the pending ones.
     async fn report(&self) -> Result<Vec<Value>> {
         let mut out = Vec::new();
-        if let Some(b) = &self.build {
-            let mut commits = self.ancestry_props(&b.name).await?;
-            commits.reverse();
-            for p in commits.into_iter().filter(|p| p.get("build_id").and_then(Value::as_str) == Some(&b.id)) {
+        // A build: its own commits. A view of a branch: every build that made its versions.
+        let (branch, build_id) = match &self.build {
+            Some(b) => (b.name.as_str(), Some(b.id.as_str())),
+            None => (self.opts.branch.as_str(), None),
+        };
+        let mut commits = self.ancestry_props(branch).await?;
+        commits.reverse();
+        for p in commits {
+            if build_id.is_none_or(|id| p.get("build_id").and_then(Value::as_str) == Some(id)) {
                 out.extend(p.get("report").and_then(Value::as_array).cloned().unwrap_or_default());
             }
         }
