@@ -373,6 +373,64 @@ mod tests {
         assert_eq!((back.tasks[0].index, back.tasks[0].exit), (3, TaskExit::Permanent));
     }
 
+    /// An invoker whose client is never used (only [`Invoker::ended`] is called) and whose run
+    /// folder holds `stored` for task 7.
+    fn invoker(stored: Option<TaskResult>) -> Invoker {
+        let conf = aws_sdk_lambda::Config::builder()
+            .behavior_version_latest()
+            .region(aws_sdk_lambda::config::Region::new("us-east-1"))
+            .build();
+        let stored = Arc::new(stored);
+        let results: ResultReader = Arc::new(move |_| {
+            let stored = Arc::clone(&stored);
+            Box::pin(async move { Ok((*stored).clone()) })
+        });
+        Invoker {
+            client: Client::from_conf(conf),
+            function: "eocube".into(),
+            out: "/c".into(),
+            run: "r".into(),
+            results,
+            counts: Arc::default(),
+        }
+    }
+
+    fn result(index: u32) -> TaskResult {
+        let job = crate::plan::Job { t: 0, iy: 1, ix: 2 };
+        TaskResult::failed_before_jobs(index, &[job], "x", true)
+    }
+
+    #[tokio::test]
+    async fn answers_become_task_ends() {
+        let inv = invoker(Some(result(7)));
+        let answer = |o: TaskOutcome| serde_json::to_vec(&Answer { tasks: vec![o] }).unwrap();
+        // Inline result.
+        let a = answer(TaskOutcome { index: 7, exit: TaskExit::Retry, result: Some(result(7)), error: None });
+        assert!(matches!(inv.ended(7, None, Some(&a)).await, TaskEnd::Result(r) if r.index == 7));
+        // Too large for the answer: read from the run folder; missing there: lost, transient.
+        let a = answer(TaskOutcome { index: 7, exit: TaskExit::Done, result: None, error: None });
+        assert!(matches!(inv.ended(7, None, Some(&a)).await, TaskEnd::Result(r) if r.index == 7));
+        let a = answer(TaskOutcome { index: 7, exit: TaskExit::Done, result: None, error: None });
+        assert!(matches!(invoker(None).ended(7, None, Some(&a)).await, TaskEnd::Lost { transient: true, .. }));
+        // A handled permanent failure is not retried; a retry outcome is.
+        let a = answer(failed(7, "no run r".into(), false));
+        assert!(
+            matches!(inv.ended(7, None, Some(&a)).await, TaskEnd::Lost { transient: false, reason } if reason == "no run r")
+        );
+        let a = answer(failed(7, "S3 503".into(), true));
+        assert!(matches!(inv.ended(7, None, Some(&a)).await, TaskEnd::Lost { transient: true, .. }));
+        // A function error (crash, timeout) is transient and keeps Lambda's words.
+        let crash = br#"{"errorType":"Sandbox.Timedout","errorMessage":"Task timed out after 300.00 seconds"}"#;
+        match inv.ended(7, Some("Unhandled"), Some(crash)).await {
+            TaskEnd::Lost { transient: true, reason } => assert!(reason.contains("timed out after 300"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        // Not an eocube answer (another function): permanent; an answer without the task: transient.
+        assert!(matches!(inv.ended(7, None, Some(b"{\"ok\":1}")).await, TaskEnd::Lost { transient: false, .. }));
+        let a = answer(failed(8, "x".into(), false));
+        assert!(matches!(inv.ended(7, None, Some(&a)).await, TaskEnd::Lost { transient: true, .. }));
+    }
+
     #[tokio::test]
     async fn a_bad_location_is_a_permanent_outcome_not_a_function_error() {
         let e = Invocation { out: "ftp://x/y".into(), run: "r".into(), tasks: vec![0, 1] };
