@@ -76,7 +76,7 @@ pub fn package(output: &std::path::Path, arch: &str, binary: Option<&std::path::
     let size = package::package(&binary, arch, output)?;
     println!("wrote {} ({:.1} MB): bootstrap = {}", output.display(), size as f64 / 1e6, binary.display());
     println!("create the function (a role that may read the archive and write the cube, docs/engines.md):");
-    println!("  {}", package::create_function_command(output, arch, SUGGESTED_MEMORY_MB, SUGGESTED_TIMEOUT_S));
+    println!("  {}", package::create_function_command(output, size, arch, SUGGESTED_MEMORY_MB, SUGGESTED_TIMEOUT_S));
     println!("then build with:  eocube build ... --out s3://BUCKET/cube.zarr --executor lambda --function eocube");
     Ok(())
 }

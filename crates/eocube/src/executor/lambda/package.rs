@@ -12,8 +12,10 @@ use std::path::{Path, PathBuf};
 
 /// The glibc of Amazon Linux 2023, the OS of `provided.al2023`.
 pub const AL2023_GLIBC: (u32, u32) = (2, 34);
-/// Zip without its 64-bit extension: every size below 4 GiB.
-const ZIP32_MAX: usize = u32::MAX as usize;
+/// Lambda's bound on a function's unzipped code (250 MB).
+pub const LAMBDA_UNZIPPED_MAX: usize = 250 * 1024 * 1024;
+/// Lambda's bound on a zip uploaded with the request (`--zip-file`); larger ones go through S3.
+pub const LAMBDA_DIRECT_ZIP_MAX: u64 = 50 * 1024 * 1024;
 
 /// Lambda's two architectures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,7 +81,11 @@ pub enum PackageError {
         path.display(), needs.0, needs.1, AL2023_GLIBC.0, AL2023_GLIBC.1
     )]
     GlibcTooNew { path: PathBuf, needs: (u32, u32), target: &'static str },
-    #[error("{} is {size} bytes, more than a zip without 64-bit extensions holds (and than Lambda's 250 MB)", path.display())]
+    #[error(
+        "{} is {:.0} MB, more than Lambda's 250 MB of unzipped code: strip it (`strip {}`, or build with \
+         `--config profile.release.strip=true`; the debug information is most of it)",
+        path.display(), *size as f64 / 1e6, path.display()
+    )]
     TooLarge { path: PathBuf, size: usize },
 }
 
@@ -135,7 +141,7 @@ pub fn package(binary: &Path, arch: Arch, out: &Path) -> Result<u64, PackageErro
     if let Some(needs) = info.glibc.filter(|&v| v > AL2023_GLIBC) {
         return Err(PackageError::GlibcTooNew { path: binary.into(), needs, target: arch.musl_target() });
     }
-    if bytes.len() >= ZIP32_MAX {
+    if bytes.len() > LAMBDA_UNZIPPED_MAX {
         return Err(PackageError::TooLarge { path: binary.into(), size: bytes.len() });
     }
     let zip = zip_one("bootstrap", 0o100755, &bytes);
@@ -202,14 +208,23 @@ fn zip_one(name: &str, mode: u32, data: &[u8]) -> Vec<u8> {
     z
 }
 
-/// The AWS CLI command that creates the function from the zip.
-pub fn create_function_command(zip: &Path, arch: Arch, memory_mb: u32, timeout_s: u32) -> String {
+/// The AWS CLI command that creates the function from the zip of `zip_size` bytes (uploaded with
+/// the request up to 50 MB, else from S3).
+pub fn create_function_command(zip: &Path, zip_size: u64, arch: Arch, memory_mb: u32, timeout_s: u32) -> String {
+    let code = if zip_size <= LAMBDA_DIRECT_ZIP_MAX {
+        format!("--zip-file fileb://{}", zip.display())
+    } else {
+        let name = zip.file_name().map_or_else(|| "eocube-lambda.zip".into(), |n| n.to_string_lossy());
+        format!(
+            "--code S3Bucket=BUCKET,S3Key={name}  (more than 50 MB: first `aws s3 cp {} s3://BUCKET/{name}`)",
+            zip.display()
+        )
+    };
     format!(
         "aws lambda create-function --function-name eocube --runtime provided.al2023 --handler bootstrap \
-         --architectures {} --memory-size {memory_mb} --timeout {timeout_s} --zip-file fileb://{} \
-         --role arn:aws:iam::ACCOUNT_ID:role/eocube-lambda",
-        arch.name(),
-        zip.display()
+         --architectures {} --memory-size {memory_mb} --timeout {timeout_s} --role \
+         arn:aws:iam::ACCOUNT_ID:role/eocube-lambda {code}",
+        arch.name()
     )
 }
 
@@ -254,6 +269,15 @@ mod tests {
         std::fs::write(&new, "not a binary").unwrap();
         assert!(matches!(package(&new, Arch::X86_64, &out), Err(PackageError::NotElf { .. })));
         assert!(!out.exists(), "nothing is written for a refused binary");
+        let big = dir.join("big");
+        let mut b = elf(62, b"\0GLIBC_2.17\0");
+        b.resize(LAMBDA_UNZIPPED_MAX + 1, 0);
+        std::fs::write(&big, b).unwrap();
+        let e = package(&big, Arch::X86_64, &out).unwrap_err();
+        assert!(matches!(e, PackageError::TooLarge { .. }) && e.to_string().contains("strip"), "{e}");
+        assert!(!out.exists());
+        assert!(create_function_command(&out, 1 << 20, Arch::Arm64, 2048, 300).contains("--zip-file fileb://"));
+        assert!(create_function_command(&out, 60 << 20, Arch::Arm64, 2048, 300).contains("--code S3Bucket="));
     }
 
     #[test]
