@@ -65,13 +65,19 @@ const SUGGESTED_MEMORY_MB: u32 = 2048;
 const SUGGESTED_TIMEOUT_S: u32 = 300;
 
 /// `eocube lambda package`.
-pub fn package(output: &std::path::Path, arch: &str, binary: Option<&std::path::Path>) -> anyhow::Result<()> {
+pub fn package(
+    output: &std::path::Path,
+    arch: &str,
+    binary: Option<&std::path::Path>,
+    build: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
     use anyhow::Context;
     use eocube::executor::lambda::package::{self, Arch};
     let arch: Arch = arch.parse().map_err(|e: String| anyhow::anyhow!("--arch {e}"))?;
-    let binary = match binary {
-        Some(b) => b.to_path_buf(),
-        None => std::env::current_exe().context("this program's path (give --binary)")?,
+    let binary = match (binary, build) {
+        (Some(b), _) => b.to_path_buf(),
+        (None, Some(source)) => build_static(source, arch)?,
+        (None, None) => std::env::current_exe().context("this program's path (give --binary)")?,
     };
     let size = package::package(&binary, arch, output)?;
     println!("wrote {} ({:.1} MB): bootstrap = {}", output.display(), size as f64 / 1e6, binary.display());
@@ -79,4 +85,40 @@ pub fn package(output: &std::path::Path, arch: &str, binary: Option<&std::path::
     println!("  {}", package::create_function_command(output, size, arch, SUGGESTED_MEMORY_MB, SUGGESTED_TIMEOUT_S));
     println!("then build with:  eocube build ... --out s3://BUCKET/cube.zarr --executor lambda --function eocube");
     Ok(())
+}
+
+/// `cargo build` of a static, stripped eocube for `arch` in the source tree `source`; the path of
+/// the binary it made.
+fn build_static(
+    source: &std::path::Path,
+    arch: eocube::executor::lambda::package::Arch,
+) -> anyhow::Result<std::path::PathBuf> {
+    let manifest = source.join("Cargo.toml");
+    let is_eocube = std::fs::read_to_string(&manifest).is_ok_and(|t| t.contains("name = \"eocube-cli\""));
+    if !is_eocube {
+        anyhow::bail!(
+            "--build {}: not the eocube source tree (no Cargo.toml of eocube-cli there); give the directory of a \
+             clone of eocube, or package a built binary with --binary",
+            source.display()
+        );
+    }
+    let target = arch.musl_target();
+    let args = ["build", "--release", "--bin", "eocube", "--target", target, "--config", "profile.release.strip=true"];
+    eprintln!(
+        "building: cargo {} (in {}; needs `rustup target add {target}` and musl-tools)",
+        args.join(" "),
+        source.display()
+    );
+    let status = std::process::Command::new("cargo")
+        .args(args)
+        .current_dir(source)
+        .status()
+        .map_err(|e| anyhow::anyhow!("--build: cannot run cargo ({e}); install Rust with rustup"))?;
+    if !status.success() {
+        anyhow::bail!(
+            "--build: cargo build failed ({status}); for a missing target: `rustup target add {target}`, and on Debian \
+             `apt-get install musl-tools` for the C parts"
+        );
+    }
+    Ok(source.join("target").join(target).join("release").join("eocube"))
 }

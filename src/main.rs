@@ -357,8 +357,13 @@ enum LambdaCommand {
         #[arg(long, default_value = "x86_64", value_parser = ["x86_64", "arm64"])]
         arch: String,
         /// The eocube binary to package (default: this one).
-        #[arg(long, value_name = "PATH")]
+        #[arg(long, value_name = "PATH", conflicts_with = "build")]
         binary: Option<std::path::PathBuf>,
+        /// Build it first with the installed toolchain: a static, stripped release binary for the
+        /// architecture (`cargo build --release --target <arch>-unknown-linux-musl`), run in the
+        /// eocube source tree given (default: the current directory).
+        #[arg(long, value_name = "SOURCE", num_args = 0..=1, default_missing_value = ".")]
+        build: Option<std::path::PathBuf>,
     },
 }
 
@@ -571,8 +576,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::ServeArchive { dir, port } => runtime.block_on(serve_archive(&dir, port)),
         Command::Demo { out, workers, quiet } => runtime.block_on(demo(&out, workers, quiet)),
         #[cfg(feature = "lambda")]
-        Command::Lambda { command: LambdaCommand::Package { output, arch, binary } } => {
-            lambda::package(&output, &arch, binary.as_deref())
+        Command::Lambda { command: LambdaCommand::Package { output, arch, binary, build } } => {
+            lambda::package(&output, &arch, binary.as_deref(), build.as_deref())
         }
     };
     done.map(|()| ExitCode::SUCCESS)

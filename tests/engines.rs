@@ -691,6 +691,10 @@ print("bootstrap ok", info.file_size, info.compress_size)
     );
     assert!(!arm.status.success() && text(&arm).1.contains("not arm64"), "{}", text(&arm).1);
     std::fs::remove_file(&zip).expect("remove");
+    // --build outside a source tree is refused before anything runs.
+    let elsewhere =
+        run_in(&dir, &["lambda".into(), "package".into(), "-o".into(), zip_s.clone(), "--build".into()], &[]);
+    assert!(!elsewhere.status.success() && text(&elsewhere).1.contains("not the eocube source tree"));
     let me = run_in(&dir, &["lambda".into(), "package".into(), "-o".into(), zip_s], &[]);
     if !me.status.success() {
         let err = text(&me).1;
