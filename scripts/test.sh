@@ -43,7 +43,8 @@ if [ $# -eq 0 ]; then set -- --workspace; fi
 step "cargo test" cargo test "$@"
 if [ "$*" = "--workspace" ]; then
     # The figures the issues ask to see: agreement with GDAL, request counts per window.
-    step "figures" cargo test -q --test warp --test cog -- --nocapture --test-threads 1 \
+    # --workspace: the features of the build above, so nothing is compiled again.
+    step "figures" cargo test -q --workspace --test warp --test cog -- --nocapture --test-threads 1 \
         warp_agrees_with_gdal one_chunk_window_costs_one_request_per_tile_row
 fi
 echo "==> all steps passed in $(($(date +%s) - T_ALL)) s"
