@@ -1,0 +1,1 @@
+//! `eocube serve`: the read-only tile server, its documents and its pages (issue 11).
