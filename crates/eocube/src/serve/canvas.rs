@@ -31,7 +31,7 @@ fn font() -> &'static Font {
 
 fn parse_font(b: &[u8]) -> Option<Font> {
     let rest = b.strip_prefix(b"EOFONT1\n")?;
-    let (&[w, h, _baseline, n], mut rest) = rest.split_first_chunk::<4>()? else { return None };
+    let (&[w, h, _baseline, n], mut rest) = rest.split_first_chunk::<4>()?;
     let (width, height) = (w as usize, h as usize);
     let mut glyphs = HashMap::new();
     for _ in 0..n {
@@ -78,9 +78,8 @@ impl Canvas {
         }
         let i = (y as usize * self.width + x as usize) * 4;
         let a = alpha as u32;
-        for k in 0..3 {
-            let d = self.rgba[i + k] as u32;
-            self.rgba[i + k] = ((color[k] as u32 * a + d * (255 - a) + 127) / 255) as u8;
+        for (d, &s) in self.rgba[i..i + 3].iter_mut().zip(&color) {
+            *d = ((s as u32 * a + *d as u32 * (255 - a) + 127) / 255) as u8;
         }
     }
 
