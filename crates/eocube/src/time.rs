@@ -270,6 +270,12 @@ pub fn days_since_epoch(date: Date) -> i64 {
     (date - Date::default()).num_days()
 }
 
+/// The date `days` after 1970-01-01 (the inverse of [`days_since_epoch`]); `None` outside
+/// chrono's calendar.
+pub fn date_of_days(days: i64) -> Option<Date> {
+    Date::default().checked_add_signed(TimeDelta::try_days(days)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -464,6 +470,14 @@ mod tests {
             assert!(w.contains(a, lon) && !w.contains(a - eps, lon), "{lon}");
             assert!(w.contains(b - eps, lon) && !w.contains(b, lon), "{lon}");
         }
+    }
+
+    #[test]
+    fn date_of_days_inverts_days_since_epoch() {
+        for d in [Date::default(), Date::from_ymd_opt(2024, 5, 1).unwrap(), Date::from_ymd_opt(1969, 12, 31).unwrap()] {
+            assert_eq!(date_of_days(days_since_epoch(d)), Some(d));
+        }
+        assert_eq!(date_of_days(i64::MAX), None);
     }
 
     #[test]

@@ -7,7 +7,125 @@
 //! the cube (that is `store::view`) or how pixels get their colours (that is `render`).
 
 use super::canvas::{self, BLACK, Canvas, Rgb, WHITE};
-use crate::grid::GeoBox;
+use super::encode::{self, Format};
+use super::params::{self, ParamError, Query};
+use super::render::Style;
+use crate::grid::{Bbox, Crs, GeoBox, PixelWindow, Shape, Transformer};
+use crate::store::StoreError;
+use crate::store::view::CubeView;
+
+/// Most source pixels per band a preview reads; past it the answer is to build a pyramid or to
+/// give a smaller bbox.
+pub const MAX_READ_PX: usize = 8192 * 8192;
+
+/// Why a preview cannot be drawn; each message says what to change.
+#[derive(Debug, thiserror::Error)]
+pub enum PreviewError {
+    #[error(transparent)]
+    Param(#[from] ParamError),
+    #[error("the bbox {bbox} does not overlap the cube, which covers {extent} (lon/lat); give a bbox inside it")]
+    Outside { bbox: String, extent: String },
+    #[error(
+        "the preview would read {px} pixels per band at the finest level that fits; run `eocube overviews` on the cube first, or give a smaller bbox"
+    )]
+    TooLarge { px: usize },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Encode(String),
+}
+
+/// What to draw: the query language of `eocube serve` (`time`, `bands`, `rescale`,
+/// `colormap`, `expression`), an optional lon/lat bbox and the longest side of the map.
+pub struct PreviewRequest {
+    pub query: Query,
+    pub bbox: Option<Bbox>,
+    pub max_px: usize,
+}
+
+/// The cube's extent in lon/lat.
+fn lonlat_extent(g: &GeoBox) -> Bbox {
+    g.footprint(&Crs::wgs84(), 16).ok().and_then(|p| p.bbox()).unwrap_or_else(|| g.bbox())
+}
+
+fn show(b: &Bbox) -> String {
+    format!("{:.4} {:.4} {:.4} {:.4}", b.west, b.south, b.east, b.north)
+}
+
+/// The level-0 pixel window covering `bbox` (lon/lat), clipped to the grid.
+fn window_of(g: &GeoBox, bbox: &Bbox) -> Result<PixelWindow, PreviewError> {
+    let outside = || PreviewError::Outside { bbox: show(bbox), extent: show(&lonlat_extent(g)) };
+    let t = Transformer::new(&Crs::wgs84(), &g.crs);
+    let n = 16;
+    let mut pts = Vec::new();
+    for i in 0..=n {
+        let f = i as f64 / n as f64;
+        let x = bbox.west + f * (bbox.east - bbox.west);
+        let y = bbox.south + f * (bbox.north - bbox.south);
+        pts.extend([(x, bbox.south), (x, bbox.north), (bbox.west, y), (bbox.east, y)]);
+    }
+    t.transform_many(&mut pts).map_err(|_| outside())?;
+    let inv = g.affine.inverse().map_err(|_| outside())?;
+    let px = Bbox::from_points(pts.into_iter().map(|(x, y)| inv.apply(x, y))).ok_or_else(outside)?;
+    let (c0, c1) = (px.west.floor() as i64, px.east.ceil() as i64);
+    let (r0, r1) = (px.south.floor() as i64, px.north.ceil() as i64);
+    PixelWindow { row: r0, col: c0, height: (r1 - r0).max(0) as usize, width: (c1 - c0).max(0) as usize }
+        .clip(g.shape)
+        .ok_or_else(outside)
+}
+
+/// The quicklook PNG of one time step of `view`.
+pub async fn preview(view: &CubeView, req: &PreviewRequest) -> Result<Vec<u8>, PreviewError> {
+    let layout = view.layout();
+    let style = params::style(&req.query, &layout.bands)?;
+    let t = params::time_index(&req.query, &layout.times)?;
+    let g0 = &layout.geobox;
+    let w0 = match &req.bbox {
+        Some(b) => window_of(g0, b)?,
+        None => PixelWindow { row: 0, col: 0, height: g0.shape.ny, width: g0.shape.nx },
+    };
+    let max_px = req.max_px.max(16);
+    // The finest level at which the window fits in `max_px`, else the coarsest, subsampled.
+    let levels = view.levels();
+    let at = |l: usize| {
+        let f = 1i64 << l;
+        let (r0, c0) = (w0.row.div_euclid(f), w0.col.div_euclid(f));
+        let r1 = (w0.row + w0.height as i64 + f - 1).div_euclid(f);
+        let c1 = (w0.col + w0.width as i64 + f - 1).div_euclid(f);
+        PixelWindow { row: r0, col: c0, height: (r1 - r0) as usize, width: (c1 - c0) as usize }
+    };
+    let level = (0..levels.len()).find(|&l| at(l).height.max(at(l).width) <= max_px).unwrap_or(levels.len() - 1);
+    let w = at(level);
+    if w.height * w.width > MAX_READ_PX {
+        return Err(PreviewError::TooLarge { px: w.height * w.width });
+    }
+    let step = w.height.max(w.width).div_ceil(max_px).max(1);
+    let (oh, ow) = (w.height.div_ceil(step), w.width.div_ceil(step));
+    let mut values = Vec::new();
+    for band in style.bands() {
+        let full = view.read(level, t, band, w).await?;
+        let mut sub = Vec::with_capacity(oh * ow);
+        for r in (0..w.height).step_by(step) {
+            sub.extend(full[r * w.width..(r + 1) * w.width].iter().step_by(step));
+        }
+        values.push(sub);
+    }
+    let rgba = style.render(&values, oh * ow);
+    let lg = levels[level].geobox.window(&w);
+    let geobox = GeoBox::new(lg.crs.clone(), lg.affine.scaled(step as f64, step as f64), Shape { ny: oh, nx: ow });
+    let date = crate::time::date_of_days(layout.times[t])
+        .map_or_else(|| "?".to_string(), |d| d.format("%Y-%m-%d").to_string());
+    let (what, legend) = match &style {
+        Style::Rgb { bands, .. } => (bands.iter().map(|&b| layout.bands[b].as_str()).collect::<Vec<_>>().join(","), None),
+        Style::Band { band, stretch, colormap } => (layout.bands[*band].clone(), Some(Legend::of(stretch, colormap))),
+        Style::Expression { stretch, colormap, .. } => {
+            (req.query.get("expression").unwrap_or_default().to_string(), Some(Legend::of(stretch, colormap)))
+        }
+    };
+    let title = format!("{} | {date} | {what}", layout.variable);
+    let canvas = compose(&Figure { map: &rgba, geobox: &geobox, title, legend });
+    encode::encode(&canvas.rgba, canvas.width, canvas.height, Format::Png).map_err(|e| PreviewError::Encode(e.to_string()))
+}
 
 /// Mean earth radius of the scale bar's distances on a geographic grid (metres).
 const EARTH_RADIUS_M: f64 = 6_371_008.8;
@@ -27,6 +145,18 @@ pub struct Legend {
     pub lo: f64,
     pub hi: f64,
     pub label: String,
+}
+
+impl Legend {
+    /// The colour bar of a stretch through a colormap.
+    fn of(stretch: &super::render::Stretch, colormap: &super::colormap::Colormap) -> Legend {
+        Legend {
+            colors: (0..=255).map(|i| colormap.at(i as f32 / 255.0)).collect(),
+            lo: stretch.lo as f64,
+            hi: stretch.hi as f64,
+            label: String::new(),
+        }
+    }
 }
 
 /// What a figure shows: the map pixels (straight-alpha RGBA, `geobox.shape`), their grid, a

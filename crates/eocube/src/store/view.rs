@@ -448,7 +448,8 @@ async fn read_pyramid(cube: &Cube) -> Result<Option<Vec<(Level, Source)>>> {
         let gt: Option<[f64; 6]> = e.get("spatial:transform").and_then(|v| serde_json::from_value(v.clone()).ok());
         match (asset, shape, gt) {
             (Some(a), Some([ny, nx]), Some(gt)) if ny > 0 && nx > 0 => {
-                by_asset.insert(a, (Shape { ny, nx }, Affine::from_gdal(gt)));
+                // The spatial convention orders the transform as rasterio does, [a, b, c, d, e, f].
+                by_asset.insert(a, (Shape { ny, nx }, Affine::new(gt[0], gt[1], gt[2], gt[3], gt[4], gt[5])));
             }
             _ => {
                 return Err(bad(format!(
