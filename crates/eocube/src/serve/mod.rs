@@ -1,1 +1,3 @@
 //! `eocube serve`: the read-only tile server, its documents and its pages (issue 11).
+
+pub mod pages;
