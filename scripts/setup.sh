@@ -2,7 +2,8 @@
 # Install what the test suite needs: Debian's nginx (range-capable HTTP server),
 # a Python venv with rasterio (bundles GDAL) + moto (S3 server) + cargo-lambda (the Lambda
 # emulator, a binary wheel), Azurite (Azure Blob emulator, npm, into .tools/), Slurm + munge,
-# headless Chromium, and the Rust components used by scripts/test.sh. Idempotent
+# headless Chromium + playwright-core (npm, into .tools/), and the Rust components used by
+# scripts/test.sh. Idempotent
 # and quick when already done.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -98,6 +99,17 @@ if ! command -v chromium >/dev/null 2>&1; then
     $SUDO apt-get install -y -q --no-install-recommends chromium </dev/null
 else
     echo "setup: chromium present"
+fi
+
+# 8. playwright-core, from npm into .tools/ (tests/view/pages.cjs drives the map page in the
+# chromium above; the package has no browser of its own)
+PLAYWRIGHT_VERSION=1.65.2
+if grep -q "\"version\": \"$PLAYWRIGHT_VERSION\"" "$ROOT/.tools/node_modules/playwright-core/package.json" 2>/dev/null; then
+    echo "setup: playwright-core $PLAYWRIGHT_VERSION present"
+else
+    echo "setup: npm install playwright-core@$PLAYWRIGHT_VERSION into .tools"
+    mkdir -p "$ROOT/.tools"
+    npm install --prefix "$ROOT/.tools" --no-audit --no-fund --loglevel=error "playwright-core@$PLAYWRIGHT_VERSION" </dev/null
 fi
 
 echo "setup: done"

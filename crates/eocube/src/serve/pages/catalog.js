@@ -77,7 +77,7 @@ function card(cube, detail, detailError) {
         "figure",
         {},
         h("img", { src: withToken(cube.links.thumbnail), alt: `The extent of ${cube.id}, latest time step`, loading: "lazy" }),
-        h("figcaption", {}, `extent ${bboxText} (lon/lat)`),
+        h("figcaption", {}, `latest time step; extent ${bboxText} (lon/lat)`),
       )
     : null;
   let versions;

@@ -103,7 +103,9 @@ function renderQuery(t) {
 }
 
 function tileURL(t) {
-  let template = cube.links.tiles;
+  let template = cube.links?.tiles ?? `${apiPath}/tiles/WebMercatorQuad/{z}/{x}/{y}.png`;
+  // The tiles must be those of the version this page is pinned to, whatever id the links carry.
+  template = template.replace(/\/cubes\/[^/]+\/tiles\//, `${apiPath}/tiles/`);
   if (template.startsWith("/")) template = location.origin + template;
   return withQuery(template, renderQuery(t));
 }
@@ -147,11 +149,15 @@ function showTime(t) {
       shown.delete(i);
     }
   }
-  for (const i of keep) if (!shown.has(i)) addTimeLayer(i);
+  // The shown step's tiles are asked for first, its neighbours' after.
+  const order = [...keep].sort((a, b) => Math.abs(a - t) - Math.abs(b - t));
+  for (const i of order) if (!shown.has(i)) addTimeLayer(i);
   for (const [i, id] of shown) map.setPaintProperty(id, "raster-opacity", i === t ? state.opacity : 0);
   const label = cube.times[t];
   $("time-label").textContent = `${label.label} (${label.date})`;
   $("time").setAttribute("aria-valuetext", label.label);
+  // The time step in the page's own URL: a reload, a link or a version switch keeps it.
+  history.replaceState(history.state, "", withQuery(location.pathname + location.search, { time: label.label }) + location.hash);
   if (inspected) markTime();
 }
 
@@ -292,14 +298,14 @@ function setupVersions() {
     : "Pick a branch, tag or snapshot to pin the map to it.";
   select.addEventListener("change", () => {
     const ref = select.value ? `${encodeURIComponent(baseId)}@${encodeURIComponent(select.value)}` : encodeURIComponent(baseId);
-    location.assign(withQuery(`/cubes/${ref}/map`) + location.hash);
+    location.assign(withQuery(`/cubes/${ref}/map`, { time: cube.times[state.t].label }) + location.hash);
   });
 }
 
 function statusLine() {
   const what =
     state.mode === "rgb" ? state.rgb.join(", ") : state.mode === "band" ? `${state.band} (${state.colormap})` : state.expression;
-  return `${cube.id}: ${what}, stretch ${state.lo} to ${state.hi}`;
+  return `${cubeRef}: ${what}, stretch ${state.lo} to ${state.hi}`;
 }
 
 // ---- the pixel inspector ----------------------------------------------------------------------
@@ -417,12 +423,15 @@ async function main() {
   } catch (e) {
     return setStatus(`Could not open ${cubeRef}: ${e.message}`, true);
   }
-  document.title = `eocube: ${cube.title ?? cube.id}${version ? "@" + version : ""}`;
-  $("title").textContent = `${cube.title ?? cube.id}${version ? " @ " + version : ""}`;
+  const name = cube.title && cube.title !== cube.id && cube.title !== baseId ? `${cube.title} (${baseId})` : baseId;
+  document.title = `eocube: ${name}${version ? " @ " + version : ""}`;
+  $("title").textContent = `${name}${version ? " @ " + version : ""}`;
   $("home").href = withQuery("/");
   if (!cube.times?.length) return setStatus(`${cubeRef} has no time steps to show.`, true);
-  // The latest time step first, as the catalog's thumbnail shows it.
-  state.t = cube.times.length - 1;
+  // The time step the URL names (label or date), else the latest, as the catalog's thumbnail.
+  const asked = pageQuery.get("time");
+  const found = cube.times.findIndex((t) => t.label === asked || t.date === asked);
+  state.t = found >= 0 ? found : cube.times.length - 1;
 
   const [w, s, e, n] = cube.bbox;
   map = new maplibregl.Map({
@@ -448,11 +457,12 @@ async function main() {
   });
   map.addControl(new maplibregl.NavigationControl({ showCompass: false }), "top-right");
   map.addControl(new maplibregl.ScaleControl(), "bottom-left");
-  map.getCanvas().setAttribute("aria-label", `Map of ${cube.id}; click a pixel to see its time series`);
+  map.getCanvas().setAttribute("aria-label", `Map of ${cubeRef}; click a pixel to see its time series`);
   // Exposed for scripting and the browser test (tests/view/pages.rs).
   window.eocube = { map, cube, state, showTime, inspect };
 
   map.on("error", async (ev) => {
+    if (ev.sourceId === "osm") return setStatus("The OpenStreetMap basemap cannot be reached (offline?); the cube is drawn without it.", true);
     // A tile the server refused: show its message (e.g. "run eocube overviews" for a 413).
     let text = ev.error?.message ?? String(ev.error);
     const body = ev.error?.body;
