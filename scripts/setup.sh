@@ -3,8 +3,7 @@
 # a Python venv with rasterio (bundles GDAL) + moto (S3 server) + cargo-lambda (the Lambda
 # emulator, a binary wheel), Azurite (Azure Blob emulator, npm, into .tools/), Slurm + munge,
 # headless Chromium + playwright-core (npm, into .tools/), and the Rust components used by
-# scripts/test.sh. Idempotent
-# and quick when already done.
+# scripts/test.sh. Idempotent and quick when already done.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
