@@ -328,7 +328,7 @@ function bandColour(band, i) {
   return BAND_COLOURS[band] ?? PALETTE[i % PALETTE.length];
 }
 
-const CHART = { w: 310, h: 190, l: 44, r: 10 };
+const CHART = { w: 310, h: 190, l: 48, r: 26 };
 
 /** The x of time step `i` of `n` in the chart. */
 function chartX(i, n) {
@@ -350,7 +350,7 @@ function series(point) {
   const head = h("p", {}, `Pixel row ${point.row}, column ${point.col} at ${point.lon.toFixed(5)}, ${point.lat.toFixed(5)}`);
   if (!values.length) return [head, h("p", {}, "No valid value at any time step here (fill: no clear observation).")];
 
-  const [W, H, L, R, T, B] = [CHART.w, CHART.h, CHART.l, CHART.r, 10, 34];
+  const [W, H, L, R, T, B] = [CHART.w, CHART.h, CHART.l, CHART.r, 10, 26];
   let lo = Math.min(0, ...values);
   let hi = Math.max(...values);
   if (hi <= lo) hi = lo + 0.1;
@@ -372,7 +372,7 @@ function series(point) {
       chart.append(svg("text", { x: x(i), y: H - B + 14, "text-anchor": "middle" }, r.label));
     }
   });
-  chart.append(svg("text", { x: L, y: H - 4 }, "time"));
+  chart.append(svg("text", { x: 10, y: T + (H - T - B) / 2, transform: `rotate(-90 10 ${T + (H - T - B) / 2})`, "text-anchor": "middle" }, "reflectance"));
   chart.append(svg("line", { id: "series-now", x1: x(state.t), x2: x(state.t), y1: T, y2: H - B, stroke: "#999", "stroke-dasharray": "3 3" }));
   bands.forEach((b, k) => {
     const colour = bandColour(b, k);
