@@ -293,9 +293,12 @@ function setupVersions() {
   }
   select.value = version;
   select.disabled = false;
+  // `version` of the document: what the server resolved the URL's version to.
+  const r = cube.version;
+  const resolved = r?.snapshot ? `${r.kind ?? "version"} ${r.name ?? ""} = snapshot ${r.snapshot.slice(0, 12)}…` : "";
   $("version-note").textContent = version
-    ? `Pinned to ${version}.`
-    : "Pick a branch, tag or snapshot to pin the map to it.";
+    ? `Pinned to ${resolved || version}.`
+    : `Showing ${resolved || "the default version"}. Pick a branch, tag or snapshot to pin the map to it.`;
   select.addEventListener("change", () => {
     const ref = select.value ? `${encodeURIComponent(baseId)}@${encodeURIComponent(select.value)}` : encodeURIComponent(baseId);
     location.assign(withQuery(`/cubes/${ref}/map`, { time: cube.times[state.t].label }) + location.hash);
