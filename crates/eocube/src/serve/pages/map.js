@@ -295,7 +295,8 @@ function setupVersions() {
   select.disabled = false;
   // `version` of the document: what the server resolved the URL's version to.
   const r = cube.version;
-  const resolved = r?.snapshot ? `${r.kind ?? "version"} ${r.name ?? ""} = snapshot ${r.snapshot.slice(0, 12)}…` : "";
+  const snap = r?.snapshot ? `snapshot ${r.snapshot.slice(0, 12)}…` : "";
+  const resolved = r?.kind === "branch" || r?.kind === "tag" ? `${r.kind} ${r.name} = ${snap}` : snap;
   $("version-note").textContent = version
     ? `Pinned to ${resolved || version}.`
     : `Showing ${resolved || "the default version"}. Pick a branch, tag or snapshot to pin the map to it.`;
