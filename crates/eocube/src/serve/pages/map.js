@@ -161,12 +161,22 @@ function showTime(t) {
   if (inspected) markTime();
 }
 
-/** Bands, stretch or colour map changed: new sources for the shown time steps. */
+/** Bands, stretch or colour map changed: new sources for the shown time steps. The old picture
+ * stays under the new one until the new one's tiles are in, so the map never flashes empty. */
 function rerender() {
-  for (const id of shown.values()) removeLayer(id);
+  const stale = shown.get(state.t);
+  for (const [i, id] of shown) if (i !== state.t) removeLayer(id);
   shown.clear();
   generation += 1;
   showTime(state.t);
+  if (!stale) return;
+  const fresh = shown.get(state.t);
+  const done = () => {
+    if (map.getSource(fresh) && !map.isSourceLoaded(fresh)) return;
+    map.off("sourcedata", done);
+    removeLayer(stale);
+  };
+  map.on("sourcedata", done);
 }
 
 function setBasemap(on) {
