@@ -14,19 +14,22 @@
 //!     ├─ encode   RGBA ─▶ PNG / WebP / JPEG
 //!     ├─ docs     TileJSON, OGC API - Tiles, WMTS capabilities
 //!     └─ pages    the catalog and map pages, their assets (helper W)
+//!   canvas, quicklook   `eocube preview` (the lead's)
 //! ```
 //!
 //! The pure modules (`tms`, `render`, `colormap`, `expr`, `encode`, `docs`, `params`) do no I/O
 //! and are unit-tested; `server` is tested end to end in `tests/view/tiles.rs`.
 
+pub mod canvas;
 pub mod colormap;
 pub mod docs;
 pub mod encode;
 pub mod expr;
 pub mod pages;
 pub mod params;
+pub mod quicklook;
 pub mod render;
-// mod server; (needs store::view)
+mod server;
 pub mod tms;
 
-// pub use server::{CubeArg, Listening, ServeError, ServeOptions, Server, cube_args, valid_id};
+pub use server::{CubeArg, Listening, ServeError, ServeOptions, Server, cube_args, valid_id};
