@@ -30,7 +30,7 @@ check_py() {
     [ -x "$PY" ] && [ -x "$VENV/bin/cargo-lambda" ] && "$PY" - <<'PYEOF' >/dev/null 2>&1
 import rasterio, numpy, boto3, moto, moto.server, xarray, zarr, rioxarray, s3fs, adlfs  # noqa: F401
 assert rasterio.__version__.startswith("1.4"), rasterio.__version__
-import icechunk, PIL  # noqa: F401
+import icechunk, PIL, jsonschema, referencing  # noqa: F401
 assert icechunk.__version__.startswith("1.1."), icechunk.__version__
 PYEOF
 }
@@ -53,7 +53,7 @@ else
     "$PY" -m pip install -q --disable-pip-version-check \
         "rasterio>=1.4,<1.5" "numpy>=1.24,<3" "moto[server]>=5,<6" "xarray>=2025.1" "zarr>=3,<4" "rioxarray>=0.18" \
         "s3fs==2026.9.0" "aiobotocore==3.10.0" "boto3==1.43.117" "botocore==1.43.117" \
-        "icechunk==1.1.21" "pillow>=10,<13" \
+        "icechunk==1.1.21" "pillow>=10,<13" "jsonschema>=4.18,<5" \
         "adlfs==2026.8.0" "azure-storage-blob==12.31.1" "azure-identity==1.27.0" "azure-core==1.41.0" \
         "cargo-lambda==1.9.2" </dev/null
     check_py || { echo "setup: .venv is still not usable" >&2; exit 1; }
