@@ -222,7 +222,8 @@ function setupControls() {
   options($("band-one"), bands, bands.includes("nir") ? "nir" : bands[0]);
   if (bands.length < 3) document.querySelector('input[name="mode"][value="band"]').checked = true;
   if (!(bands.includes("nir") && bands.includes("red"))) $("expression").value = bands[0] ?? "";
-  const [lo, hi] = cube.default_rescale ?? [0, 0.3];
+  // The server's figures are f32s (0.30000001192092896): shown as people write them.
+  const [lo, hi] = (cube.default_rescale ?? [0, 0.3]).map((v) => Number(Number(v).toPrecision(6)));
   $("lo").value = lo;
   $("hi").value = hi;
   readControls();
@@ -240,7 +241,7 @@ function setupControls() {
     // An expression such as NDVI spans -1..1, reflectance 0..0.3: switch the stretch with the mode.
     const mode = document.querySelector('input[name="mode"]:checked').value;
     if (mode !== lastMode && (mode === "expression" || lastMode === "expression")) {
-      const [l, u] = mode === "expression" ? [-1, 1] : (cube.default_rescale ?? [0, 0.3]);
+      const [l, u] = mode === "expression" ? [-1, 1] : (cube.default_rescale ?? [0, 0.3]).map((v) => Number(Number(v).toPrecision(6)));
       $("lo").value = l;
       $("hi").value = u;
     }
