@@ -2,8 +2,8 @@
 # Install what the test suite needs: Debian's nginx (range-capable HTTP server),
 # a Python venv with rasterio (bundles GDAL) + moto (S3 server) + cargo-lambda (the Lambda
 # emulator, a binary wheel), Azurite (Azure Blob emulator, npm, into .tools/), Slurm + munge,
-# headless Chromium, and the Rust components used by scripts/test.sh. Idempotent
-# and quick when already done.
+# headless Chromium + playwright-core (npm, into .tools/), and the Rust components used by
+# scripts/test.sh. Idempotent and quick when already done.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -30,7 +30,7 @@ check_py() {
     [ -x "$PY" ] && [ -x "$VENV/bin/cargo-lambda" ] && "$PY" - <<'PYEOF' >/dev/null 2>&1
 import rasterio, numpy, boto3, moto, moto.server, xarray, zarr, rioxarray, s3fs, adlfs  # noqa: F401
 assert rasterio.__version__.startswith("1.4"), rasterio.__version__
-import icechunk, PIL  # noqa: F401
+import icechunk, PIL, jsonschema, referencing  # noqa: F401
 assert icechunk.__version__.startswith("1.1."), icechunk.__version__
 PYEOF
 }
@@ -53,7 +53,7 @@ else
     "$PY" -m pip install -q --disable-pip-version-check \
         "rasterio>=1.4,<1.5" "numpy>=1.24,<3" "moto[server]>=5,<6" "xarray>=2025.1" "zarr>=3,<4" "rioxarray>=0.18" \
         "s3fs==2026.9.0" "aiobotocore==3.10.0" "boto3==1.43.117" "botocore==1.43.117" \
-        "icechunk==1.1.21" "pillow>=10,<13" \
+        "icechunk==1.1.21" "pillow>=10,<13" "jsonschema>=4.18,<5" \
         "adlfs==2026.8.0" "azure-storage-blob==12.31.1" "azure-identity==1.27.0" "azure-core==1.41.0" \
         "cargo-lambda==1.9.2" </dev/null
     check_py || { echo "setup: .venv is still not usable" >&2; exit 1; }
@@ -98,6 +98,17 @@ if ! command -v chromium >/dev/null 2>&1; then
     $SUDO apt-get install -y -q --no-install-recommends chromium </dev/null
 else
     echo "setup: chromium present"
+fi
+
+# 8. playwright-core, from npm into .tools/ (tests/view/pages.cjs drives the map page in the
+# chromium above; the package has no browser of its own)
+PLAYWRIGHT_VERSION=1.65.2
+if grep -q "\"version\": \"$PLAYWRIGHT_VERSION\"" "$ROOT/.tools/node_modules/playwright-core/package.json" 2>/dev/null; then
+    echo "setup: playwright-core $PLAYWRIGHT_VERSION present"
+else
+    echo "setup: npm install playwright-core@$PLAYWRIGHT_VERSION into .tools"
+    mkdir -p "$ROOT/.tools"
+    npm install --prefix "$ROOT/.tools" --no-audit --no-fund --loglevel=error "playwright-core@$PLAYWRIGHT_VERSION" </dev/null
 fi
 
 echo "setup: done"

@@ -126,6 +126,46 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         port: u16,
     },
+    /// Serve cubes on a map: tiles (PNG, WebP, JPEG), TileJSON, OGC API - Tiles, WMTS for QGIS,
+    /// the pixel time series, a catalog page and a map page, until Ctrl-C. Read-only; only the
+    /// cubes named here; binds 127.0.0.1 unless --addr says otherwise (docs/serve.md).
+    ///
+    /// A CUBE is any location `eocube build --out` accepts, or ID=LOCATION; its id is otherwise
+    /// the last path component without `.zarr`. In URLs `ID@VERSION` pins an Icechunk snapshot
+    /// (cached for ever), tag or branch (looked up again every 10 s).
+    ///
+    /// Example: eocube serve vermont.zarr demo=icechunk:///data/repo --addr 127.0.0.1:8080
+    Serve {
+        /// The cubes: LOCATION or ID=LOCATION.
+        #[arg(required = true, value_name = "CUBE")]
+        cubes: Vec<String>,
+        /// Address and port to listen on (port 0: any free port). Anything but 127.0.0.1 or ::1
+        /// lets other machines in: use --token then.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: std::net::SocketAddr,
+        /// Let pages of this origin (e.g. http://localhost:3000, or *) read the server's answers
+        /// (CORS). Off by default.
+        #[arg(long, value_name = "ORIGIN")]
+        cors: Option<String>,
+        /// Require this token on every request (Authorization: Bearer TOKEN or ?token=TOKEN);
+        /// default: the EOCUBE_SERVE_TOKEN environment variable, if set (kept out of `ps`).
+        #[arg(long)]
+        token: Option<String>,
+        /// Memory for decoded chunks, in MB (an LRU shared by all cubes).
+        #[arg(long, default_value_t = 512, value_name = "MB")]
+        cache_mb: usize,
+        /// Pixels one tile may read from a level, per band: past it the answer is 413 with the
+        /// advice to build overviews (`eocube overviews`).
+        #[arg(long, default_value_t = eocube::serve::tms::DEFAULT_MAX_PIXELS, value_name = "N")]
+        max_pixels: usize,
+        /// Seconds one request may take before it is answered 503.
+        #[arg(long, default_value_t = 30.0, value_name = "SECS")]
+        timeout: f64,
+        /// Seconds a branch (or tag) URL stays resolved to one snapshot (its Cache-Control
+        /// max-age); then the branch is looked up again.
+        #[arg(long, default_value_t = 10, value_name = "SECS")]
+        branch_ttl: u64,
+    },
     /// Grow a cube's time axis to a later end date and compute only what is new (the last old
     /// bin again if the old end cut it short). Settings come from the cube itself.
     ///
@@ -572,6 +612,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Log { out, branch, json, all } => runtime.block_on(log(&out, &branch, json, all)),
         Command::Synth { out, bbox, start, end, scene_px, tile_px, bands, revisit_days, seed } => {
             synth(&out, bbox, start, end, scene_px, tile_px, bands, revisit_days, seed)
+        }
+        Command::Serve { cubes, addr, cors, token, cache_mb, max_pixels, timeout, branch_ttl } => {
+            let limits = ServeLimits { cache_mb, max_pixels, timeout, branch_ttl };
+            runtime.block_on(serve(&cubes, addr, cors, token, limits))
         }
         Command::ServeArchive { dir, port } => runtime.block_on(serve_archive(&dir, port)),
         Command::Demo { out, workers, quiet } => runtime.block_on(demo(&out, workers, quiet)),
@@ -1136,6 +1180,77 @@ async fn serve_archive(dir: &std::path::Path, port: u16) -> anyhow::Result<()> {
     println!("Ctrl-C stops the server.");
     let _ = std::io::stdout().flush();
     server.serve_until(ctrl_c()).await;
+    Ok(())
+}
+
+/// The bounds of `eocube serve`.
+struct ServeLimits {
+    cache_mb: usize,
+    max_pixels: usize,
+    timeout: f64,
+    branch_ttl: u64,
+}
+
+/// `eocube serve`: checks the flags, opens every cube, prints the URLs and serves until Ctrl-C.
+async fn serve(
+    cubes: &[String],
+    addr: std::net::SocketAddr,
+    cors: Option<String>,
+    token: Option<String>,
+    limits: ServeLimits,
+) -> anyhow::Result<()> {
+    use std::io::Write;
+    let ServeLimits { cache_mb, max_pixels, timeout, branch_ttl } = limits;
+    if let Some(o) = &cors {
+        let ok = o == "*"
+            || ((o.starts_with("http://") || o.starts_with("https://"))
+                && !o.trim_start_matches("http://").trim_start_matches("https://").contains('/')
+                && o.bytes().all(|b| b.is_ascii_graphic()));
+        if !ok {
+            anyhow::bail!(
+                "--cors {o:?}: give an origin such as http://localhost:3000 (scheme, host, port; no path) or *"
+            );
+        }
+    }
+    let token = token.or_else(|| std::env::var("EOCUBE_SERVE_TOKEN").ok()).filter(|t| !t.is_empty());
+    if let Some(t) = &token
+        && !t.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+    {
+        anyhow::bail!("--token: use letters, digits and - . _ ~ only (it travels in URLs)");
+    }
+    let timeout = std::time::Duration::try_from_secs_f64(timeout)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .with_context(|| format!("--timeout {timeout}: give a number of seconds greater than 0"))?;
+    if cache_mb == 0 || max_pixels == 0 {
+        anyhow::bail!("--cache-mb and --max-pixels must be greater than 0");
+    }
+    let opts = eocube::serve::ServeOptions {
+        addr,
+        cors,
+        token: token.clone(),
+        cache_bytes: cache_mb.saturating_mul(1 << 20),
+        max_pixels,
+        timeout,
+        branch_ttl: std::time::Duration::from_secs(branch_ttl),
+        ..Default::default()
+    };
+    let args = eocube::serve::cube_args(cubes)?;
+    let server = eocube::serve::Server::open(args, opts).await.context("cannot start the server")?;
+    let ids = server.ids();
+    let listening = server.bind().await?;
+    let base = format!("http://{}", listening.local_addr());
+    let query = token.as_ref().map(|t| format!("?token={t}")).unwrap_or_default();
+    println!("eocube serve: {} cube(s) on {base} (read-only; Ctrl-C stops)", ids.len());
+    println!("catalog: {base}/{query}");
+    for id in &ids {
+        println!("  {id}: {base}/cubes/{id}/map{query}");
+    }
+    if !addr.ip().is_loopback() && token.is_none() {
+        eprintln!("warning: --addr {addr} is reachable from other machines and there is no --token");
+    }
+    let _ = std::io::stdout().flush();
+    listening.serve_until(ctrl_c()).await.context("the server stopped")?;
     Ok(())
 }
 

@@ -50,8 +50,15 @@ fn control_points(name: &str) -> Option<&'static [(f32, u32)]> {
     ];
     // For NDVI over the default expression stretch -1..1: water blue below 0, bare soil beige
     // at 0 to 0.2, then greens to dense vegetation.
-    const NDVI: &[(f32, u32)] =
-        &[(0.0, 0x2166ac), (0.45, 0x92c5de), (0.5, 0xc8b68e), (0.6, 0xe6dca0), (0.7, 0xa6d96a), (0.8, 0x4daf4a), (1.0, 0x00441b)];
+    const NDVI: &[(f32, u32)] = &[
+        (0.0, 0x2166ac),
+        (0.45, 0x92c5de),
+        (0.5, 0xc8b68e),
+        (0.6, 0xe6dca0),
+        (0.7, 0xa6d96a),
+        (0.8, 0x4daf4a),
+        (1.0, 0x00441b),
+    ];
     const GRAY: &[(f32, u32)] = &[(0.0, 0x000000), (1.0, 0xffffff)];
     // matplotlib's Greys runs from white to black.
     const GREYS: &[(f32, u32)] = &[(0.0, 0xffffff), (1.0, 0x000000)];

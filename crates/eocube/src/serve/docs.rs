@@ -119,12 +119,27 @@ pub fn landing(base: &str, cubes: &[(String, String)]) -> Value {
         link(format!("{base}/?f=json"), "self", "application/json", "this document"),
         link(format!("{base}/"), "alternate", "text/html", "the catalog page"),
         link(format!("{base}/conformance"), "conformance", "application/json", "conformance classes"),
-        link(format!("{base}/conformance"), "http://www.opengis.net/def/rel/ogc/1.0/conformance", "application/json", "conformance classes"),
-        link(format!("{base}/tileMatrixSets"), "http://www.opengis.net/def/rel/ogc/1.0/tiling-schemes", "application/json", "tile matrix sets"),
+        link(
+            format!("{base}/conformance"),
+            "http://www.opengis.net/def/rel/ogc/1.0/conformance",
+            "application/json",
+            "conformance classes",
+        ),
+        link(
+            format!("{base}/tileMatrixSets"),
+            "http://www.opengis.net/def/rel/ogc/1.0/tiling-schemes",
+            "application/json",
+            "tile matrix sets",
+        ),
         link(format!("{base}/cubes"), "data", "application/json", "the cubes"),
     ];
     for (id, title) in cubes {
-        links.push(link(format!("{base}/cubes/{id}/tiles"), "http://www.opengis.net/def/rel/ogc/1.0/tilesets-map", "application/json", title));
+        links.push(link(
+            format!("{base}/cubes/{id}/tiles"),
+            "http://www.opengis.net/def/rel/ogc/1.0/tilesets-map",
+            "application/json",
+            title,
+        ));
     }
     json!({
         "title": "eocube serve",
@@ -141,8 +156,18 @@ fn tileset_links(info: &TileSetInfo) -> Vec<Value> {
     let cube = info.cube_url();
     vec![
         link(info.with_query(format!("{cube}/tiles/{TMS_ID}")), "self", "application/json", "this tileset"),
-        link(format!("{}/tileMatrixSets/{TMS_ID}", info.base), REL_TILING_SCHEME, "application/json", "the tile matrix set"),
-        link(info.with_query(format!("{cube}/tiles/{TMS_ID}/tilejson.json")), "alternate", "application/json", "TileJSON"),
+        link(
+            format!("{}/tileMatrixSets/{TMS_ID}", info.base),
+            REL_TILING_SCHEME,
+            "application/json",
+            "the tile matrix set",
+        ),
+        link(
+            info.with_query(format!("{cube}/tiles/{TMS_ID}/tilejson.json")),
+            "alternate",
+            "application/json",
+            "TileJSON",
+        ),
         link(cube, "http://www.opengis.net/def/rel/ogc/1.0/geodata", "application/json", &info.title),
     ]
 }
@@ -165,7 +190,11 @@ pub fn tileset(info: &TileSetInfo) -> Value {
     let mut links = tileset_links(info);
     for format in [Format::Png, Format::Webp, Format::Jpeg] {
         let mut l = link(
-            info.with_query(format!("{}/tiles/{TMS_ID}/{{tileMatrix}}/{{tileCol}}/{{tileRow}}.{}", info.cube_url(), format.extension())),
+            info.with_query(format!(
+                "{}/tiles/{TMS_ID}/{{tileMatrix}}/{{tileCol}}/{{tileRow}}.{}",
+                info.cube_url(),
+                format.extension()
+            )),
             "item",
             format.content_type(),
             "a tile",
@@ -284,7 +313,9 @@ pub fn wmts_capabilities(info: &TileSetInfo) -> String {
     for f in [Format::Png, Format::Webp, Format::Jpeg] {
         s.push_str(&format!("      <Format>{}</Format>\n", f.content_type()));
     }
-    s.push_str(&format!("      <TileMatrixSetLink>\n        <TileMatrixSet>{tms_name}</TileMatrixSet>\n        <TileMatrixSetLimits>\n"));
+    s.push_str(&format!(
+        "      <TileMatrixSetLink>\n        <TileMatrixSet>{tms_name}</TileMatrixSet>\n        <TileMatrixSetLimits>\n"
+    ));
     for z in info.minzoom..=info.maxzoom {
         let (a, c) = info.limits(z);
         s.push_str(&format!(
@@ -366,7 +397,12 @@ mod tests {
         assert!(z12["minTileRow"].as_u64().unwrap() <= col.y && col.y <= z12["maxTileRow"].as_u64().unwrap());
         let items: Vec<&Value> = t["links"].as_array().unwrap().iter().filter(|l| l["rel"] == "item").collect();
         assert_eq!(items.len(), 3);
-        assert!(items[0]["href"].as_str().unwrap().ends_with("/{tileMatrix}/{tileCol}/{tileRow}.png?bands=red,green,blue&rescale=0,0.3"));
+        assert!(
+            items[0]["href"]
+                .as_str()
+                .unwrap()
+                .ends_with("/{tileMatrix}/{tileCol}/{tileRow}.png?bands=red,green,blue&rescale=0,0.3")
+        );
     }
 
     #[test]

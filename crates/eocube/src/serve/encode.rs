@@ -63,7 +63,8 @@ pub fn encode(rgba: &[u8], width: usize, height: usize, format: Format) -> Resul
     if rgba.len() != width * height * 4 || width == 0 || height == 0 {
         return Err(err(format!("{} bytes of pixels, not {}", rgba.len(), width * height * 4)));
     }
-    let (w32, h32) = (u32::try_from(width).map_err(|e| err(e.to_string()))?, u32::try_from(height).map_err(|e| err(e.to_string()))?);
+    let (w32, h32) =
+        (u32::try_from(width).map_err(|e| err(e.to_string()))?, u32::try_from(height).map_err(|e| err(e.to_string()))?);
     let mut out = Vec::with_capacity(width * height);
     match format {
         Format::Png => {
@@ -82,12 +83,13 @@ pub fn encode(rgba: &[u8], width: usize, height: usize, format: Format) -> Resul
                 .map_err(|e| err(e.to_string()))?;
         }
         Format::Jpeg => {
-            let (w16, h16) = (u16::try_from(width).map_err(|e| err(e.to_string()))?, u16::try_from(height).map_err(|e| err(e.to_string()))?);
+            let (w16, h16) = (
+                u16::try_from(width).map_err(|e| err(e.to_string()))?,
+                u16::try_from(height).map_err(|e| err(e.to_string()))?,
+            );
             // Transparent pixels are black: their colour bytes are 0 already (render leaves them so).
-            let rgb: Vec<u8> = rgba
-                .chunks_exact(4)
-                .flat_map(|p| if p[3] == 0 { [0, 0, 0] } else { [p[0], p[1], p[2]] })
-                .collect();
+            let rgb: Vec<u8> =
+                rgba.chunks_exact(4).flat_map(|p| if p[3] == 0 { [0, 0, 0] } else { [p[0], p[1], p[2]] }).collect();
             jpeg_encoder::Encoder::new(&mut out, JPEG_QUALITY)
                 .encode(&rgb, w16, h16, jpeg_encoder::ColorType::Rgb)
                 .map_err(|e| err(e.to_string()))?;

@@ -224,7 +224,10 @@ fn lex(chars: &[char]) -> PResult<Vec<(usize, Tok)>> {
             out.push((i, Tok::Sym(c)));
             i += 1;
         } else {
-            return Err((i, format!("unexpected character {c:?}; use band names, numbers, + - * / ( ) and abs, sqrt, min, max")));
+            return Err((
+                i,
+                format!("unexpected character {c:?}; use band names, numbers, + - * / ( ) and abs, sqrt, min, max"),
+            ));
         }
     }
     Ok(out)
@@ -327,7 +330,12 @@ impl Parser<'_> {
                         "sqrt" => Func::Sqrt,
                         "min" => Func::Min,
                         "max" => Func::Max,
-                        _ => return Err((at, format!("unknown function {name:?}; the functions are abs, sqrt, min, max"))),
+                        _ => {
+                            return Err((
+                                at,
+                                format!("unknown function {name:?}; the functions are abs, sqrt, min, max"),
+                            ));
+                        }
                     };
                     self.pos += 1;
                     self.count()?;

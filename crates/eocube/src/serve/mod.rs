@@ -13,7 +13,7 @@
 //!     │    └─ expr       band maths parser and evaluator
 //!     ├─ encode   RGBA ─▶ PNG / WebP / JPEG
 //!     ├─ docs     TileJSON, OGC API - Tiles, WMTS capabilities
-//!     ├─ pages    the catalog and map pages, their assets (helper W)
+//!     ├─ pages    the catalog and map pages, their assets
 //!     └─ quicklook + canvas   `eocube preview`'s figure (render ─▶ map, ticks, scale bar ─▶ PNG)
 //! ```
 //!
@@ -29,7 +29,7 @@ pub mod pages;
 pub mod params;
 pub mod quicklook;
 pub mod render;
-// mod server; (needs store::view)
+mod server;
 pub mod tms;
 
-// pub use server::{CubeArg, Listening, ServeError, ServeOptions, Server, cube_args, valid_id};
+pub use server::{CubeArg, Listening, ServeError, ServeOptions, Server, cube_args, valid_id};

@@ -36,9 +36,14 @@ impl Query {
     pub fn parse(raw: Option<&str>) -> Result<Query, ParamError> {
         let raw = raw.unwrap_or("");
         if raw.len() > MAX_QUERY_LEN {
-            return Err(bad("query", &raw[..raw.floor_char_boundary(40)], format!("the query string is longer than {MAX_QUERY_LEN} bytes")));
+            return Err(bad(
+                "query",
+                &raw[..raw.floor_char_boundary(40)],
+                format!("the query string is longer than {MAX_QUERY_LEN} bytes"),
+            ));
         }
-        let pairs = url::form_urlencoded::parse(raw.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+        let pairs =
+            url::form_urlencoded::parse(raw.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
         Ok(Query { pairs })
     }
 
@@ -107,7 +112,10 @@ pub fn style(q: &Query, bands: &[String]) -> Result<Style, ParamError> {
         _ => Err(bad(
             "bands",
             q.get("bands").unwrap_or(""),
-            format!("give one band or three (red, green, blue order), e.g. bands={}", bands.iter().take(3).cloned().collect::<Vec<_>>().join(",")),
+            format!(
+                "give one band or three (red, green, blue order), e.g. bands={}",
+                bands.iter().take(3).cloned().collect::<Vec<_>>().join(",")
+            ),
         )),
     }
 }
@@ -139,7 +147,8 @@ fn stretches(q: &Query, n: usize, default: (f32, f32)) -> Result<Vec<Stretch>, P
     };
     let mut nums = Vec::new();
     for part in joined.split(',') {
-        let v: f32 = part.trim().parse().map_err(|_| bad("rescale", &joined, format!("{part:?} is not a number; {fix}")))?;
+        let v: f32 =
+            part.trim().parse().map_err(|_| bad("rescale", &joined, format!("{part:?} is not a number; {fix}")))?;
         if !v.is_finite() {
             return Err(bad("rescale", &joined, format!("{part} is not finite; {fix}")));
         }
@@ -161,7 +170,8 @@ fn stretches(q: &Query, n: usize, default: (f32, f32)) -> Result<Vec<Stretch>, P
 pub fn time_index(q: &Query, times: &[i64]) -> Result<usize, ParamError> {
     let last = times.len().saturating_sub(1);
     let Some(raw) = q.get("time").map(str::trim).filter(|s| !s.is_empty()) else { return Ok(last) };
-    let fix = "give a label or a date of the cube's time steps, e.g. time=2024-05 or time=2024-05-17 (nearest), or #INDEX";
+    let fix =
+        "give a label or a date of the cube's time steps, e.g. time=2024-05 or time=2024-05-17 (nearest), or #INDEX";
     if let Some(i) = raw.strip_prefix('#') {
         return i
             .parse::<usize>()
@@ -188,7 +198,9 @@ pub fn parse_date(s: &str) -> Option<Date> {
         _ => s,
     };
     let parts: Vec<&str> = s.split('-').collect();
-    let num = |p: &str, len: usize| (p.len() == len && p.bytes().all(|b| b.is_ascii_digit())).then(|| p.parse::<u32>().ok()).flatten();
+    let num = |p: &str, len: usize| {
+        (p.len() == len && p.bytes().all(|b| b.is_ascii_digit())).then(|| p.parse::<u32>().ok()).flatten()
+    };
     match parts.as_slice() {
         [y] => Date::from_ymd_opt(num(y, 4)? as i32, 1, 1),
         [y, m] => Date::from_ymd_opt(num(y, 4)? as i32, num(m, 2)?, 1),
@@ -227,7 +239,9 @@ mod tests {
     #[test]
     fn one_band_and_expressions_take_a_colormap() {
         let s = style(&q("bands=nir&colormap=viridis&rescale=0.1,0.4"), &bands()).unwrap();
-        assert!(matches!(s, Style::Band { band: 3, stretch: Stretch { lo, hi }, ref colormap } if lo == 0.1 && hi == 0.4 && colormap.name == "viridis"));
+        assert!(
+            matches!(s, Style::Band { band: 3, stretch: Stretch { lo, hi }, ref colormap } if lo == 0.1 && hi == 0.4 && colormap.name == "viridis")
+        );
         let s = style(&q("expression=(nir-red)/(nir%2Bred)&colormap=rdylgn&bands=red"), &bands()).unwrap();
         let Style::Expression { expr, stretch, .. } = s else { panic!() };
         assert_eq!(expr.bands(), &[0, 3]);

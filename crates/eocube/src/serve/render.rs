@@ -91,7 +91,8 @@ impl Style {
                 }
             }
             Style::Expression { expr, stretch, colormap } => {
-                let refl: Vec<Vec<f32>> = values.iter().map(|v| v.iter().map(|&d| reflectance_or_nan(d)).collect()).collect();
+                let refl: Vec<Vec<f32>> =
+                    values.iter().map(|v| v.iter().map(|&d| reflectance_or_nan(d)).collect()).collect();
                 let used = expr.bands();
                 let lookup = |band: usize| -> &[f32] {
                     used.iter().position(|&b| b == band).and_then(|i| refl.get(i)).map_or(&[][..], |v| &v[..])

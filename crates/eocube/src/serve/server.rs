@@ -31,10 +31,10 @@ use serde_json::{Value, json};
 
 use super::docs::{self, TMS_ID, TileSetInfo};
 use super::encode::{self, Format};
+use super::pages;
 use super::params::{self, ParamError, Query};
 use super::render::{self, DEFAULT_RESCALE, Style};
 use super::tms::{self, CubeFrame, TILE_SIZE, TileError, TileId};
-use super::pages;
 use crate::grid::{Crs, GeoBox, PixelWindow, Transformer};
 use crate::store::meta::{ADD_OFFSET, SCALE_FACTOR};
 use crate::store::view::{ChunkCache, CubeView, Resolved, VersionRef};
@@ -128,7 +128,9 @@ pub fn cube_args(args: &[String]) -> Result<Vec<CubeArg>, ServeError> {
             Some(id) => {
                 return Err(ServeError::BadCube {
                     arg: arg.clone(),
-                    reason: format!("{id:?} is not a valid id: use letters, digits, '.', '_' and '-' (at most {MAX_ID_LEN}, not starting with '.')"),
+                    reason: format!(
+                        "{id:?} is not a valid id: use letters, digits, '.', '_' and '-' (at most {MAX_ID_LEN}, not starting with '.')"
+                    ),
                 });
             }
             None => {
@@ -153,8 +155,10 @@ pub fn cube_args(args: &[String]) -> Result<Vec<CubeArg>, ServeError> {
 fn derived_id(loc: &str) -> String {
     let last = loc.trim_end_matches('/').rsplit('/').next().unwrap_or("");
     let stem = last.strip_suffix(".zarr").unwrap_or(last);
-    let mut id: String =
-        stem.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.' { c } else { '-' }).collect();
+    let mut id: String = stem
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.' { c } else { '-' })
+        .collect();
     id = id.trim_start_matches('.').chars().take(MAX_ID_LEN).collect();
     if id.is_empty() { "cube".into() } else { id }
 }
@@ -170,7 +174,12 @@ struct Opened {
 }
 
 impl Opened {
-    async fn open(loc: &OutLocation, version: &VersionRef, cache: Arc<ChunkCache>, max_pixels: usize) -> Result<Opened, StoreError> {
+    async fn open(
+        loc: &OutLocation,
+        version: &VersionRef,
+        cache: Arc<ChunkCache>,
+        max_pixels: usize,
+    ) -> Result<Opened, StoreError> {
         let view = CubeView::open(loc, version, cache).await?;
         let levels: Vec<GeoBox> = view.levels().iter().map(|l| l.geobox.clone()).collect();
         let for_zooms = levels.clone();
@@ -181,7 +190,10 @@ impl Opened {
             (frame, zooms)
         })
         .await
-        .map_err(|e| StoreError::Unsupported { location: loc.to_string(), what: format!("opening the view failed: {e}") })?;
+        .map_err(|e| StoreError::Unsupported {
+            location: loc.to_string(),
+            what: format!("opening the view failed: {e}"),
+        })?;
         Ok(Opened { view, levels, frame, zooms, at: Instant::now(), thumbnail: tokio::sync::OnceCell::new() })
     }
 
@@ -235,9 +247,9 @@ impl Server {
         let cache = ChunkCache::new(opts.cache_bytes);
         let mut out = Vec::new();
         for c in cubes {
-            let opened = Opened::open(&c.location, &VersionRef::Default, cache.clone(), opts.max_pixels).await.map_err(
-                |source| ServeError::Open { id: c.id.clone(), location: c.location.to_string(), source },
-            )?;
+            let opened = Opened::open(&c.location, &VersionRef::Default, cache.clone(), opts.max_pixels)
+                .await
+                .map_err(|source| ServeError::Open { id: c.id.clone(), location: c.location.to_string(), source })?;
             out.push(Arc::new(Cube {
                 id: c.id,
                 location: c.location,
@@ -257,8 +269,7 @@ impl Server {
 
     pub async fn bind(self) -> Result<Listening, ServeError> {
         let addr = self.app.opts.addr;
-        let listener =
-            tokio::net::TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })?;
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })?;
         let addr = listener.local_addr().map_err(|source| ServeError::Bind { addr, source })?;
         Ok(Listening { app: self.app, listener, addr })
     }
@@ -354,7 +365,10 @@ fn store_error(cube: &str, e: &StoreError) -> ApiError {
 async fn not_found(req: Request) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
-        format!("no such page {}; the API is /cubes, /cubes/ID, /cubes/ID/tiles/WebMercatorQuad/Z/X/Y.png, /cubes/ID/point/LON,LAT (docs/serve.md)", short(req.uri().path())),
+        format!(
+            "no such page {}; the API is /cubes, /cubes/ID, /cubes/ID/tiles/WebMercatorQuad/Z/X/Y.png, /cubes/ID/point/LON,LAT (docs/serve.md)",
+            short(req.uri().path())
+        ),
     )
 }
 
@@ -450,7 +464,11 @@ async fn guard(State(app): State<Arc<App>>, req: Request, next: Next) -> Respons
             *r.status_mut() = StatusCode::NO_CONTENT;
             r
         } else {
-            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "cross-origin requests are off; start the server with --cors ORIGIN").into_response()
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "cross-origin requests are off; start the server with --cors ORIGIN",
+            )
+            .into_response()
         };
         add_cors(r.headers_mut(), cors.as_deref(), true);
         return r;
@@ -540,7 +558,10 @@ impl App {
             Some(v) if v.is_empty() || v.len() > MAX_VERSION_LEN || v.chars().any(|c| c.is_control()) => {
                 return Err(ApiError::new(
                     StatusCode::BAD_REQUEST,
-                    format!("version {:?}: give a snapshot id, tag or branch after '@' (at most {MAX_VERSION_LEN} characters)", short(v)),
+                    format!(
+                        "version {:?}: give a snapshot id, tag or branch after '@' (at most {MAX_VERSION_LEN} characters)",
+                        short(v)
+                    ),
                 ));
             }
             Some(v) => VersionRef::Named(v.to_string()),
@@ -575,13 +596,18 @@ impl App {
                     }
                     // The branch cannot be looked up now: keep answering from what was read.
                     Err(e) => {
-                        eprintln!("serve: cube {}: cannot refresh the default branch: {}", cube.id, crate::error_chain(&e));
+                        eprintln!(
+                            "serve: cube {}: cannot refresh the default branch: {}",
+                            cube.id,
+                            crate::error_chain(&e)
+                        );
                         Ok(current)
                     }
                 }
             }
             VersionRef::Named(name) => {
-                let cached = |cube: &Cube| cube.pinned.lock().ok().and_then(|m| m.get(name).cloned()).filter(|o| o.fresh(ttl));
+                let cached =
+                    |cube: &Cube| cube.pinned.lock().ok().and_then(|m| m.get(name).cloned()).filter(|o| o.fresh(ttl));
                 if let Some(o) = cached(cube) {
                     return Ok(o);
                 }
@@ -610,10 +636,9 @@ impl App {
 
 /// `http://host:port` of the request (its `Host` when that is a plain host name), for links.
 fn base_url(app: &App, headers: &HeaderMap) -> String {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .filter(|h| h.len() <= 255 && !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b)));
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).filter(|h| {
+        h.len() <= 255 && !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+    });
     match host {
         Some(h) => format!("http://{h}"),
         None => format!("http://{}", app.opts.addr),
@@ -673,7 +698,10 @@ fn check_tms(tms: &str) -> Result<(), ApiError> {
     if tms == TMS_ID {
         Ok(())
     } else {
-        Err(ApiError::new(StatusCode::NOT_FOUND, format!("no tile matrix set {:?}; this server has {TMS_ID}", short(tms))))
+        Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no tile matrix set {:?}; this server has {TMS_ID}", short(tms)),
+        ))
     }
 }
 
@@ -718,14 +746,17 @@ fn cube_title(cube: &Cube, view: &CubeView) -> String {
 fn url_id(cube: &Cube, version: &VersionRef) -> String {
     match version {
         VersionRef::Default => cube.id.clone(),
-        VersionRef::Named(v) => format!("{}@{}", cube.id, url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>()),
+        VersionRef::Named(v) => {
+            format!("{}@{}", cube.id, url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>())
+        }
     }
 }
 
 fn summary(cube: &Cube, version: &VersionRef, o: &Opened, base: &str) -> Value {
     let layout = o.view.layout();
     let id = url_id(cube, version);
-    let times: Vec<Value> = time_labels(&o.view).into_iter().map(|(label, date)| json!({"label": label, "date": date})).collect();
+    let times: Vec<Value> =
+        time_labels(&o.view).into_iter().map(|(label, date)| json!({"label": label, "date": date})).collect();
     let levels: Vec<Value> = o
         .levels
         .iter()
@@ -807,13 +838,26 @@ async fn cube_detail(
 
 /// The documents' view of one cube, with the query carried into tile URLs (minus the token
 /// unless the server has one: then links must carry it to work).
-fn tileset_info(app: &App, cube: &Cube, version: &VersionRef, o: &Opened, headers: &HeaderMap, q: &Query) -> TileSetInfo {
-    let carried = if app.opts.token.is_some() { q.without(&["f", "format"]) } else { q.without(&["f", "format", "token"]) };
+fn tileset_info(
+    app: &App,
+    cube: &Cube,
+    version: &VersionRef,
+    o: &Opened,
+    headers: &HeaderMap,
+    q: &Query,
+) -> TileSetInfo {
+    let carried =
+        if app.opts.token.is_some() { q.without(&["f", "format"]) } else { q.without(&["f", "format", "token"]) };
     TileSetInfo {
         base: base_url(app, headers),
         id: url_id(cube, version),
         title: cube_title(cube, &o.view),
-        description: format!("{} of the eocube cube {} ({})", o.view.layout().variable, cube.id, o.view.layout().bands.join(", ")),
+        description: format!(
+            "{} of the eocube cube {} ({})",
+            o.view.layout().variable,
+            cube.id,
+            o.view.layout().bands.join(", ")
+        ),
         lonlat: o.frame.lonlat,
         minzoom: o.zooms.0,
         maxzoom: o.zooms.1,
@@ -870,7 +914,9 @@ async fn tilejson(
     params::style(&q, &o.view.layout().bands)?;
     let format = match q.get("format") {
         None => Format::Png,
-        Some(f) => f.parse().map_err(|()| ApiError::new(StatusCode::BAD_REQUEST, format!("format={:?}: give png, webp or jpg", short(f))))?,
+        Some(f) => f.parse().map_err(|()| {
+            ApiError::new(StatusCode::BAD_REQUEST, format!("format={:?}: give png, webp or jpg", short(f)))
+        })?,
     };
     let info = tileset_info(&app, &cube, &version, &o, &headers, &q);
     Ok(json_response(&docs::tilejson(&info, format), &cache))
@@ -899,7 +945,13 @@ async fn wmts(
 
 fn parse_index(name: &'static str, s: &str) -> Result<u64, ApiError> {
     s.parse::<u64>().map_err(|_| {
-        ApiError::new(StatusCode::BAD_REQUEST, format!("{name} {:?} is not a tile index; give a whole number, e.g. /tiles/WebMercatorQuad/12/1228/1490.png", short(s)))
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "{name} {:?} is not a tile index; give a whole number, e.g. /tiles/WebMercatorQuad/12/1228/1490.png",
+                short(s)
+            ),
+        )
     })
 }
 
@@ -935,7 +987,10 @@ async fn read_bands(
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f).await.map_err(|e| {
         eprintln!("serve: a rendering task failed: {e}");
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error while rendering (an eocube bug, please report it)")
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error while rendering (an eocube bug, please report it)",
+        )
     })
 }
 
@@ -949,7 +1004,10 @@ fn blank(format: Format) -> Result<Vec<u8>, ApiError> {
             .filter_map(|f| encode::encode(&px, TILE_SIZE, TILE_SIZE, f).ok().map(|b| (f, b)))
             .collect()
     });
-    blanks.get(&format).cloned().ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode an empty tile"))
+    blanks
+        .get(&format)
+        .cloned()
+        .ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode an empty tile"))
 }
 
 async fn tile(
@@ -961,7 +1019,10 @@ async fn tile(
     let Path((seg, tms_id, z, x, file)) = path.map_err(path_error)?;
     check_tms(&tms_id)?;
     let (y, ext) = file.rsplit_once('.').ok_or_else(|| {
-        ApiError::new(StatusCode::BAD_REQUEST, format!("tile {:?} has no format; end it with .png, .webp or .jpg", short(&file)))
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("tile {:?} has no format; end it with .png, .webp or .jpg", short(&file)),
+        )
     })?;
     let format: Format = ext.parse().map_err(|()| {
         ApiError::new(StatusCode::BAD_REQUEST, format!("tile format {:?}: give .png, .webp or .jpg", short(ext)))
@@ -980,7 +1041,8 @@ async fn tile(
         .await
         .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the server is shutting down"))?;
     let (frame, levels, max) = (o.frame.clone(), o.levels.clone(), app.opts.max_pixels);
-    let plan = blocking(move || tms::plan_tile(&frame, &tile, &levels, max)).await?.map_err(|e| tile_error(e, &cube))?;
+    let plan =
+        blocking(move || tms::plan_tile(&frame, &tile, &levels, max)).await?.map_err(|e| tile_error(e, &cube))?;
     let Some(map) = plan else {
         return Ok(bytes_response(blank(format)?, format.content_type(), &cache));
     };
@@ -1012,10 +1074,17 @@ async fn thumbnail(
     if let Some(r) = cache.not_modified(&headers) {
         return Ok(r);
     }
-    let default = q.get("time").is_none() && q.get("bands").is_none() && q.get("rescale").is_none()
-        && q.get("expression").is_none() && q.get("colormap").is_none();
+    let default = q.get("time").is_none()
+        && q.get("bands").is_none()
+        && q.get("rescale").is_none()
+        && q.get("expression").is_none()
+        && q.get("colormap").is_none();
     let make = || async {
-        let _permit = app.renders.acquire().await.map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the server is shutting down"))?;
+        let _permit = app
+            .renders
+            .acquire()
+            .await
+            .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the server is shutting down"))?;
         render_thumbnail(&app, &cube, &o, &style, t).await
     };
     let bytes = if default { o.thumbnail.get_or_try_init(make).await?.clone() } else { make().await? };
@@ -1089,7 +1158,10 @@ async fn point(
         let b = o.frame.lonlat;
         ApiError::new(
             StatusCode::NOT_FOUND,
-            format!("point {lon},{lat} is outside cube {} (lon {} to {}, lat {} to {})", cube.id, b.west, b.east, b.south, b.north),
+            format!(
+                "point {lon},{lat} is outside cube {} (lon {} to {}, lat {} to {})",
+                cube.id, b.west, b.east, b.south, b.north
+            ),
         )
     };
     let (x, y) = Transformer::new(&Crs::wgs84(), &g.crs).transform(lon, lat).map_err(|_| outside())?;
@@ -1130,10 +1202,15 @@ mod tests {
 
     #[test]
     fn ids_are_derived_or_given_and_unique() {
-        let args: Vec<String> =
-            ["/data/vermont.zarr", "s3://b/x/vermont.zarr/", "demo=/tmp/c.zarr", "icechunk:///data/repo", "/data/a b"]
-                .map(String::from)
-                .to_vec();
+        let args: Vec<String> = [
+            "/data/vermont.zarr",
+            "s3://bucket/x/vermont.zarr/",
+            "demo=/tmp/c.zarr",
+            "icechunk:///data/repo",
+            "/data/a b",
+        ]
+        .map(String::from)
+        .to_vec();
         let ids: Vec<String> = cube_args(&args).unwrap().into_iter().map(|c| c.id).collect();
         assert_eq!(ids, vec!["vermont", "vermont-2", "demo", "repo", "a-b"]);
         assert!(matches!(cube_args(&["x=/a".into(), "x=/b".into()]), Err(ServeError::DuplicateId { .. })));

@@ -160,11 +160,12 @@ impl CubeFrame {
     /// The frame of a cube whose level 0 is `geobox`.
     pub fn new(geobox: &GeoBox) -> CubeFrame {
         let wgs84 = Crs::wgs84();
-        let lonlat = geobox
-            .footprint(&wgs84, 16)
-            .ok()
-            .and_then(|p| p.bbox())
-            .unwrap_or(Bbox { west: -180.0, south: -90.0, east: 180.0, north: 90.0 });
+        let lonlat = geobox.footprint(&wgs84, 16).ok().and_then(|p| p.bbox()).unwrap_or(Bbox {
+            west: -180.0,
+            south: -90.0,
+            east: 180.0,
+            north: 90.0,
+        });
         CubeFrame { crs: geobox.crs.clone(), lonlat, to_crs: Transformer::new(&wgs84, &geobox.crs) }
     }
 
@@ -187,12 +188,11 @@ impl CubeFrame {
         let lons: Vec<f64> = (0..=n).map(|c| mercator_to_lonlat(b.west + c as f64 * res, 0.0).0).collect();
         let lats: Vec<f64> = (0..=n).map(|r| mercator_to_lonlat(0.0, b.north - r as f64 * res).1).collect();
         // Pixel centres, from the half-pixel positions (exact, per axis).
-        let clon: Vec<f64> =
-            (0..n).map(|c| mercator_to_lonlat(b.west + (c as f64 + 0.5) * res, 0.0).0).collect();
-        let clat: Vec<f64> =
-            (0..n).map(|r| mercator_to_lonlat(0.0, b.north - (r as f64 + 0.5) * res).1).collect();
+        let clon: Vec<f64> = (0..n).map(|c| mercator_to_lonlat(b.west + (c as f64 + 0.5) * res, 0.0).0).collect();
+        let clat: Vec<f64> = (0..n).map(|r| mercator_to_lonlat(0.0, b.north - (r as f64 + 0.5) * res).1).collect();
         let guard = self.guard();
-        let inside = |lon: f64, lat: f64| lon >= guard.west && lon <= guard.east && lat >= guard.south && lat <= guard.north;
+        let inside =
+            |lon: f64, lat: f64| lon >= guard.west && lon <= guard.east && lat >= guard.south && lat <= guard.north;
         if self.to_crs.src() == self.to_crs.dst() {
             let mut xy = Vec::with_capacity(n * n);
             for &lat in &clat {
@@ -354,7 +354,8 @@ impl CubeFrame {
             let (lon, lat) = (o.west + f * o.width(), o.south + f * o.height());
             pts.extend([(lon, o.south), (lon, o.north), (o.west, lat), (o.east, lat)]);
         }
-        let cells = pts.into_iter().filter_map(|(lon, lat)| self.to_crs.transform(lon, lat).ok()).map(|(x, y)| inv.apply(x, y));
+        let cells =
+            pts.into_iter().filter_map(|(lon, lat)| self.to_crs.transform(lon, lat).ok()).map(|(x, y)| inv.apply(x, y));
         let b = Bbox::from_points(cells)?;
         let (c0, r0) = (b.west.floor().max(0.0), b.south.floor().max(0.0));
         let (c1, r1) = (b.east.ceil().min(level.shape.nx as f64), b.north.ceil().min(level.shape.ny as f64));
@@ -433,13 +434,10 @@ pub fn sample_map(coords: &TileCoords, level_index: usize, level: &GeoBox) -> Op
     if r0 > r1 {
         return None;
     }
-    let window =
-        PixelWindow { row: r0, col: c0, height: (r1 - r0 + 1) as usize, width: (c1 - c0 + 1) as usize };
+    let window = PixelWindow { row: r0, col: c0, height: (r1 - r0 + 1) as usize, width: (c1 - c0 + 1) as usize };
     let w = window.width as i64;
-    let index = cells
-        .into_iter()
-        .map(|(r, c)| if r < 0 { OUTSIDE } else { ((r - r0) * w + (c - c0)) as u32 })
-        .collect();
+    let index =
+        cells.into_iter().map(|(r, c)| if r < 0 { OUTSIDE } else { ((r - r0) * w + (c - c0)) as u32 }).collect();
     Some(SampleMap { level: level_index, window, index })
 }
 
@@ -554,7 +552,8 @@ mod tests {
                 assert_eq!(idx, OUTSIDE);
                 continue;
             }
-            let want = (fr.floor() as i64 - map.window.row) * map.window.width as i64 + (fc.floor() as i64 - map.window.col);
+            let want =
+                (fr.floor() as i64 - map.window.row) * map.window.width as i64 + (fc.floor() as i64 - map.window.col);
             assert_eq!(i64::from(idx), want, "pixel {c},{r}");
         }
     }
@@ -627,7 +626,8 @@ mod tests {
         let err = plan_tile(&CubeFrame::new(&big), &world, std::slice::from_ref(&big), DEFAULT_MAX_PIXELS).unwrap_err();
         assert!(matches!(err, TileError::TooManyPixels { level: 0, width: 7200, height: 7200, .. }), "{err:?}");
         // the tile's few pixel centres on the cube do not matter: its footprint does
-        let small_world = plan_tile(&CubeFrame::new(&small), &world, std::slice::from_ref(&small), 1_000_000).unwrap_err();
+        let small_world =
+            plan_tile(&CubeFrame::new(&small), &world, std::slice::from_ref(&small), 1_000_000).unwrap_err();
         assert!(matches!(small_world, TileError::TooManyPixels { width: 3600, height: 3600, .. }), "{small_world:?}");
         // a tile away from the cube reads nothing
         let far = TileId::containing(-100.0, 40.0, 6);
