@@ -400,8 +400,16 @@ fn bad_requests_are_clear_4xx_and_never_crash_the_server() {
         ("/cubes/..%2F..%2Fetc%2Fpasswd".into(), 404, "no cube"),
         ("/cubes/..%2F..%2Fetc/passwd".into(), 404, "no such page"),
         ("/cubes/../../etc/passwd".into(), 404, "no such page"),
-        (format!("/cubes/..%2F..%2F{}/tiles/WebMercatorQuad/{z}/{x}/{y}.png", e2e_cube().display()), 404, "no such page"),
-        (format!("/cubes/..%2F..%2F{}%2Fzarr.json", e2e_cube().display().to_string().replace('/', "%2F")), 404, "no cube"),
+        (
+            format!("/cubes/..%2F..%2F{}/tiles/WebMercatorQuad/{z}/{x}/{y}.png", e2e_cube().display()),
+            404,
+            "no such page",
+        ),
+        (
+            format!("/cubes/..%2F..%2F{}%2Fzarr.json", e2e_cube().display().to_string().replace('/', "%2F")),
+            404,
+            "no cube",
+        ),
         ("/assets/..%2F..%2FCargo.toml".into(), 404, "no asset"),
         ("/assets/%2Fetc%2Fpasswd".into(), 404, "no asset"),
         ("/cubes/nope/tiles/WebMercatorQuad/0/0/0.png".into(), 404, "no cube \"nope\"; this server has e2e"),
