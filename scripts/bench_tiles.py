@@ -8,6 +8,7 @@ import concurrent.futures as cf
 import http.client
 import json
 import math
+import os
 import subprocess
 import sys
 import time
@@ -83,7 +84,7 @@ if pyramid:
     cases.append(("pyramid", pyramid))
 for label, path in cases:
     # z 13 reads level 0 (0.62 cube px per tile px); z 11 reads level 1 of a pyramid (2.5 px)
-    for z in (13, 11):
+    for z in [int(v) for v in os.environ.get("EOCUBE_BENCH_ZOOMS", "13,11").split(",")]:
         s, rows = run(path, z)
         lv = "0" if not s["pyramid"] or z >= 12 else "1"
         for name, p50, p95, wall, bad, size in rows:

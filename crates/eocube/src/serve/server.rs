@@ -86,7 +86,7 @@ pub enum ServeError {
     #[error("no cube to serve; name one or more, e.g. eocube serve vermont.zarr")]
     NoCubes,
     #[error("cube {id} ({location}): {source}")]
-    Open { id: String, location: String, source: StoreError },
+    Open { id: String, location: String, source: Box<StoreError> },
     #[error("cannot listen on {addr}: {source}; choose another --addr (port 0 picks a free one)")]
     Bind { addr: SocketAddr, source: std::io::Error },
 }
@@ -249,7 +249,11 @@ impl Server {
         for c in cubes {
             let opened = Opened::open(&c.location, &VersionRef::Default, cache.clone(), opts.max_pixels)
                 .await
-                .map_err(|source| ServeError::Open { id: c.id.clone(), location: c.location.to_string(), source })?;
+                .map_err(|source| ServeError::Open {
+                    id: c.id.clone(),
+                    location: c.location.to_string(),
+                    source: Box::new(source),
+                })?;
             out.push(Arc::new(Cube {
                 id: c.id,
                 location: c.location,
@@ -1010,9 +1014,12 @@ fn blank(format: Format) -> Result<Vec<u8>, ApiError> {
         .ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode an empty tile"))
 }
 
+/// `{id}`, `{tms}`, `{z}`, `{x}` and `{y}.{format}` of a tile URL.
+type TilePath = (String, String, String, String, String);
+
 async fn tile(
     State(app): State<Arc<App>>,
-    path: Result<Path<(String, String, String, String, String)>, PathRejection>,
+    path: Result<Path<TilePath>, PathRejection>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> ApiResult {

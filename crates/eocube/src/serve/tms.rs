@@ -359,7 +359,7 @@ impl CubeFrame {
         let b = Bbox::from_points(cells)?;
         let (c0, r0) = (b.west.floor().max(0.0), b.south.floor().max(0.0));
         let (c1, r1) = (b.east.ceil().min(level.shape.nx as f64), b.north.ceil().min(level.shape.ny as f64));
-        (c1 > c0 && r1 > r0).then(|| PixelWindow {
+        (c1 > c0 && r1 > r0).then_some(PixelWindow {
             row: r0 as i64,
             col: c0 as i64,
             height: (r1 - r0) as usize,
@@ -631,9 +631,9 @@ mod tests {
         assert!(matches!(small_world, TileError::TooManyPixels { width: 3600, height: 3600, .. }), "{small_world:?}");
         // a tile away from the cube reads nothing
         let far = TileId::containing(-100.0, 40.0, 6);
-        assert_eq!(plan_tile(&CubeFrame::new(&big), &far, &[big.clone()], DEFAULT_MAX_PIXELS), Ok(None));
+        assert_eq!(plan_tile(&CubeFrame::new(&big), &far, std::slice::from_ref(&big), DEFAULT_MAX_PIXELS), Ok(None));
         // the zoom range of the big cube starts where a tile reads at most the bound
-        let (minz, maxz) = zoom_range(&CubeFrame::new(&big), &[big.clone()], DEFAULT_MAX_PIXELS);
+        let (minz, maxz) = zoom_range(&CubeFrame::new(&big), std::slice::from_ref(&big), DEFAULT_MAX_PIXELS);
         // z 8: a tile is 1.4 x 0.9 degree, 5063 x 3285 pixels, just within 4096^2
         assert!((8..=9).contains(&minz), "{minz}");
         // 1/3600 degree is 30.9 m north-south; z 13 at 49.5 N is 12.4 m
