@@ -340,6 +340,9 @@ pub async fn build_with_overviews(
     let mut pyramid = None;
     if complete {
         if let Some(p) = overviews {
+            // Icechunk: the jobs' chunks in a checkpoint of their own, so the final commit,
+            // the one that publishes, is the one that adds the levels.
+            cube.checkpoint().await.map_err(store)?;
             let error = |e| BuildError::Pyramid { path: out.clone(), error: Box::new(e) };
             pyramid = Some(crate::pyramid::write(&cube, p).await.map_err(error)?);
         }

@@ -838,7 +838,15 @@ impl CubeStore for IcechunkStore {
     /// the build branch.
     async fn publish(&self, layout: &CubeLayout) -> Result<()> {
         let Some(b) = self.build.clone() else { return Ok(()) };
-        self.checkpoint().await?;
+        // Only with records pending: uncommitted changes without any are derived objects (the
+        // overview pyramid), which belong in the final commit with the cube.
+        let pending = {
+            let st = self.state();
+            !st.pending_done.is_empty() || !st.pending_report.is_empty()
+        };
+        if pending {
+            self.checkpoint().await?;
+        }
         let (changed, jobs, scenes, commits) = {
             let st = self.state();
             let scenes: u64 = st.ledger.values().filter_map(|r| r.get("scenes").and_then(Value::as_u64)).sum();
