@@ -175,7 +175,7 @@ fn icechunk_build_with_overviews_publishes_the_levels_in_the_build_commit() {
     let out = eocube_ok(&build_args(&loc, &["--overviews"]));
     assert!(summary_line(&out).starts_with("overviews: 3 levels"), "{out}");
     let versions = log(&loc);
-    assert_eq!(versions.len(), 1, "one version on main: {versions:?}");
+    assert_eq!(versions.len(), 2, "the build and the initial snapshot: {versions:?}");
     assert!(versions[0]["message"].as_str().unwrap().starts_with("eocube build"), "{versions:?}");
     check_with_python(&repo.display().to_string(), json!({"icechunk": true, "same_commit": true}));
 }
