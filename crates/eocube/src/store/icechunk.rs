@@ -71,6 +71,7 @@ use serde_json::{Value, json};
 
 use super::location::{IcechunkRepo, OutLocation};
 use super::object::{Files, ObjectBackend};
+use super::view::Resolved;
 use super::{Cube, CubeLayout, CubeStore, Finished, Job, Receipt, StoreError, ZarrFormat};
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -1202,4 +1203,93 @@ pub async fn log(out: &OutLocation, branch: &str, all: bool) -> Result<Vec<Versi
             properties,
         })
         .collect())
+}
+
+/// The named versions of a repository: branches and tags with their snapshots, and the
+/// published versions of `main` (newest first).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Versions {
+    pub branches: Vec<(String, String)>,
+    pub tags: Vec<(String, String)>,
+    pub snapshots: Vec<Version>,
+}
+
+/// A read-only view of the repository at `loc` at `version`: a snapshot id, else a tag, else a
+/// branch (in that order, so a snapshot URL can never be taken over by a branch of that name).
+/// `None` reads `main`. Unfinished builds (`eocube.*` branches) cannot be pinned.
+pub async fn open_pinned(loc: &OutLocation, version: Option<&str>) -> Result<(IcechunkStore, Resolved)> {
+    let OutLocation::Icechunk(repo_loc) = loc else {
+        return Err(StoreError::Unsupported { location: loc.to_string(), what: "not an Icechunk location".into() });
+    };
+    let location = loc.to_string();
+    let c = connect(repo_loc, &location, false).await?;
+    let repo = c.repo.clone();
+    let name = version.unwrap_or("main");
+    let mut pinned = None;
+    if let Ok(id) = SnapshotId::try_from(name)
+        && repo.lookup_snapshot(&id).await.is_ok()
+    {
+        pinned = Some((VersionInfo::SnapshotId(id), Resolved::Snapshot { snapshot: name.to_string() }));
+    }
+    if pinned.is_none() {
+        let tags = repo.list_tags().await.map_err(|e| ic_err(&location, "list tags", e))?;
+        if tags.contains(name) {
+            let id = repo.lookup_tag(name).await.map_err(|e| ic_err(&location, "read tag", e))?;
+            pinned = Some((
+                VersionInfo::SnapshotId(id.clone()),
+                Resolved::Tag { name: name.into(), snapshot: id.to_string() },
+            ));
+        } else if !name.starts_with(BUILD_BRANCH_PREFIX)
+            && let Some(id) = branch_tip(&repo, &location, name).await?
+        {
+            // Read the snapshot the branch points at now, not its moving tip: the answer's
+            // ETag names exactly what was read.
+            pinned = Some((
+                VersionInfo::SnapshotId(id.clone()),
+                Resolved::Branch { name: name.into(), snapshot: id.to_string() },
+            ));
+        } else {
+            let branches: Vec<String> =
+                branches(&repo, &location).await?.into_iter().filter(|b| !b.starts_with(BUILD_BRANCH_PREFIX)).collect();
+            return Err(StoreError::Icechunk {
+                location,
+                op: "open version",
+                reason: format!(
+                    "no snapshot, tag or branch {name:?}; the repository has the branches [{}] and the tags [{}] (`eocube log` lists the snapshots)",
+                    branches.join(", "),
+                    tags.into_iter().collect::<Vec<_>>().join(", ")
+                ),
+                transient: false,
+            });
+        }
+    }
+    let Some((info, pinned)) = pinned else {
+        return Err(StoreError::NotFound { path: PathBuf::from(&location) });
+    };
+    let session = repo.readonly_session(&info).await.map_err(|e| ic_err(&location, "open session", e))?;
+    let store = Store::from_session(Arc::new(tokio::sync::RwLock::new(session))).await;
+    let opts = IcechunkOptions { branch: name.to_string(), ..Default::default() };
+    Ok((IcechunkStore::new(loc, c, store, &opts, None), pinned))
+}
+
+/// The branches (without unfinished builds), tags and published versions of `main`.
+pub async fn versions(loc: &OutLocation) -> Result<Versions> {
+    let OutLocation::Icechunk(repo_loc) = loc else {
+        return Err(StoreError::Unsupported { location: loc.to_string(), what: "not an Icechunk location".into() });
+    };
+    let location = loc.to_string();
+    let repo = connect(repo_loc, &location, false).await?.repo;
+    let mut out = Versions { branches: Vec::new(), tags: Vec::new(), snapshots: Vec::new() };
+    for b in branches(&repo, &location).await?.into_iter().filter(|b| !b.starts_with(BUILD_BRANCH_PREFIX)) {
+        let id = repo.lookup_branch(&b).await.map_err(|e| ic_err(&location, "read branch", e))?;
+        out.branches.push((b, id.to_string()));
+    }
+    for t in repo.list_tags().await.map_err(|e| ic_err(&location, "list tags", e))? {
+        let id = repo.lookup_tag(&t).await.map_err(|e| ic_err(&location, "read tag", e))?;
+        out.tags.push((t, id.to_string()));
+    }
+    if out.branches.iter().any(|(b, _)| b == "main") {
+        out.snapshots = log(loc, "main", false).await?;
+    }
+    Ok(out)
 }

@@ -32,6 +32,7 @@ pub mod meta;
 mod object;
 #[cfg(test)]
 mod tests;
+pub mod view;
 pub mod zarr;
 
 use std::collections::BTreeSet;

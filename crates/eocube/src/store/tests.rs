@@ -2,7 +2,7 @@ use serde_json::{Value, json};
 
 use super::meta::{array_docs, spatial_ref_attrs};
 use super::*;
-use crate::grid::{Affine, Crs, GeoBox, Shape};
+use crate::grid::{Affine, Crs, GeoBox, PixelWindow, Shape};
 
 /// 150 x 170 px of 1/3600 degree in 64 px chunks: 3 x 3 chunks, the last row/column clipped.
 fn layout(format: ZarrFormat) -> CubeLayout {
@@ -388,5 +388,129 @@ async fn icechunk_jobs_write_in_forks_merged_when_done() {
     let (rows, cols) = again.chunk_shape(0, 0).unwrap();
     write_done(&again, job(0, 0, 0), &vec![0; rows * cols * 3], (rows, cols), json!({"scenes": 0})).await;
     assert!(again.store().read(&again.chunk_key(0, 0, 0)).await.unwrap().is_none());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The value a test cube holds at (t, row, col, band): distinct everywhere, never fill.
+fn probe(t: usize, r: usize, c: usize, b: usize) -> u16 {
+    (1 + t * 7 + r * 3 + c * 5 + b * 11) as u16
+}
+
+/// A finished cube of `layout(format)` whose every chunk holds [`probe`] except chunk (0, 1, 1),
+/// left unwritten (all fill).
+async fn finished_probe_cube(format: ZarrFormat, name: &str) -> (PathBuf, CubeLayout) {
+    let dir = tmp(name);
+    let l = layout(format);
+    let cube = Cube::create(&dir, &l).await.unwrap();
+    for t in 0..2 {
+        for iy in 0..3 {
+            for ix in 0..3 {
+                if (t, iy, ix) == (0, 1, 1) {
+                    continue;
+                }
+                let (rows, cols) = cube.chunk_shape(iy, ix).unwrap();
+                let mut data = Vec::with_capacity(rows * cols * 3);
+                for r in 0..rows {
+                    for c in 0..cols {
+                        for b in 0..3 {
+                            data.push(probe(t, iy * 64 + r, ix * 64 + c, b));
+                        }
+                    }
+                }
+                cube.write_chunk(job(t, iy, ix), &data, (rows, cols)).await.unwrap();
+            }
+        }
+    }
+    cube.finish().await.unwrap();
+    (dir, l)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_view_reads_windows_across_chunks_edges_and_fill() {
+    use view::{ChunkCache, CubeView, Resolved, VersionRef};
+    for format in [ZarrFormat::V3, ZarrFormat::V2] {
+        let (dir, l) = finished_probe_cube(format, &format!("view-{format:?}")).await;
+        let loc = OutLocation::parse(&dir).unwrap();
+        let cache = ChunkCache::new(64 << 20);
+        let v = CubeView::open(&loc, &VersionRef::Default, cache.clone()).await.unwrap();
+        assert_eq!(v.resolved(), &Resolved::Plain);
+        assert!(!v.has_pyramid());
+        assert_eq!(v.levels().len(), 1);
+        assert_eq!(v.layout().geobox, l.geobox);
+        // A window over four chunks, the unwritten one, and past the grid's bottom-right edge.
+        let w = PixelWindow { row: 50, col: 60, height: 110, width: 120 };
+        for (t, band) in [(0, 0), (0, 2), (1, 1)] {
+            let got = v.read(0, t, band, w).await.unwrap();
+            for (i, &g) in got.iter().enumerate() {
+                let (r, c) = (50 + i / 120, 60 + i % 120);
+                let want = if r >= 150 || c >= 170 || (t == 0 && (64..128).contains(&r) && (64..128).contains(&c)) {
+                    0
+                } else {
+                    probe(t, r, c, band)
+                };
+                assert_eq!(g, want, "{format:?} t {t} band {band} at ({r}, {c})");
+            }
+        }
+        // A window entirely outside reads as fill without touching the store.
+        let outside = v.read(0, 0, 0, PixelWindow { row: -10, col: 500, height: 4, width: 4 }).await.unwrap();
+        assert_eq!(outside, vec![0; 16]);
+        // Reading again is answered from the cache.
+        let (_, misses) = cache.stats();
+        v.read(0, 0, 0, w).await.unwrap();
+        assert_eq!(cache.stats().1, misses, "no new misses");
+        assert!(v.read(1, 0, 0, w).await.is_err(), "no level 1");
+        assert!(v.read(0, 2, 0, w).await.is_err(), "no time step 2");
+        assert!(v.read(0, 0, 3, w).await.is_err(), "no band 3");
+        let named = CubeView::open(&loc, &VersionRef::Named("v1".into()), cache.clone()).await.unwrap_err();
+        assert!(named.to_string().contains("plain Zarr cube, which has one version"), "{named}");
+    }
+}
+
+#[tokio::test]
+async fn a_view_refuses_an_unfinished_cube_and_foreign_codecs() {
+    use view::{ChunkCache, CubeView, VersionRef};
+    let dir = tmp("view-unfinished");
+    Cube::create(&dir, &layout(ZarrFormat::V3)).await.unwrap();
+    let loc = OutLocation::parse(&dir).unwrap();
+    let e = CubeView::open(&loc, &VersionRef::Default, ChunkCache::new(1 << 20)).await.unwrap_err();
+    assert!(e.to_string().contains("has not finished"), "{e}");
+    let (dir, _) = finished_probe_cube(ZarrFormat::V3, "view-codec").await;
+    let doc = dir.join("rgb_median/zarr.json");
+    let text = std::fs::read_to_string(&doc).unwrap().replace("\"zstd\"", "\"blosc\"");
+    std::fs::write(&doc, text).unwrap();
+    let loc = OutLocation::parse(&dir).unwrap();
+    let e = CubeView::open(&loc, &VersionRef::Default, ChunkCache::new(1 << 20)).await.unwrap_err();
+    assert!(e.to_string().contains("not uint16 with the zstd codec"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_icechunk_view_pins_a_snapshot_a_tag_or_a_branch() {
+    use view::{ChunkCache, CubeView, Resolved, VersionRef};
+    let dir = tmp("ic-view");
+    let loc = OutLocation::parse(format!("icechunk://{}", dir.display())).unwrap();
+    let l = layout(ZarrFormat::V3);
+    let opts = IcechunkOptions { tag: Some("v1".into()), ..Default::default() };
+    let (cube, _) = Cube::create_or_open(&loc, &l, &opts).await.unwrap();
+    let (rows, cols) = cube.chunk_shape(0, 0).unwrap();
+    write_done(&cube, job(0, 0, 0), &vec![42; rows * cols * 3], (rows, cols), json!({"scenes": 1})).await;
+    cube.finish().await.unwrap();
+    let cache = ChunkCache::new(1 << 20);
+    let open = async |v: VersionRef| CubeView::open(&loc, &v, cache.clone()).await;
+    let main = open(VersionRef::Default).await.unwrap();
+    let Resolved::Branch { name, snapshot } = main.resolved().clone() else { panic!("{:?}", main.resolved()) };
+    assert_eq!(name, "main");
+    let w = PixelWindow { row: 0, col: 0, height: 2, width: 2 };
+    assert_eq!(main.read(0, 0, 1, w).await.unwrap(), vec![42; 4]);
+    let tag = open(VersionRef::Named("v1".into())).await.unwrap();
+    assert_eq!(tag.resolved(), &Resolved::Tag { name: "v1".into(), snapshot: snapshot.clone() });
+    let snap = open(VersionRef::Named(snapshot.clone())).await.unwrap();
+    assert_eq!(snap.resolved(), &Resolved::Snapshot { snapshot: snapshot.clone() });
+    assert_eq!(snap.read(0, 0, 1, w).await.unwrap(), vec![42; 4]);
+    let e = open(VersionRef::Named("nope".into())).await.unwrap_err().to_string();
+    assert!(e.contains("no snapshot, tag or branch \"nope\"") && e.contains("[main]") && e.contains("[v1]"), "{e}");
+    let versions = view::versions(&loc).await.unwrap().unwrap();
+    assert_eq!(versions.branches, vec![("main".to_string(), snapshot.clone())]);
+    assert_eq!(versions.tags, vec![("v1".to_string(), snapshot.clone())]);
+    assert_eq!(versions.snapshots.first().map(|v| v.snapshot.as_str()), Some(snapshot.as_str()));
     let _ = std::fs::remove_dir_all(&dir);
 }
