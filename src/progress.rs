@@ -157,7 +157,7 @@ fn line(s: &Summary, r: &JobRecord) -> String {
 
 /// What `eocube overviews` (and `build --overviews`) shows while the levels are written: a
 /// redrawn line on a terminal, one line per finished level otherwise, or nothing.
-pub fn pyramid(quiet: bool) -> Option<std::sync::Arc<dyn Fn(&eocube::pyramid::Progress) + Send + Sync>> {
+pub fn pyramid(quiet: bool) -> Option<eocube::pyramid::ProgressFn> {
     if quiet {
         return None;
     }

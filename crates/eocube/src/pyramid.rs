@@ -75,6 +75,13 @@ pub enum PyramidError {
 
 type Result<T, E = PyramidError> = std::result::Result<T, E>;
 
+/// Objects to write, `(key from the cube's root, bytes)`.
+type Objects = Vec<(String, Bytes)>;
+/// A metadata document, `(file name, JSON)`.
+type Doc = (String, Value);
+/// What is told of the build's progress.
+pub type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
+
 // ---------------------------------------------------------------------------------------------
 // Geometry and the kernel (pure)
 // ---------------------------------------------------------------------------------------------
@@ -123,9 +130,9 @@ pub fn downsample(src: &[u16], rows: usize, cols: usize) -> Vec<u16> {
                     }
                 }
             }
-            if n > 0 {
+            if let Some(mean) = (sum + n / 2).checked_div(n) {
                 // The mean of u16 values fits u16.
-                *o = ((sum + n / 2) / n) as u16;
+                *o = mean as u16;
             }
         }
     }
@@ -296,12 +303,7 @@ struct Member {
 /// Everything of level `level` but its data chunks: `(key, bytes)` from the cube's root (the
 /// group document with its consolidated metadata last), and the level's members for the
 /// `pyramid` group's listing.
-fn level_objects(
-    layout: &CubeLayout,
-    level: usize,
-    g: &GeoBox,
-    location: &str,
-) -> Result<(Vec<(String, Bytes)>, Vec<Member>)> {
+fn level_objects(layout: &CubeLayout, level: usize, g: &GeoBox, location: &str) -> Result<(Objects, Vec<Member>)> {
     let bad = |reason: String| PyramidError::Documents { location: location.to_string(), reason };
     let prefix = format!("{GROUP}/{level}");
     let mut objects = Vec::new();
@@ -374,7 +376,7 @@ fn empty_listing() -> Value {
 /// A group's documents with its members consolidated: v3 one `zarr.json` (the listing inline,
 /// as zarr-python 3 writes it), v2 `.zgroup`, `.zattrs` and `.zmetadata`. Returns
 /// `[(file, doc)]` and the v2 listing separately (it goes last).
-fn group_docs(format: ZarrFormat, attrs: Value, members: &[Member]) -> (Vec<(String, Value)>, Option<(String, Value)>) {
+fn group_docs(format: ZarrFormat, attrs: Value, members: &[Member]) -> (Vec<Doc>, Option<Doc>) {
     match format {
         ZarrFormat::V3 => {
             let mut listing = Map::new();
@@ -431,7 +433,7 @@ pub struct PyramidOptions {
     /// Tiles in work at once (reads, averaging and writes); each holds a few MB.
     pub jobs: usize,
     /// Told after every tile.
-    pub progress: Option<Arc<dyn Fn(&Progress) + Send + Sync>>,
+    pub progress: Option<ProgressFn>,
 }
 
 impl Default for PyramidOptions {
