@@ -120,6 +120,13 @@ fn plain_v3_levels_equal_a_numpy_valid_mean_and_rerun_is_byte_identical() {
         assert!(after[k] == *v, "{k} changed on the rerun");
     }
     println!("rerun: {} objects byte-identical", before.len());
+
+    // `build --overviews` writes the same pyramid as `overviews` after the build.
+    let with = dir.join("with.zarr");
+    let out = eocube_ok(&build_args(&with.display().to_string(), &["--overviews"]));
+    assert!(summary_line(&out).starts_with("overviews: 3 levels"), "{out}");
+    let pyramid = |c: &Path| files(&c.join("pyramid"));
+    assert!(pyramid(&with) == pyramid(&cube), "build --overviews wrote another pyramid");
 }
 
 #[test]
