@@ -592,6 +592,7 @@ pub async fn write(cube: &Cube, opts: &PyramidOptions) -> Result<PyramidSummary>
             enc: enc.clone(),
             level: l,
             location: location.clone(),
+            recent: std::sync::Mutex::new(Recent::default()),
         });
         let mut results = futures::stream::iter(tiles)
             .map(|tile| {
@@ -623,6 +624,10 @@ pub async fn write(cube: &Cube, opts: &PyramidOptions) -> Result<PyramidSummary>
     })
 }
 
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// The data variable's chunk keys, taken from the cube (its encoder knows them).
 struct CubeKeys {
     keys: Vec<Vec<Vec<String>>>,
@@ -652,6 +657,44 @@ struct Ctx {
     enc: Arc<Encoders>,
     level: usize,
     location: String,
+    /// Level 0: cube chunks decoded lately (a cube chunk of 1200 px overlaps about 11 tiles).
+    recent: std::sync::Mutex<Recent>,
+}
+
+/// Bytes of decoded cube chunks kept for the next tiles of level 0.
+const RECENT_BYTES: usize = 256 << 20;
+
+/// Decoded cube chunks, bounded by [`RECENT_BYTES`], the oldest dropped first. Tiles are taken
+/// in row-major order, so the neighbours of a tile in work share its chunks.
+#[derive(Default)]
+struct Recent {
+    by_key: std::collections::HashMap<String, Arc<Option<Vec<u16>>>>,
+    order: std::collections::VecDeque<String>,
+    bytes: usize,
+}
+
+fn chunk_bytes(v: &Option<Vec<u16>>) -> usize {
+    v.as_ref().map_or(0, |c| c.len() * 2)
+}
+
+impl Recent {
+    fn get(&self, key: &str) -> Option<Arc<Option<Vec<u16>>>> {
+        self.by_key.get(key).cloned()
+    }
+
+    fn put(&mut self, key: String, v: Arc<Option<Vec<u16>>>) {
+        if self.by_key.contains_key(&key) {
+            return;
+        }
+        self.bytes += chunk_bytes(&v);
+        self.by_key.insert(key.clone(), v);
+        self.order.push_back(key);
+        while self.bytes > RECENT_BYTES && self.order.len() > 1 {
+            if let Some(old) = self.order.pop_front().and_then(|k| self.by_key.remove(&k)) {
+                self.bytes -= chunk_bytes(&old);
+            }
+        }
+    }
 }
 
 impl Ctx {
@@ -715,7 +758,16 @@ impl Ctx {
         for iy in r0 / cs..=(r1 - 1) / cs {
             for ix in c0 / cs..=(c1 - 1) / cs {
                 let Some(key) = self.cube_keys.get(tile.t, iy, ix) else { continue };
-                let Some(chunk) = self.read(key, cs * cs * nb).await? else { continue };
+                let cached = lock(&self.recent).get(key);
+                let chunk = match cached {
+                    Some(c) => c,
+                    None => {
+                        let c = Arc::new(self.read(key, cs * cs * nb).await?);
+                        lock(&self.recent).put(key.to_string(), c.clone());
+                        c
+                    }
+                };
+                let Some(chunk) = chunk.as_ref() else { continue };
                 let (ry0, ry1) = (r0.max(iy * cs), r1.min((iy + 1) * cs));
                 let (cx0, cx1) = (c0.max(ix * cs), c1.min((ix + 1) * cs));
                 for r in ry0..ry1 {
