@@ -92,6 +92,29 @@ enum Command {
         spec: Box<SpecArgs>,
         #[command(flatten)]
         run: RunArgs,
+        /// When every job is done, also write the overview pyramid (as `eocube overviews`)
+        /// before the cube is published (Icechunk: in the same commit).
+        #[arg(long)]
+        overviews: bool,
+    },
+    /// Write the overview pyramid of a finished cube: levels at 2x steps down to one 512-px
+    /// tile, one uint16 array per band with 512 x 512 chunks, in the group `pyramid` beside the
+    /// data (docs/cube.md, "Pyramid"). Averages valid pixels only. Running it again rewrites the
+    /// same bytes. In an Icechunk repository: one new commit on the branch.
+    ///
+    /// Example: eocube overviews vermont.zarr
+    Overviews {
+        /// The cube (the --out of `eocube build`).
+        out: String,
+        /// Tiles in work at once (default: the number of cores).
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// Icechunk repository: the branch holding the cube.
+        #[arg(long, default_value = "main")]
+        branch: String,
+        /// No progress output.
+        #[arg(long, short)]
+        quiet: bool,
     },
     /// The whole pipeline offline: write a small synthetic Sentinel-2 archive (two UTM zones,
     /// clouds, SCL, same-day overlaps), serve it on 127.0.0.1 through an in-process STAC API,
@@ -601,7 +624,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Report { out, run, output, prices } => {
             runtime.block_on(report(&out, run.as_deref(), &output, &prices))
         }
-        Command::Build { spec, run } => runtime.block_on(build(*spec, run)),
+        Command::Build { spec, run, overviews } => runtime.block_on(build(*spec, run, overviews)),
+        Command::Overviews { out, jobs, branch, quiet } => runtime.block_on(overviews(&out, jobs, &branch, quiet)),
         Command::Extend { out, end, workers, run } => runtime.block_on(extend(&out, &end, workers, run)),
         Command::Status { out, branch, json } => runtime.block_on(status(&out, &branch, json)),
         Command::Worker { out, run, index, index_offset } => {
@@ -821,15 +845,61 @@ fn plan(args: SpecArgs, json: bool, estimate: Option<(usize, usize, PriceArgs)>)
     Ok(())
 }
 
-async fn build(args: SpecArgs, run: RunArgs) -> anyhow::Result<()> {
+async fn build(args: SpecArgs, run: RunArgs, overviews: bool) -> anyhow::Result<()> {
     let input = args.input()?;
     let settings = input.run_settings()?;
     let spec = input.validate()?;
     let mut opts = build_options(settings.workers, &run)?;
     opts.out = settings.out;
     let icechunk = icechunk_options(&run)?;
-    let report = eocube::build::build_with(&spec, &opts, &icechunk, &land_test, ctrl_c()).await?;
+    let pyramid =
+        eocube::pyramid::PyramidOptions { jobs: settings.workers.max(1), progress: progress::pyramid(run.quiet) };
+    let report = eocube::build::build_with_overviews(
+        &spec,
+        &opts,
+        &icechunk,
+        overviews.then_some(&pyramid),
+        &land_test,
+        ctrl_c(),
+    )
+    .await?;
+    if let Some(p) = &report.pyramid {
+        print_pyramid(p);
+    }
     print_report(&report, &run.branch)
+}
+
+/// `eocube overviews`.
+async fn overviews(out: &str, jobs: Option<usize>, branch: &str, quiet: bool) -> anyhow::Result<()> {
+    if jobs == Some(0) {
+        anyhow::bail!("--jobs 0: give at least 1 tile at once");
+    }
+    let loc = eocube::store::OutLocation::parse(out)?;
+    let opts = eocube::pyramid::PyramidOptions {
+        jobs: jobs.unwrap_or_else(default_workers),
+        progress: progress::pyramid(quiet),
+    };
+    let summary = eocube::pyramid::overviews(&loc, branch, &opts).await?;
+    print_pyramid(&summary);
+    match &loc {
+        eocube::store::OutLocation::Icechunk(_) => println!("committed to {branch} of {loc}"),
+        _ => println!("open a level in Python: xr.open_zarr(\"{out}\", group=\"pyramid/1\")"),
+    }
+    Ok(())
+}
+
+/// The summary line of a pyramid build.
+fn print_pyramid(p: &eocube::pyramid::PyramidSummary) {
+    let shapes: Vec<String> = p.shapes.iter().map(|(ny, nx)| format!("{ny}x{nx}")).collect();
+    println!(
+        "overviews: {} levels ({}), {} chunks written, {} all-fill left out, {:.1} MB, {:.1} s",
+        p.levels,
+        shapes.join(", "),
+        p.chunks_written,
+        p.chunks_empty,
+        p.bytes as f64 / 1e6,
+        p.seconds
+    );
 }
 
 /// How a build uses an Icechunk repository, from the flags.

@@ -155,6 +155,41 @@ fn line(s: &Summary, r: &JobRecord) -> String {
     }
 }
 
+/// What `eocube overviews` (and `build --overviews`) shows while the levels are written: a
+/// redrawn line on a terminal, one line per finished level otherwise, or nothing.
+pub fn pyramid(quiet: bool) -> Option<eocube::pyramid::ProgressFn> {
+    if quiet {
+        return None;
+    }
+    let bar = ProgressMode::detect() == ProgressMode::Bar;
+    let started = Instant::now();
+    let last = std::sync::Mutex::new(None::<Instant>);
+    Some(std::sync::Arc::new(move |p: &eocube::pyramid::Progress| {
+        let end = p.done == p.total;
+        let text = format!(
+            "overviews: level {}/{}: {}/{} tiles  {}",
+            p.level,
+            p.levels - 1,
+            p.done,
+            p.total,
+            duration(started.elapsed().as_secs_f64())
+        );
+        if bar {
+            let mut last = last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if end || last.is_none_or(|t| t.elapsed().as_millis() >= 100) {
+                *last = Some(Instant::now());
+                eprint!("\r\x1b[2K{text}");
+                if end && p.level + 1 == p.levels {
+                    eprintln!();
+                }
+                let _ = std::io::stderr().flush();
+            }
+        } else if end {
+            eprintln!("{text}");
+        }
+    }))
+}
+
 fn duration(seconds: f64) -> String {
     let s = seconds.round() as u64;
     if s >= 3600 {

@@ -22,6 +22,7 @@ use crate::executor::slurm::{SlurmExecutor, SlurmOptions};
 use crate::executor::{self, Executor, ExecutorError, LocalExecutor, Pending, RunOptions, Summary, Watcher};
 use crate::job::JobContext;
 use crate::plan::{Job, LandTest, Plan, PlanError, PlanSummary};
+use crate::pyramid::{PyramidError, PyramidOptions, PyramidSummary};
 use crate::spec::CubeSpec;
 use crate::store::{Cube, CubeLayout, IcechunkOptions, LocationError, OutLocation, StoreError, ZarrFormat};
 use crate::time::days_since_epoch;
@@ -131,6 +132,8 @@ pub struct BuildReport {
     pub detached: Option<Detached>,
     /// What the engine says it did ([`Executor::summary`]).
     pub engine: Option<String>,
+    /// The overview pyramid, when asked for (`--overviews`) and the build completed.
+    pub pyramid: Option<PyramidSummary>,
 }
 
 /// Why a build did not start or did not finish. Variants about one setting start their message
@@ -153,6 +156,8 @@ pub enum BuildError {
     Executor { path: PathBuf, error: Box<ExecutorError> },
     #[error("out {}: {error}", path.display())]
     Run { path: PathBuf, error: Box<WorkerError> },
+    #[error("out {}: overviews: {error}", path.display())]
+    Pyramid { path: PathBuf, error: Box<PyramidError> },
     #[error("end {given}: {reason}")]
     End { given: String, reason: String },
     #[error(
@@ -182,6 +187,7 @@ impl BuildError {
             | BuildError::Store { .. }
             | BuildError::Executor { .. }
             | BuildError::Run { .. }
+            | BuildError::Pyramid { .. }
             | BuildError::RelativeOut { .. }
             | BuildError::Location(_) => Some("out"),
             BuildError::Catalog { .. } => Some("stac-url"),
@@ -264,6 +270,20 @@ pub async fn build_with(
     is_land: LandTest<'_>,
     stop: impl Future<Output = ()>,
 ) -> Result<BuildReport, BuildError> {
+    build_with_overviews(spec, opts, icechunk, None, is_land, stop).await
+}
+
+/// [`build_with`], and with `overviews` the overview pyramid ([`crate::pyramid`]) once every
+/// job is done, before the cube is published: an Icechunk build publishes cube and pyramid in
+/// one commit, a plain one lists the pyramid in its consolidated metadata.
+pub async fn build_with_overviews(
+    spec: &CubeSpec,
+    opts: &BuildOptions,
+    icechunk: &IcechunkOptions,
+    overviews: Option<&PyramidOptions>,
+    is_land: LandTest<'_>,
+    stop: impl Future<Output = ()>,
+) -> Result<BuildReport, BuildError> {
     let out_arg = opts.out.as_deref().ok_or(BuildError::NoOutput)?;
     let out = PathBuf::from(out_arg);
     if opts.detach && opts.executor == ExecutorChoice::Local {
@@ -308,6 +328,7 @@ pub async fn build_with(
                 complete: false,
                 detached: Some(detached),
                 engine: None,
+                pyramid: None,
             });
         }
     };
@@ -316,14 +337,22 @@ pub async fn build_with(
             .await
             .map_err(engine)?;
     let complete = summary.complete();
+    let mut pyramid = None;
     if complete {
+        if let Some(p) = overviews {
+            // Icechunk: the jobs' chunks in a checkpoint of their own, so the final commit,
+            // the one that publishes, is the one that adds the levels.
+            cube.checkpoint().await.map_err(store)?;
+            let error = |e| BuildError::Pyramid { path: out.clone(), error: Box::new(e) };
+            pyramid = Some(crate::pyramid::write(&cube, p).await.map_err(error)?);
+        }
         cube.finish().await.map_err(store)?;
     } else {
         // Icechunk: commit the jobs done since the last checkpoint to the build branch.
         cube.checkpoint().await.map_err(store)?;
     }
     let engine = executor.summary();
-    Ok(BuildReport { out, plan: plan.summary(), resumed, summary, complete, detached: None, engine })
+    Ok(BuildReport { out, plan: plan.summary(), resumed, summary, complete, detached: None, engine, pyramid })
 }
 
 /// An executor to wait for, or tasks that were left to the engine.

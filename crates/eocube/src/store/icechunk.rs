@@ -157,6 +157,9 @@ pub struct IcechunkStore {
     files: Files,
     /// The session holds static keys from an AWS profile (see the module docs, Credentials).
     profile_keys: bool,
+    /// A writable session on the target branch itself ([`IcechunkStore::open_update`]): derived
+    /// objects (the overview pyramid) are committed straight to the branch, once.
+    update: bool,
 }
 
 /// A connected repository.
@@ -408,7 +411,25 @@ impl IcechunkStore {
             fork_base: Mutex::new(None),
             files: c.files,
             profile_keys: c.profile_keys,
+            update: false,
         }
+    }
+
+    /// The finished cube on `branch`, writable in place, for objects derived from it (`eocube
+    /// overviews`): [`CubeStore::publish_derived`] commits them to the branch in one commit,
+    /// refused if the branch moved meanwhile. No build branch: nothing a job computes changes.
+    pub async fn open_update(loc: &OutLocation, branch: &str) -> Result<IcechunkStore> {
+        let OutLocation::Icechunk(repo_loc) = loc else {
+            return Err(StoreError::Unsupported { location: loc.to_string(), what: "not an Icechunk location".into() });
+        };
+        let location = loc.to_string();
+        let c = connect(repo_loc, &location, false).await?;
+        require_branch(&c.repo, &location, branch, "give the branch holding the cube (`branch`)").await?;
+        let store = session_store(&c.repo, &location, branch, true).await?;
+        let opts = IcechunkOptions { branch: branch.to_string(), ..Default::default() };
+        let mut ic = IcechunkStore::new(loc, c, store, &opts, None);
+        ic.update = true;
+        Ok(ic)
     }
 
     fn err(&self, op: &'static str, e: impl std::fmt::Display) -> StoreError {
@@ -818,7 +839,15 @@ impl CubeStore for IcechunkStore {
     /// the build branch.
     async fn publish(&self, layout: &CubeLayout) -> Result<()> {
         let Some(b) = self.build.clone() else { return Ok(()) };
-        self.checkpoint().await?;
+        // Only with records pending: uncommitted changes without any are derived objects (the
+        // overview pyramid), which belong in the final commit with the cube.
+        let pending = {
+            let st = self.state();
+            !st.pending_done.is_empty() || !st.pending_report.is_empty()
+        };
+        if pending {
+            self.checkpoint().await?;
+        }
         let (changed, jobs, scenes, commits) = {
             let st = self.state();
             let scenes: u64 = st.ledger.values().filter_map(|r| r.get("scenes").and_then(Value::as_u64)).sum();
@@ -964,6 +993,40 @@ impl CubeStore for IcechunkStore {
         };
         let fork = base.fork().await.map_err(|e| self.err("fork", e))?;
         fork.as_bytes().map(Some).map_err(|e| self.err("serialize the session", e))
+    }
+
+    /// Into the coordinator's session (a build: its publish commits them with the cube) or the
+    /// branch's (opened for update).
+    async fn write_derived(&self, objects: Vec<(String, Option<Bytes>)>) -> Result<()> {
+        if self.build.is_none() && !self.update {
+            return Err(StoreError::Unsupported {
+                location: self.loc.clone(),
+                what: "the cube is open read-only".into(),
+            });
+        }
+        for (key, bytes) in objects {
+            match bytes {
+                Some(b) => self.put(&key, b).await?,
+                None => match self.store.delete(&key).await {
+                    Ok(()) => {}
+                    Err(e) if matches!(e.kind, StoreErrorKind::NotFound(_)) => {}
+                    Err(e) => return Err(session_err(&self.loc, "write", e)),
+                },
+            }
+        }
+        if self.build.is_some() {
+            // The build's final commit must happen even when no job ran (a finished cube
+            // built again with overviews).
+            self.state().changed = true;
+        }
+        Ok(())
+    }
+
+    async fn publish_derived(&self, _layout: &CubeLayout, message: &str, props: Value) -> Result<()> {
+        if !self.update {
+            return Ok(());
+        }
+        self.commit(message.to_string(), props).await.map(|_| ())
     }
 }
 
@@ -1124,7 +1187,10 @@ pub async fn log(out: &OutLocation, branch: &str, all: bool) -> Result<Vec<Versi
         });
     }
     let on_the_way = |p: &Option<Value>| {
-        p.as_ref().and_then(|p| p.get("kind")).and_then(Value::as_str).is_some_and(|k| k != "build")
+        p.as_ref()
+            .and_then(|p| p.get("kind"))
+            .and_then(Value::as_str)
+            .is_some_and(|k| !matches!(k, "build" | "overviews"))
     };
     Ok(ancestry(&repo, &location, branch)
         .await?

@@ -333,6 +333,24 @@ pub trait CubeStore: Send + Sync {
     /// What a remote worker needs to write chunks that [`CubeStore::record`] can take back
     /// (Icechunk: a serialized fork of the build branch's session); `None` for plain Zarr.
     async fn worker_base(&self) -> Result<Option<Vec<u8>>>;
+
+    /// Writes objects derived from the cube's data rather than by a job (the overview pyramid,
+    /// [`crate::pyramid`]): each put whole, or erased when `None`. Plain Zarr: object puts;
+    /// Icechunk: into the session that the next commit makes visible (the build's publish, or
+    /// [`CubeStore::publish_derived`]).
+    async fn write_derived(&self, objects: Vec<(String, Option<Bytes>)>) -> Result<()> {
+        let _ = objects;
+        Err(StoreError::Unsupported { location: self.location().to_string(), what: "writing overviews".into() })
+    }
+
+    /// Makes what [`CubeStore::write_derived`] wrote to a finished cube visible: plain Zarr
+    /// rewrites the consolidated metadata (which then lists it); an Icechunk branch opened for
+    /// update gets one commit (`message`, eocube properties `props`). During a build nothing
+    /// happens here: the build's [`CubeStore::publish`] does it.
+    async fn publish_derived(&self, layout: &CubeLayout, message: &str, props: Value) -> Result<()> {
+        let _ = (layout, message, props);
+        Err(StoreError::Unsupported { location: self.location().to_string(), what: "publishing overviews".into() })
+    }
 }
 
 /// An eocube cube: its layout, its store, and the encoder of its chunks.
@@ -682,7 +700,7 @@ fn plan_document(layout: &CubeLayout) -> Value {
 /// Everything of a cube but its data chunks, as `(key, bytes)` in write order: the group
 /// metadata, every array's metadata and the coordinate values (encoded by zarrs). Data chunks
 /// keep their keys across rewrites: their chunk shape never changes.
-fn template_objects(path: &Path, layout: &CubeLayout) -> Result<Vec<(String, Bytes)>> {
+pub(crate) fn template_objects(path: &Path, layout: &CubeLayout) -> Result<Vec<(String, Bytes)>> {
     let pretty = |v: &Value| -> Result<Bytes> {
         serde_json::to_vec_pretty(v).map(Bytes::from).map_err(|e| zarr_err(path, "template", e))
     };
@@ -747,6 +765,18 @@ async fn consolidated(store: &dyn CubeStore, layout: &CubeLayout) -> Result<(&'s
             for name in names {
                 members.insert(name.clone(), read(format!("{name}/zarr.json")).await?);
             }
+            // The overview pyramid lists its own nodes (it is written last): they join the
+            // root's listing under its path, and it is listed as zarr-python lists a child group.
+            let pyramid = crate::pyramid::GROUP;
+            if let Some(bytes) = store.read(&format!("{pyramid}/zarr.json")).await? {
+                let mut doc: Value = serde_json::from_slice(&bytes).map_err(|e| zarr_err(&path, pyramid, e))?;
+                let listed = doc.pointer("/consolidated_metadata/metadata").and_then(Value::as_object).cloned();
+                for (k, v) in listed.unwrap_or_default() {
+                    members.insert(format!("{pyramid}/{k}"), v);
+                }
+                doc["consolidated_metadata"] = json!({"kind": "inline", "must_understand": false, "metadata": {}});
+                members.insert(pyramid.to_string(), doc);
+            }
             if let Value::Object(g) = &mut group {
                 g.insert(
                     "consolidated_metadata".into(),
@@ -762,6 +792,15 @@ async fn consolidated(store: &dyn CubeStore, layout: &CubeLayout) -> Result<(&'s
             for name in names {
                 m.insert(format!("{name}/.zarray"), read(format!("{name}/.zarray")).await?);
                 m.insert(format!("{name}/.zattrs"), read(format!("{name}/.zattrs")).await?);
+            }
+            // The overview pyramid's own listing (written last), under its path.
+            let pyramid = crate::pyramid::GROUP;
+            if let Some(bytes) = store.read(&format!("{pyramid}/.zmetadata")).await? {
+                let doc: Value = serde_json::from_slice(&bytes).map_err(|e| zarr_err(&path, pyramid, e))?;
+                let listed = doc.get("metadata").and_then(Value::as_object).cloned();
+                for (k, v) in listed.unwrap_or_default() {
+                    m.insert(format!("{pyramid}/{k}"), v);
+                }
             }
             Ok((".zmetadata", pretty(&json!({"metadata": m, "zarr_consolidated_format": 1}))?))
         }

@@ -245,4 +245,19 @@ impl CubeStore for ZarrStore {
     async fn worker_base(&self) -> Result<Option<Vec<u8>>> {
         Ok(None)
     }
+
+    async fn write_derived(&self, objects: Vec<(String, Option<Bytes>)>) -> Result<()> {
+        let (puts, deletes): (Vec<_>, Vec<_>) = objects.into_iter().partition(|(_, b)| b.is_some());
+        self.objects.put_many(puts.into_iter().filter_map(|(k, b)| b.map(|b| (k, b))).collect()).await?;
+        for (k, _) in deletes {
+            self.objects.delete(&k).await?;
+        }
+        Ok(())
+    }
+
+    /// A finished cube: the consolidated metadata again, now listing what was derived. During a
+    /// build the build's own publish writes it.
+    async fn publish_derived(&self, layout: &CubeLayout, _message: &str, _props: Value) -> Result<()> {
+        if self.is_published().await? { self.publish(layout).await } else { Ok(()) }
+    }
 }
