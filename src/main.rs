@@ -116,6 +116,42 @@ enum Command {
         #[arg(long, short)]
         quiet: bool,
     },
+    /// Draw a quicklook PNG of one time step: the map in the cube's own CRS with a title,
+    /// coordinate ticks, a scale bar and (one band or an expression) a colour bar. Reads the
+    /// finest pyramid level that fits --size. Same parameters as the tiles of `eocube serve`.
+    ///
+    /// Example: eocube preview vermont.zarr --time 2024-05 -o quicklook.png
+    Preview {
+        /// The cube (the --out of `eocube build`).
+        out: String,
+        /// The PNG to write.
+        #[arg(long, short = 'o', default_value = "quicklook.png")]
+        output: std::path::PathBuf,
+        /// The time step: a label (2024-05), a date (nearest step) or #INDEX; default the latest.
+        #[arg(long)]
+        time: Option<String>,
+        /// Only this part, in lon/lat: WEST SOUTH EAST NORTH.
+        #[arg(long, num_args = 4, value_names = ["WEST", "SOUTH", "EAST", "NORTH"], allow_negative_numbers = true)]
+        bbox: Option<Vec<f64>>,
+        /// Three bands as red, green, blue, or one band (default: the first three).
+        #[arg(long)]
+        bands: Option<String>,
+        /// Stretch in reflectance: LO,HI once or per band (default 0,0.3).
+        #[arg(long)]
+        rescale: Option<String>,
+        /// Colormap of one band or an expression (e.g. viridis, rdylgn).
+        #[arg(long)]
+        colormap: Option<String>,
+        /// Band maths, e.g. "(nir-red)/(nir+red)".
+        #[arg(long)]
+        expression: Option<String>,
+        /// Longest side of the map, in pixels.
+        #[arg(long, default_value_t = 1024)]
+        size: usize,
+        /// Icechunk repository: a snapshot, tag or branch (default main).
+        #[arg(long)]
+        version: Option<String>,
+    },
     /// The whole pipeline offline: write a small synthetic Sentinel-2 archive (two UTM zones,
     /// clouds, SCL, same-day overlaps), serve it on 127.0.0.1 through an in-process STAC API,
     /// build a monthly median cube from it and print how to open it. No network, no Python.
@@ -626,6 +662,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Build { spec, run, overviews } => runtime.block_on(build(*spec, run, overviews)),
         Command::Overviews { out, jobs, branch, quiet } => runtime.block_on(overviews(&out, jobs, &branch, quiet)),
+        Command::Preview { out, output, time, bbox, bands, rescale, colormap, expression, size, version } => {
+            let params = [
+                ("time", time),
+                ("bands", bands),
+                ("rescale", rescale),
+                ("colormap", colormap),
+                ("expression", expression),
+            ];
+            runtime.block_on(preview(&out, &output, &params, bbox, size, version))
+        }
         Command::Extend { out, end, workers, run } => runtime.block_on(extend(&out, &end, workers, run)),
         Command::Status { out, branch, json } => runtime.block_on(status(&out, &branch, json)),
         Command::Worker { out, run, index, index_offset } => {
@@ -885,6 +931,45 @@ async fn overviews(out: &str, jobs: Option<usize>, branch: &str, quiet: bool) ->
         eocube::store::OutLocation::Icechunk(_) => println!("committed to {branch} of {loc}"),
         _ => println!("open a level in Python: xr.open_zarr(\"{out}\", group=\"pyramid/1\")"),
     }
+    Ok(())
+}
+
+/// `eocube preview`: the flags become serve's query, so both read them the same way.
+async fn preview(
+    out: &str,
+    output: &std::path::Path,
+    params: &[(&str, Option<String>)],
+    bbox: Option<Vec<f64>>,
+    size: usize,
+    version: Option<String>,
+) -> anyhow::Result<()> {
+    use eocube::serve::quicklook::{PreviewError, PreviewRequest};
+    let mut q = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in params {
+        if let Some(v) = v {
+            q.append_pair(k, v);
+        }
+    }
+    let query = eocube::serve::params::Query::parse(Some(&q.finish()))?;
+    let bbox = match bbox.as_deref() {
+        Some(&[w, s, e, n]) => Some(eocube::Bbox::new_lonlat(w, s, e, n).context("--bbox")?),
+        _ => None,
+    };
+    if !(16..=16384).contains(&size) {
+        anyhow::bail!("--size {size}: give 16 to 16384 pixels");
+    }
+    let loc = eocube::store::OutLocation::parse(out)?;
+    let version = version.map_or(eocube::store::view::VersionRef::Default, eocube::store::view::VersionRef::Named);
+    let view =
+        eocube::store::view::CubeView::open(&loc, &version, eocube::store::view::ChunkCache::new(256 << 20)).await?;
+    let req = PreviewRequest { query, bbox, max_px: size };
+    let png = eocube::serve::quicklook::preview(&view, &req).await.map_err(|e| match e {
+        // Name the flag, not the URL parameter it stands for.
+        PreviewError::Param(p) => anyhow::anyhow!("--{} {:?}: {}", p.param, p.value, p.fix),
+        e => e.into(),
+    })?;
+    std::fs::write(output, &png).with_context(|| format!("cannot write {}", output.display()))?;
+    println!("wrote {} ({} KB); open it in any image viewer", output.display(), png.len() / 1024);
     Ok(())
 }
 

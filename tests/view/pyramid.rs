@@ -208,7 +208,6 @@ fn overviews_on_an_icechunk_cube_adds_one_commit() {
 /// are the builder's grids, and level L read through it is the valid mean of level L-1 read
 /// through it.
 #[tokio::test]
-#[ignore = "store::view parses `spatial:transform` as a GDAL GeoTransform; the convention's order is [a, b, c, d, e, f]"]
 async fn store_view_reads_the_levels_as_written() {
     use eocube::PixelWindow;
     use eocube::store::view::{ChunkCache, CubeView, VersionRef};

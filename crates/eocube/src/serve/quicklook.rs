@@ -116,7 +116,9 @@ pub async fn preview(view: &CubeView, req: &PreviewRequest) -> Result<Vec<u8>, P
     let date = crate::time::date_of_days(layout.times[t])
         .map_or_else(|| "?".to_string(), |d| d.format("%Y-%m-%d").to_string());
     let (what, legend) = match &style {
-        Style::Rgb { bands, .. } => (bands.iter().map(|&b| layout.bands[b].as_str()).collect::<Vec<_>>().join(","), None),
+        Style::Rgb { bands, .. } => {
+            (bands.iter().map(|&b| layout.bands[b].as_str()).collect::<Vec<_>>().join(","), None)
+        }
         Style::Band { band, stretch, colormap } => (layout.bands[*band].clone(), Some(Legend::of(stretch, colormap))),
         Style::Expression { stretch, colormap, .. } => {
             (req.query.get("expression").unwrap_or_default().to_string(), Some(Legend::of(stretch, colormap)))
@@ -124,7 +126,8 @@ pub async fn preview(view: &CubeView, req: &PreviewRequest) -> Result<Vec<u8>, P
     };
     let title = format!("{} | {date} | {what}", layout.variable);
     let canvas = compose(&Figure { map: &rgba, geobox: &geobox, title, legend });
-    encode::encode(&canvas.rgba, canvas.width, canvas.height, Format::Png).map_err(|e| PreviewError::Encode(e.to_string()))
+    encode::encode(&canvas.rgba, canvas.width, canvas.height, Format::Png)
+        .map_err(|e| PreviewError::Encode(e.to_string()))
 }
 
 /// Mean earth radius of the scale bar's distances on a geographic grid (metres).
