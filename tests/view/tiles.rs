@@ -5,7 +5,7 @@
 //! - Tiles against an independent reference: GDAL (rasterio `reproject`, nearest) of the cube's
 //!   bands onto each tile's Web Mercator bounds, then the same stretch in numpy: >= 99 % of the
 //!   opaque pixels within 2 levels, transparency where the cube is fill, at zooms that read level
-//!   0. (A zoom that reads an overview needs helper P's pyramid, not on this branch yet.)
+//!   0, and at zooms that read overview levels 1 and 2 of a cube built with `--overviews`.
 //! - The point endpoint against xarray's decoded values, fill as null.
 //! - Safety: path traversal, unknown cube, world-sized tiles past the pixel bound (413), huge z,
 //!   malformed parameters: each a clear 4xx with a JSON message, and the server still answers.
@@ -204,8 +204,13 @@ from PIL import Image
 cube, png, z, x, y, t, spec = sys.argv[1:8]
 z, x, y, t = int(z), int(x), int(y), int(t)
 spec = json.loads(spec)
-ds = xr.open_zarr(cube, mask_and_scale=False)
-da = ds[[v for v in ds.data_vars if "band" in ds[v].dims][0]].isel(time=t)
+group = spec.get("group")
+ds = xr.open_zarr(cube, group=group, mask_and_scale=False)
+if group:
+    # a pyramid level: one (time, y, x) array per band
+    da = xr.concat([ds[b] for b in spec["bands"]], dim="band").assign_coords(band=spec["bands"]).isel(time=t)
+else:
+    da = ds[[v for v in ds.data_vars if "band" in ds[v].dims][0]].isel(time=t)
 gt = [float(v) for v in ds["spatial_ref"].attrs["GeoTransform"].split()]
 src_transform = Affine.from_gdal(*gt)
 crs = ds["spatial_ref"].attrs["crs_wkt"]
@@ -250,8 +255,20 @@ print(json.dumps({
 }))
 "#;
 
-fn compare_tile(s: &Served, cube: &Path, (z, x, y): (u32, u64, u64), query: &str, spec: Value, t: usize) -> Value {
-    let path = format!("/cubes/e2e/tiles/WebMercatorQuad/{z}/{x}/{y}.png{query}");
+fn compare_tile(s: &Served, cube: &Path, tile: (u32, u64, u64), query: &str, spec: Value, t: usize) -> Value {
+    compare_tile_of(s, "e2e", cube, tile, query, spec, t)
+}
+
+fn compare_tile_of(
+    s: &Served,
+    id: &str,
+    cube: &Path,
+    (z, x, y): (u32, u64, u64),
+    query: &str,
+    spec: Value,
+    t: usize,
+) -> Value {
+    let path = format!("/cubes/{id}/tiles/WebMercatorQuad/{z}/{x}/{y}.png{query}");
     let r = s.get(&path);
     assert_eq!(r.status, 200, "{path}: {}", r.text());
     assert_eq!(r.header("content-type"), Some("image/png"));
@@ -328,6 +345,32 @@ fn tiles_match_gdal_reprojection_at_level_0() {
     let (z, x, y) = tile_at(100.0, -30.0, 13);
     let off = s.get(&format!("/cubes/e2e/tiles/WebMercatorQuad/{z}/{x}/{y}.png"));
     assert_eq!(off.status, 200);
+}
+
+/// A cube with a pyramid: at 1/12345 degree (741 x 1236 px) it has three levels. At 44 degrees
+/// north a z 12 tile pixel spans 2.47e-4 degrees of latitude, so z 12 reads level 1 (1.62e-4)
+/// and z 11 level 2 (3.24e-4): the coarsest level still as fine as the tile. GDAL's reference
+/// reprojects that level, opened by xarray from the pyramid group.
+#[test]
+fn tiles_at_overview_zooms_match_gdal_reprojection_of_the_level_read() {
+    let cube = common::scratch_dir("tiles-pyramid").join("fine.zarr");
+    build(&cube.display().to_string(), &["--resolution", "1/12345", "--chunk-size", "300", "--overviews"]);
+    let s = Served::start(&[format!("fine={}", cube.display())], &[]);
+    let summary = s.get("/cubes/fine").json();
+    assert_eq!(summary["pyramid"], true, "{summary}");
+    assert_eq!(summary["levels"].as_array().map(Vec::len), Some(3), "{summary}");
+    let centre = (-72.0, 44.03);
+    for (z, group) in [(12, "pyramid/1"), (11, "pyramid/2")] {
+        let spec =
+            json!({"bands": ["red", "green", "blue"], "rescale": [[0.0, 0.3], [0.0, 0.3], [0.0, 0.3]], "group": group});
+        let v = compare_tile_of(&s, "fine", &cube, tile_at(centre.0, centre.1, z), "?time=2023-06", spec, 1);
+        assert!(v["ref_opaque"].as_u64().unwrap() > 1000, "the tile shows the cube: {v}");
+        assert!(v["within2"].as_f64().unwrap() >= 0.99, "z {z} reads {group}: {v}");
+        assert!(v["opacity_agree"].as_f64().unwrap() >= 0.99, "z {z}: {v}");
+        assert!(v["transparent_ok"].as_f64().unwrap() >= 0.99, "z {z}: {v}");
+    }
+    // With a pyramid the world tile reads the coarsest level: no 413.
+    assert_eq!(s.get("/cubes/fine/tiles/WebMercatorQuad/0/0/0.png").status, 200);
 }
 
 #[test]
