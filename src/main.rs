@@ -1309,6 +1309,13 @@ async fn demo(out: &std::path::Path, workers: Option<usize>, quiet: bool) -> any
     println!("  ds = xr.open_zarr(\"{cube}\")");
     println!("and look at the first month (matplotlib):");
     println!("  ds.rgb_median.isel(time=0).plot.imshow(rgb=\"band\", robust=True)");
+    println!();
+    // A picture without Python: the quicklook of the first month, and the map server.
+    let png = r.dir.join("quicklook.png");
+    let first = [("time", Some("#0".to_string()))];
+    preview(&cube.to_string(), &png, &first, None, 1024, None).await?;
+    println!("Look at it on a map (time slider, pixel time series; Ctrl-C stops):");
+    println!("  eocube serve {cube}     # then open http://127.0.0.1:8080/cubes/cube/map");
     Ok(())
 }
 

@@ -227,9 +227,16 @@ fn demo_builds_a_cube_offline_that_xarray_opens() {
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}\n{stderr}");
     let cube = dir.join("cube.zarr");
-    for want in ["UTM zones [18, 19]", "import xarray as xr", &format!("xr.open_zarr(\"{}\")", cube.display())] {
+    let serve_hint = format!("eocube serve {}", cube.display());
+    for want in
+        ["UTM zones [18, 19]", "import xarray as xr", &format!("xr.open_zarr(\"{}\")", cube.display()), &serve_hint]
+    {
         assert!(stdout.contains(want), "missing {want:?} in\n{stdout}");
     }
+    // The picture without Python: a real PNG of the first month, named in the output.
+    let png = std::fs::read(dir.join("quicklook.png")).unwrap();
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000, "quicklook.png: {} bytes", png.len());
+    assert!(stdout.contains("quicklook.png"), "{stdout}");
     let py = r#"
 import sys, numpy as np, xarray as xr
 ds = xr.open_zarr(sys.argv[1])

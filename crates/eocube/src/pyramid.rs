@@ -31,6 +31,7 @@ use zarrs::metadata::v3::ArrayMetadataV3;
 use zarrs::storage::store::MemoryStore;
 
 use crate::grid::{GeoBox, Shape};
+use crate::store::view::decode_u16;
 use crate::store::{Cube, CubeLayout, CubeStore, OutLocation, StoreError, ZarrFormat, meta};
 
 /// Edge of a level chunk in pixels, and the size below which the pyramid stops: one tile is
@@ -532,17 +533,6 @@ impl Encoders {
     }
 }
 
-/// Decodes a stored chunk (zstd of little-endian u16, the codecs of the data variable and of
-/// the levels) of `n` values. Read here rather than through `store::view`: a build with
-/// `--overviews` reads a session that is not published yet.
-fn decode(bytes: &[u8], n: usize) -> Result<Vec<u16>, String> {
-    let raw = zstd::bulk::decompress(bytes, n * 2).map_err(|e| format!("zstd: {e}"))?;
-    if raw.len() != n * 2 {
-        return Err(format!("{} bytes decoded, expected {}", raw.len(), n * 2));
-    }
-    Ok(raw.chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]])).collect())
-}
-
 /// One unit of work: a tile position at one time step, every band.
 #[derive(Debug, Clone, Copy)]
 struct Tile {
@@ -703,7 +693,7 @@ impl Ctx {
         let key = key.to_string();
         let location = self.location.clone();
         // Decoding is CPU work: off the async threads.
-        let v = tokio::task::spawn_blocking(move || decode(&bytes, n))
+        let v = tokio::task::spawn_blocking(move || decode_u16(&bytes, n))
             .await
             .map_err(|e| PyramidError::Task { location: location.clone(), reason: e.to_string() })?
             .map_err(|reason| PyramidError::BadChunk { location, key, reason })?;
@@ -1027,10 +1017,10 @@ mod tests {
         let data: Vec<u16> = (0..TILE * TILE).map(|i| (i % 5000) as u16).collect();
         let (key, bytes) = enc.encode(1, 1, [1, 0, 0], data.clone()).unwrap();
         assert_eq!(key, "pyramid/1/green/c/1/0/0");
-        assert_eq!(decode(&bytes.unwrap(), TILE * TILE).unwrap(), data);
+        assert_eq!(decode_u16(&bytes.unwrap(), TILE * TILE).unwrap(), data);
         assert_eq!(enc.encode(0, 0, [0, 1, 1], vec![0; TILE * TILE]).unwrap().1, None);
         let v2 = Encoders::new(&layout(600, 700, ZarrFormat::V2), &levels, "c").unwrap();
         assert_eq!(v2.key(0, 0, [0, 1, 0]).unwrap(), "pyramid/0/red/0.1.0");
-        assert!(decode(b"not zstd", 4).is_err());
+        assert!(decode_u16(b"not zstd", 4).is_err());
     }
 }

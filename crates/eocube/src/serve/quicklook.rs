@@ -135,7 +135,8 @@ const EARTH_RADIUS_M: f64 = 6_371_008.8;
 /// Where the map is fill: light grey, so fill is told apart from bright cloud or white paper.
 pub const FILL: Rgb = [224, 224, 224];
 const LEFT: usize = 84;
-const RIGHT: usize = 24;
+// Room for half of the last x label.
+const RIGHT: usize = 44;
 const TOP: usize = 34;
 const BOTTOM: usize = 46;
 const TICK: usize = 5;
@@ -258,7 +259,7 @@ pub fn compose(fig: &Figure) -> Canvas {
         let s = label(v, xstep, geographic, true);
         c.text(px - canvas::text_width(&s) as i64 / 2, y0 + (mh + TICK + 2) as i64, &s, BLACK);
     }
-    let (ys, ystep) = nice_ticks(south, north, (mh / 100).max(2));
+    let (ys, ystep) = nice_ticks(south, north, (mh / 60).max(3));
     for v in ys {
         let py = y0 + ((north - v) / (north - south) * mh as f64).round() as i64;
         c.fill(x0 - TICK as i64 - 1, py, TICK, 1, BLACK);

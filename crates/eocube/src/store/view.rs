@@ -98,8 +98,13 @@ struct Key {
 }
 
 /// An LRU of decoded chunk planes, bounded in bytes, shared by the views of a process.
+///
+/// Loads are single-flight: concurrent misses on the same stored chunk (the tiles of one
+/// viewport share chunks) wait for one read and decode instead of each doing it.
 pub struct ChunkCache {
     inner: Mutex<CacheInner>,
+    /// One gate per stored chunk being loaded now; removed when its last waiter is done.
+    inflight: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
     max_bytes: usize,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -120,6 +125,7 @@ impl ChunkCache {
     pub fn new(max_bytes: usize) -> Arc<ChunkCache> {
         Arc::new(ChunkCache {
             inner: Mutex::new(CacheInner { lru: lru::LruCache::unbounded(), bytes: 0 }),
+            inflight: Mutex::new(HashMap::new()),
             max_bytes,
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
@@ -128,6 +134,22 @@ impl ChunkCache {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, CacheInner> {
         self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Waits until no other task is loading the stored chunk `load`; the loader holds the
+    /// returned guard while it reads, decodes and puts.
+    async fn gate(self: &Arc<Self>, load: Key) -> Gate {
+        let gate = {
+            let mut m = self.inflight.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            m.entry(load).or_default().clone()
+        };
+        let guard = gate.clone().lock_owned().await;
+        Gate { cache: self.clone(), load, gate, guard: Some(guard) }
+    }
+
+    /// Like [`ChunkCache::get`] without counting: the second look after waiting at a gate.
+    fn peek(&self, key: &Key) -> Option<Plane> {
+        self.lock().lru.get(key).cloned()
     }
 
     fn get(&self, key: &Key) -> Option<Plane> {
@@ -163,6 +185,26 @@ impl ChunkCache {
     /// Lookups answered from the cache and those that were not, since it was made.
     pub fn stats(&self) -> (u64, u64) {
         (self.hits.load(Ordering::Relaxed), self.misses.load(Ordering::Relaxed))
+    }
+}
+
+/// The right to load one stored chunk; dropping it lets the next waiter in and forgets the
+/// gate once nobody else holds it.
+struct Gate {
+    cache: Arc<ChunkCache>,
+    load: Key,
+    gate: Arc<tokio::sync::Mutex<()>>,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        self.guard = None;
+        let mut m = self.cache.inflight.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Two holders left: the map and this gate, so no task waits on it.
+        if Arc::strong_count(&self.gate) == 2 {
+            m.remove(&self.load);
+        }
     }
 }
 
@@ -311,6 +353,15 @@ impl CubeView {
         let tile = lvl.tile;
         let layout = self.cube.layout();
         let nb = layout.bands.len();
+        // A stored level-0 chunk holds every band, so its loads are shared across bands.
+        let load = match source {
+            Source::Data => Key { band: 0, ..key },
+            Source::Pyramid { .. } => key,
+        };
+        let _gate = self.cache.gate(load).await;
+        if let Some(p) = self.cache.peek(&key) {
+            return Ok(p);
+        }
         match source {
             Source::Data => {
                 // One stored chunk holds every band: decode once, cache each band's plane.
@@ -359,13 +410,11 @@ impl CubeView {
     }
 }
 
-/// `bytes` as zstd of `len` little-endian u16 values.
-fn decode_u16(bytes: &[u8], len: usize) -> std::result::Result<Vec<u16>, String> {
-    let mut raw = Vec::with_capacity(len * 2);
-    // A bound on the output: a corrupt frame must not allocate without limit.
-    let mut decoder = zstd::stream::read::Decoder::new(bytes).map_err(|e| format!("not zstd: {e}"))?;
-    std::io::Read::read_to_end(&mut std::io::Read::take(&mut decoder, (len * 2 + 1) as u64), &mut raw)
-        .map_err(|e| format!("not valid zstd: {e}"))?;
+/// `bytes` as zstd of `len` little-endian u16 values: the codec chain of the data variable and
+/// of the pyramid levels. The output is bounded by `len`: a corrupt frame cannot allocate more.
+pub(crate) fn decode_u16(bytes: &[u8], len: usize) -> std::result::Result<Vec<u16>, String> {
+    let raw =
+        zstd::bulk::decompress(bytes, len * 2).map_err(|e| format!("not zstd of at most {} bytes: {e}", len * 2))?;
     if raw.len() != len * 2 {
         return Err(format!("{} bytes decoded, expected {}", raw.len(), len * 2));
     }
@@ -500,7 +549,7 @@ mod tests {
         let raw: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
         let z = zstd::encode_all(&raw[..], 5).unwrap();
         assert_eq!(decode_u16(&z, 100).unwrap(), values);
-        assert!(decode_u16(&z, 99).unwrap_err().contains("expected 198"));
+        assert!(decode_u16(&z, 99).unwrap_err().contains("at most 198 bytes"));
         assert!(decode_u16(&z, 101).unwrap_err().contains("expected 202"));
         assert!(decode_u16(b"not zstd at all", 10).is_err());
     }
@@ -522,5 +571,37 @@ mod tests {
         assert!(cache.get(&key(9)).is_none());
         let (hits, misses) = cache.stats();
         assert_eq!((hits, misses), (3, 2));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_misses_on_one_chunk_load_it_once() {
+        let cache = ChunkCache::new(1 << 20);
+        let loads = Arc::new(AtomicU64::new(0));
+        let key = |band| Key { view: 7, level: 0, t: 0, band, ty: 1, tx: 2 };
+        let tasks: Vec<_> = (0..16)
+            .map(|i| {
+                let (cache, loads) = (cache.clone(), loads.clone());
+                tokio::spawn(async move {
+                    let k = key(i % 3);
+                    if cache.get(&k).is_some() {
+                        return;
+                    }
+                    let _gate = cache.gate(key(0)).await;
+                    if cache.peek(&k).is_some() {
+                        return;
+                    }
+                    loads.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    for b in 0..3 {
+                        cache.put(key(b), Some(Arc::new(vec![b as u16; 10])));
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(loads.load(Ordering::SeqCst), 1, "one load for sixteen concurrent misses");
+        assert!(cache.inflight.lock().unwrap().is_empty(), "the gate is forgotten when its waiters are done");
     }
 }
