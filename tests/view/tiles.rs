@@ -272,7 +272,8 @@ fn compare_tile_of(
     let r = s.get(&path);
     assert_eq!(r.status, 200, "{path}: {}", r.text());
     assert_eq!(r.header("content-type"), Some("image/png"));
-    let png = common::scratch_dir("tiles-ref").join(format!("{z}-{x}-{y}-{}.png", unique()));
+    // One directory per reference: scratch_dir empties the directory it names, and tests run at once.
+    let png = common::scratch_dir(&format!("tiles-ref-{}", unique())).join(format!("{z}-{x}-{y}.png"));
     std::fs::write(&png, &r.body).unwrap();
     let args = [
         cube.display().to_string(),
