@@ -157,10 +157,16 @@ pub async fn run_with(
     job: Job,
     found: Option<&[Scene]>,
 ) -> Result<(JobStats, Receipt), JobError> {
-    let (data, shape, mut stats) = compute_with(ctx, job, found).await?;
+    let (data, shape, mut stats) = observe_and_reduce(ctx, job, found).await?;
     let t0 = Instant::now();
-    let encoder = Arc::clone(cube);
-    let (key, bytes) = cpu(move || encoder.encode_chunk(job, &data, shape)).await??;
+    let (key, bytes) = match data {
+        Some(data) => {
+            let encoder = Arc::clone(cube);
+            cpu(move || encoder.encode_chunk(job, &data, shape)).await??
+        }
+        // Nothing observed: no chunk is stored (Zarr reads fill), and any earlier one goes.
+        None => (cube.chunk_key(job.t, job.iy, job.ix), None),
+    };
     let receipt = cube.store().write_chunk(job, &key, bytes).await?;
     stats.write_seconds = t0.elapsed().as_secs_f64();
     Ok((stats, receipt))
@@ -231,6 +237,19 @@ pub async fn compute_with(
     job: Job,
     found: Option<&[Scene]>,
 ) -> Result<(Vec<u16>, (usize, usize), JobStats), JobError> {
+    let (data, (rows, cols), stats) = observe_and_reduce(ctx, job, found).await?;
+    let data = data.unwrap_or_else(|| vec![0; rows * cols * ctx.plan.spec.bands.len()]);
+    Ok((data, (rows, cols), stats))
+}
+
+/// [`compute_with`] with `None` for a chunk of fill (no observation), so that the jobs that
+/// find nothing (most of a continent-sized build) cost neither a chunk of zeros nor a pass
+/// over one.
+async fn observe_and_reduce(
+    ctx: &JobContext,
+    job: Job,
+    found: Option<&[Scene]>,
+) -> Result<(Option<Vec<u16>>, (usize, usize), JobStats), JobError> {
     let plan = &ctx.plan;
     let spec = &plan.spec;
     let not_in_plan = |reason: String| JobError::NotInPlan { job, reason };
@@ -244,7 +263,7 @@ pub async fn compute_with(
     let wgs84 = Crs::wgs84();
     let lon_center = chunk_center_lon(&chunk.geobox, &wgs84)?;
     let Some(window) = bin.search_window(spec.start, spec.end) else {
-        return Ok((vec![0; rows * cols * nb], (rows, cols), stats));
+        return Ok((None, (rows, cols), stats));
     };
 
     let t0 = Instant::now();
@@ -313,6 +332,9 @@ pub async fn compute_with(
     stats.solar_days = observations.len();
 
     let t0 = Instant::now();
+    if observations.is_empty() {
+        return Ok((None, (rows, cols), stats));
+    }
     let reducer = spec.reducer;
     let data = cpu(move || -> Result<Vec<u16>, ReduceError> {
         let n = rows * cols;
@@ -331,7 +353,7 @@ pub async fn compute_with(
     })
     .await??;
     stats.reduce_seconds = t0.elapsed().as_secs_f64();
-    Ok((data, (rows, cols), stats))
+    Ok((Some(data), (rows, cols), stats))
 }
 
 /// The grid a job warps onto: the chunk grown by the mask halo on every side, clipped to the

@@ -552,6 +552,13 @@ impl Cube {
         if data.len() != rows * cols * nb {
             return Err(bad(format!("{} values given, expected {rows} x {cols} x {nb} bands", data.len())));
         }
+        let indices = [t as u64, iy as u64, ix as u64, 0];
+        // All fill (a job that found no scene): nothing is stored, as the codec pipeline would
+        // decide after a copy and a scan of the whole chunk; no-scene jobs are most of a
+        // continent-sized build, so this is their hot path.
+        if data.iter().all(|&v| v == 0) {
+            return Ok((self.encoder.chunk_key(&indices).as_str().to_string(), None));
+        }
         let cs = self.layout.chunk_size;
         let full: Vec<u16> = if (rows, cols) == (cs, cs) {
             data.to_vec()
@@ -562,7 +569,6 @@ impl Cube {
             }
             full
         };
-        let indices = [t as u64, iy as u64, ix as u64, 0];
         let key = self.encoder.chunk_key(&indices);
         self.encoder.store_chunk(&indices, full).map_err(|e| bad(format!("encoding failed: {e}")))?;
         let encoded = zarrs::storage::ReadableStorageTraits::get(&*self.memory, &key)

@@ -265,6 +265,29 @@ async fn rewriting_a_chunk_gives_the_same_bytes() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+#[tokio::test]
+async fn an_all_fill_chunk_is_not_stored_and_removes_what_was_there() {
+    let dir = tmp("fill");
+    let cube = Cube::create(&dir, &layout(ZarrFormat::V3)).await.unwrap();
+    for j in [job(0, 0, 1), job(1, 1, 1)] {
+        let (rows, cols) = cube.chunk_shape(j.iy, j.ix).unwrap();
+        let (key, bytes) = cube.encode_chunk(j, &vec![0; rows * cols * 3], (rows, cols)).unwrap();
+        assert_eq!(key, cube.chunk_key(j.t, j.iy, j.ix));
+        assert_eq!(bytes, None, "{key}");
+        // Any other value is stored.
+        let mut one = vec![0; rows * cols * 3];
+        one[rows * cols * 3 - 1] = 1;
+        assert!(cube.encode_chunk(j, &one, (rows, cols)).unwrap().1.is_some());
+    }
+    let key = dir.join(cube.chunk_key(0, 0, 1));
+    cube.write_chunk(job(0, 0, 1), &vec![7; 64 * 64 * 3], (64, 64)).await.unwrap();
+    assert!(key.exists());
+    // A rerun that finds nothing leaves fill, not the old values.
+    cube.write_chunk(job(0, 0, 1), &vec![0; 64 * 64 * 3], (64, 64)).await.unwrap();
+    assert!(!key.exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn a_cube_is_shared_across_worker_threads() {
     fn send_sync<T: Send + Sync>() {}
