@@ -976,8 +976,13 @@ async fn preview(
 /// The summary line of a pyramid build.
 fn print_pyramid(p: &eocube::pyramid::PyramidSummary) {
     let shapes: Vec<String> = p.shapes.iter().map(|(ny, nx)| format!("{ny}x{nx}")).collect();
+    let beside = if p.tiles_while_jobs_ran > 0 {
+        format!(" ({} of {} tiles while the jobs ran)", p.tiles_while_jobs_ran, p.tiles)
+    } else {
+        String::new()
+    };
     println!(
-        "overviews: {} levels ({}), {} chunks written, {} all-fill left out, {:.1} MB, {:.1} s",
+        "overviews: {} levels ({}), {} chunks written, {} all-fill left out, {:.1} MB, {:.1} s{beside}",
         p.levels,
         shapes.join(", "),
         p.chunks_written,

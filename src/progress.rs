@@ -167,11 +167,10 @@ pub fn pyramid(quiet: bool) -> Option<eocube::pyramid::ProgressFn> {
     Some(std::sync::Arc::new(move |p: &eocube::pyramid::Progress| {
         let end = p.done == p.total;
         let text = format!(
-            "overviews: level {}/{}: {}/{} tiles  {}",
-            p.level,
-            p.levels - 1,
+            "overviews: {}/{} tiles of {} levels  {}",
             p.done,
             p.total,
+            p.levels,
             duration(started.elapsed().as_secs_f64())
         );
         if bar {
@@ -179,7 +178,7 @@ pub fn pyramid(quiet: bool) -> Option<eocube::pyramid::ProgressFn> {
             if end || last.is_none_or(|t| t.elapsed().as_millis() >= 100) {
                 *last = Some(Instant::now());
                 eprint!("\r\x1b[2K{text}");
-                if end && p.level + 1 == p.levels {
+                if end {
                     eprintln!();
                 }
                 let _ = std::io::stderr().flush();

@@ -121,10 +121,21 @@ fn plain_v3_levels_equal_a_numpy_valid_mean_and_rerun_is_byte_identical() {
     }
     println!("rerun: {} objects byte-identical", before.len());
 
-    // `build --overviews` writes the same pyramid as `overviews` after the build.
+    // `build --overviews` builds tiles while its jobs run, each once the chunks below it are
+    // recorded, and ends with the same bytes as `overviews` after the build: a tile read
+    // before its chunks were final would differ.
     let with = dir.join("with.zarr");
     let out = eocube_ok(&build_args(&with.display().to_string(), &["--overviews"]));
-    assert!(summary_line(&out).starts_with("overviews: 3 levels"), "{out}");
+    let line = summary_line(&out);
+    assert!(line.starts_with("overviews: 3 levels"), "{out}");
+    let beside: usize = line
+        .split(" (")
+        .last()
+        .and_then(|s| s.split(" of ").next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count of tiles built while the jobs ran in {line:?}"));
+    assert!(beside > 0 && line.ends_with("tiles while the jobs ran)"), "{line}");
+    println!("build --overviews: {line}");
     let pyramid = |c: &Path| files(&c.join("pyramid"));
     assert!(pyramid(&with) == pyramid(&cube), "build --overviews wrote another pyramid");
 }

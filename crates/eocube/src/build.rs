@@ -19,7 +19,7 @@ use crate::executor::batch::BatchOptions;
 #[cfg(feature = "kubernetes")]
 use crate::executor::kubernetes::KubernetesOptions;
 use crate::executor::slurm::{SlurmExecutor, SlurmOptions};
-use crate::executor::{self, Executor, ExecutorError, LocalExecutor, Pending, RunOptions, Summary, Watcher};
+use crate::executor::{self, Executor, ExecutorError, LocalExecutor, Observer, Pending, RunOptions, Summary, Watcher};
 use crate::job::JobContext;
 use crate::plan::{Job, LandTest, Plan, PlanError, PlanSummary};
 use crate::pyramid::{PyramidError, PyramidOptions, PyramidSummary};
@@ -273,9 +273,10 @@ pub async fn build_with(
     build_with_overviews(spec, opts, icechunk, None, is_land, stop).await
 }
 
-/// [`build_with`], and with `overviews` the overview pyramid ([`crate::pyramid`]) once every
-/// job is done, before the cube is published: an Icechunk build publishes cube and pyramid in
-/// one commit, a plain one lists the pyramid in its consolidated metadata.
+/// [`build_with`], and with `overviews` the overview pyramid ([`crate::pyramid::Builder`]),
+/// built tile by tile as the jobs below each tile are recorded and finished once every job is
+/// done, before the cube is published: an Icechunk build publishes cube and pyramid in one
+/// commit, a plain one lists the pyramid in its consolidated metadata.
 pub async fn build_with_overviews(
     spec: &CubeSpec,
     opts: &BuildOptions,
@@ -332,27 +333,47 @@ pub async fn build_with_overviews(
             });
         }
     };
+    // The pyramid grows beside the jobs: a tile once the chunks below it are recorded.
+    let pyramid_err = |e| BuildError::Pyramid { path: out.clone(), error: Box::new(e) };
+    let builder = match overviews {
+        Some(p) => Some(crate::pyramid::Builder::start(&cube, p, &run.jobs).await.map_err(pyramid_err)?),
+        None => None,
+    };
+    let watcher = match &builder {
+        Some(b) => opts.watcher.clone().and(Watcher::new(PyramidFeed(b.feed()))),
+        None => opts.watcher.clone(),
+    };
     let summary =
-        executor::run(&*executor, Pending { run: &run, tasks, already_done }, &cube, &opts.run, &opts.watcher, stop)
+        executor::run(&*executor, Pending { run: &run, tasks, already_done }, &cube, &opts.run, &watcher, stop)
             .await
             .map_err(engine)?;
     let complete = summary.complete();
     let mut pyramid = None;
     if complete {
-        if let Some(p) = overviews {
+        if let Some(b) = builder {
             // Icechunk: the jobs' chunks in a checkpoint of their own, so the final commit,
-            // the one that publishes, is the one that adds the levels.
+            // the one that publishes, is the one that lists the levels.
             cube.checkpoint().await.map_err(store)?;
-            let error = |e| BuildError::Pyramid { path: out.clone(), error: Box::new(e) };
-            pyramid = Some(crate::pyramid::write(&cube, p).await.map_err(error)?);
+            pyramid = Some(b.finish().await.map_err(pyramid_err)?);
         }
         cube.finish().await.map_err(store)?;
     } else {
+        // The tiles written so far stay unlisted; the next build rewrites them.
+        drop(builder);
         // Icechunk: commit the jobs done since the last checkpoint to the build branch.
         cube.checkpoint().await.map_err(store)?;
     }
     let engine = executor.summary();
     Ok(BuildReport { out, plan: plan.summary(), resumed, summary, complete, detached: None, engine, pyramid })
+}
+
+/// Tells the pyramid builder which chunks are final: those of the jobs recorded done.
+struct PyramidFeed(crate::pyramid::Feed);
+
+impl Observer for PyramidFeed {
+    fn recorded(&mut self, jobs: &[Job]) {
+        self.0.chunks_final(jobs);
+    }
 }
 
 /// An executor to wait for, or tasks that were left to the engine.

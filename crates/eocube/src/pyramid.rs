@@ -4,7 +4,8 @@
 //! Owns: the level geometry ([`level_geoboxes`]), the valid-only 2x2 average ([`downsample`]),
 //! the Zarr documents of the `pyramid` group and its level groups (multiscales, `proj:` and
 //! `spatial:` conventions, CF coordinates and `spatial_ref` per level, consolidated metadata
-//! per group), and the build of the levels, tile by tile, level by level ([`write`],
+//! per group), and the build of the levels tile by tile, each tile as soon as what lies below
+//! it is final ([`Builder`]: beside a build's jobs, or at once for a finished cube, [`write`],
 //! [`overviews`]). Must not touch: the data variable or its chunks (only read), the cube's own
 //! metadata documents (the root's consolidated metadata picks the pyramid up by itself,
 //! `store::consolidated`), or how a back end commits (it goes through [`CubeStore`]).
@@ -12,6 +13,9 @@
 //! ```text
 //!  cube data (t, y, x, band), chunks cs ──re-tile──▶ pyramid/0/{band} (t, y, x), chunks 512
 //!  pyramid/{L-1}/{band} 2x2 tiles ──valid mean──▶ pyramid/{L}/{band} one tile
+//!
+//!  job recorded ─▶ Feed::chunks_final ─▶ Deps: level-0 tiles over it wait for one chunk less
+//!  tile built ─▶ Deps: the tile above waits for one tile less ─▶ ready ─▶ `jobs` at a time
 //! ```
 //!
 //! Level 0 and every level above are derived only from the data on disk, so the bytes are the
@@ -22,7 +26,6 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
-use futures::StreamExt;
 use serde_json::{Map, Value, json};
 use zarrs::array::Array;
 use zarrs::metadata::ArrayMetadata;
@@ -31,6 +34,7 @@ use zarrs::metadata::v3::ArrayMetadataV3;
 use zarrs::storage::store::MemoryStore;
 
 use crate::grid::{GeoBox, Shape};
+use crate::plan::Job;
 use crate::store::view::decode_u16;
 use crate::store::{Cube, CubeLayout, CubeStore, OutLocation, StoreError, ZarrFormat, meta};
 
@@ -425,7 +429,7 @@ fn pyramid_group_objects(layout: &CubeLayout, members: &[Member], location: &str
 }
 
 // ---------------------------------------------------------------------------------------------
-// The build
+// Options, progress, summary and the level encoders
 // ---------------------------------------------------------------------------------------------
 
 /// How the pyramid is built.
@@ -449,12 +453,12 @@ impl std::fmt::Debug for PyramidOptions {
     }
 }
 
-/// How far the build is.
+/// How far the build is: told once the cube's chunks are all final, then after every tile
+/// (tiles built while a build's jobs ran are counted, not told).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Progress {
-    pub level: usize,
     pub levels: usize,
-    /// Tiles (one per time step and tile position, all bands) of this level done, and in all.
+    /// Tiles (one per level, time step and tile position, all bands) built, and in all.
     pub done: usize,
     pub total: usize,
 }
@@ -465,6 +469,10 @@ pub struct PyramidSummary {
     pub levels: usize,
     /// `(ny, nx)` per level.
     pub shapes: Vec<(usize, usize)>,
+    /// Tiles built (one per level, time step and tile position), and of them those built while
+    /// the build's jobs were still running.
+    pub tiles: usize,
+    pub tiles_while_jobs_ran: usize,
     /// Chunks stored (one per band, time step and tile with data).
     pub chunks_written: usize,
     /// Chunks left out because they are all fill.
@@ -533,9 +541,10 @@ impl Encoders {
     }
 }
 
-/// One unit of work: a tile position at one time step, every band.
-#[derive(Debug, Clone, Copy)]
+/// One unit of work: a tile position of one level at one time step, every band.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Tile {
+    level: usize,
     t: usize,
     ty: usize,
     tx: usize,
@@ -547,71 +556,336 @@ struct Tally {
     written: AtomicUsize,
     empty: AtomicUsize,
     bytes: AtomicU64,
-    done: AtomicUsize,
 }
 
-/// Writes every level of `cube`'s pyramid into its store ([`CubeStore::write_derived`]); the
-/// caller makes them visible (the build's publish, or [`CubeStore::publish_derived`]).
-pub async fn write(cube: &Cube, opts: &PyramidOptions) -> Result<PyramidSummary> {
-    let t0 = Instant::now();
-    let layout = cube.layout().clone();
-    let location = cube.location().to_string();
-    if let Some(name) = layout.bands.iter().find(|b| RESERVED.contains(&b.as_str())) {
-        return Err(PyramidError::NameClash { location, name: name.clone() });
+// ---------------------------------------------------------------------------------------------
+// Which tiles can be built (pure)
+// ---------------------------------------------------------------------------------------------
+
+/// What every tile still waits for: a level-0 tile for the cube chunks below it that are not
+/// final yet, a tile above for those of its 2x2 tiles below that are not built yet. A tile is
+/// handed out exactly once, when nothing is left to wait for.
+struct Deps {
+    times: usize,
+    /// Edge of a cube chunk, and the level-0 grid.
+    chunk: usize,
+    shape: Shape,
+    /// `(rows, cols)` of tiles per level.
+    grids: Vec<(usize, usize)>,
+    /// `[level][(t * rows + ty) * cols + tx]`
+    waiting: Vec<Vec<u32>>,
+    /// Cube chunks not final yet.
+    pending: std::collections::HashSet<Job>,
+}
+
+impl Deps {
+    /// The tiles of `levels`, with `pending` the jobs whose chunks are not final yet; returns
+    /// the tiles that can be built at once, in row-major order per time step.
+    fn new(layout: &CubeLayout, levels: &[GeoBox], pending: &[Job]) -> (Deps, Vec<Tile>) {
+        let times = layout.times.len();
+        let grids: Vec<(usize, usize)> = levels.iter().map(|g| tile_grid(g.shape)).collect();
+        let mut deps = Deps {
+            times,
+            chunk: layout.chunk_size.max(1),
+            shape: layout.geobox.shape,
+            waiting: grids.iter().map(|&(r, c)| vec![0; times * r * c]).collect(),
+            grids,
+            pending: Default::default(),
+        };
+        for &job in pending {
+            let tiles = deps.tiles_over(job);
+            if !tiles.is_empty() && deps.pending.insert(job) {
+                for i in tiles {
+                    deps.waiting[0][i] += 1;
+                }
+            }
+        }
+        for level in 1..deps.grids.len() {
+            let (rows, cols) = deps.grids[level];
+            let (below_rows, below_cols) = deps.grids[level - 1];
+            for t in 0..times {
+                for ty in 0..rows {
+                    for tx in 0..cols {
+                        let n = (2 * ty..2 * ty + 2).filter(|&r| r < below_rows).count()
+                            * (2 * tx..2 * tx + 2).filter(|&c| c < below_cols).count();
+                        deps.waiting[level][(t * rows + ty) * cols + tx] = n as u32;
+                    }
+                }
+            }
+        }
+        let ready = deps.tiles(0).filter(|&(_, i)| deps.waiting[0][i] == 0).map(|(tile, _)| tile).collect();
+        (deps, ready)
     }
-    let store = cube.store().clone();
-    let levels = level_geoboxes(&layout.geobox);
-    let enc = Arc::new(Encoders::new(&layout, &levels, &location)?);
-    let tally = Arc::new(Tally::default());
-    let mut members = Vec::new();
-    let jobs = opts.jobs.max(1);
-    for (l, g) in levels.iter().enumerate() {
-        let (objects, m) = level_objects(&layout, l, g, &location)?;
-        store.write_derived(objects.into_iter().map(|(k, v)| (k, Some(v))).collect()).await?;
-        members.extend(m);
-        let (nty, ntx) = tile_grid(g.shape);
-        let tiles: Vec<Tile> = (0..layout.times.len())
-            .flat_map(|t| (0..nty).flat_map(move |ty| (0..ntx).map(move |tx| Tile { t, ty, tx })))
-            .collect();
-        let total = tiles.len();
-        tally.done.store(0, Ordering::Relaxed);
+
+    /// Every tile of `level` with its index, row-major per time step.
+    fn tiles(&self, level: usize) -> impl Iterator<Item = (Tile, usize)> + use<> {
+        let (rows, cols) = self.grids.get(level).copied().unwrap_or((0, 0));
+        (0..self.times * rows * cols).map(move |i| {
+            let (t, rest) = (i / (rows * cols), i % (rows * cols));
+            (Tile { level, t, ty: rest / cols, tx: rest % cols }, i)
+        })
+    }
+
+    /// Indices of the level-0 tiles that cube chunk `job` overlaps (none for a job outside the
+    /// cube).
+    fn tiles_over(&self, job: Job) -> Vec<usize> {
+        let Some(&(rows, cols)) = self.grids.first() else { return vec![] };
+        let cs = self.chunk;
+        let (r0, c0) = (job.iy * cs, job.ix * cs);
+        if job.t >= self.times || r0 >= self.shape.ny || c0 >= self.shape.nx {
+            return vec![];
+        }
+        let (r1, c1) = ((r0 + cs).min(self.shape.ny), (c0 + cs).min(self.shape.nx));
+        let mut out = Vec::new();
+        for ty in r0 / TILE..=(r1 - 1) / TILE {
+            for tx in c0 / TILE..=(c1 - 1) / TILE {
+                out.push((job.t * rows + ty) * cols + tx);
+            }
+        }
+        out
+    }
+
+    /// Chunk `job` is final: the level-0 tiles that wait for nothing more go to `ready`.
+    fn chunk_final(&mut self, job: Job, ready: &mut Vec<Tile>) {
+        if !self.pending.remove(&job) {
+            return;
+        }
+        let cols = self.grids[0].1;
+        let rows = self.grids[0].0;
+        for i in self.tiles_over(job) {
+            let w = &mut self.waiting[0][i];
+            *w = w.saturating_sub(1);
+            if *w == 0 {
+                let rest = i % (rows * cols);
+                ready.push(Tile { level: 0, t: i / (rows * cols), ty: rest / cols, tx: rest % cols });
+            }
+        }
+    }
+
+    /// Every chunk is final (the build is complete): whatever still waits for one is ready.
+    fn all_final(&mut self, ready: &mut Vec<Tile>) {
+        for job in std::mem::take(&mut self.pending) {
+            self.pending.insert(job);
+            self.chunk_final(job, ready);
+        }
+    }
+
+    /// `tile` is built: the tile above it, if it waits for nothing more now.
+    fn built(&mut self, tile: Tile) -> Option<Tile> {
+        let level = tile.level + 1;
+        let &(rows, cols) = self.grids.get(level)?;
+        let up = Tile { level, t: tile.t, ty: tile.ty / 2, tx: tile.tx / 2 };
+        let w = self.waiting[level].get_mut((up.t * rows + up.ty) * cols + up.tx)?;
+        *w = w.checked_sub(1)?;
+        (*w == 0).then_some(up)
+    }
+
+    /// Tiles of every level.
+    fn total(&self) -> usize {
+        self.waiting.iter().map(Vec::len).sum()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The build
+// ---------------------------------------------------------------------------------------------
+
+/// What the builder is told.
+enum Msg {
+    /// These jobs' chunks are final.
+    Final(Vec<Job>),
+    /// Every chunk is final: build the rest and stop.
+    Finish,
+}
+
+/// Tells a [`Builder`] which cube chunks are final. Cheap to clone.
+#[derive(Clone)]
+pub struct Feed(tokio::sync::mpsc::UnboundedSender<Msg>);
+
+impl Feed {
+    /// The chunks of `jobs` are in the store and will not change in this build.
+    pub fn chunks_final(&self, jobs: &[Job]) {
+        // A builder that has stopped (on an error, kept for `finish`) needs no more news.
+        let _ = self.0.send(Msg::Final(jobs.to_vec()));
+    }
+}
+
+/// What the driver hands back.
+struct Driven {
+    tiles: usize,
+    while_jobs_ran: usize,
+}
+
+/// The pyramid of a cube, built tile by tile as the cube's chunks become final: a level-0 tile
+/// once every chunk below it is, a tile above once its 2x2 tiles below are built, `jobs` tiles
+/// at a time, beside the build's own jobs. [`Builder::finish`] builds what is left and lists
+/// the pyramid; dropping the builder stops it (the tiles written stay unlisted, and are
+/// rewritten with the same bytes by the next build or `eocube overviews`).
+pub struct Builder {
+    feed: Feed,
+    driver: Option<tokio::task::JoinHandle<Result<Driven>>>,
+    store: Arc<dyn CubeStore>,
+    layout: CubeLayout,
+    location: String,
+    members: Vec<Member>,
+    levels: Vec<GeoBox>,
+    tally: Arc<Tally>,
+    t0: Instant,
+}
+
+impl Builder {
+    /// Starts the pyramid of `cube`: writes the level documents (unlisted until
+    /// [`Builder::finish`]) and builds at once every tile that no job of `pending` (the jobs
+    /// whose chunks are not final yet) lies below.
+    pub async fn start(cube: &Cube, opts: &PyramidOptions, pending: &[Job]) -> Result<Builder> {
+        let t0 = Instant::now();
+        let layout = cube.layout().clone();
+        let location = cube.location().to_string();
+        if let Some(name) = layout.bands.iter().find(|b| RESERVED.contains(&b.as_str())) {
+            return Err(PyramidError::NameClash { location, name: name.clone() });
+        }
+        let store = cube.store().clone();
+        let levels = level_geoboxes(&layout.geobox);
+        let mut members = Vec::new();
+        for (l, g) in levels.iter().enumerate() {
+            let (objects, m) = level_objects(&layout, l, g, &location)?;
+            store.write_derived(objects.into_iter().map(|(k, v)| (k, Some(v))).collect()).await?;
+            members.extend(m);
+        }
+        let tally = Arc::new(Tally::default());
         let ctx = Arc::new(Ctx {
             cube_store: store.clone(),
             layout: layout.clone(),
             cube_keys: CubeKeys::of(cube),
-            enc: enc.clone(),
-            level: l,
+            enc: Arc::new(Encoders::new(&layout, &levels, &location)?),
             location: location.clone(),
             recent: std::sync::Mutex::new(Recent::default()),
+            tally: tally.clone(),
         });
-        let mut results = futures::stream::iter(tiles)
-            .map(|tile| {
-                let ctx = ctx.clone();
-                let tally = tally.clone();
-                async move { ctx.run(tile, &tally).await }
-            })
-            .buffer_unordered(jobs);
-        while let Some(r) = results.next().await {
-            r?;
-            let done = tally.done.fetch_add(1, Ordering::Relaxed) + 1;
-            if let Some(p) = &opts.progress {
-                p(&Progress { level: l, levels: levels.len(), done, total });
-            }
+        let (deps, ready) = Deps::new(&layout, &levels, pending);
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let driver = Driver { ctx, deps, ready: ready.into(), jobs: opts.jobs.max(1), progress: opts.progress.clone() };
+        Ok(Builder {
+            feed: Feed(tx),
+            driver: Some(tokio::spawn(driver.run(rx))),
+            store,
+            layout,
+            location,
+            members,
+            levels,
+            tally,
+            t0,
+        })
+    }
+
+    /// Where to say that chunks are final.
+    pub fn feed(&self) -> Feed {
+        self.feed.clone()
+    }
+
+    /// Every chunk of the cube is final: builds the tiles left and writes the `pyramid` group's
+    /// documents (the caller makes them visible: the build's publish, or
+    /// [`CubeStore::publish_derived`]).
+    pub async fn finish(mut self) -> Result<PyramidSummary> {
+        let _ = self.feed.0.send(Msg::Finish);
+        let Some(driver) = self.driver.take() else {
+            return Err(PyramidError::Task { location: self.location.clone(), reason: "finished twice".into() });
+        };
+        let driven = driver
+            .await
+            .map_err(|e| PyramidError::Task { location: self.location.clone(), reason: e.to_string() })??;
+        let group = pyramid_group_objects(&self.layout, &self.members, &self.location)?;
+        self.store.write_derived(group.into_iter().map(|(k, v)| (k, Some(v))).collect()).await?;
+        Ok(PyramidSummary {
+            levels: self.levels.len(),
+            shapes: self.levels.iter().map(|g| (g.shape.ny, g.shape.nx)).collect(),
+            tiles: driven.tiles,
+            tiles_while_jobs_ran: driven.while_jobs_ran,
+            chunks_written: self.tally.written.load(Ordering::Relaxed),
+            chunks_empty: self.tally.empty.load(Ordering::Relaxed),
+            bytes: self.tally.bytes.load(Ordering::Relaxed),
+            seconds: self.t0.elapsed().as_secs_f64(),
+        })
+    }
+}
+
+impl Drop for Builder {
+    fn drop(&mut self) {
+        if let Some(d) = self.driver.take() {
+            d.abort();
         }
     }
-    store
-        .write_derived(
-            pyramid_group_objects(&layout, &members, &location)?.into_iter().map(|(k, v)| (k, Some(v))).collect(),
-        )
-        .await?;
-    Ok(PyramidSummary {
-        levels: levels.len(),
-        shapes: levels.iter().map(|g| (g.shape.ny, g.shape.nx)).collect(),
-        chunks_written: tally.written.load(Ordering::Relaxed),
-        chunks_empty: tally.empty.load(Ordering::Relaxed),
-        bytes: tally.bytes.load(Ordering::Relaxed),
-        seconds: t0.elapsed().as_secs_f64(),
-    })
+}
+
+/// The task that hands ready tiles to workers and learns what became ready.
+struct Driver {
+    ctx: Arc<Ctx>,
+    deps: Deps,
+    ready: std::collections::VecDeque<Tile>,
+    jobs: usize,
+    progress: Option<ProgressFn>,
+}
+
+impl Driver {
+    async fn run(mut self, mut rx: tokio::sync::mpsc::UnboundedReceiver<Msg>) -> Result<Driven> {
+        let total = self.deps.total();
+        let levels = self.deps.grids.len();
+        let mut running = tokio::task::JoinSet::new();
+        let (mut built, mut while_jobs_ran) = (0usize, 0usize);
+        let mut finishing = false;
+        let tell = |done: usize, progress: &Option<ProgressFn>| {
+            if let Some(p) = progress {
+                p(&Progress { levels, done, total });
+            }
+        };
+        loop {
+            while running.len() < self.jobs
+                && let Some(tile) = self.ready.pop_front()
+            {
+                let ctx = self.ctx.clone();
+                running.spawn(async move { ctx.run(tile).await.map(|()| tile) });
+            }
+            if finishing && running.is_empty() {
+                break;
+            }
+            tokio::select! {
+                msg = rx.recv(), if !finishing => {
+                    let mut fresh = Vec::new();
+                    match msg {
+                        Some(Msg::Final(jobs)) => jobs.into_iter().for_each(|j| self.deps.chunk_final(j, &mut fresh)),
+                        Some(Msg::Finish) | None => {
+                            self.deps.all_final(&mut fresh);
+                            finishing = true;
+                            while_jobs_ran = built;
+                            tell(built, &self.progress);
+                        }
+                    }
+                    self.ready.extend(fresh);
+                }
+                Some(joined) = running.join_next(), if !running.is_empty() => {
+                    let tile = joined.map_err(|e| PyramidError::Task {
+                        location: self.ctx.location.clone(),
+                        reason: e.to_string(),
+                    })??;
+                    built += 1;
+                    if let Some(up) = self.deps.built(tile) {
+                        self.ready.push_back(up);
+                    }
+                    if finishing {
+                        tell(built, &self.progress);
+                    }
+                }
+            }
+        }
+        Ok(Driven { tiles: built, while_jobs_ran })
+    }
+}
+
+/// Writes every level of the finished `cube`'s pyramid into its store
+/// ([`CubeStore::write_derived`]); the caller makes them visible (the build's publish, or
+/// [`CubeStore::publish_derived`]).
+pub async fn write(cube: &Cube, opts: &PyramidOptions) -> Result<PyramidSummary> {
+    Builder::start(cube, opts, &[]).await?.finish().await
 }
 
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -639,16 +913,16 @@ impl CubeKeys {
     }
 }
 
-/// What every task of one level needs.
+/// What every tile task needs.
 struct Ctx {
     cube_store: Arc<dyn CubeStore>,
     layout: CubeLayout,
     cube_keys: CubeKeys,
     enc: Arc<Encoders>,
-    level: usize,
     location: String,
     /// Level 0: cube chunks decoded lately (a cube chunk of 1200 px overlaps about 11 tiles).
     recent: std::sync::Mutex<Recent>,
+    tally: Arc<Tally>,
 }
 
 /// Bytes of decoded cube chunks kept for the next tiles of level 0.
@@ -701,18 +975,18 @@ impl Ctx {
     }
 
     /// Reads the tile's inputs, averages or re-tiles them per band, writes the band chunks.
-    async fn run(self: Arc<Self>, tile: Tile, tally: &Tally) -> Result<()> {
+    async fn run(self: Arc<Self>, tile: Tile) -> Result<()> {
         let nb = self.layout.bands.len();
         let bands: Vec<Option<Vec<u16>>> =
-            if self.level == 0 { self.level0(tile).await? } else { self.above(tile).await? };
+            if tile.level == 0 { self.level0(tile).await? } else { self.above(tile).await? };
         let me = self.clone();
         let encoded = tokio::task::spawn_blocking(move || {
             let idx = [tile.t as u64, tile.ty as u64, tile.tx as u64];
             let mut out = Vec::with_capacity(nb);
             for (b, data) in bands.into_iter().enumerate() {
                 match data {
-                    Some(d) => out.push(me.enc.encode(me.level, b, idx, d)?),
-                    None => out.push((me.enc.key(me.level, b, idx).ok_or("no such band")?, None)),
+                    Some(d) => out.push(me.enc.encode(tile.level, b, idx, d)?),
+                    None => out.push((me.enc.key(tile.level, b, idx).ok_or("no such band")?, None)),
                 }
             }
             Ok::<_, String>(out)
@@ -720,6 +994,7 @@ impl Ctx {
         .await
         .map_err(|e| PyramidError::Task { location: self.location.clone(), reason: e.to_string() })?
         .map_err(|reason| PyramidError::Documents { location: self.location.clone(), reason })?;
+        let tally = &self.tally;
         for (_, b) in &encoded {
             match b {
                 Some(b) => {
@@ -783,7 +1058,7 @@ impl Ctx {
     /// Level L > 0: per band, the 2x2 tiles of level L-1 below the tile, averaged.
     async fn above(&self, tile: Tile) -> Result<Vec<Option<Vec<u16>>>> {
         let nb = self.layout.bands.len();
-        let below = self.level - 1;
+        let below = tile.level.saturating_sub(1);
         let mut out = Vec::with_capacity(nb);
         for b in 0..nb {
             let mut mosaic: Option<Vec<u16>> = None;
@@ -1022,5 +1297,126 @@ mod tests {
         let v2 = Encoders::new(&layout(600, 700, ZarrFormat::V2), &levels, "c").unwrap();
         assert_eq!(v2.key(0, 0, [0, 1, 0]).unwrap(), "pyramid/0/red/0.1.0");
         assert!(decode_u16(b"not zstd", 4).is_err());
+    }
+
+    fn tile(level: usize, ty: usize, tx: usize) -> Tile {
+        Tile { level, t: 0, ty, tx }
+    }
+
+    #[test]
+    fn a_tile_waits_for_the_chunks_below_it_and_then_for_the_tiles_below_it() {
+        // 1200 x 1200 px in 600-px chunks (2 x 2), one time step: level 0 has 3 x 3 tiles,
+        // level 1 (600 px) 2 x 2, level 2 (300 px) one.
+        let mut l = layout(1200, 1200, ZarrFormat::V3);
+        (l.chunk_size, l.times) = (600, vec![19478]);
+        let levels = level_geoboxes(&l.geobox);
+        let chunk = |iy, ix| Job { t: 0, iy, ix };
+        let pending = [chunk(0, 0), chunk(0, 1), chunk(1, 0), chunk(1, 1)];
+        let (mut d, ready) = Deps::new(&l, &levels, &pending);
+        assert!(ready.is_empty(), "{ready:?}");
+        assert_eq!(d.total(), 9 + 4 + 1);
+        let mut r = vec![];
+        d.chunk_final(chunk(0, 0), &mut r);
+        assert_eq!(r, [tile(0, 0, 0)], "only rows and columns 0..512 lie on chunk (0, 0) alone");
+        d.chunk_final(chunk(0, 0), &mut r);
+        assert_eq!(r.len(), 1, "a chunk told twice counts once");
+        r.clear();
+        d.chunk_final(chunk(0, 1), &mut r);
+        assert_eq!(r, [tile(0, 0, 1), tile(0, 0, 2)]);
+        r.clear();
+        d.chunk_final(chunk(1, 0), &mut r);
+        assert_eq!(r, [tile(0, 1, 0), tile(0, 2, 0)]);
+        r.clear();
+        d.chunk_final(Job { t: 5, iy: 0, ix: 0 }, &mut r);
+        d.chunk_final(chunk(7, 7), &mut r);
+        assert!(r.is_empty(), "jobs outside the cube change nothing");
+        d.chunk_final(chunk(1, 1), &mut r);
+        assert_eq!(r, [tile(0, 1, 1), tile(0, 1, 2), tile(0, 2, 1), tile(0, 2, 2)]);
+        // Level 1 (1, 1) has one tile below it, (0, 1) two, (0, 0) four.
+        assert_eq!(d.built(tile(0, 2, 2)), Some(tile(1, 1, 1)));
+        assert_eq!(d.built(tile(0, 0, 2)), None);
+        assert_eq!(d.built(tile(0, 1, 2)), Some(tile(1, 0, 1)));
+        for (ty, tx) in [(0, 0), (0, 1), (1, 0)] {
+            assert_eq!(d.built(tile(0, ty, tx)), None);
+        }
+        assert_eq!(d.built(tile(0, 1, 1)), Some(tile(1, 0, 0)));
+        assert_eq!(d.built(tile(1, 0, 0)), None);
+        assert_eq!(d.built(tile(1, 0, 1)), None);
+        assert_eq!(d.built(tile(1, 1, 1)), None);
+        for (ty, tx) in [(2, 0), (2, 1)] {
+            d.built(tile(0, ty, tx));
+        }
+        assert_eq!(d.built(tile(1, 1, 0)), Some(tile(2, 0, 0)));
+        assert_eq!(d.built(tile(2, 0, 0)), None, "the top has nothing above it");
+        assert_eq!(d.built(tile(1, 1, 0)), None, "a tile is handed out once");
+    }
+
+    /// Runs the whole cascade with the chunks made final in `order`: every tile comes out
+    /// exactly once, a level-0 tile only once every chunk below it is final, a tile above only
+    /// once the tiles below it are built.
+    fn cascade(l: &CubeLayout, order: &[Job], finish_after: usize) {
+        let levels = level_geoboxes(&l.geobox);
+        let (mut d, mut ready) = Deps::new(l, &levels, order);
+        let mut final_: std::collections::HashSet<Job> = Default::default();
+        let mut built: std::collections::HashSet<(usize, usize, usize, usize)> = Default::default();
+        let cs = l.chunk_size;
+        let check = |t: &Tile, final_: &std::collections::HashSet<Job>, built: &std::collections::HashSet<_>| {
+            if t.level == 0 {
+                let (r1, c1) = (((t.ty + 1) * TILE).min(l.geobox.shape.ny), ((t.tx + 1) * TILE).min(l.geobox.shape.nx));
+                for iy in t.ty * TILE / cs..=(r1 - 1) / cs {
+                    for ix in t.tx * TILE / cs..=(c1 - 1) / cs {
+                        let j = Job { t: t.t, iy, ix };
+                        assert!(!order.contains(&j) || final_.contains(&j), "{t:?} before chunk {j:?}");
+                    }
+                }
+            } else {
+                let (rows, cols) = tile_grid(levels[t.level - 1].shape);
+                for ty in (2 * t.ty..2 * t.ty + 2).filter(|&r| r < rows) {
+                    for tx in (2 * t.tx..2 * t.tx + 2).filter(|&c| c < cols) {
+                        assert!(built.contains(&(t.level - 1, t.t, ty, tx)), "{t:?} before the tile below");
+                    }
+                }
+            }
+        };
+        let drain = |d: &mut Deps, ready: &mut Vec<Tile>, final_: &_, built: &mut std::collections::HashSet<_>| {
+            while let Some(t) = ready.pop() {
+                check(&t, final_, built);
+                assert!(built.insert((t.level, t.t, t.ty, t.tx)), "{t:?} twice");
+                ready.extend(d.built(t));
+            }
+        };
+        drain(&mut d, &mut ready, &final_, &mut built);
+        for &j in &order[..finish_after] {
+            final_.insert(j);
+            d.chunk_final(j, &mut ready);
+            drain(&mut d, &mut ready, &final_, &mut built);
+        }
+        final_.extend(order.iter().copied());
+        d.all_final(&mut ready);
+        drain(&mut d, &mut ready, &final_, &mut built);
+        assert_eq!(built.len(), d.total());
+    }
+
+    #[test]
+    fn every_tile_is_built_once_and_after_what_it_reads_whatever_the_order() {
+        for (ny, nx, cs) in [(741, 1236, 300), (1200, 1200, 1200), (1100, 530, 100), (512, 512, 512), (3000, 40, 7)] {
+            let mut l = layout(ny, nx, ZarrFormat::V3);
+            l.chunk_size = cs;
+            let jobs: Vec<Job> = (0..l.times.len())
+                .flat_map(|t| {
+                    (0..ny.div_ceil(cs)).flat_map(move |iy| (0..nx.div_ceil(cs)).map(move |ix| Job { t, iy, ix }))
+                })
+                .collect();
+            // Row-major, reversed, every other one missing (not land, or done before), and a
+            // build that stops telling halfway (`all_final` covers the rest).
+            let mut reversed = jobs.clone();
+            reversed.reverse();
+            let sparse: Vec<Job> = jobs.iter().copied().step_by(2).collect();
+            cascade(&l, &jobs, jobs.len());
+            cascade(&l, &reversed, reversed.len());
+            cascade(&l, &sparse, sparse.len());
+            cascade(&l, &jobs, jobs.len() / 2);
+            cascade(&l, &[], 0);
+        }
     }
 }

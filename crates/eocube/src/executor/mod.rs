@@ -214,6 +214,10 @@ pub trait Observer: Send {
     fn job_ended(&mut self, _summary: &Summary, _record: &JobRecord) {}
     /// After the last job, or when the run was interrupted.
     fn finished(&mut self, _summary: &Summary) {}
+    /// After a batch of done jobs is recorded: their chunks are final and readable from the
+    /// coordinator's store (an Icechunk job's change set is merged by then). The overview
+    /// pyramid builds the tiles above them from here on.
+    fn recorded(&mut self, _jobs: &[Job]) {}
 }
 
 /// The observer of a run; [`Watcher::default`] watches nothing. Cheap to clone.
@@ -225,12 +229,43 @@ impl Watcher {
         Watcher(Some(Arc::new(Mutex::new(observer))))
     }
 
+    /// A watcher that tells `self` and then `other` everything.
+    pub fn and(self, other: Watcher) -> Watcher {
+        match (&self.0, &other.0) {
+            (None, _) => other,
+            (_, None) => self,
+            _ => Watcher::new(Both(self, other)),
+        }
+    }
+
     pub(crate) fn tell(&self, f: impl FnOnce(&mut dyn Observer)) {
         if let Some(o) = &self.0 {
             // A panic inside an observer leaves only drawing state behind; keep telling it.
             let mut guard = o.lock().unwrap_or_else(|p| p.into_inner());
             f(&mut *guard);
         }
+    }
+}
+
+/// Two watchers told the same things, in order.
+struct Both(Watcher, Watcher);
+
+impl Observer for Both {
+    fn started(&mut self, summary: &Summary) {
+        self.0.tell(|o| o.started(summary));
+        self.1.tell(|o| o.started(summary));
+    }
+    fn job_ended(&mut self, summary: &Summary, record: &JobRecord) {
+        self.0.tell(|o| o.job_ended(summary, record));
+        self.1.tell(|o| o.job_ended(summary, record));
+    }
+    fn finished(&mut self, summary: &Summary) {
+        self.0.tell(|o| o.finished(summary));
+        self.1.tell(|o| o.finished(summary));
+    }
+    fn recorded(&mut self, jobs: &[Job]) {
+        self.0.tell(|o| o.recorded(jobs));
+        self.1.tell(|o| o.recorded(jobs));
     }
 }
 

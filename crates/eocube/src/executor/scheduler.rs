@@ -119,7 +119,7 @@ pub async fn run(
     let mut summary =
         Summary { jobs: already_done + pending_jobs, already_done, not_run: pending_jobs, ..Default::default() };
     watcher.tell(|o| o.started(&summary));
-    let mut recorder = Recorder::spawn(Arc::clone(cube));
+    let mut recorder = Recorder::spawn(Arc::clone(cube), watcher.clone());
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut states: HashMap<u32, TaskState> = HashMap::new();
     let mut outstanding = tasks.len();
@@ -265,7 +265,8 @@ struct Recorder {
 const RECORD_ATTEMPTS: u32 = 6;
 
 impl Recorder {
-    fn spawn(cube: Arc<Cube>) -> Recorder {
+    /// `watcher` is told of every batch of done jobs once it is written.
+    fn spawn(cube: Arc<Cube>, watcher: Watcher) -> Recorder {
         let (tx, mut rx) = mpsc::channel::<Finished>(RECORD_QUEUE);
         let handle = tokio::spawn(async move {
             let backoff = RunOptions::default();
@@ -280,7 +281,13 @@ impl Recorder {
                 let mut attempt = 0;
                 loop {
                     match cube.record(batch.clone()).await {
-                        Ok(()) => break,
+                        Ok(()) => {
+                            let done: Vec<Job> = batch.iter().filter(|f| f.receipt.is_some()).map(|f| f.job).collect();
+                            if !done.is_empty() {
+                                watcher.tell(|o| o.recorded(&done));
+                            }
+                            break;
+                        }
                         Err(e) if e.is_transient() && attempt + 1 < RECORD_ATTEMPTS => {
                             tokio::time::sleep(backoff.delay(attempt, jitter())).await;
                             attempt += 1;

@@ -287,19 +287,34 @@ async fn connect(repo: &IcechunkRepo, location: &str, create: bool) -> Result<Co
             .await;
         match made {
             Ok(r) => r,
-            // Two builds started at once on a new repository: the other one created it.
-            Err(e) => match Repository::exists(storage.clone(), None).await {
-                Ok(true) => {
-                    Repository::open(storage).execute().await.map_err(|e| classify(&loc, "open", e.to_string()))?
+            // Two builds started at once on a new repository: the other one created it, or is
+            // creating it (the prefix is no longer clean, but the repository is not there yet):
+            // wait a little for it to appear.
+            Err(e) => {
+                let mut appeared = false;
+                for _ in 0..CREATE_RACE_POLLS {
+                    if Repository::exists(storage.clone(), None).await.unwrap_or(false) {
+                        appeared = true;
+                        break;
+                    }
+                    tokio::time::sleep(CREATE_RACE_POLL).await;
                 }
-                _ => return Err(classify(&loc, "create", e.to_string())),
-            },
+                if !appeared {
+                    return Err(classify(&loc, "create", e.to_string()));
+                }
+                Repository::open(storage).execute().await.map_err(|e| classify(&loc, "open", e.to_string()))?
+            }
         }
     } else {
         return Err(StoreError::NotFound { path: PathBuf::from(&loc) });
     };
     Ok(Connected { repo: Arc::new(repository), files: files_of(repo, location)?, profile_keys })
 }
+
+/// How long a build waits for a repository that another process is creating: polls of
+/// [`CREATE_RACE_POLL`] (creation writes a handful of small objects, well under a second).
+const CREATE_RACE_POLLS: u32 = 50;
+const CREATE_RACE_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Sort a connection error into the refusals a user can act on (as for plain S3).
 fn classify(location: &str, op: &'static str, reason: String) -> StoreError {
