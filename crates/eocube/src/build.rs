@@ -313,7 +313,11 @@ pub async fn build_with_overviews(
     let run = Arc::new(new_run(spec, opts, jobs));
     let remote = !matches!(opts.executor, ExecutorChoice::Local);
     worker::write_run(&cube, &run.record, &run.jobs, remote).await.map_err(|e| worker_err(&out, e))?;
-    let ctx = JobContext::new(Arc::clone(&plan), catalog, Fetcher::new(opts.fetch.clone()), opts.skip_bad_scenes);
+    let mut ctx = JobContext::new(Arc::clone(&plan), catalog, Fetcher::new(opts.fetch.clone()), opts.skip_bad_scenes);
+    if opts.executor == ExecutorChoice::Local {
+        // The bins of a chunk run back to back here (jobs are chunk-major): one search each.
+        ctx = ctx.share_searches(&run.jobs);
+    }
     let engine = |error| BuildError::Executor { path: out.clone(), error: Box::new(error) };
     let tasks: Vec<u32> = (0..run.record.tasks).collect();
     let executor = match start_executor(opts, ctx, &cube, &run, out_arg, tasks.clone()).await? {

@@ -18,6 +18,7 @@
 //! Memory: a scene is held only as windows on the chunk grid (never whole), and only until its
 //! solar day is fused; a job holds one masked observation per solar day of its bin.
 
+use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
@@ -62,6 +63,8 @@ pub struct JobContext {
     pub scene_concurrency: usize,
     /// Turn a scene's permanent failure (404, corrupt TIFF, missing band) into a warning.
     pub skip_bad_scenes: bool,
+    /// One catalog search per chunk for the bins this process runs ([`JobContext::share_searches`]).
+    pub searches: Option<Arc<SharedSearches>>,
 }
 
 impl JobContext {
@@ -73,7 +76,95 @@ impl JobContext {
             io: Arc::new(Semaphore::new(DEFAULT_WINDOWS_IN_FLIGHT)),
             scene_concurrency: DEFAULT_SCENE_CONCURRENCY,
             skip_bad_scenes,
+            searches: None,
         }
+    }
+
+    /// This process will run `jobs` (in any order, several at once): the bins of one chunk
+    /// then share one catalog search over their joint interval, made by the first of them to
+    /// need it, so a chunk of twelve months costs one search rather than twelve.
+    pub fn share_searches(mut self, jobs: &[Job]) -> JobContext {
+        self.searches = Some(Arc::new(SharedSearches::new(jobs)));
+        self
+    }
+}
+
+/// A bin's part of its chunk's search, given back however the job ends (a timeout drops it).
+struct Taken<'a> {
+    searches: &'a SharedSearches,
+    job: Job,
+}
+
+impl Drop for Taken<'_> {
+    fn drop(&mut self) {
+        self.searches.done(self.job);
+    }
+}
+
+/// The searches that the bins of one chunk share: a chunk's entry lives from the first of its
+/// bins to need it until the last has taken its scenes, so at most a chunk per job in work is
+/// held. A bin takes its part once; run again (a retry), it searches by itself.
+#[derive(Default)]
+pub struct SharedSearches {
+    inner: std::sync::Mutex<Shares>,
+}
+
+type SharedScenes = Arc<tokio::sync::OnceCell<Arc<Vec<Scene>>>>;
+
+#[derive(Default)]
+struct Shares {
+    /// Per chunk, the bins that have not taken their part yet.
+    waiting: HashMap<(usize, usize), Vec<usize>>,
+    /// Per chunk, the joint search once a bin asked for it.
+    live: HashMap<(usize, usize), (Vec<Job>, SharedScenes)>,
+}
+
+impl SharedSearches {
+    /// Only chunks with two bins or more share.
+    fn new(jobs: &[Job]) -> SharedSearches {
+        let mut waiting: HashMap<(usize, usize), Vec<usize>> = HashMap::new();
+        for j in jobs {
+            let bins = waiting.entry((j.iy, j.ix)).or_default();
+            if !bins.contains(&j.t) {
+                bins.push(j.t);
+            }
+        }
+        waiting.retain(|_, bins| bins.len() > 1);
+        SharedSearches { inner: std::sync::Mutex::new(Shares { waiting, live: HashMap::new() }) }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Shares> {
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The shared search for `job`, with the bins it covers; `None`: search alone.
+    fn take(&self, job: Job) -> Option<(Vec<Job>, SharedScenes)> {
+        let key = (job.iy, job.ix);
+        let mut s = self.lock();
+        let bins = s.waiting.get(&key)?;
+        if !bins.contains(&job.t) {
+            return None;
+        }
+        let jobs: Vec<Job> = bins.iter().map(|&t| Job { t, ..job }).collect();
+        Some(s.live.entry(key).or_insert_with(|| (jobs, Default::default())).clone())
+    }
+
+    /// `job` has its scenes (or gave up): its chunk's search is dropped after the last bin.
+    fn done(&self, job: Job) {
+        let key = (job.iy, job.ix);
+        let mut s = self.lock();
+        let Some(bins) = s.waiting.get_mut(&key) else { return };
+        bins.retain(|&t| t != job.t);
+        if bins.is_empty() {
+            s.waiting.remove(&key);
+            s.live.remove(&key);
+        }
+    }
+
+    /// Chunks whose search is held now.
+    #[cfg(test)]
+    fn held(&self) -> usize {
+        self.lock().live.len()
     }
 }
 
@@ -90,8 +181,8 @@ pub struct JobStats {
     /// Range requests and bytes received, headers included.
     pub requests: u64,
     pub bytes: u64,
-    /// Catalog searches made for this job: 1, or 0 when it used the one search of its task's
-    /// bins (the first job of such a task counts that search, and its time).
+    /// Catalog searches made for this job: 1, or 0 when it used the one search of its chunk's
+    /// bins (the job that made that search counts it, and its time).
     pub searches: usize,
     pub search_seconds: f64,
     /// Fetch, decode and warp of every scene (overlapped, so wall time).
@@ -267,9 +358,25 @@ async fn observe_and_reduce(
     };
 
     let t0 = Instant::now();
-    let mut scenes = match found {
-        Some(found) => found.iter().filter(|s| window.contains(s.datetime, lon_center)).cloned().collect(),
-        None => match chunk_search(ctx, job)? {
+    let shared = match found {
+        Some(_) => None,
+        None => ctx.searches.as_ref().and_then(|s| s.take(job).map(|share| (s, share))),
+    };
+    let mut scenes = match (found, shared) {
+        (Some(found), _) => found.iter().filter(|s| window.contains(s.datetime, lon_center)).cloned().collect(),
+        (None, Some((searches, (bins, cell)))) => {
+            // The first bin of the chunk to get here searches for all; the others wait for it.
+            // A failed search initialises nothing: the next bin tries again by itself.
+            let _taken = Taken { searches, job };
+            let joint = cell
+                .get_or_try_init(|| async {
+                    stats.searches = 1;
+                    Ok::<_, JobError>(Arc::new(search_bins(ctx, &bins).await?.unwrap_or_default()))
+                })
+                .await?;
+            joint.iter().filter(|s| window.contains(s.datetime, lon_center)).cloned().collect()
+        }
+        (None, None) => match chunk_search(ctx, job)? {
             Some(req) => {
                 stats.searches = 1;
                 ctx.catalog.search(&req, &search_bands(ctx)).await?
@@ -602,6 +709,27 @@ pub async fn cpu<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bins_of_a_chunk_share_one_search_until_the_last_has_its_scenes() {
+        let job = |t, iy, ix| Job { t, iy, ix };
+        let s = SharedSearches::new(&[job(0, 0, 0), job(1, 0, 0), job(2, 0, 0), job(0, 5, 5)]);
+        assert!(s.take(job(0, 5, 5)).is_none(), "a chunk of one bin searches alone");
+        assert!(s.take(job(3, 0, 0)).is_none(), "a bin this process does not run searches alone");
+        let (bins, first) = s.take(job(1, 0, 0)).expect("shared");
+        assert_eq!(bins, [job(0, 0, 0), job(1, 0, 0), job(2, 0, 0)]);
+        let (_, second) = s.take(job(0, 0, 0)).expect("shared");
+        assert!(Arc::ptr_eq(&first, &second), "one search for the chunk");
+        s.done(job(1, 0, 0));
+        s.done(job(0, 0, 0));
+        assert!(s.take(job(1, 0, 0)).is_none(), "a bin that had its part searches alone when run again");
+        assert_eq!(s.held(), 1);
+        {
+            let _t = Taken { searches: &s, job: job(2, 0, 0) };
+        }
+        assert_eq!(s.held(), 0, "the last bin's part given back drops the chunk's search");
+        assert!(s.take(job(2, 0, 0)).is_none());
+    }
     use crate::grid::Affine;
 
     fn cube() -> GeoBox {

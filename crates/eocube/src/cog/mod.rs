@@ -7,7 +7,7 @@
 //! is `warp`), the choice of level for a target grid, or job-level retries.
 //!
 //! ```text
-//! Fetcher::open(href) ─▶ Cog (header: 1-2 requests)
+//! Fetcher::open(href) ─▶ Cog (header: 1-2 requests; none when the process read it lately)
 //! Cog::fetch_window(level, window) ─▶ FetchedWindow (I/O only: coalesced range requests)
 //! FetchedWindow::decode() ─▶ Raster (CPU only: inflate / LZW / ZSTD, predictor, copy)
 //! Cog::read_window = fetch_window + decode
@@ -21,13 +21,19 @@
 //!
 //! Request counting: [`RequestStats::requests`] counts the range requests this module issues
 //! (header reads included); object_store's internal retries of one request are not counted.
+//!
+//! Headers: a [`Fetcher`] keeps the parsed headers it read, by href, up to
+//! [`HEADER_CACHE_BYTES`] (oldest dropped first): neighbouring chunks of a build read the same
+//! scenes, and each would otherwise pay a header request per band. An href is taken to name
+//! one immutable object for the life of the process, as a STAC asset does.
 
 mod decode;
 mod source;
 mod tiff;
 
+use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 
@@ -218,10 +224,63 @@ impl CogError {
     }
 }
 
-/// Opens COGs. Cheap to clone; clones share the store cache (and so their connections).
+/// Bytes of parsed headers a [`Fetcher`] keeps: a Sentinel-2 band's header is 3-5 KB parsed,
+/// so this holds those of several thousand scene bands.
+pub const HEADER_CACHE_BYTES: usize = 32 << 20;
+
+/// Opens COGs. Cheap to clone; clones share the store cache (and so their connections) and the
+/// headers read.
 #[derive(Clone)]
 pub struct Fetcher {
     stores: Arc<Stores>,
+    headers: Arc<HeaderCache>,
+}
+
+/// Parsed headers by href, bounded in bytes, the oldest dropped first.
+#[derive(Default)]
+struct HeaderCache {
+    inner: Mutex<Headers>,
+}
+
+#[derive(Default)]
+struct Headers {
+    by_href: HashMap<Arc<str>, Cached>,
+    order: VecDeque<Arc<str>>,
+    bytes: usize,
+}
+
+#[derive(Clone)]
+struct Cached {
+    header: Arc<CogHeader>,
+    file_size: u64,
+    bytes: usize,
+}
+
+impl HeaderCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Headers> {
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn get(&self, href: &str) -> Option<Cached> {
+        self.lock().by_href.get(href).cloned()
+    }
+
+    fn put(&self, href: Arc<str>, header: Arc<CogHeader>, file_size: u64) {
+        let bytes = header.heap_bytes() + href.len();
+        let mut h = self.lock();
+        if bytes > HEADER_CACHE_BYTES || h.by_href.contains_key(&href) {
+            return;
+        }
+        h.bytes += bytes;
+        h.by_href.insert(href.clone(), Cached { header, file_size, bytes });
+        h.order.push_back(href);
+        while h.bytes > HEADER_CACHE_BYTES {
+            let Some(old) = h.order.pop_front() else { break };
+            if let Some(c) = h.by_href.remove(&old) {
+                h.bytes -= c.bytes;
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Fetcher {
@@ -232,7 +291,7 @@ impl std::fmt::Debug for Fetcher {
 
 impl Fetcher {
     pub fn new(cfg: FetchConfig) -> Self {
-        Fetcher { stores: Arc::new(Stores::new(cfg)) }
+        Fetcher { stores: Arc::new(Stores::new(cfg)), headers: Arc::default() }
     }
 
     pub fn config(&self) -> &FetchConfig {
@@ -240,11 +299,23 @@ impl Fetcher {
     }
 
     /// Reads and validates the header of `href`: 1 request when the header fits in
-    /// `FetchConfig::header_bytes`, a few more otherwise.
+    /// `FetchConfig::header_bytes`, a few more otherwise, none when this fetcher read it lately.
     pub async fn open(&self, href: &str) -> Result<Cog, CogError> {
         let loc = self.stores.resolve(href)?;
         let counters = Arc::new(Counters::default());
         let cfg = &self.stores.cfg;
+        let cog = |header: Arc<CogHeader>, file_size: u64, loc: Location, counters: Arc<Counters>| Cog {
+            href: Arc::from(href),
+            loc,
+            file_size,
+            header,
+            counters,
+            gap: cfg.coalesce_gap,
+            concurrency: cfg.max_concurrent_requests,
+        };
+        if let Some(c) = self.headers.get(href) {
+            return Ok(cog(c.header, c.file_size, loc, counters));
+        }
         let (first, file_size) = source::fetch_head(&loc, href, cfg.header_bytes).await?;
         counters.add(1, first.len() as u64);
         let mut buf = first;
@@ -271,16 +342,9 @@ impl Fetcher {
                 Err(p) => return Err(problem(href, p)),
             }
         };
-        let header = build_header(href, &buf, file_size, &raw)?;
-        Ok(Cog {
-            href: Arc::from(href),
-            loc,
-            file_size,
-            header,
-            counters,
-            gap: cfg.coalesce_gap,
-            concurrency: cfg.max_concurrent_requests,
-        })
+        let header = Arc::new(build_header(href, &buf, file_size, &raw)?);
+        self.headers.put(Arc::from(href), header.clone(), file_size);
+        Ok(cog(header, file_size, loc, counters))
     }
 }
 
@@ -302,6 +366,14 @@ pub struct CogHeader {
     pub levels: Vec<Level>,
     pub bigtiff: bool,
     pub big_endian: bool,
+}
+
+impl CogHeader {
+    /// About what the parsed header holds in memory (the tile tables dominate).
+    fn heap_bytes(&self) -> usize {
+        let per_level = std::mem::size_of::<Level>() + 64;
+        self.levels.iter().map(|l| per_level + (l.offsets.len() + l.counts.len()) * 8).sum::<usize>() + 256
+    }
 }
 
 /// Parses a whole TIFF held in memory (the fuzz target's entry point; `Fetcher::open` runs the
@@ -549,7 +621,7 @@ pub struct Cog {
     href: Arc<str>,
     loc: Location,
     file_size: u64,
-    header: CogHeader,
+    header: Arc<CogHeader>,
     counters: Arc<Counters>,
     gap: u64,
     concurrency: usize,

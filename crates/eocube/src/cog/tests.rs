@@ -181,6 +181,29 @@ async fn one_window_coalesces_its_tiles() {
     assert_eq!(f.stats().requests, 2, "tiles 0 and 3 are apart");
 }
 
+#[tokio::test]
+async fn a_header_read_once_is_not_fetched_again_by_the_same_fetcher() {
+    let (bytes, truth) = test_tiff(false, 8, 2);
+    let href = write_tmp("header-cache.tif", &bytes);
+    let fetcher = Fetcher::new(FetchConfig::default());
+    let first = fetcher.open(&href).await.unwrap();
+    assert_eq!(first.stats().requests, 1);
+    let again = fetcher.clone().open(&href).await.unwrap();
+    assert_eq!(again.stats().requests, 0, "the header comes from the cache; clones share it");
+    assert_eq!((again.file_size(), again.levels().len()), (first.file_size(), first.levels().len()));
+    let win = PixelWindow { row: 2, col: 5, height: 12, width: 30 };
+    let RasterData::U16(got) = again.read_window(0, win).await.unwrap().data else { panic!("u16 expected") };
+    assert_eq!(got, expected_window(&truth, 40, 20, win, 0), "a window of a cached header's COG");
+    assert_eq!(again.stats().requests, 1, "its own requests only: the window's");
+    let other = Fetcher::new(FetchConfig::default()).open(&href).await.unwrap();
+    assert_eq!(other.stats().requests, 1, "another fetcher reads the header itself");
+    // A file that failed to open is not remembered.
+    let bad = write_tmp("header-cache-bad.tif", b"not a tiff");
+    assert!(fetcher.open(&bad).await.is_err());
+    std::fs::write(&bad, &bytes).unwrap();
+    assert_eq!(fetcher.open(&bad).await.unwrap().stats().requests, 1);
+}
+
 #[test]
 fn validation_errors_on_hand_made_headers() {
     let (good, _) = test_tiff(false, 8, 2);
