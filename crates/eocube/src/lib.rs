@@ -20,6 +20,7 @@ pub mod catalog;
 pub mod cloud;
 pub mod cog;
 pub mod executor;
+mod fifo;
 pub mod fuse;
 pub mod grid;
 pub mod job;

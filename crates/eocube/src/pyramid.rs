@@ -33,6 +33,7 @@ use zarrs::metadata::v2::ArrayMetadataV2;
 use zarrs::metadata::v3::ArrayMetadataV3;
 use zarrs::storage::store::MemoryStore;
 
+use crate::fifo::Fifo;
 use crate::grid::{GeoBox, Shape};
 use crate::plan::Job;
 use crate::store::view::decode_u16;
@@ -619,11 +620,8 @@ impl Deps {
 
     /// Every tile of `level` with its index, row-major per time step.
     fn tiles(&self, level: usize) -> impl Iterator<Item = (Tile, usize)> + use<> {
-        let (rows, cols) = self.grids.get(level).copied().unwrap_or((0, 0));
-        (0..self.times * rows * cols).map(move |i| {
-            let (t, rest) = (i / (rows * cols), i % (rows * cols));
-            (Tile { level, t, ty: rest / cols, tx: rest % cols }, i)
-        })
+        let grid = self.grids.get(level).copied().unwrap_or((0, 0));
+        (0..self.times * grid.0 * grid.1).map(move |i| (tile_at(level, grid, i), i))
     }
 
     /// Indices of the level-0 tiles that cube chunk `job` overlaps (none for a job outside the
@@ -650,22 +648,19 @@ impl Deps {
         if !self.pending.remove(&job) {
             return;
         }
-        let cols = self.grids[0].1;
-        let rows = self.grids[0].0;
         for i in self.tiles_over(job) {
             let w = &mut self.waiting[0][i];
             *w = w.saturating_sub(1);
             if *w == 0 {
-                let rest = i % (rows * cols);
-                ready.push(Tile { level: 0, t: i / (rows * cols), ty: rest / cols, tx: rest % cols });
+                ready.push(tile_at(0, self.grids[0], i));
             }
         }
     }
 
     /// Every chunk is final (the build is complete): whatever still waits for one is ready.
     fn all_final(&mut self, ready: &mut Vec<Tile>) {
-        for job in std::mem::take(&mut self.pending) {
-            self.pending.insert(job);
+        let pending: Vec<Job> = self.pending.iter().copied().collect();
+        for job in pending {
             self.chunk_final(job, ready);
         }
     }
@@ -684,6 +679,13 @@ impl Deps {
     fn total(&self) -> usize {
         self.waiting.iter().map(Vec::len).sum()
     }
+}
+
+/// Tile `i` of `level` in the order of `Deps::waiting` (time, row, column) on a grid of
+/// `(rows, cols)` tiles per time.
+fn tile_at(level: usize, (rows, cols): (usize, usize), i: usize) -> Tile {
+    let rest = i % (rows * cols);
+    Tile { level, t: i / (rows * cols), ty: rest / cols, tx: rest % cols }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -759,7 +761,7 @@ impl Builder {
             cube_keys: CubeKeys::of(cube),
             enc: Arc::new(Encoders::new(&layout, &levels, &location)?),
             location: location.clone(),
-            recent: std::sync::Mutex::new(Recent::default()),
+            recent: Fifo::new(RECENT_BYTES),
             tally: tally.clone(),
         });
         let (deps, ready) = Deps::new(&layout, &levels, pending);
@@ -888,10 +890,6 @@ pub async fn write(cube: &Cube, opts: &PyramidOptions) -> Result<PyramidSummary>
     Builder::start(cube, opts, &[]).await?.finish().await
 }
 
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 /// The data variable's chunk keys, taken from the cube (its encoder knows them).
 struct CubeKeys {
     keys: Vec<Vec<Vec<String>>>,
@@ -920,45 +918,19 @@ struct Ctx {
     cube_keys: CubeKeys,
     enc: Arc<Encoders>,
     location: String,
-    /// Level 0: cube chunks decoded lately (a cube chunk of 1200 px overlaps about 11 tiles).
-    recent: std::sync::Mutex<Recent>,
+    /// Level 0: cube chunks decoded lately, at most [`RECENT_BYTES`], the oldest dropped first
+    /// (a cube chunk of 1200 px overlaps about 11 tiles, taken in row-major order, so the
+    /// neighbours of a tile in work share its chunks).
+    recent: Fifo<String, Arc<Option<Vec<u16>>>>,
     tally: Arc<Tally>,
 }
 
 /// Bytes of decoded cube chunks kept for the next tiles of level 0.
 const RECENT_BYTES: usize = 256 << 20;
 
-/// Decoded cube chunks, bounded by [`RECENT_BYTES`], the oldest dropped first. Tiles are taken
-/// in row-major order, so the neighbours of a tile in work share its chunks.
-#[derive(Default)]
-struct Recent {
-    by_key: std::collections::HashMap<String, Arc<Option<Vec<u16>>>>,
-    order: std::collections::VecDeque<String>,
-    bytes: usize,
-}
-
+/// A decoded cube chunk's size in bytes (`None`: fill, nothing stored).
 fn chunk_bytes(v: &Option<Vec<u16>>) -> usize {
     v.as_ref().map_or(0, |c| c.len() * 2)
-}
-
-impl Recent {
-    fn get(&self, key: &str) -> Option<Arc<Option<Vec<u16>>>> {
-        self.by_key.get(key).cloned()
-    }
-
-    fn put(&mut self, key: String, v: Arc<Option<Vec<u16>>>) {
-        if self.by_key.contains_key(&key) {
-            return;
-        }
-        self.bytes += chunk_bytes(&v);
-        self.by_key.insert(key.clone(), v);
-        self.order.push_back(key);
-        while self.bytes > RECENT_BYTES && self.order.len() > 1 {
-            if let Some(old) = self.order.pop_front().and_then(|k| self.by_key.remove(&k)) {
-                self.bytes -= chunk_bytes(&old);
-            }
-        }
-    }
 }
 
 impl Ctx {
@@ -1023,12 +995,12 @@ impl Ctx {
         for iy in r0 / cs..=(r1 - 1) / cs {
             for ix in c0 / cs..=(c1 - 1) / cs {
                 let Some(key) = self.cube_keys.get(tile.t, iy, ix) else { continue };
-                let cached = lock(&self.recent).get(key);
+                let cached = self.recent.get(key);
                 let chunk = match cached {
                     Some(c) => c,
                     None => {
                         let c = Arc::new(self.read(key, cs * cs * nb).await?);
-                        lock(&self.recent).put(key.to_string(), c.clone());
+                        self.recent.put(key.to_string(), c.clone(), chunk_bytes(&c));
                         c
                     }
                 };

@@ -31,12 +31,12 @@ mod decode;
 mod source;
 mod tiff;
 
-use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
+use crate::fifo::Fifo;
 use crate::grid::{Affine, Crs, GeoBox, PixelWindow, Shape};
 use decode::{Codec, Compression, Decoders, Placement, Predictor, Sample};
 pub use source::FetchConfig;
@@ -233,55 +233,11 @@ pub const HEADER_CACHE_BYTES: usize = 32 << 20;
 #[derive(Clone)]
 pub struct Fetcher {
     stores: Arc<Stores>,
-    headers: Arc<HeaderCache>,
+    headers: Arc<Fifo<Arc<str>, KnownHeader>>,
 }
 
-/// Parsed headers by href, bounded in bytes, the oldest dropped first.
-#[derive(Default)]
-struct HeaderCache {
-    inner: Mutex<Headers>,
-}
-
-#[derive(Default)]
-struct Headers {
-    by_href: HashMap<Arc<str>, Cached>,
-    order: VecDeque<Arc<str>>,
-    bytes: usize,
-}
-
-#[derive(Clone)]
-struct Cached {
-    header: Arc<CogHeader>,
-    file_size: u64,
-    bytes: usize,
-}
-
-impl HeaderCache {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Headers> {
-        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn get(&self, href: &str) -> Option<Cached> {
-        self.lock().by_href.get(href).cloned()
-    }
-
-    fn put(&self, href: Arc<str>, header: Arc<CogHeader>, file_size: u64) {
-        let bytes = header.heap_bytes() + href.len();
-        let mut h = self.lock();
-        if bytes > HEADER_CACHE_BYTES || h.by_href.contains_key(&href) {
-            return;
-        }
-        h.bytes += bytes;
-        h.by_href.insert(href.clone(), Cached { header, file_size, bytes });
-        h.order.push_back(href);
-        while h.bytes > HEADER_CACHE_BYTES {
-            let Some(old) = h.order.pop_front() else { break };
-            if let Some(c) = h.by_href.remove(&old) {
-                h.bytes -= c.bytes;
-            }
-        }
-    }
-}
+/// A parsed header and the size of its file, as a [`Fetcher`] keeps them by href.
+type KnownHeader = (Arc<CogHeader>, u64);
 
 impl std::fmt::Debug for Fetcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -291,7 +247,7 @@ impl std::fmt::Debug for Fetcher {
 
 impl Fetcher {
     pub fn new(cfg: FetchConfig) -> Self {
-        Fetcher { stores: Arc::new(Stores::new(cfg)), headers: Arc::default() }
+        Fetcher { stores: Arc::new(Stores::new(cfg)), headers: Arc::new(Fifo::new(HEADER_CACHE_BYTES)) }
     }
 
     pub fn config(&self) -> &FetchConfig {
@@ -313,8 +269,8 @@ impl Fetcher {
             gap: cfg.coalesce_gap,
             concurrency: cfg.max_concurrent_requests,
         };
-        if let Some(c) = self.headers.get(href) {
-            return Ok(cog(c.header, c.file_size, loc, counters));
+        if let Some((header, file_size)) = self.headers.get(href) {
+            return Ok(cog(header, file_size, loc, counters));
         }
         let (first, file_size) = source::fetch_head(&loc, href, cfg.header_bytes).await?;
         counters.add(1, first.len() as u64);
@@ -343,7 +299,7 @@ impl Fetcher {
             }
         };
         let header = Arc::new(build_header(href, &buf, file_size, &raw)?);
-        self.headers.put(Arc::from(href), header.clone(), file_size);
+        self.headers.put(Arc::from(href), (header.clone(), file_size), header.heap_bytes() + href.len());
         Ok(cog(header, file_size, loc, counters))
     }
 }
