@@ -1,0 +1,250 @@
+#!/usr/bin/env bash
+# The chunk-month benchmark of issue 12: eocube side by side with an odc-stac reference that
+# computes the same job the way the original demo did (scripts/bench_odc.py, its own venv).
+#
+#   scripts/bench-chunk-month.sh              # one 1200 x 1200 chunk x June 2023, 3 alternated rounds
+#   scripts/bench-chunk-month.sh --runs 1
+#   scripts/bench-chunk-month.sh --whole      # 2 x 2 chunks x June-August 2023 = 12 jobs (default 1 round)
+#
+# The archive: full-size synthetic Sentinel-2 scenes (`eocube synth`, 10980 px; 2 tiles per pass,
+# UTM zones 18 and 19), re-encoded by GDAL's COG driver (scripts/bench_archive.py: DEFLATE +
+# PREDICTOR=2, 1024 px blocks, AVERAGE / MODE overviews), made once into target/eocube-bench/
+# and served by our own nginx on 127.0.0.1. Each round runs, one after the other:
+#   eocube-nearest  eocube build --resampling nearest (default mask)
+#   odc-nearest     odc.stac.load nearest, valid SCL {2,4,5,6,7,11}, median: the same computation
+#   eocube-seed     eocube build --mask seed --resampling bilinear (the demo's algorithm)
+#   odc-demo        the demo's job: bilinear load, SCL {4,5}, mask_cleanup closing 5 + opening 5, median
+# and measures wall, CPU, peak RSS (GNU time), requests and bytes (nginx's access log), the eocube
+# run report, and the inflate floor of each eocube run (cargo bench --bench inflate_floor).
+# Prints a table of medians and writes it to target/eocube-bench/{chunk-month,whole}.md.
+# docs/bench.md explains the rows and has the figures.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+log() { echo "bench: $*" >&2; }
+die() { log "$*"; exit 1; }
+usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; }
+
+RUNS=""
+WHOLE=0
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --runs) [ $# -ge 2 ] || die "--runs needs a number"; RUNS="$2"; shift 2 ;;
+        --runs=*) RUNS="${1#--runs=}"; shift ;;
+        --whole) WHOLE=1; shift ;;
+        -h | --help) usage; exit 0 ;;
+        *) usage >&2; die "unknown argument: $1" ;;
+    esac
+done
+if [ -z "$RUNS" ]; then if [ "$WHOLE" = 1 ]; then RUNS=1; else RUNS=3; fi; fi
+[[ "$RUNS" =~ ^[1-9][0-9]*$ ]] || die "--runs must be a whole number >= 1, not '$RUNS'"
+
+BENCH="${EOCUBE_BENCH_DIR:-$ROOT/target/eocube-bench}"
+EOCUBE="${CARGO_TARGET_DIR:-$ROOT/target}/release/eocube"
+PY="$ROOT/.venv/bin/python"
+BENCH_VENV="$ROOT/.venv-bench"
+BPY="$BENCH_VENV/bin/python"
+GNU_TIME=/usr/bin/time
+
+if [ "$WHOLE" = 1 ]; then
+    NAME=whole
+    # 2 x 2 chunks (2/3 degree), inside one tile of zone 18 and one of zone 19 for every pass
+    BBOX=(-72.25 44.4 -71.58333333333333 45.06666666666667)
+    START=2023-06-01 END=2023-08-31 REVISIT=6
+    SYNTH="$BENCH/whole-synth"
+else
+    NAME=chunk-month
+    # one chunk: 1/3 degree across -72 (zones 18/19), as scripts/bench-build.sh
+    BBOX=(-72.2 44.5 -71.86666666666667 44.83333333333333)
+    START=2023-06-01 END=2023-06-30 REVISIT=2
+    SYNTH="$BENCH/archive" # the same archive as scripts/bench-build.sh (shared, kept)
+fi
+SYNTH_END=$([ "$WHOLE" = 1 ] && echo 2023-08-31 || echo 2023-06-25)
+ARCHIVE="$BENCH/$NAME-gdal"
+WORK="$BENCH/$NAME"
+
+# ---------------------------------------------------------------- prerequisites
+if [ ! -x "$PY" ]; then
+    log ".venv missing: running scripts/setup.sh"
+    bash scripts/setup.sh || die "scripts/setup.sh failed (it installs nginx and .venv)"
+fi
+[ -x "$PY" ] || die "no $PY after scripts/setup.sh"
+NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
+[ -x "$NGINX" ] || die "nginx missing: run scripts/setup.sh (it installs Debian's nginx-light)"
+if ! "$GNU_TIME" -f %e true >/dev/null 2>&1; then
+    log "GNU time missing: apt-get install time"
+    SUDO=""
+    if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo -n"; fi
+    { $SUDO apt-get update -q && $SUDO apt-get install -y -q time; } </dev/null >&2 \
+        || die "could not install GNU time (package 'time')"
+fi
+# shellcheck source=lib.sh
+source scripts/lib.sh
+
+mkdir -p "$BENCH"
+free_gb() { df -Pk "$BENCH" | awk 'NR == 2 { printf "%d", $4 / 1048576 }'; }
+need_gb() { # GB why
+    local have
+    have="$(free_gb)"
+    [ "$have" -ge "$1" ] || die "only $have GB free under $BENCH, $2 needs about $1 GB (df -h $BENCH)"
+}
+
+log "cargo build --release"
+cargo build --release --quiet || die "cargo build --release failed"
+[ -x "$EOCUBE" ] || die "no $EOCUBE after cargo build --release"
+
+# ---------------------------------------------------------------- the archive (made once)
+if [ ! -f "$ARCHIVE/items.json" ]; then
+    need_gb 6 "making the archive (eocube synth, then its GDAL copy)"
+    t0=$SECONDS
+    if [ ! -f "$SYNTH/items.json" ]; then
+        rm -rf "$SYNTH"
+        log "eocube synth into $SYNTH"
+        "$GNU_TIME" -f "%e" -o "$BENCH/$NAME-synth.time" "$EOCUBE" synth --out "$SYNTH" --bbox "${BBOX[@]}" \
+            --start "$START" --end "$SYNTH_END" --scene-px 10980 --revisit-days "$REVISIT" >&2 \
+            || die "eocube synth failed"
+        synth_s="$(cat "$BENCH/$NAME-synth.time") s"
+    else
+        synth_s="reused (made earlier)"
+        log "reusing the synth archive in $SYNTH"
+    fi
+    log "re-encoding every .tif with GDAL (scripts/bench_archive.py)"
+    "$GNU_TIME" -f "%e" -o "$BENCH/$NAME-gdal.time" "$PY" scripts/bench_archive.py "$SYNTH" "$ARCHIVE" >&2 \
+        || die "the GDAL re-encode failed (scripts/bench_archive.py)"
+    gdal_s="$(cat "$BENCH/$NAME-gdal.time")"
+    synth_mb="$(du -sm "$SYNTH" | cut -f1)"
+    gdal_mb="$(du -sm "$ARCHIVE" | cut -f1)"
+    scenes="$(ls "$ARCHIVE/sentinel-2-c1-l2a" | wc -l)"
+    echo "archive: $scenes scenes; eocube synth ${synth_s} ($synth_mb MB), GDAL re-encode ${gdal_s} s ($gdal_mb MB), generation $((SECONDS - t0)) s in all" \
+        | tee "$ARCHIVE/generation.txt" >&2
+    # the synth copy is only an intermediate; drop it when disk is short (the chunk-month one is
+    # scripts/bench-build.sh's archive too, so it is kept otherwise)
+    if [ "$(free_gb)" -lt 10 ] || [ "$WHOLE" = 1 ]; then
+        log "removing the intermediate synth archive $SYNTH"
+        rm -rf "$SYNTH"
+    fi
+else
+    log "reusing the GDAL archive in $ARCHIVE"
+    [ -f "$ARCHIVE/generation.txt" ] && cat "$ARCHIVE/generation.txt" >&2
+fi
+GENERATION="$(cat "$ARCHIVE/generation.txt" 2>/dev/null || echo "archive: generation time not recorded")"
+need_gb 1 "the cubes and logs of the runs"
+
+# ---------------------------------------------------------------- the odc-stac venv
+check_bench_venv() {
+    [ -x "$BPY" ] && "$BPY" -c 'import odc.stac, odc.geo, pystac, rasterio, dask, numpy, xarray, skimage' >/dev/null 2>&1
+}
+if ! check_bench_venv; then
+    log "creating $BENCH_VENV (odc-stac, odc-algo, pystac, rasterio, scikit-image)"
+    [ -x "$BPY" ] || python3 -m venv "$BENCH_VENV" || die "python3 -m venv $BENCH_VENV failed (apt-get install python3-venv?)"
+    "$BPY" -m pip install -q --disable-pip-version-check \
+        "odc-stac>=0.5,<0.6" "odc-geo>=0.5,<0.6" "odc-loader>=0.6,<0.7" "pystac>=1.10,<2" \
+        "rasterio>=1.4,<1.6" "numpy>=1.26,<3" "xarray>=2024.1" "dask>=2024.1" \
+        "scikit-image>=0.24,<1" "scipy>=1.11,<2" </dev/null >&2 \
+        || die "pip install into $BENCH_VENV failed (odc-stac and friends)"
+    "$BPY" -m pip install -q --disable-pip-version-check "odc-algo>=1.0,<2" </dev/null >&2 \
+        || log "odc-algo did not install: bench_odc.py uses scikit-image's closing/opening with disk(5) instead"
+    check_bench_venv || die "$BENCH_VENV is still not usable (import odc.stac failed)"
+fi
+
+# ---------------------------------------------------------------- nginx
+NGX="$BENCH/nginx"
+stop_nginx() { stop_pid nginx "$NGX/nginx.pid"; }
+trap stop_nginx EXIT
+trap 'exit 130' INT TERM
+stop_nginx
+mkdir -p "$NGX/tmp"
+: >"$NGX/access.log"
+PORT="$(free_port)"
+user_line=""
+if [ "$(id -u)" -eq 0 ]; then user_line="user root;"; fi
+sed -e "s|@DIR@|$NGX|g" -e "s|@ROOT@|$ARCHIVE|g" -e "s|@PORT@|$PORT|g" -e "s|@USER_LINE@|$user_line|" \
+    scripts/nginx.conf.in >"$NGX/nginx.conf"
+"$NGINX" -p "$NGX" -e "$NGX/nginx-error.log" -c "$NGX/nginx.conf" </dev/null \
+    || { cat "$NGX/nginx-error.log" >&2 || true; die "nginx did not start"; }
+URL="http://127.0.0.1:$PORT"
+"$PY" - "$URL/items.json" <<'EOF' || die "nginx does not answer at $URL"
+import sys, time, urllib.request
+for _ in range(100):
+    try:
+        urllib.request.urlopen(sys.argv[1], timeout=2).read(16)
+        sys.exit(0)
+    except OSError:
+        time.sleep(0.1)
+sys.exit(1)
+EOF
+log "nginx serves $ARCHIVE on $URL"
+mkdir -p "$WORK/logs"
+ITEMS="$WORK/items-http.json"
+"$PY" scripts/bench_chunk_month.py items "$ARCHIVE/items.json" "$URL/" "$ITEMS"
+
+# ---------------------------------------------------------------- the inflate floor (optional)
+FLOOR=1
+if ! cargo bench -p eocube --bench inflate_floor --no-run >"$WORK/inflate-floor-build.log" 2>&1; then
+    FLOOR=0
+    log "no inflate floor: 'cargo bench -p eocube --bench inflate_floor' does not build here yet" \
+        "(see $WORK/inflate-floor-build.log: $(grep -m1 -E '^error' "$WORK/inflate-floor-build.log" || tail -n1 "$WORK/inflate-floor-build.log"))"
+fi
+
+# ---------------------------------------------------------------- the runs
+RUNS_FILE="$WORK/runs.jsonl"
+: >"$RUNS_FILE"
+run_variant() { # variant round
+    local v="$1" i="$2" n0 slice tfile out floor_args=() cube_args=() odc_args=()
+    tfile="$WORK/logs/$v-$i.time"
+    slice="$WORK/logs/$v-$i.access.log"
+    n0="$(wc -l <"$NGX/access.log")"
+    case "$v" in
+        eocube-nearest | eocube-seed)
+            out="$WORK/$v.zarr"
+            rm -rf "$out"
+            local flags=(--resampling nearest)
+            [ "$v" = eocube-seed ] && flags=(--mask seed --resampling bilinear)
+            "$GNU_TIME" -f "%e %U %S %M" -o "$tfile" "$EOCUBE" build --items "$ITEMS" --bbox "${BBOX[@]}" \
+                --start "$START" --end "$END" "${flags[@]}" --out "$out" --quiet >"$WORK/logs/$v-$i.stdout" \
+                || die "$v round $i failed: eocube build exited non-zero"
+            cube_args=(--cube "$out")
+            ;;
+        odc-nearest | odc-demo)
+            out="$WORK/$v.npy"
+            "$GNU_TIME" -f "%e %U %S %M" -o "$tfile" "$BPY" scripts/bench_odc.py --items "$ITEMS" --bbox "${BBOX[@]}" \
+                --start "$START" --end "$END" --mode "${v#odc-}" --out "$out" 2>"$WORK/logs/$v-$i.stderr" >/dev/null \
+                || { tail -n 20 "$WORK/logs/$v-$i.stderr" >&2; die "$v round $i failed: scripts/bench_odc.py exited non-zero"; }
+            odc_args=(--odc "${out%.npy}.json")
+            ;;
+    esac
+    tail -n "+$((n0 + 1))" "$NGX/access.log" >"$slice"
+    if [ "$FLOOR" = 1 ] && [[ "$v" == eocube-* ]]; then
+        if cargo bench -q -p eocube --bench inflate_floor -- "$slice" "$ARCHIVE" \
+            >"$WORK/logs/$v-$i.floor" 2>"$WORK/logs/$v-$i.floor.stderr"; then
+            floor_args=(--floor "$WORK/logs/$v-$i.floor")
+        else
+            log "inflate floor failed for $v round $i (see $WORK/logs/$v-$i.floor.stderr)"
+        fi
+    fi
+    "$PY" scripts/bench_chunk_month.py record --variant "$v" --round "$i" --time "$tfile" --log "$slice" \
+        "${cube_args[@]}" "${odc_args[@]}" "${floor_args[@]}" >>"$RUNS_FILE"
+}
+
+VARIANTS=(eocube-nearest odc-nearest eocube-seed odc-demo)
+log "$RUNS round(s) of ${VARIANTS[*]} on $NAME (bbox ${BBOX[*]}, $START .. $END)"
+for i in $(seq 1 "$RUNS"); do
+    for v in "${VARIANTS[@]}"; do run_variant "$v" "$i"; done
+done
+
+# ---------------------------------------------------------------- agreement and the table
+AGREE="$WORK/agreement.txt"
+{
+    "$PY" scripts/bench_chunk_month.py agree "$WORK/eocube-nearest.zarr" "$WORK/odc-nearest.npy" --tol 0 \
+        --label "agreement, eocube nearest vs odc-stac nearest"
+    "$PY" scripts/bench_chunk_month.py agree "$WORK/eocube-seed.zarr" "$WORK/odc-demo.npy" --tol 3 \
+        --label "agreement, eocube seed-bilinear vs odc-stac demo"
+} >"$AGREE" || log "the agreement check failed (not an assertion; see above)"
+
+MACHINE="$(nproc) cores, $(free -g | awk '/^Mem:/ { print $2 }') GB; $(uname -sr)"
+echo
+MDARGS=(--title "$NAME: bbox ${BBOX[*]}, $START .. $END, $(date -u +%Y-%m-%d)" --note "$GENERATION" --note "machine: $MACHINE; nginx on 127.0.0.1, archive in the page cache")
+[ "$WHOLE" = 1 ] && MDARGS+=(--whole)
+"$PY" scripts/bench_chunk_month.py table "$RUNS_FILE" --md "$BENCH/$NAME.md" --agree "$AGREE" "${MDARGS[@]}"
+log "table written to $BENCH/$NAME.md; raw runs in $RUNS_FILE"
