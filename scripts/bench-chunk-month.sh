@@ -93,6 +93,10 @@ need_gb() { # GB why
 log "cargo build --release"
 cargo build --release --quiet || die "cargo build --release failed"
 [ -x "$EOCUBE" ] || die "no $EOCUBE after cargo build --release"
+# a private copy: others' builds in this work tree may replace target/release/eocube mid-run
+mkdir -p "$BENCH/bin"
+cp "$EOCUBE" "$BENCH/bin/eocube"
+EOCUBE="$BENCH/bin/eocube"
 
 # ---------------------------------------------------------------- the archive (made once)
 if [ ! -f "$ARCHIVE/items.json" ]; then
@@ -180,9 +184,21 @@ ITEMS="$WORK/items-http.json"
 "$PY" scripts/bench_chunk_month.py items "$ARCHIVE/items.json" "$URL/" "$ITEMS"
 
 # ---------------------------------------------------------------- the inflate floor (optional)
-FLOOR=1
-if ! cargo bench -p eocube --bench inflate_floor --no-run >"$WORK/inflate-floor-build.log" 2>&1; then
-    FLOOR=0
+# Built once here and run directly, so every run of this benchmark uses the same bench binary
+# even while crates/ changes under it (cargo bench would rebuild it between runs).
+FLOOR_BIN=""
+if cargo bench -p eocube --bench inflate_floor --no-run --message-format=json \
+    >"$WORK/inflate-floor-build.json" 2>"$WORK/inflate-floor-build.log"; then
+    FLOOR_BIN="$("$PY" -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("target", {}).get("name") == "inflate_floor" and m.get("executable"):
+        print(m["executable"])
+' <"$WORK/inflate-floor-build.json" | tail -n1)"
+    if [ -n "$FLOOR_BIN" ]; then cp "$FLOOR_BIN" "$BENCH/bin/inflate_floor" && FLOOR_BIN="$BENCH/bin/inflate_floor"; fi
+fi
+if [ -z "$FLOOR_BIN" ]; then
     log "no inflate floor: 'cargo bench -p eocube --bench inflate_floor' does not build here yet" \
         "(see $WORK/inflate-floor-build.log: $(grep -m1 -E '^error' "$WORK/inflate-floor-build.log" || tail -n1 "$WORK/inflate-floor-build.log"))"
 fi
@@ -215,8 +231,8 @@ run_variant() { # variant round
             ;;
     esac
     tail -n "+$((n0 + 1))" "$NGX/access.log" >"$slice"
-    if [ "$FLOOR" = 1 ] && [[ "$v" == eocube-* ]]; then
-        if cargo bench -q -p eocube --bench inflate_floor -- "$slice" "$ARCHIVE" \
+    if [ -n "$FLOOR_BIN" ] && [[ "$v" == eocube-* ]]; then
+        if "$FLOOR_BIN" "$slice" "$ARCHIVE" \
             >"$WORK/logs/$v-$i.floor" 2>"$WORK/logs/$v-$i.floor.stderr"; then
             floor_args=(--floor "$WORK/logs/$v-$i.floor")
         else
@@ -242,9 +258,11 @@ AGREE="$WORK/agreement.txt"
         --label "agreement, eocube seed-bilinear vs odc-stac demo"
 } >"$AGREE" || log "the agreement check failed (not an assertion; see above)"
 
+DIRTY="$(git status --porcelain -- crates src Cargo.toml Cargo.lock 2>/dev/null | wc -l)"
+REV="eocube $(git rev-parse --short HEAD 2>/dev/null || echo '?')$([ "$DIRTY" -gt 0 ] && echo " + $DIRTY uncommitted files under crates/ src/")"
 MACHINE="$(nproc) cores, $(free -g | awk '/^Mem:/ { print $2 }') GB; $(uname -sr)"
 echo
-MDARGS=(--title "$NAME: bbox ${BBOX[*]}, $START .. $END, $(date -u +%Y-%m-%d)" --note "$GENERATION" --note "machine: $MACHINE; nginx on 127.0.0.1, archive in the page cache")
+MDARGS=(--title "$NAME: bbox ${BBOX[*]}, $START .. $END, $(date -u +%Y-%m-%d)" --note "$GENERATION" --note "machine: $MACHINE; nginx on 127.0.0.1, archive in the page cache; $REV; $("$BPY" -c 'import odc.stac; print("odc-stac", odc.stac.__version__)')")
 [ "$WHOLE" = 1 ] && MDARGS+=(--whole)
 "$PY" scripts/bench_chunk_month.py table "$RUNS_FILE" --md "$BENCH/$NAME.md" --agree "$AGREE" "${MDARGS[@]}"
 log "table written to $BENCH/$NAME.md; raw runs in $RUNS_FILE"
