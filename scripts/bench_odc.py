@@ -113,8 +113,10 @@ def job_items(items, footprint, first, last):
     return hits
 
 
-def run_job(items, gbox, bands, mode, dask_px):
+def run_job(items, gbox, bands, mode, dask_px, scl_resampling=None):
     resampling = "nearest" if mode == "nearest" else "bilinear"
+    if scl_resampling:
+        resampling = {"scl": scl_resampling, "*": resampling}
     ds = odc.stac.load(
         items,
         bands=["scl", *bands],
@@ -148,6 +150,7 @@ def main():
     p.add_argument("--chunk-px", type=int, default=1200)
     p.add_argument("--dask-px", type=int, default=600, help="dask chunk size of the load (the demo's 600)")
     p.add_argument("--threads", type=int, default=2, help="threads of dask's threaded scheduler")
+    p.add_argument("--scl-resampling", help="override SCL's resampling (a diagnostic: the demo used bilinear)")
     a = p.parse_args()
     warnings.filterwarnings("ignore")
 
@@ -176,7 +179,7 @@ def main():
                         jobs.append({"chunk": [iy, ix], "time": str(label), "scenes": 0, "solar_days": 0,
                                      "seconds": round(time.perf_counter() - t0, 3)})
                         continue
-                    values, days = run_job(hits, gbox, bands, a.mode, a.dask_px)
+                    values, days = run_job(hits, gbox, bands, a.mode, a.dask_px, a.scl_resampling)
                     result[t, ys, xs, :] = values
                     jobs.append({"chunk": [iy, ix], "time": str(label), "scenes": len(hits), "solar_days": days,
                                  "seconds": round(time.perf_counter() - t0, 3)})
@@ -189,6 +192,7 @@ def main():
     meta = {
         "mode": a.mode,
         "morphology": MORPHOLOGY if a.mode == "demo" else None,
+        "scl_resampling": a.scl_resampling,
         "odc_stac": odc.stac.__version__,
         "affine": list(cube.affine)[:6],
         "shape": [ny, nx],
