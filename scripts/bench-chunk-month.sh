@@ -110,7 +110,7 @@ if [ ! -f "$ARCHIVE/items.json" ]; then
             || die "eocube synth failed"
         synth_s="$(cat "$BENCH/$NAME-synth.time") s"
     else
-        synth_s="reused (made earlier)"
+        synth_s="reused (made earlier$([ -f "$BENCH/$NAME-synth.time" ] && echo ", in $(cat "$BENCH/$NAME-synth.time") s"))"
         log "reusing the synth archive in $SYNTH"
     fi
     log "re-encoding every .tif with GDAL (scripts/bench_archive.py)"
