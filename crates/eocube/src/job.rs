@@ -632,26 +632,28 @@ async fn fetch_band(
 
 /// Decodes and warps one scene's windows onto `work`: the reflectance bands (as u16) and SCL
 /// (as u8). `None` when no pixel of the work grid got a value. Bands on the same source grid
-/// share one coordinate map.
+/// share one coordinate map and, for nearest, one index of the source pixel each target pixel
+/// takes (then a band's warp is a gather).
 #[allow(clippy::type_complexity)]
 fn warp_scene(id: &str, windows: Vec<BandWindow>, work: &GeoBox) -> Result<Option<(Vec<Vec<u16>>, Vec<u8>)>, JobError> {
     let bad = |reason: String| JobError::BadScene { id: id.to_string(), reason };
     let n = work.shape.len();
-    let mut maps: Vec<(GeoBox, Sampling, Arc<PixelMap>)> = Vec::new();
+    let mut grids: Vec<SourceGrid> = Vec::new();
     let mut bands = Vec::new();
     let mut scl = Vec::new();
     let mut any = false;
     for w in windows {
         let raster = w.fetched.decode()?;
         let sampling = if w.resampling == Resampling::Average { Sampling::Corners } else { Sampling::Centres };
-        let map = match maps.iter().find(|(g, s, _)| *g == raster.geobox && *s == sampling) {
-            Some((_, _, m)) => Arc::clone(m),
+        let at = match grids.iter().position(|g| g.geobox == raster.geobox && g.sampling == sampling) {
+            Some(at) => at,
             None => {
-                let m = Arc::new(PixelMap::new(&raster.geobox, work, sampling, warp::DEFAULT_TOLERANCE)?);
-                maps.push((raster.geobox.clone(), sampling, Arc::clone(&m)));
-                m
+                let map = PixelMap::new(&raster.geobox, work, sampling, warp::DEFAULT_TOLERANCE)?;
+                grids.push(SourceGrid { geobox: raster.geobox.clone(), sampling, map, index: None });
+                grids.len() - 1
             }
         };
+        let grid = &mut grids[at];
         if w.scl {
             let data: Vec<u8> = match raster.data {
                 RasterData::U8(v) => v,
@@ -661,7 +663,7 @@ fn warp_scene(id: &str, windows: Vec<BandWindow>, work: &GeoBox) -> Result<Optio
             let nodata = u8::try_from(w.nodata as i64).ok().filter(|_| w.nodata.fract() == 0.0);
             let src = SourceImage { data: &data, geobox: &raster.geobox, nodata };
             let mut out = vec![0u8; n];
-            any |= warp::warp_with_map(&src, &map, Resampling::Nearest, 0, &mut out)? > 0;
+            any |= grid.warp(&src, Resampling::Nearest, 0, &mut out)? > 0;
             scl = out;
         } else {
             let data: Vec<u16> = match raster.data {
@@ -677,11 +679,39 @@ fn warp_scene(id: &str, windows: Vec<BandWindow>, work: &GeoBox) -> Result<Optio
             let nodata = u16::try_from(w.nodata as i64).ok().filter(|_| w.nodata.fract() == 0.0);
             let src = SourceImage { data: &data, geobox: &raster.geobox, nodata };
             let mut out = vec![0u16; n];
-            any |= warp::warp_with_map(&src, &map, w.resampling, 0, &mut out)? > 0;
+            any |= grid.warp(&src, w.resampling, 0, &mut out)? > 0;
             bands.push(out);
         }
     }
     Ok(any.then_some((bands, scl)))
+}
+
+/// One source grid of a scene (a window of one level) and what warping from it onto the work
+/// grid needs, built once for all the bands read on it.
+struct SourceGrid {
+    geobox: GeoBox,
+    sampling: Sampling,
+    map: PixelMap,
+    /// For nearest: built by the first band that needs it.
+    index: Option<Vec<u32>>,
+}
+
+impl SourceGrid {
+    /// Warps `src` (on this grid) into `out`, `fill` where it has no value; the number of pixels
+    /// that got one.
+    fn warp<T: warp::Pixel>(
+        &mut self,
+        src: &SourceImage<'_, T>,
+        resampling: Resampling,
+        fill: T,
+        out: &mut [T],
+    ) -> Result<usize, WarpError> {
+        if resampling != Resampling::Nearest {
+            return warp::warp_with_map(src, &self.map, resampling, fill, out);
+        }
+        let index = self.index.get_or_insert_with(|| self.map.nearest_index(self.geobox.shape));
+        warp::gather(src, index, fill, out)
+    }
 }
 
 /// Runs CPU work on the rayon pool (sized to the cores) without blocking the async runtime. A

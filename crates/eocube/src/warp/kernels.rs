@@ -4,7 +4,7 @@ use rayon::prelude::*;
 
 use crate::grid::GeoBox;
 
-use super::map::{PixelMap, Sampling};
+use super::map::{EDGE_EPSILON, OUTSIDE, PixelMap, Sampling};
 use super::{DEFAULT_TOLERANCE, Resampling, WarpError};
 
 /// A pixel type the kernels can read and write.
@@ -84,10 +84,6 @@ impl<T: Pixel> SourceImage<'_, T> {
 /// Rows per parallel task: enough work per task to amortise scheduling, enough tasks to balance.
 const ROWS_PER_TASK: usize = 16;
 
-/// GDAL adds this before flooring a source coordinate, so points a hair below a pixel edge (from
-/// rounding in the transform) land in the pixel they are meant for.
-const EDGE_EPSILON: f64 = 1e-10;
-
 /// Warp `src` onto `dst_geobox` into `dst` (row-major, `dst_geobox` shape). Every target pixel is
 /// written: a value, or `dst_nodata` where the source has no valid data. Returns the number of
 /// pixels that got a value.
@@ -126,20 +122,61 @@ pub fn warp_with_map<T: Pixel>(
     if nx == 0 || ny == 0 {
         return Ok(0);
     }
+    type Rows<T> = fn(&SourceImage<'_, T>, &PixelMap, usize, usize, T, &mut [T]) -> usize;
+    let rows: Rows<T> = match resampling {
+        Resampling::Nearest => return gather(src, &map.nearest_index(src.geobox.shape), dst_nodata, dst),
+        Resampling::Bilinear => bilinear_rows,
+        Resampling::Average => average_rows,
+    };
     let count = dst
         .par_chunks_mut(nx * ROWS_PER_TASK)
         .enumerate()
-        .map(|(block, out)| {
-            let first_row = block * ROWS_PER_TASK;
-            match resampling {
-                Resampling::Nearest => nearest_rows(src, map, first_row, nx, dst_nodata, out),
-                Resampling::Bilinear => bilinear_rows(src, map, first_row, nx, dst_nodata, out),
-                Resampling::Average => average_rows(src, map, first_row, nx, dst_nodata, out),
+        .map(|(block, out)| rows(src, map, block * ROWS_PER_TASK, nx, dst_nodata, out))
+        .sum();
+    Ok(count)
+}
+
+/// Nearest resampling through an index from [`PixelMap::nearest_index`] on `src`'s shape: each
+/// target pixel takes the source pixel it names, or `dst_nodata` where it names none or that
+/// pixel is missing. Returns the number of pixels that got a value. This is what
+/// [`warp_with_map`] does for nearest; call it directly to warp several bands of one source grid
+/// through one index.
+pub fn gather<T: Pixel>(
+    src: &SourceImage<'_, T>,
+    index: &[u32],
+    dst_nodata: T,
+    dst: &mut [T],
+) -> Result<usize, WarpError> {
+    let (w, h) = (src.geobox.shape.nx, src.geobox.shape.ny);
+    if src.data.len() != w * h {
+        return Err(WarpError::BufferSize { what: "source", expected: w * h, got: src.data.len() });
+    }
+    if dst.len() != index.len() {
+        return Err(WarpError::BufferSize { what: "target", expected: index.len(), got: dst.len() });
+    }
+    let count = dst
+        .par_chunks_mut(GATHER_PER_TASK)
+        .zip(index.par_chunks(GATHER_PER_TASK))
+        .map(|(out, index)| {
+            let mut count = 0;
+            for (o, &i) in out.iter_mut().zip(index) {
+                let v = if i == OUTSIDE { None } else { src.data.get(i as usize).copied() };
+                match v.filter(|&v| src.valid(v)) {
+                    Some(v) => {
+                        *o = v;
+                        count += 1;
+                    }
+                    None => *o = dst_nodata,
+                }
             }
+            count
         })
         .sum();
     Ok(count)
 }
+
+/// Pixels per parallel task of [`gather`] (a gather is a few nanoseconds per pixel).
+const GATHER_PER_TASK: usize = 1 << 16;
 
 /// Runs `pixel(x, y)` for every target pixel of the block starting at `first_row`, with `(x, y)`
 /// its source coordinates, and writes what it returns (or `nodata`); counts the values written.
@@ -166,27 +203,6 @@ fn for_each_pixel<T: Pixel>(
         }
     }
     count
-}
-
-fn nearest_rows<T: Pixel>(
-    src: &SourceImage<'_, T>,
-    map: &PixelMap,
-    first_row: usize,
-    nx: usize,
-    nodata: T,
-    out: &mut [T],
-) -> usize {
-    let (w, h) = (src.geobox.shape.nx as f64, src.geobox.shape.ny as f64);
-    let stride = src.geobox.shape.nx;
-    for_each_pixel(map, first_row, nx, nodata, out, |x, y| {
-        let (x, y) = (x + EDGE_EPSILON, y + EDGE_EPSILON);
-        // NaN (untransformable) fails these comparisons too.
-        if !(x >= 0.0 && y >= 0.0 && x < w && y < h) {
-            return None;
-        }
-        let v = src.data[y as usize * stride + x as usize];
-        src.valid(v).then_some(v)
-    })
 }
 
 fn bilinear_rows<T: Pixel>(
@@ -324,6 +340,47 @@ mod tests {
         .unwrap();
         assert_eq!(n, 8);
         assert_eq!(&out[0..4], &[7, 7, 0, 0]);
+    }
+
+    #[test]
+    fn one_nearest_index_serves_every_band_of_a_grid() {
+        // A rotated-ish case: a UTM source seen from a lon/lat target, half outside.
+        let src_g = utm(600_000.0, 4_950_000.0, 20.0, 300, 300);
+        let r = 1.0 / 3600.0;
+        let dst_g = GeoBox::from_bbox(
+            &crate::grid::Bbox::new(-73.75, 44.62, -73.75 + 200.0 * r, 44.62 + 150.0 * r).unwrap(),
+            &Crs::wgs84(),
+            r,
+        )
+        .unwrap();
+        let map = PixelMap::new(&src_g, &dst_g, Sampling::Centres, DEFAULT_TOLERANCE).unwrap();
+        let index = map.nearest_index(src_g.shape);
+        let outside = index.iter().filter(|&&i| i == OUTSIDE).count();
+        assert!(outside > 0 && outside < index.len(), "the case must be partly outside: {outside}");
+        // The nearest rule written out per pixel: the source pixel holding the mapped point.
+        let (mut sx, mut sy) = (vec![0.0; map.width()], vec![0.0; map.width()]);
+        for i in 0..map.height() {
+            map.row(i, &mut sx, &mut sy);
+            for j in 0..map.width() {
+                let (x, y) = (sx[j] + EDGE_EPSILON, sy[j] + EDGE_EPSILON);
+                let want =
+                    if x >= 0.0 && y >= 0.0 && x < 300.0 && y < 300.0 { y as u32 * 300 + x as u32 } else { OUTSIDE };
+                assert_eq!(index[i * map.width() + j], want, "target pixel ({i}, {j})");
+            }
+        }
+        for k in 0..3u16 {
+            let data: Vec<u16> =
+                (0..300 * 300).map(|p| if p % 7 == 0 { 0 } else { (p as u16).wrapping_mul(k + 1) | 1 }).collect();
+            let src = SourceImage { data: &data, geobox: &src_g, nodata: Some(0) };
+            let mut out = vec![5u16; index.len()];
+            let n = gather(&src, &index, 0, &mut out).unwrap();
+            let want: Vec<u16> = index.iter().map(|&i| if i == OUTSIDE { 0 } else { data[i as usize] }).collect();
+            assert_eq!(n, want.iter().filter(|&&v| v != 0).count());
+            assert_eq!(out, want);
+        }
+        let short = [1u16; 3];
+        let e = gather(&SourceImage { data: &short, geobox: &src_g, nodata: None }, &index, 0, &mut [0u16; 1]);
+        assert!(matches!(e, Err(WarpError::BufferSize { what: "source", .. })));
     }
 
     #[test]

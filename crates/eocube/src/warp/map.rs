@@ -2,7 +2,9 @@
 //! interpolated in between; the node spacing halves until the interpolation error measured at
 //! every cell's midpoint is within half the tolerance.
 
-use crate::grid::{Affine, GeoBox, Transformer};
+use rayon::prelude::*;
+
+use crate::grid::{Affine, GeoBox, Shape, Transformer};
 
 use super::WarpError;
 
@@ -161,26 +163,63 @@ impl PixelMap {
         let (k, v) = cell(&self.node_rows, i);
         let top = &self.nodes[k * gx..(k + 1) * gx];
         let bottom = if v > 0.0 { &self.nodes[(k + 1) * gx..(k + 2) * gx] } else { top };
-        let mut m = 0;
-        for j in 0..self.nx.min(sx.len()).min(sy.len()) {
-            while m + 2 < gx && j >= self.node_cols[m + 1] {
-                m += 1;
-            }
-            let (a, b) =
-                (lerp2(top[m], bottom[m], v), if gx > 1 { lerp2(top[m + 1], bottom[m + 1], v) } else { top[m] });
-            let (x, y) = if gx > 1 {
-                let (c0, c1) = (self.node_cols[m], self.node_cols[m + 1]);
-                let u = (j as f64 - c0 as f64) / (c1 - c0) as f64;
-                lerp2(a, b, u)
-            } else {
-                a
-            };
+        let n = self.nx.min(sx.len()).min(sy.len());
+        let mut put = |j: usize, (x, y): (f64, f64)| {
             let (x, y) = if x.is_nan() || y.is_nan() { self.exact.at(j, i) } else { (x, y) };
             sx[j] = x;
             sy[j] = y;
+        };
+        if gx < 2 {
+            for j in 0..n {
+                put(j, lerp2(top[0], bottom[0], v));
+            }
+            return;
+        }
+        // Cell by cell: the row's two ends of a cell are interpolated once, not per sample (the
+        // same arithmetic as per sample, so the same bits).
+        for m in 0..gx - 1 {
+            let (c0, c1) = (self.node_cols[m], self.node_cols[m + 1]);
+            let last = if m + 2 == gx { c1 + 1 } else { c1 };
+            let (a, b) = (lerp2(top[m], bottom[m], v), lerp2(top[m + 1], bottom[m + 1], v));
+            let len = (c1 - c0) as f64;
+            for j in c0..last.min(n) {
+                put(j, lerp2(a, b, (j as f64 - c0 as f64) / len));
+            }
         }
     }
+
+    /// For nearest resampling onto a source image of `shape`: the row-major index of the source
+    /// pixel each target sample takes, or [`OUTSIDE`] where it falls outside the image (or could
+    /// not be transformed). Every band on the same source grid gathers through one such index.
+    pub fn nearest_index(&self, shape: Shape) -> Vec<u32> {
+        let (w, h) = (shape.nx as f64, shape.ny as f64);
+        let mut index = vec![OUTSIDE; self.nx * self.ny];
+        if self.nx == 0 || shape.len() >= OUTSIDE as usize {
+            return index;
+        }
+        index.par_chunks_mut(self.nx).enumerate().for_each_init(
+            || (vec![0.0; self.nx], vec![0.0; self.nx]),
+            |(sx, sy), (i, out)| {
+                self.row(i, sx, sy);
+                for ((o, &x), &y) in out.iter_mut().zip(sx.iter()).zip(sy.iter()) {
+                    let (x, y) = (x + EDGE_EPSILON, y + EDGE_EPSILON);
+                    // NaN (untransformable) fails these comparisons too.
+                    if x >= 0.0 && y >= 0.0 && x < w && y < h {
+                        *o = (y as usize * shape.nx + x as usize) as u32;
+                    }
+                }
+            },
+        );
+        index
+    }
 }
+
+/// A target sample of [`PixelMap::nearest_index`] that takes no source pixel.
+pub const OUTSIDE: u32 = u32::MAX;
+
+/// GDAL adds this before flooring a source coordinate, so points a hair below a pixel edge (from
+/// rounding in the transform) land in the pixel they are meant for.
+pub(crate) const EDGE_EPSILON: f64 = 1e-10;
 
 /// `0, step, 2*step, ...` and always the last index `n - 1`.
 fn node_positions(n: usize, step: usize) -> Vec<usize> {
@@ -219,7 +258,7 @@ fn lerp2(a: (f64, f64), b: (f64, f64), t: f64) -> (f64, f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::grid::{Bbox, Crs, Shape};
+    use crate::grid::{Bbox, Crs};
 
     fn chunk(west: f64, north: f64, n: usize) -> GeoBox {
         let r = 1.0 / 3600.0;

@@ -15,8 +15,8 @@
 mod kernels;
 mod map;
 
-pub use kernels::{Pixel, SourceImage, warp_into, warp_with_map};
-pub use map::{PixelMap, Sampling};
+pub use kernels::{Pixel, SourceImage, gather, warp_into, warp_with_map};
+pub use map::{OUTSIDE, PixelMap, Sampling};
 
 use crate::grid::{GeoBox, GridError, PixelWindow, Transformer};
 
