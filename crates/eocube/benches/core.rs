@@ -25,7 +25,8 @@ fn median(mut v: Vec<Duration>) -> Duration {
 }
 
 fn default_band() -> Result<String, String> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    // The workspace root (this crate is crates/eocube), where .venv and scripts/ are.
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     let dir = root.join("target/eocube-bench");
     let path = dir.join("full_10980_u16.tif");
     if !path.exists() {
