@@ -259,7 +259,8 @@ AGREE="$WORK/agreement.txt"
 } >"$AGREE" || log "the agreement check failed (not an assertion; see above)"
 
 DIRTY="$(git status --porcelain -- crates src Cargo.toml Cargo.lock 2>/dev/null | wc -l)"
-REV="eocube $(git rev-parse --short HEAD 2>/dev/null || echo '?')$([ "$DIRTY" -gt 0 ] && echo " + $DIRTY uncommitted files under crates/ src/")"
+REV="eocube $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+if [ "$DIRTY" -gt 0 ]; then REV="$REV + $DIRTY uncommitted files under crates/ src/"; fi
 MACHINE="$(nproc) cores, $(free -g | awk '/^Mem:/ { print $2 }') GB; $(uname -sr)"
 echo
 MDARGS=(--title "$NAME: bbox ${BBOX[*]}, $START .. $END, $(date -u +%Y-%m-%d)" --note "$GENERATION" --note "machine: $MACHINE; nginx on 127.0.0.1, archive in the page cache; $REV; $("$BPY" -c 'import odc.stac; print("odc-stac", odc.stac.__version__)')")
