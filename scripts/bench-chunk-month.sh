@@ -93,6 +93,10 @@ need_gb() { # GB why
 log "cargo build --release"
 cargo build --release --quiet || die "cargo build --release failed"
 [ -x "$EOCUBE" ] || die "no $EOCUBE after cargo build --release"
+# the revision measured (this work tree may be shared: say what was uncommitted when it was built)
+DIRTY="$(git status --porcelain -- crates src Cargo.toml Cargo.lock 2>/dev/null | wc -l)"
+REV="eocube $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+if [ "$DIRTY" -gt 0 ]; then REV="$REV + $DIRTY uncommitted files under crates/ src/"; fi
 # a private copy: others' builds in this work tree may replace target/release/eocube mid-run
 mkdir -p "$BENCH/bin"
 cp "$EOCUBE" "$BENCH/bin/eocube"
@@ -258,9 +262,6 @@ AGREE="$WORK/agreement.txt"
         --label "agreement, eocube seed-bilinear vs odc-stac demo"
 } >"$AGREE" || log "the agreement check failed (not an assertion; see above)"
 
-DIRTY="$(git status --porcelain -- crates src Cargo.toml Cargo.lock 2>/dev/null | wc -l)"
-REV="eocube $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
-if [ "$DIRTY" -gt 0 ]; then REV="$REV + $DIRTY uncommitted files under crates/ src/"; fi
 MACHINE="$(nproc) cores, $(free -g | awk '/^Mem:/ { print $2 }') GB; $(uname -sr)"
 echo
 MDARGS=(--title "$NAME: bbox ${BBOX[*]}, $START .. $END, $(date -u +%Y-%m-%d)" --note "$GENERATION" --note "machine: $MACHINE; nginx on 127.0.0.1, archive in the page cache; $REV; $("$BPY" -c 'import odc.stac; print("odc-stac", odc.stac.__version__)')")
