@@ -236,11 +236,21 @@ run_variant() { # variant round
     esac
     tail -n "+$((n0 + 1))" "$NGX/access.log" >"$slice"
     if [ -n "$FLOOR_BIN" ] && [[ "$v" == eocube-* ]]; then
+        # Two floors: every tile inside the ranges received, and only the tiles the job decodes
+        # (its chunks grown by the mask halo, windows by the resampling margin).
+        local margin=1 halo=0
+        [ "$v" = eocube-seed ] && { margin=2; halo=20; }
         if "$FLOOR_BIN" "$slice" "$ARCHIVE" \
             >"$WORK/logs/$v-$i.floor" 2>"$WORK/logs/$v-$i.floor.stderr"; then
             floor_args=(--floor "$WORK/logs/$v-$i.floor")
         else
             log "inflate floor failed for $v round $i (see $WORK/logs/$v-$i.floor.stderr)"
+        fi
+        if "$FLOOR_BIN" "$slice" "$ARCHIVE" --grid "${BBOX[@]}" --chunk-size 1200 --margin "$margin" --halo "$halo" \
+            >"$WORK/logs/$v-$i.floor-decoded" 2>"$WORK/logs/$v-$i.floor-decoded.stderr"; then
+            floor_args+=(--floor-decoded "$WORK/logs/$v-$i.floor-decoded")
+        else
+            log "inflate floor (decoded tiles) failed for $v round $i (see $WORK/logs/$v-$i.floor-decoded.stderr)"
         fi
     fi
     "$PY" scripts/bench_chunk_month.py record --variant "$v" --round "$i" --time "$tfile" --log "$slice" \

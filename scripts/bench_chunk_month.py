@@ -2,7 +2,7 @@
 
     bench_chunk_month.py items ARCHIVE/items.json BASE_URL OUT.json
     bench_chunk_month.py record --variant V --round I --time TIMEFILE --log LOGSLICE \
-        [--cube CUBE] [--floor FLOORFILE] [--odc RESULT.json]          # one JSON line on stdout
+        [--cube CUBE] [--floor FLOORFILE] [--floor-decoded FLOORFILE] [--odc RESULT.json]          # one JSON line on stdout
     bench_chunk_month.py agree CUBE RESULT.npy --tol DN                # one sanity line
     bench_chunk_month.py table RUNS.jsonl --md OUT.md [--whole] [--agree FILE] [--note TEXT]...
 
@@ -68,11 +68,11 @@ def cmd_record(a):
         r["scenes"] = sum(j.get("scenes", 0) for j in jobs)
         for k in ("requests", "bytes", "seconds", "search_seconds", "read_seconds", "reduce_seconds", "write_seconds"):
             r["report_" + k] = sum(j.get(k, 0) or 0 for j in jobs)
-    if a.floor:
-        last = [ln for ln in open(a.floor) if ln.strip()]
+    for key, path in (("floor", a.floor), ("floor_decoded", a.floor_decoded)):
+        last = [ln for ln in open(path) if ln.strip()] if path else []
         if last:
             try:
-                r["floor"] = json.loads(last[-1])
+                r[key] = json.loads(last[-1])
             except json.JSONDecodeError:
                 pass
     if a.odc:
@@ -167,6 +167,7 @@ def cmd_table(a):
             "mb": med([dict(x=r["bytes"] / 1e6) for r in rs], "x"),
             "jobs": med(rs, "jobs_done"),
             "floor": med([dict(x=r["floor"]["seconds"]) for r in rs if "floor" in r], "x"),
+            "floor_decoded": med([dict(x=r["floor_decoded"]["seconds"]) for r in rs if "floor_decoded" in r], "x"),
         }
         row["jpm"] = 60 * row["jobs"] / wall if row["jobs"] and wall else None
         row["mbs"] = row["mb"] / wall if wall else None
@@ -194,15 +195,19 @@ def cmd_table(a):
         if parts:
             lines.append(f"- {name}: " + ", ".join(parts))
     for key in ("eocube-nearest", "eocube-seed"):
-        if key in m and m[key]["floor"]:
-            f = [r["floor"] for r in by[key] if "floor" in r][-1]
-            lines.append(
-                f"- {dict(ROWS)[key]} wall / inflate floor: {m[key]['wall']:.2f} s / {m[key]['floor']:.3f} s = "
-                f"{m[key]['wall'] / m[key]['floor']:.1f}x (floor: {f['tiles']} tiles, "
-                f"{f['compressed_bytes'] / 1e6:.1f} MB -> {f['inflated_bytes'] / 1e6:.1f} MB inflated on "
-                f"{f['threads']} threads)"
-            )
-        elif key in m:
+        found = False
+        for fkey, what in (("floor_decoded", "the tiles the job decodes"),
+                           ("floor", "every tile inside the ranges received")):
+            if key in m and m[key][fkey]:
+                found = True
+                f = [r[fkey] for r in by[key] if fkey in r][-1]
+                lines.append(
+                    f"- {dict(ROWS)[key]} wall / inflate floor of {what}: {m[key]['wall']:.2f} s / "
+                    f"{m[key][fkey]:.3f} s = {m[key]['wall'] / m[key][fkey]:.1f}x ({f['tiles']} tiles, "
+                    f"{f['compressed_bytes'] / 1e6:.1f} MB -> {f['inflated_bytes'] / 1e6:.1f} MB inflated on "
+                    f"{f['threads']} threads)"
+                )
+        if key in m and not found:
             lines.append(f"- {dict(ROWS)[key]} wall / inflate floor: not measured "
                          "(cargo bench -p eocube --bench inflate_floor unavailable)")
     for key in ("eocube-nearest", "eocube-seed"):
@@ -243,6 +248,7 @@ def main():
     s.add_argument("--log", required=True)
     s.add_argument("--cube")
     s.add_argument("--floor")
+    s.add_argument("--floor-decoded")
     s.add_argument("--odc")
     s = sub.add_parser("agree")
     s.add_argument("cube")

@@ -3,7 +3,7 @@
 //! build's wall time over this figure says how much is left to win.
 //!
 //! Run: `cargo bench -p eocube --bench inflate_floor -- ACCESS_LOG ARCHIVE_ROOT [--threads N]
-//! [--grid W S E N --chunk-size C [--margin M]]`
+//! [--grid W S E N --chunk-size C [--margin M] [--halo H]]`
 //! where ACCESS_LOG holds the nginx lines of one build in the project's log format
 //! (`scripts/nginx.conf.in`: `addr [time] "GET /path HTTP/1.1" "bytes=a-b" status bytes`) and
 //! ARCHIVE_ROOT is the directory nginx served. A tile counts when its whole byte range lies inside
@@ -15,8 +15,9 @@
 //! (eocube merges ranges up to 1 MB apart), so the gaps bring tiles nobody inflates. With
 //! `--grid` (the cube's bbox at 1/3600 degree in EPSG:4326 and its chunk size) the floor counts
 //! instead, per chunk, the tiles of the window a job decodes (the overview chosen as odc-stac does,
-//! the footprint grown by `--margin` source pixels, 1 for nearest), as often as jobs decode them:
-//! the stricter floor.
+//! the chunk grown by the mask's `--halo` target pixels, 20 for `--mask seed`, and the footprint by
+//! `--margin` source pixels, 1 for nearest, 2 for bilinear), as often as jobs decode them: the
+//! stricter floor.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -24,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use eocube::cog::{Cog, FetchConfig, Fetcher};
-use eocube::grid::{Bbox, Crs, GeoBox};
+use eocube::grid::{Bbox, Crs, GeoBox, PixelWindow};
 use eocube::warp::{choose_overview, source_pixels_per_target_pixel, source_window};
 use rayon::prelude::*;
 
@@ -38,7 +39,7 @@ struct Tile {
 
 fn usage() -> String {
     "usage: cargo bench -p eocube --bench inflate_floor -- ACCESS_LOG ARCHIVE_ROOT [--threads N] \
-     [--grid W S E N --chunk-size C [--margin M]]"
+     [--grid W S E N --chunk-size C [--margin M] [--halo H]]"
         .to_string()
 }
 
@@ -49,11 +50,25 @@ struct Grid {
 }
 
 impl Grid {
-    fn new(bbox: [f64; 4], chunk_size: usize, margin: usize) -> Result<Grid, String> {
+    fn new(bbox: [f64; 4], chunk_size: usize, margin: usize, halo: usize) -> Result<Grid, String> {
         let [w, s, e, n] = bbox;
         let bbox = Bbox::new(w, s, e, n).map_err(|e| e.to_string())?;
         let cube = GeoBox::from_bbox(&bbox, &Crs::wgs84(), 1.0 / 3600.0).map_err(|e| e.to_string())?;
-        let chunks = cube.chunks(chunk_size).map_err(|e| e.to_string())?.iter().map(|c| c.geobox).collect();
+        let chunks = cube
+            .chunks(chunk_size)
+            .map_err(|e| e.to_string())?
+            .iter()
+            .filter_map(|c| {
+                // The job's work grid: the chunk grown by the halo, clipped to the cube.
+                let grown = PixelWindow {
+                    row: c.row_offset as i64 - halo as i64,
+                    col: c.col_offset as i64 - halo as i64,
+                    height: c.geobox.shape.ny + 2 * halo,
+                    width: c.geobox.shape.nx + 2 * halo,
+                };
+                grown.clip(cube.shape).map(|w| cube.window(&w))
+            })
+            .collect();
         Ok(Grid { chunks, margin })
     }
 
@@ -207,7 +222,7 @@ async fn main() -> Result<(), String> {
     let mut args = std::env::args().skip(1).filter(|a| a != "--bench");
     let mut positional = Vec::new();
     let mut threads = 2;
-    let (mut bbox, mut chunk_size, mut margin) = (None, None, 1);
+    let (mut bbox, mut chunk_size, mut margin, mut halo) = (None, None, 1, 0);
     while let Some(a) = args.next() {
         let mut number = || args.next().and_then(|n| n.parse::<f64>().ok()).ok_or_else(usage);
         if a == "--threads" {
@@ -218,13 +233,15 @@ async fn main() -> Result<(), String> {
             chunk_size = Some(number()? as usize);
         } else if a == "--margin" {
             margin = number()? as usize;
+        } else if a == "--halo" {
+            halo = number()? as usize;
         } else {
             positional.push(a);
         }
     }
     let [log, root] = positional.as_slice() else { return Err(usage()) };
     let grid = match (bbox, chunk_size) {
-        (Some(bbox), Some(cs)) => Some(Grid::new(bbox, cs, margin)?),
+        (Some(bbox), Some(cs)) => Some(Grid::new(bbox, cs, margin, halo)?),
         (None, None) => None,
         _ => return Err(usage()),
     };

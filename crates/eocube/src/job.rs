@@ -173,7 +173,8 @@ impl SharedSearches {
 pub struct JobStats {
     /// Scenes the catalog returned for the bin's days.
     pub scenes_found: usize,
-    /// Scenes that had data on the chunk and went into an observation.
+    /// Scenes whose windows covered the chunk and were read and fused (a scene of a solar day
+    /// may still fill no pixel when an earlier scene of that day filled them all).
     pub scenes: usize,
     /// Observations (solar days) the median saw.
     pub solar_days: usize,
@@ -427,9 +428,8 @@ async fn observe_and_reduce(
         })
         .await?;
         today = day;
-        let filled = filled?;
-        stats.scenes += usize::from(filled > 0);
-        today.filled += filled;
+        stats.scenes += 1;
+        today.filled += filled?;
         open = Some(today);
     }
     observations.extend(finish_day(open, &work, &spec.mask).await?);
@@ -644,7 +644,9 @@ impl Pipeline {
             waiting: scenes.into_iter(),
             fetching: Default::default(),
             decoding: Default::default(),
-            decode_ahead: rayon::current_num_threads() + 1,
+            // Each decoding scene gives the pool a task per band, and the scene being fused keeps
+            // it busy too: one scene per core is enough, and a decoded scene is 10-20 MB.
+            decode_ahead: rayon::current_num_threads().max(2),
         };
         p.refill();
         p

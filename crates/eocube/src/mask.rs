@@ -26,6 +26,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::str::FromStr;
 
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::grid::Shape;
@@ -321,8 +322,10 @@ pub fn dilate(mask: &[bool], shape: Shape, r: u32) -> Vec<bool> {
     let half = disk_half_widths(r as u32);
     // Distances above r are all "too far".
     let cap = (r + 1) as u16;
+    // Both passes work row by row (each output row reads the distance rows around it), so they
+    // run in parallel over rows: the morphology of a solar day is otherwise serial in its job.
     let mut dist = vec![cap; ny * nx];
-    for (row, drow) in mask.chunks_exact(nx).zip(dist.chunks_exact_mut(nx)) {
+    dist.par_chunks_exact_mut(nx).zip(mask.par_chunks_exact(nx)).for_each(|(drow, row)| {
         let mut d = cap;
         for (&m, o) in row.iter().zip(drow.iter_mut()) {
             d = if m { 0 } else { (d + 1).min(cap) };
@@ -333,9 +336,9 @@ pub fn dilate(mask: &[bool], shape: Shape, r: u32) -> Vec<bool> {
             d = if m { 0 } else { (d + 1).min(cap) };
             *o = (*o).min(d);
         }
-    }
+    });
     let mut out = vec![false; ny * nx];
-    for (y, orow) in out.chunks_exact_mut(nx).enumerate() {
+    out.par_chunks_exact_mut(nx).enumerate().for_each(|(y, orow)| {
         for (ady, &w) in half.iter().enumerate() {
             let w = w as u16;
             for yy in [y.checked_sub(ady), (ady > 0).then_some(y + ady)].into_iter().flatten() {
@@ -348,7 +351,7 @@ pub fn dilate(mask: &[bool], shape: Shape, r: u32) -> Vec<bool> {
                 }
             }
         }
-    }
+    });
     out
 }
 

@@ -55,6 +55,36 @@ pub struct SamplePlan {
     blocks: Vec<Vec<Sample>>,
 }
 
+/// The samples of a block (pushed in target order) sorted by the source pixel they fall in, ties
+/// in target order: two stable counting sorts, by source column then by source row (a block
+/// spans a few hundred source rows and columns, so this is linear where a comparison sort was
+/// 5 % of a job).
+fn sort_by_source(samples: Vec<(u32, Sample)>, source_nx: usize) -> Vec<Sample> {
+    let nx = source_nx.max(1) as u32;
+    let by = |samples: &[(u32, Sample)], digit: &dyn Fn(u32) -> u32| -> Vec<(u32, Sample)> {
+        let (lo, hi) = samples.iter().fold((u32::MAX, 0), |(lo, hi), &(k, _)| (lo.min(digit(k)), hi.max(digit(k))));
+        if samples.is_empty() {
+            return Vec::new();
+        }
+        let mut start = vec![0usize; (hi - lo) as usize + 2];
+        for &(k, _) in samples {
+            start[(digit(k) - lo) as usize + 1] += 1;
+        }
+        for b in 1..start.len() {
+            start[b] += start[b - 1];
+        }
+        let mut out = vec![(0, Sample { source: 0, target: 0 }); samples.len()];
+        for &e in samples {
+            let b = (digit(e.0) - lo) as usize;
+            out[start[b]] = e;
+            start[b] += 1;
+        }
+        out
+    };
+    let by_col = by(&samples, &|k| k % nx);
+    by(&by_col, &|k| k / nx).into_iter().map(|(_, s)| s).collect()
+}
+
 impl SamplePlan {
     /// The plan of the target pixel centres of `dst` on the pixels of `src`.
     pub fn new(src: &GeoBox, dst: &GeoBox) -> Result<SamplePlan, WarpError> {
@@ -93,8 +123,7 @@ impl SamplePlan {
                             samples.push((key, Sample { source: nearest, target: ((i - first) * nx + j) as u32 }));
                         }
                     }
-                    samples.sort_unstable_by_key(|&(key, s)| (key, s.target));
-                    samples.into_iter().map(|(_, s)| s).collect::<Vec<Sample>>()
+                    sort_by_source(samples, source.nx)
                 })
                 .collect()
         };
@@ -251,6 +280,25 @@ mod tests {
             let sources: Vec<u32> = samples.iter().map(|s| s.source).filter(|&s| s != OUTSIDE).collect();
             assert!(sources.windows(2).all(|w| w[0] <= w[1]), "block {b}: not in source order");
         }
+    }
+
+    #[test]
+    fn the_counting_sort_equals_a_comparison_sort() {
+        let mut state = 0x2545f4914f6cdd1d_u64;
+        let samples: Vec<(u32, Sample)> = (0..5000u32)
+            .map(|t| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let key = (state % 40_000) as u32;
+                (key, Sample { source: key, target: t })
+            })
+            .collect();
+        let mut want = samples.clone();
+        want.sort_by_key(|&(k, s)| (k, s.target));
+        let want: Vec<Sample> = want.into_iter().map(|(_, s)| s).collect();
+        assert_eq!(sort_by_source(samples, 137), want);
+        assert!(sort_by_source(Vec::new(), 10).is_empty());
     }
 
     #[test]
