@@ -596,6 +596,10 @@ struct SpecArgs {
     /// Keep chunks with no land too.
     #[arg(long)]
     all_chunks: bool,
+    /// Publish the cube even when no scene is found (a cube of fill); without it such a build
+    /// is refused, or left unpublished with exit status 1.
+    #[arg(long)]
+    allow_empty: bool,
 }
 
 impl SpecArgs {
@@ -630,6 +634,7 @@ impl SpecArgs {
             out: self.out,
             workers: self.workers,
             all_chunks: self.all_chunks.then_some(true),
+            allow_empty: self.allow_empty.then_some(true),
         };
         Ok(file.overridden_by(flags))
     }
@@ -749,6 +754,12 @@ async fn collect(out: &str, run: Option<&str>, branch: &str) -> anyhow::Result<(
     }
     for i in r.missing.iter().chain(&r.failed).take(5) {
         println!("  rerun one: eocube worker {out} --run {} --index {i}", r.run);
+    }
+    if let (false, Some(empty)) = (r.complete, &r.empty) {
+        anyhow::bail!(
+            "empty: {empty}; every chunk of {out} would be fill, so it is not published; rerun the build with \
+             --allow-empty to publish it as it is"
+        );
     }
     if !r.complete {
         anyhow::bail!(
@@ -897,6 +908,7 @@ async fn build(args: SpecArgs, run: RunArgs, overviews: bool) -> anyhow::Result<
     let spec = input.validate()?;
     let mut opts = build_options(settings.workers, &run)?;
     opts.out = settings.out;
+    opts.allow_empty = settings.allow_empty;
     let icechunk = icechunk_options(&run)?;
     let pyramid =
         eocube::pyramid::PyramidOptions { jobs: settings.workers.max(1), progress: progress::pyramid(run.quiet) };
@@ -1026,6 +1038,7 @@ fn build_options(workers: usize, run: &RunArgs) -> anyhow::Result<eocube::build:
         executor: executor_choice(&run.engine)?,
         jobs_per_task: run.engine.jobs_per_task,
         skip_bad_scenes: run.skip_bad_scenes,
+        allow_empty: false,
         watcher: progress::watcher(run.quiet),
         fetch: FetchConfig::from_env(),
         detach: run.engine.detach,
@@ -1160,6 +1173,9 @@ fn default_workers() -> usize {
 fn print_report(report: &eocube::build::BuildReport, branch: &str) -> anyhow::Result<()> {
     let s = &report.summary;
     let out = report.out.display();
+    for w in &report.warnings {
+        eprintln!("warning: {w}; --allow-empty given: building it anyway");
+    }
     if let Some(d) = &report.detached {
         if d.emitted {
             println!(
@@ -1232,6 +1248,16 @@ fn print_report(report: &eocube::build::BuildReport, branch: &str) -> anyhow::Re
             s.jobs
         );
     }
+    if let Some(empty) = &report.empty {
+        if !report.complete {
+            anyhow::bail!(
+                "empty: {empty}; every chunk of {out} would be fill, so it is not published. Check --collection, --bbox, \
+                 --start/--end, --bands and --cloud-cover-max against the catalog, or rerun with --allow-empty to publish \
+                 it as it is (the jobs are kept)"
+            );
+        }
+        eprintln!("warning: empty: {empty}; the cube is all fill (published: --allow-empty)");
+    }
     println!("cube: {out} (complete)");
     println!("open it in Python:");
     println!("  import xarray as xr");
@@ -1276,6 +1302,7 @@ async fn demo(out: &std::path::Path, workers: Option<usize>, quiet: bool) -> any
         executor: eocube::build::ExecutorChoice::Local,
         jobs_per_task: 1,
         skip_bad_scenes: false,
+        allow_empty: false,
         watcher: progress::watcher(quiet),
         fetch: FetchConfig::default(),
         detach: false,
@@ -1438,7 +1465,14 @@ async fn status(out: &std::path::Path, branch: &str, json: bool) -> anyhow::Resu
     println!("done: {}", s.done);
     println!("pending: {}", s.pending);
     println!("failed: {}", s.failed);
-    println!("complete: {}", if s.complete { "yes" } else { "no (run eocube build again to finish it)" });
+    let unfinished = match &s.empty {
+        Some(_) => "no (every job is done but none found data: rerun the build with --allow-empty to publish it)",
+        None => "no (run eocube build again to finish it)",
+    };
+    println!("complete: {}", if s.complete { "yes" } else { unfinished });
+    if let Some(empty) = &s.empty {
+        println!("empty: {empty}");
+    }
     for (job, error) in s.failures.iter().take(10) {
         println!("  failed job t={} iy={} ix={}: {error}", job.t, job.iy, job.ix);
     }

@@ -102,6 +102,8 @@ pub struct SpecInput {
     pub out: Option<String>,
     pub workers: Option<usize>,
     pub all_chunks: Option<bool>,
+    /// Publish a cube of fill when no scene is found (a run setting, not part of the spec).
+    pub allow_empty: Option<bool>,
 }
 
 macro_rules! overlay {
@@ -142,18 +144,20 @@ impl SpecInput {
             zarr_format,
             out,
             workers,
-            all_chunks
+            all_chunks,
+            allow_empty
         );
         self
     }
 
-    /// Where the build writes and how many jobs run at once, checked (`out`, `workers`).
+    /// Where the build writes, how many jobs run at once and whether it may be empty, checked
+    /// (`out`, `workers`, `allow-empty`).
     pub fn run_settings(&self) -> Result<RunSettings, SpecError> {
         let workers = self.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
         if workers == 0 {
             return Err(bad("workers", 0, "must be at least 1"));
         }
-        Ok(RunSettings { out: self.out.clone(), workers })
+        Ok(RunSettings { out: self.out.clone(), workers, allow_empty: self.allow_empty.unwrap_or(false) })
     }
 
     /// Check every value and fill in the defaults: the cube's spec. The run settings in the
@@ -321,6 +325,8 @@ pub struct RunSettings {
     pub out: Option<String>,
     /// `--workers`: jobs at once on this machine.
     pub workers: usize,
+    /// `--allow-empty`: a build whose jobs find nothing publishes its cube of fill.
+    pub allow_empty: bool,
 }
 
 /// What the user chose that decides the cube's bytes, validated (DESIGN section 1): serialized
@@ -471,7 +477,7 @@ mod tests {
     fn run_settings_stay_out_of_the_spec_and_old_specs_still_read() {
         let input = SpecInput { out: Some("v.zarr".into()), workers: Some(3), ..vermont() };
         let run = input.run_settings().unwrap();
-        assert_eq!(run, RunSettings { out: Some("v.zarr".into()), workers: 3 });
+        assert_eq!(run, RunSettings { out: Some("v.zarr".into()), workers: 3, allow_empty: false });
         let spec = input.validate().unwrap();
         let stored = spec.identity_json();
         assert!(stored.get("out").is_none() && stored.get("workers").is_none(), "{stored}");

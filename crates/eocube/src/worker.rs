@@ -85,6 +85,10 @@ pub struct RunRecord {
     /// One attempt of one job, in seconds; a task's bound is this times its jobs.
     pub job_timeout_seconds: f64,
     pub skip_bad_scenes: bool,
+    /// A build in which no job finds a scene may publish its cube of fill (`allow-empty`);
+    /// `eocube collect` of a detached run follows it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_empty: bool,
     /// Memory each task is given, in MB, when the engine fixes it (Lambda's function memory,
     /// what it bills by); the run report prices the run with it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -549,6 +553,7 @@ mod tests {
             tasks: 3,
             job_timeout_seconds: 10.0,
             skip_bad_scenes: false,
+            allow_empty: false,
             memory_mb: None,
         };
         let jobs: Vec<Job> = (0..5).map(|t| Job { t, iy: 0, ix: 0 }).collect();

@@ -364,6 +364,61 @@ impl ApiClient {
     }
 }
 
+/// The look a build takes before any job (`catalog::probe`): kept apart from the paging above.
+impl ApiClient {
+    /// The first page of the search `req` (POST, or GET where POST is not offered) and whether
+    /// the server links a next one. Items of a collection the search did not ask for are refused
+    /// as in [`ApiClient::search_items`].
+    pub async fn first_page(&self, req: &SearchRequest) -> Result<(Vec<Value>, bool), CatalogError> {
+        req.validate()?;
+        let first = match self.options.method {
+            SearchMethod::Get => self.get_request(req)?,
+            SearchMethod::Auto | SearchMethod::Post => PageRequest::Post {
+                url: self.search_url()?,
+                body: req.to_body(),
+                headers: self.options.headers.clone(),
+            },
+        };
+        let (page, url) = match self.fetch(&first).await {
+            Err(CatalogError::Http { status: 404 | 405, .. })
+                if self.options.method == SearchMethod::Auto && matches!(first, PageRequest::Post { .. }) =>
+            {
+                let get = self.get_request(req)?;
+                (self.fetch(&get).await?, get.url().clone())
+            }
+            r => (r?, first.url().clone()),
+        };
+        let (features, next) = parse_page(&url, page)?;
+        for f in &features {
+            if let Some(c) = f.get("collection").and_then(Value::as_str)
+                && !req.collections.iter().any(|r| r == c)
+            {
+                return Err(CatalogError::UnexpectedCollection {
+                    url: url.to_string(),
+                    item: f.get("id").and_then(Value::as_str).unwrap_or("<no id>").to_string(),
+                    collection: c.to_string(),
+                    requested: req.collections.clone(),
+                });
+            }
+        }
+        Ok((features, next.is_some()))
+    }
+
+    /// The JSON document at `path` under the root (e.g. `collections/x`), retried as a search
+    /// page is; `None` when the server answers 404 (it has no such document).
+    pub async fn get_json(&self, path: &str) -> Result<Option<Value>, CatalogError> {
+        let url = self.root.join(path).map_err(|e| CatalogError::InvalidRequest {
+            field: "stac_url".into(),
+            reason: format!("{} cannot take the path {path:?} ({e})", self.root),
+        })?;
+        match self.fetch(&PageRequest::Get { url, headers: self.options.headers.clone() }).await {
+            Ok(v) => Ok(Some(v)),
+            Err(CatalogError::Http { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
 /// The features and the next link of one search answer.
 fn parse_page(url: &Url, page: Value) -> Result<(Vec<Value>, Option<NextLink>), CatalogError> {
     let bad = |reason: String| CatalogError::InvalidJson { url: url.to_string(), reason };

@@ -23,6 +23,7 @@
 mod api;
 mod item;
 mod local;
+pub mod probe;
 #[cfg(test)]
 mod tests;
 
@@ -36,7 +37,7 @@ use crate::grid::{Affine, Bbox};
 
 pub use api::{ApiClient, ApiOptions, RetryPolicy, SearchMethod};
 pub use item::{band_aliases, parse_item, resolve_asset_key};
-pub use local::{ItemCollection, load_item_collection};
+pub use local::{Census, ItemCollection, load_item_collection};
 
 /// What can go wrong while finding scenes. Every variant names the input at fault and the fix.
 #[derive(Debug, thiserror::Error)]

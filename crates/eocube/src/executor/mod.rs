@@ -188,6 +188,9 @@ pub struct Summary {
     /// Neither done nor failed: left when the run was interrupted.
     pub not_run: usize,
     pub interrupted: bool,
+    /// Scenes the catalog returned for the jobs of this run (`JobStats::scenes_found`)...
+    pub scenes_found: usize,
+    /// ...and those that had data on a chunk (`JobStats::scenes`).
     pub scenes: usize,
     pub requests: u64,
     pub bytes: u64,

@@ -241,6 +241,7 @@ fn task_bound(run: &StoredRun, jobs: usize) -> Duration {
 
 fn count(summary: &mut Summary, record: &JobRecord, t0: Instant) {
     summary.not_run = summary.not_run.saturating_sub(1);
+    summary.scenes_found += record.stats.scenes_found;
     summary.scenes += record.stats.scenes;
     summary.requests += record.stats.requests;
     summary.bytes += record.stats.bytes;

@@ -298,6 +298,7 @@ pub(crate) mod tests {
                 tasks,
                 job_timeout_seconds: 90.0,
                 skip_bad_scenes: false,
+                allow_empty: false,
                 memory_mb: None,
             },
             jobs,
