@@ -204,7 +204,7 @@ pub enum BuildError {
     Location(#[from] LocationError),
     /// The catalog holds nothing for the build, or nothing it can read (checked before any job).
     #[error(transparent)]
-    Probe(ProbeError),
+    Probe(Box<ProbeError>),
     /// The AWS profile named in the environment cannot be used (for `s3://` inputs).
     #[error("AWS settings for s3:// inputs: {reason}")]
     AwsSettings { reason: String },
@@ -271,7 +271,7 @@ pub async fn probe_catalog(spec: &CubeSpec, catalog: &Catalog, allow_empty: bool
             Some(path) => BuildError::Items { path: path.clone(), error },
             None => BuildError::Catalog { url: spec.stac_url.clone(), error },
         }),
-        Err(e) => Err(BuildError::Probe(e)),
+        Err(e) => Err(BuildError::Probe(Box::new(e))),
     }
 }
 

@@ -49,25 +49,23 @@ pub enum ProbeError {
     )]
     NoCollection { collection: String, catalog: String, others: String },
     #[error(
-        "{setting} {catalog}: no item of collection {collection} intersects the bbox {bbox} from {dates}{filter}; {instead}; check {settings}, or give `allow-empty` to build a cube of fill anyway"
+        "{setting} {catalog}: no item of {search}; {instead}; check {settings}, or give `allow-empty` to build a cube of fill anyway"
     )]
     NoScenes {
         setting: &'static str,
         catalog: String,
-        collection: String,
-        bbox: String,
-        dates: String,
-        filter: String,
+        /// `collection X intersects the bbox W S E N from START to END[ with the filter]`.
+        search: String,
         settings: &'static str,
         instead: String,
     },
-    #[error("{setting} {band}: no item has {what} (asset {keys}; {looked}); the items have: {available}; {fix}")]
+    #[error("{setting} {band}: no item has {what} ({asked}); the items have: {available}; {fix}")]
     NoBand {
         setting: &'static str,
         band: String,
         what: &'static str,
-        keys: String,
-        looked: String,
+        /// `asset `nir` or `B08`; looked at 10 items`.
+        asked: String,
         available: String,
         fix: &'static str,
     },
@@ -128,13 +126,11 @@ pub async fn probe(catalog: &Catalog, p: &Probe) -> Result<ProbeSummary, ProbeEr
         Some(cc) => (format!(" with eo:cloud_cover <= {cc}"), "`bbox`, `start`, `end` and `cloud-cover-max`"),
         None => (String::new(), "`bbox`, `start` and `end`"),
     };
+    let search = format!("collection {collection} intersects the bbox {bbox} from {}{filter}", p.dates);
     let no_scenes = |setting, catalog: String, instead: String| ProbeError::NoScenes {
         setting,
         catalog,
-        collection: collection.clone(),
-        bbox: bbox.clone(),
-        dates: p.dates.clone(),
-        filter: filter.clone(),
+        search: search.clone(),
         settings,
         instead,
     };
@@ -248,8 +244,7 @@ fn check_bands(collection: &str, items: &[Value], more: bool, bands: &[String]) 
         setting: if scl { "collection" } else { "bands" },
         band: if scl { collection.to_string() } else { band.to_string() },
         what: if scl { "the scene classification (SCL) that the cloud mask reads" } else { "this band" },
-        keys: keys_of_band,
-        looked,
+        asked: format!("asset {keys_of_band}; {looked}"),
         available: listed(keys),
         fix: if scl {
             "eocube builds from Sentinel-2 L2A collections, whose items have it"
