@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 
 use crate::time::{Date, solar_day};
+use crate::warp::{OUTSIDE, Resampling, SamplePlan, SourceImage, Taps};
 
 /// The nodata value of Sentinel-2 L2A reflectance bands and the fill value of the cube.
 pub const NODATA: u16 = 0;
@@ -34,6 +35,8 @@ pub enum FuseError {
         "scene {id:?}: {what} has {len} pixels but the chunk grid has {expected}; warp every band onto the same grid"
     )]
     PixelCount { id: String, what: String, len: usize, expected: usize },
+    #[error("scene {id:?}: {resampling} resampling is not done while fusing; warp its bands onto the chunk grid first")]
+    NotSampled { id: String, resampling: Resampling },
 }
 
 /// How to bring one item's digital numbers to the Collection-1 convention: add `add` to every
@@ -172,50 +175,213 @@ where
 /// Fuses the scenes of one solar day into one observation. Per pixel, scenes are taken in
 /// `(datetime, id)` order (whatever order they are given in) and the first one *with data* there
 /// wins: SCL != 0 and every band != 0. The winner's bands and SCL are copied together, so a pixel
-/// never mixes scenes; its bands are harmonized with the winner's [`Radiometry`].
-pub fn fuse(scenes: &[WarpedScene]) -> Result<Observation, FuseError> {
+/// never mixes scenes; its bands are harmonized with the winner's [`Radiometry`]. A [`Day`] fed
+/// the scenes in that order.
+pub fn fuse(scenes: Vec<WarpedScene>) -> Result<Observation, FuseError> {
     let first = scenes.first().ok_or(FuseError::NoScenes)?;
-    let (nbands, n) = (first.bands.len(), first.scl.len());
-    for s in scenes {
-        if s.bands.len() != nbands {
+    let mut day = Day::new(first.scl.len(), first.bands.len());
+    let mut order = scenes;
+    order.sort_by(|a, b| (a.datetime, &a.id).cmp(&(b.datetime, &b.id)));
+    for scene in &order {
+        day.add_warped(scene)?;
+    }
+    Ok(day.into_observation())
+}
+
+/// One solar day being fused: scenes are added in fusion order (`(datetime, id)`), each filling
+/// the pixels no earlier scene filled (see [`fuse`] for the rule). A pixel is filled once its SCL
+/// is not 0 (a winner always has SCL != 0), so the SCL is the record of what is still open and a
+/// later scene touches only those pixels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Day {
+    obs: Observation,
+    /// The id of the first scene added, for error messages.
+    first_id: Option<String>,
+}
+
+/// A scene whose bands (SCL included) are all windows of one source grid, sampled while it is
+/// fused: nothing of it is warped into a buffer of its own.
+#[derive(Debug, Clone)]
+pub struct SampledScene<'a> {
+    pub id: &'a str,
+    pub radiometry: Radiometry,
+    /// How the work grid samples the windows' grid.
+    pub plan: &'a SamplePlan,
+    /// Of the reflectance bands: [`Resampling::Nearest`] or [`Resampling::Bilinear`]; SCL is
+    /// always nearest.
+    pub resampling: Resampling,
+    pub bands: Vec<SourceImage<'a, u16>>,
+    pub scl: SourceImage<'a, u8>,
+}
+
+impl Day {
+    /// An empty day of `pixels` pixels and `bands` bands: every pixel open.
+    pub fn new(pixels: usize, bands: usize) -> Day {
+        Day { obs: Observation { bands: vec![vec![NODATA; pixels]; bands], scl: vec![0; pixels] }, first_id: None }
+    }
+
+    /// The day's observation.
+    pub fn into_observation(self) -> Observation {
+        self.obs
+    }
+
+    fn check_bands(&mut self, id: &str, bands: usize) -> Result<(), FuseError> {
+        let first_id = self.first_id.get_or_insert_with(|| id.to_string());
+        if bands != self.obs.bands.len() {
             return Err(FuseError::BandCount {
-                id: s.id.clone(),
-                bands: s.bands.len(),
-                first_id: first.id.clone(),
-                expected: nbands,
+                id: id.to_string(),
+                bands,
+                first_id: first_id.clone(),
+                expected: self.obs.bands.len(),
             });
         }
-        let pixels = |what: String, len| FuseError::PixelCount { id: s.id.clone(), what, len, expected: n };
-        if s.scl.len() != n {
-            return Err(pixels("SCL".into(), s.scl.len()));
+        Ok(())
+    }
+
+    /// Adds a scene already warped onto the work grid; returns the pixels it filled.
+    pub fn add_warped(&mut self, scene: &WarpedScene) -> Result<usize, FuseError> {
+        self.check_bands(&scene.id, scene.bands.len())?;
+        let n = self.obs.scl.len();
+        let pixels = |what: String, len| FuseError::PixelCount { id: scene.id.clone(), what, len, expected: n };
+        if scene.scl.len() != n {
+            return Err(pixels("SCL".into(), scene.scl.len()));
         }
-        if let Some((b, band)) = s.bands.iter().enumerate().find(|(_, band)| band.len() != n) {
+        if let Some((b, band)) = scene.bands.iter().enumerate().find(|(_, band)| band.len() != n) {
             return Err(pixels(format!("band {b}"), band.len()));
         }
+        Ok(for_blocks(&mut self.obs, FUSE_BLOCK, |offset, scl, bands| {
+            let mut filled = 0;
+            for (i, s) in scl.iter_mut().enumerate() {
+                let p = offset + i;
+                if *s != 0 || scene.scl[p] == 0 || scene.bands.iter().any(|b| b[p] == NODATA) {
+                    continue;
+                }
+                *s = scene.scl[p];
+                for (o, band) in bands.iter_mut().zip(&scene.bands) {
+                    o[i] = harmonized(band[p], scene.radiometry);
+                }
+                filled += 1;
+            }
+            filled
+        }))
     }
-    let mut order: Vec<&WarpedScene> = scenes.iter().collect();
-    order.sort_by(|a, b| (a.datetime, &a.id).cmp(&(b.datetime, &b.id)));
 
-    let mut out = Observation { bands: vec![vec![NODATA; n]; nbands], scl: vec![0; n] };
-    let mut filled = vec![false; n];
-    let mut remaining = n;
-    for scene in order {
-        if remaining == 0 {
-            break;
+    /// Adds a scene sampled from its windows through `scene.plan` (in the plan's source order:
+    /// the windows are read front to back); returns the pixels it filled. The values are those
+    /// warping each band with the same plan and then [`Day::add_warped`] would give.
+    pub fn add_sampled(&mut self, scene: &SampledScene<'_>) -> Result<usize, FuseError> {
+        self.check_bands(scene.id, scene.bands.len())?;
+        let n = self.obs.scl.len();
+        let plan = scene.plan;
+        let bad = |what: String, len, expected| FuseError::PixelCount { id: scene.id.to_string(), what, len, expected };
+        if plan.target_shape().len() != n {
+            return Err(bad("the sampling plan".into(), plan.target_shape().len(), n));
         }
-        for p in 0..n {
-            if filled[p] || scene.scl[p] == 0 || scene.bands.iter().any(|band| band[p] == NODATA) {
-                continue;
-            }
-            filled[p] = true;
-            remaining -= 1;
-            out.scl[p] = scene.scl[p];
-            for (o, band) in out.bands.iter_mut().zip(&scene.bands) {
-                o[p] = harmonized(band[p], scene.radiometry);
-            }
+        let source = plan.source_shape();
+        if scene.scl.data.len() != source.len() {
+            return Err(bad("the SCL window".into(), scene.scl.data.len(), source.len()));
         }
+        if let Some((b, band)) = scene.bands.iter().enumerate().find(|(_, b)| b.data.len() != source.len()) {
+            return Err(bad(format!("the window of band {b}"), band.data.len(), source.len()));
+        }
+        if !matches!(scene.resampling, Resampling::Nearest | Resampling::Bilinear) {
+            return Err(FuseError::NotSampled { id: scene.id.to_string(), resampling: scene.resampling });
+        }
+        let block_len = plan.block_len();
+        let nx = plan.target_shape().nx;
+        Ok(for_blocks(&mut self.obs, block_len, |offset, scl, out| {
+            let mut values = vec![NODATA; scene.bands.len()];
+            let mut filled = 0;
+            let Some(samples) = plan.blocks().get(offset / block_len) else { return 0 };
+            // In the plan's source order: every window is read front to back.
+            match scene.resampling {
+                Resampling::Nearest => {
+                    for smp in samples {
+                        let t = smp.target as usize;
+                        if scl[t] != 0 || smp.source == OUTSIDE {
+                            continue;
+                        }
+                        let src = smp.source as usize;
+                        let value = |band: &SourceImage<'_, u16>| Some(band.data[src]).filter(|&v| band.is_valid(v));
+                        filled += take(scene, &mut values, scl, out, t, src, value);
+                    }
+                }
+                _ => {
+                    // The block's coordinates row by row first (the map interpolates along rows),
+                    // then read in source order from this small buffer.
+                    let (mut xs, mut ys) = (vec![0.0; scl.len()], vec![0.0; scl.len()]);
+                    for ((r, x), y) in xs.chunks_mut(nx.max(1)).enumerate().zip(ys.chunks_mut(nx.max(1))) {
+                        plan.map().row(offset / nx.max(1) + r, x, y);
+                    }
+                    for smp in samples {
+                        let t = smp.target as usize;
+                        if scl[t] != 0 || smp.source == OUTSIDE {
+                            continue;
+                        }
+                        let Some(taps) = Taps::at(xs[t], ys[t], source.nx, source.ny) else { continue };
+                        filled += take(scene, &mut values, scl, out, t, smp.source as usize, |band| taps.apply(band));
+                    }
+                }
+            }
+            filled
+        }))
     }
-    Ok(out)
+}
+
+/// Takes target pixel `t` (of a block: `scl`, `out`) from `scene` when the scene has data there:
+/// SCL (nearest, source pixel `src`) not 0 and not nodata, and every band's `value` not 0 and not
+/// nodata. Returns 1 when it took the pixel. `values` is scratch, one per band.
+#[inline(always)]
+fn take(
+    scene: &SampledScene<'_>,
+    values: &mut [u16],
+    scl: &mut [u8],
+    out: &mut [&mut [u16]],
+    t: usize,
+    src: usize,
+    value: impl Fn(&SourceImage<'_, u16>) -> Option<u16>,
+) -> usize {
+    let class = scene.scl.data[src];
+    if class == 0 || !scene.scl.is_valid(class) {
+        return 0;
+    }
+    let complete = scene.bands.iter().zip(values.iter_mut()).all(|(band, v)| {
+        *v = value(band).unwrap_or(NODATA);
+        *v != NODATA
+    });
+    if !complete {
+        return 0;
+    }
+    scl[t] = class;
+    for (o, &v) in out.iter_mut().zip(values.iter()) {
+        o[t] = harmonized(v, scene.radiometry);
+    }
+    1
+}
+
+/// Pixels per parallel block of [`Day::add_warped`].
+const FUSE_BLOCK: usize = 1 << 14;
+
+/// Runs `f(offset, scl, bands)` over blocks of `block_len` pixels of an observation in parallel,
+/// `offset` the block's first pixel, `scl` and each of `bands` that block's slice; sums what `f`
+/// returns.
+fn for_blocks(
+    obs: &mut Observation,
+    block_len: usize,
+    f: impl Fn(usize, &mut [u8], &mut [&mut [u16]]) -> usize + Sync,
+) -> usize {
+    use rayon::prelude::*;
+    let block_len = block_len.max(1);
+    let mut band_blocks: Vec<std::slice::ChunksMut<'_, u16>> =
+        obs.bands.iter_mut().map(|b| b.chunks_mut(block_len)).collect();
+    type Block<'a> = (usize, &'a mut [u8], Vec<&'a mut [u16]>);
+    let blocks: Vec<Block<'_>> = obs
+        .scl
+        .chunks_mut(block_len)
+        .enumerate()
+        .map(|(k, scl)| (k * block_len, scl, band_blocks.iter_mut().filter_map(Iterator::next).collect()))
+        .collect();
+    blocks.into_par_iter().map(|(offset, scl, mut bands)| f(offset, scl, &mut bands)).sum()
 }
 
 #[cfg(test)]
@@ -307,7 +473,7 @@ mod tests {
             scene("a", "2024-04-01T10:00:00Z", 0, vec![vec![10, 10, 0, 10]], vec![4, 0, 4, 4]),
             scene("c", "2024-04-01T09:00:00Z", 0, vec![vec![30, 0, 0, 0]], vec![9, 0, 0, 0]),
         ];
-        let obs = fuse(&scenes).unwrap();
+        let obs = fuse(scenes.to_vec()).unwrap();
         // p0: c is first (earliest) and has data, cloud or not: the mask decides later.
         // p1: c no data, a has SCL 0 -> b. p2: c none, a reflectance 0 -> b. p3: c none -> a.
         assert_eq!(obs.bands, vec![vec![30, 20, 20, 10]]);
@@ -320,7 +486,7 @@ mod tests {
             scene("a", "2024-04-01T10:00:00Z", 0, vec![vec![11, 12], vec![0, 14]], vec![4, 4]),
             scene("b", "2024-04-01T10:00:05Z", 0, vec![vec![21, 22], vec![23, 24]], vec![5, 5]),
         ];
-        let obs = fuse(&scenes).unwrap();
+        let obs = fuse(scenes.to_vec()).unwrap();
         assert_eq!(obs.bands, vec![vec![21, 12], vec![23, 14]]);
         assert_eq!(obs.scl, vec![5, 4]);
     }
@@ -331,23 +497,148 @@ mod tests {
             scene("old", "2021-06-01T10:00:00Z", 1000, vec![vec![500, 0, 0]], vec![4, 0, 0]),
             scene("c1", "2021-06-01T10:00:10Z", 0, vec![vec![1700, 1800, 0]], vec![4, 5, 0]),
         ];
-        let obs = fuse(&scenes).unwrap();
+        let obs = fuse(scenes.to_vec()).unwrap();
         assert_eq!(obs.bands, vec![vec![1500, 1800, 0]]);
         assert_eq!(obs.scl, vec![4, 5, 0]);
         // A single scene is its own observation.
-        let one = fuse(&scenes[1..]).unwrap();
+        let one = fuse(scenes[1..].to_vec()).unwrap();
         assert_eq!(one.bands, vec![vec![1700, 1800, 0]]);
+    }
+
+    /// The rule of [`fuse`] written per pixel, the slow way.
+    fn fuse_reference(scenes: &[WarpedScene]) -> Observation {
+        let mut order: Vec<&WarpedScene> = scenes.iter().collect();
+        order.sort_by(|a, b| (a.datetime, &a.id).cmp(&(b.datetime, &b.id)));
+        let (nb, n) = (scenes[0].bands.len(), scenes[0].scl.len());
+        let mut out = Observation { bands: vec![vec![0; n]; nb], scl: vec![0; n] };
+        for p in 0..n {
+            if let Some(s) = order.iter().find(|s| s.scl[p] != 0 && s.bands.iter().all(|b| b[p] != 0)) {
+                out.scl[p] = s.scl[p];
+                for b in 0..nb {
+                    out.bands[b][p] = harmonized(s.bands[b][p], s.radiometry);
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn fuse_equals_the_per_pixel_rule_across_blocks() {
+        let n = 3 * FUSE_BLOCK + 5;
+        let mut state = 0x2545f4914f6cdd1d_u64;
+        let mut next = move |m: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % m
+        };
+        for nscenes in 1..4 {
+            let scenes: Vec<WarpedScene> = (0..nscenes)
+                .map(|k| {
+                    let bands = (0..3).map(|_| (0..n).map(|_| next(4) as u16 * 700).collect()).collect();
+                    let scl = (0..n).map(|_| next(3) as u8 * 4).collect();
+                    let t = format!("2024-04-01T10:00:0{}Z", 3 - k);
+                    scene(&format!("s{k}"), &t, [0, 1000, 0][k], bands, scl)
+                })
+                .collect();
+            assert_eq!(fuse(scenes.clone()).unwrap(), fuse_reference(&scenes), "{nscenes} scenes");
+        }
+    }
+
+    /// Two scenes of one solar day sampled from their windows while fused give the day that
+    /// warping each band first and fusing the warped scenes gives, for nearest and bilinear.
+    #[test]
+    fn sampling_while_fusing_equals_warping_then_fusing() {
+        use crate::grid::{Affine, Bbox, Crs, GeoBox, Shape};
+        let src_g = GeoBox::new(
+            Crs::from_epsg(32618).unwrap(),
+            Affine::north_up(680_000.0, 4_960_000.0, 20.0, 20.0),
+            Shape { ny: 400, nx: 380 },
+        );
+        let r = 1.0 / 3600.0;
+        // Partly off the window, so some pixels stay open.
+        let work = GeoBox::from_bbox(
+            &Bbox::new(-72.72, 44.65, -72.72 + 300.0 * r, 44.65 + 250.0 * r).unwrap(),
+            &Crs::wgs84(),
+            r,
+        )
+        .unwrap();
+        let plan = SamplePlan::new(&src_g, &work).unwrap();
+        let mut state = 0x853c49e6748fea9b_u64;
+        let mut next = move |m: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % m
+        };
+        let n_src = src_g.shape.len();
+        // Per scene: 3 bands (one value in 20 is 0, some are the nodata 7) and SCL (0 a tenth).
+        let windows: Vec<(Vec<Vec<u16>>, Vec<u8>)> = (0..2)
+            .map(|_| {
+                let bands = (0..3)
+                    .map(|_| (0..n_src).map(|_| if next(20) == 0 { 0 } else { next(4000) as u16 + 1 }).collect())
+                    .collect();
+                let scl = (0..n_src).map(|_| if next(10) == 0 { 0 } else { next(11) as u8 + 1 }).collect();
+                (bands, scl)
+            })
+            .collect();
+        for resampling in [Resampling::Nearest, Resampling::Bilinear] {
+            let (mut sampled, mut warped) = (Day::new(work.shape.len(), 3), Day::new(work.shape.len(), 3));
+            for (k, (bands, scl)) in windows.iter().enumerate() {
+                let radiometry = Radiometry { add: [1000, 0][k] };
+                fn image<'a>(b: &'a [u16], g: &'a GeoBox) -> SourceImage<'a, u16> {
+                    SourceImage { data: b, geobox: g, nodata: Some(7) }
+                }
+                let scl_image = SourceImage { data: scl.as_slice(), geobox: &src_g, nodata: None };
+                let id = format!("s{k}");
+                let a = sampled
+                    .add_sampled(&SampledScene {
+                        id: &id,
+                        radiometry,
+                        plan: &plan,
+                        resampling,
+                        bands: bands.iter().map(|b| image(b, &src_g)).collect(),
+                        scl: scl_image,
+                    })
+                    .unwrap();
+                let mut out_bands = Vec::new();
+                for b in bands {
+                    let mut out = vec![0u16; work.shape.len()];
+                    match resampling {
+                        Resampling::Nearest => plan.gather(&image(b, &src_g), 0, &mut out),
+                        _ => plan.bilinear(&image(b, &src_g), 0, &mut out),
+                    }
+                    .unwrap();
+                    out_bands.push(out);
+                }
+                let mut out_scl = vec![0u8; work.shape.len()];
+                plan.gather(&scl_image, 0, &mut out_scl).unwrap();
+                let scene = WarpedScene {
+                    id,
+                    datetime: dt("2024-04-01T10:00:00Z"),
+                    radiometry,
+                    bands: out_bands,
+                    scl: out_scl,
+                };
+                let b = warped.add_warped(&scene).unwrap();
+                assert_eq!(a, b, "{resampling}: pixels filled by scene {k}");
+                assert!(a > 0, "{resampling}: scene {k} fills something");
+            }
+            assert_eq!(sampled, warped, "{resampling}");
+            let obs = sampled.into_observation();
+            assert!(obs.scl.contains(&0), "{resampling}: some pixels stay open");
+        }
     }
 
     #[test]
     fn fuse_refuses_empty_and_mismatched_input() {
-        assert_eq!(fuse(&[]), Err(FuseError::NoScenes));
+        assert_eq!(fuse(Vec::new()), Err(FuseError::NoScenes));
         let a = scene("a", "2024-04-01T10:00:00Z", 0, vec![vec![1, 2]], vec![4, 4]);
         let b = scene("b", "2024-04-01T10:00:00Z", 0, vec![vec![1, 2], vec![3, 4]], vec![4, 4]);
-        let err = fuse(&[a.clone(), b]).unwrap_err();
+        let err = fuse(vec![a.clone(), b]).unwrap_err();
         assert!(matches!(err, FuseError::BandCount { bands: 2, expected: 1, .. }), "{err}");
         let c = scene("c", "2024-04-01T10:00:00Z", 0, vec![vec![1, 2, 3]], vec![4, 4]);
-        let err = fuse(&[a, c]).unwrap_err();
+        let err = fuse(vec![a, c]).unwrap_err();
         assert!(err.to_string().contains("\"c\": band 0 has 3 pixels but the chunk grid has 2"), "{err}");
     }
 

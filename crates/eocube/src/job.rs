@@ -23,13 +23,12 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
 
-use futures::StreamExt;
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
 use crate::catalog::{Catalog, CatalogError, Scene, SearchRequest};
 use crate::cog::{CogError, FetchedWindow, Fetcher, RasterData, RequestStats};
-use crate::fuse::{self, FuseError, Radiometry, WarpedScene};
+use crate::fuse::{self, Day, FuseError, Radiometry, SampledScene, WarpedScene};
 use crate::grid::{Crs, GeoBox, GridError, PixelWindow, Shape, Transformer};
 use crate::mask::{self, MaskError};
 use crate::plan::{Job, Plan};
@@ -37,8 +36,8 @@ use crate::reduce::ReduceError;
 use crate::store::{Cube, Receipt, StoreError};
 use crate::time::solar_day;
 use crate::warp::{
-    self, PixelMap, Resampling, Sampling, SourceImage, WarpError, choose_overview, source_pixels_per_target_pixel,
-    source_window,
+    self, PixelMap, Resampling, SamplePlan, Sampling, SourceImage, WarpError, choose_overview,
+    source_pixels_per_target_pixel, source_window,
 };
 
 /// The asset key of the scene classification band; every job reads it for the mask.
@@ -134,7 +133,7 @@ impl SharedSearches {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Shares> {
-        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.inner)
     }
 
     /// The shared search for `job`, with the bins it covers; `None`: search alone.
@@ -396,22 +395,14 @@ async fn observe_and_reduce(
     stats.scenes_found = scenes.len();
     stats.search_seconds = t0.elapsed().as_secs_f64();
 
-    // Scenes stream in fusion order; a solar day is fused as soon as its last scene is read.
+    // Scenes stream in fusion order (fetched ahead, decoded a few ahead); each is fused into its
+    // solar day as it arrives, and a day is masked once its last scene is in.
     let t0 = Instant::now();
     let work = Arc::new(work);
-    let mut loads = futures::stream::iter(scenes.into_iter().map(|scene| {
-        let work = Arc::clone(&work);
-        async move {
-            let day = solar_day(scene.datetime, lon_center);
-            let id = scene.id.clone();
-            (day, id, load_scene(ctx, scene, work).await)
-        }
-    }))
-    .buffered(ctx.scene_concurrency.max(1));
+    let mut scenes = Pipeline::new(ctx, Arc::clone(&work), scenes, lon_center);
     let mut observations: Vec<Vec<Vec<u16>>> = Vec::new();
-    let mut day_scenes: Vec<WarpedScene> = Vec::new();
-    let mut current_day = None;
-    while let Some((day, id, loaded)) = loads.next().await {
+    let mut open: Option<OpenDay> = None;
+    while let Some((date, id, loaded)) = scenes.next().await {
         let loaded = match loaded {
             Ok(l) => l,
             Err(e) if ctx.skip_bad_scenes && !e.is_transient() => {
@@ -422,19 +413,26 @@ async fn observe_and_reduce(
         };
         stats.requests += loaded.stats.requests;
         stats.bytes += loaded.stats.bytes;
-        let Some(scene) = loaded.scene else { continue };
-        if current_day != Some(day) {
-            if !day_scenes.is_empty() {
-                observations.push(observe(std::mem::take(&mut day_scenes), &work, spec.mask.clone()).await?);
+        let Some(pixels) = loaded.scene else { continue };
+        let mut today = match open.take() {
+            Some(day) if day.date == date => day,
+            finished => {
+                observations.extend(finish_day(finished, &work, &spec.mask).await?);
+                OpenDay { date, day: Day::new(work.geobox.shape.len(), nb), filled: 0 }
             }
-            current_day = Some(day);
-        }
-        stats.scenes += 1;
-        day_scenes.push(scene);
+        };
+        let (day, filled) = cpu(move || {
+            let filled = pixels.fuse_into(&mut today.day);
+            (today, filled)
+        })
+        .await?;
+        today = day;
+        let filled = filled?;
+        stats.scenes += usize::from(filled > 0);
+        today.filled += filled;
+        open = Some(today);
     }
-    if !day_scenes.is_empty() {
-        observations.push(observe(day_scenes, &work, spec.mask.clone()).await?);
-    }
+    observations.extend(finish_day(open, &work, &spec.mask).await?);
     stats.read_seconds = t0.elapsed().as_secs_f64();
     stats.solar_days = observations.len();
 
@@ -445,13 +443,11 @@ async fn observe_and_reduce(
     let reducer = spec.reducer;
     let data = cpu(move || -> Result<Vec<u16>, ReduceError> {
         let n = rows * cols;
-        let all_valid = vec![true; n];
         let mut out = vec![0u16; n * nb];
         let mut band_out = vec![0u16; n];
         for b in 0..nb {
             let obs: Vec<&[u16]> = observations.iter().map(|o| o[b].as_slice()).collect();
-            let valid: Vec<&[bool]> = observations.iter().map(|_| all_valid.as_slice()).collect();
-            reducer.reduce_band(&obs, &valid, &mut band_out)?;
+            reducer.reduce_masked(&obs, &mut band_out)?;
             for (p, v) in band_out.iter().enumerate() {
                 out[p * nb + b] = *v;
             }
@@ -509,40 +505,196 @@ fn chunk_center_lon(chunk: &GeoBox, wgs84: &Crs) -> Result<f64, JobError> {
     Ok(Transformer::new(&chunk.crs, wgs84).transform(x, y)?.0)
 }
 
-/// One solar day's scenes → one observation on the chunk: fused, masked (invalid pixels set to
-/// the fill value, which the reducer skips), cropped. One `Vec` per band.
-async fn observe(
-    scenes: Vec<WarpedScene>,
+/// The solar day being fused and how many pixels its scenes filled so far.
+struct OpenDay {
+    date: crate::time::Date,
+    day: Day,
+    filled: usize,
+}
+
+/// A fused solar day → one observation on the chunk: masked (invalid pixels set to the fill
+/// value, which the reducer skips), cropped to the chunk when the work grid has a halo. One `Vec`
+/// per band; `None` for no day, or a day no scene filled a pixel of (it adds nothing to any
+/// reducer, so it is no observation).
+async fn finish_day(
+    open: Option<OpenDay>,
     work: &Arc<WorkGrid>,
-    spec: mask::MaskSpec,
-) -> Result<Vec<Vec<u16>>, JobError> {
-    let work = Arc::clone(work);
-    cpu(move || -> Result<Vec<Vec<u16>>, JobError> {
-        let obs = fuse::fuse(&scenes)?;
-        drop(scenes);
+    spec: &mask::MaskSpec,
+) -> Result<Option<Vec<Vec<u16>>>, JobError> {
+    let Some(OpenDay { day, .. }) = open.filter(|d| d.filled > 0) else { return Ok(None) };
+    let (work, spec) = (Arc::clone(work), spec.clone());
+    cpu(move || -> Result<Option<Vec<Vec<u16>>>, JobError> {
+        let obs = day.into_observation();
         let valid = mask::valid_mask(&obs.scl, work.geobox.shape, &spec)?;
-        let valid = work.crop(&valid);
-        Ok(obs
-            .bands
-            .iter()
-            .map(|band| {
-                let mut b = work.crop(band);
-                for (v, ok) in b.iter_mut().zip(&valid) {
-                    if !ok {
-                        *v = fuse::NODATA;
-                    }
+        let whole = work.inner.height == work.geobox.shape.ny && work.inner.width == work.geobox.shape.nx;
+        let (valid, mut bands) = if whole {
+            (valid, obs.bands)
+        } else {
+            (work.crop(&valid), obs.bands.iter().map(|b| work.crop(b)).collect())
+        };
+        for band in &mut bands {
+            for (v, ok) in band.iter_mut().zip(&valid) {
+                if !ok {
+                    *v = fuse::NODATA;
                 }
-                b
-            })
-            .collect())
+            }
+        }
+        Ok(Some(bands))
     })
     .await?
 }
 
-/// A scene read onto the work grid (`None` when it has no pixel there) and what reading cost.
+/// What reading a scene gave: its pixels ready to fuse (`None` when it has no pixel on the work
+/// grid) and what reading cost.
 struct Loaded {
-    scene: Option<WarpedScene>,
+    scene: Option<ScenePixels>,
     stats: RequestStats,
+}
+
+/// A scene's pixels, ready to be fused into its solar day.
+enum ScenePixels {
+    /// Every band (SCL included) decoded on one source grid, sampled while fusing.
+    Sampled {
+        id: String,
+        radiometry: Radiometry,
+        plan: Arc<SamplePlan>,
+        resampling: Resampling,
+        bands: Vec<Window<u16>>,
+        scl: Window<u8>,
+    },
+    /// Bands on different grids (or averaged): each warped onto the work grid first.
+    Warped(WarpedScene),
+}
+
+impl ScenePixels {
+    /// Fuses the scene into `day`; the pixels it filled.
+    fn fuse_into(&self, day: &mut Day) -> Result<usize, FuseError> {
+        match self {
+            ScenePixels::Warped(scene) => day.add_warped(scene),
+            ScenePixels::Sampled { id, radiometry, plan, resampling, bands, scl } => day.add_sampled(&SampledScene {
+                id,
+                radiometry: *radiometry,
+                plan,
+                resampling: *resampling,
+                bands: bands.iter().map(Window::image).collect(),
+                scl: scl.image(),
+            }),
+        }
+    }
+}
+
+/// A decoded band window and its nodata value.
+struct Window<T> {
+    data: Vec<T>,
+    geobox: GeoBox,
+    nodata: Option<T>,
+}
+
+impl<T: Copy> Window<T> {
+    fn image(&self) -> SourceImage<'_, T> {
+        SourceImage { data: &self.data, geobox: &self.geobox, nodata: self.nodata }
+    }
+}
+
+/// The scenes of one job in flight, handed out in fusion order. Up to `fetch_ahead` scenes fetch
+/// their windows at once (I/O: the compressed bytes are small, and on an object store many
+/// requests must be in flight to hide latency); of those, the first `decode_ahead` also decode
+/// (CPU: decoded windows are large, so only as many as keep the cores busy). Memory is bounded
+/// by those two numbers, not by the number of scenes. Dropping the pipeline aborts its tasks.
+struct Pipeline {
+    ctx: JobContext,
+    work: Arc<WorkGrid>,
+    grids: Arc<SourceGrids>,
+    lon_center: f64,
+    waiting: std::vec::IntoIter<Scene>,
+    fetching: std::collections::VecDeque<InFlight<Fetched>>,
+    decoding: std::collections::VecDeque<InFlight<Loaded>>,
+    decode_ahead: usize,
+}
+
+/// A scene in a stage of the [`Pipeline`]: its solar day, id and the task working on it.
+struct InFlight<T> {
+    date: crate::time::Date,
+    id: String,
+    task: Task<Result<T, JobError>>,
+}
+
+/// A spawned task that is aborted when dropped (a job that times out stops its reads).
+struct Task<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for Task<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl<T> Task<T> {
+    async fn join(mut self) -> Result<T, JobError> {
+        (&mut self.0).await.map_err(|e| JobError::Internal(format!("a read task ended without an answer: {e}")))
+    }
+}
+
+impl Pipeline {
+    fn new(ctx: &JobContext, work: Arc<WorkGrid>, scenes: Vec<Scene>, lon_center: f64) -> Pipeline {
+        let mut p = Pipeline {
+            ctx: ctx.clone(),
+            work,
+            grids: Arc::new(SourceGrids::default()),
+            lon_center,
+            waiting: scenes.into_iter(),
+            fetching: Default::default(),
+            decoding: Default::default(),
+            decode_ahead: rayon::current_num_threads() + 1,
+        };
+        p.refill();
+        p
+    }
+
+    /// Starts fetches up to `fetch_ahead` scenes ahead and decodes up to `decode_ahead`.
+    fn refill(&mut self) {
+        let fetch_ahead = self.ctx.scene_concurrency.max(self.decode_ahead);
+        while self.decoding.len() < self.decode_ahead {
+            let Some(InFlight { date, id, task: fetch }) = self.fetching.pop_front().or_else(|| self.start_fetch())
+            else {
+                break;
+            };
+            let (grids, work) = (Arc::clone(&self.grids), Arc::clone(&self.work));
+            let spec = Arc::clone(&self.ctx.plan);
+            let task =
+                Task(tokio::spawn(async move { decode_scene(fetch.join().await??, &spec, &work, &grids).await }));
+            self.decoding.push_back(InFlight { date, id, task });
+        }
+        while self.decoding.len() + self.fetching.len() < fetch_ahead {
+            let Some(next) = self.start_fetch() else { break };
+            self.fetching.push_back(next);
+        }
+    }
+
+    fn start_fetch(&mut self) -> Option<InFlight<Fetched>> {
+        let scene = self.waiting.next()?;
+        let date = solar_day(scene.datetime, self.lon_center);
+        let id = scene.id.clone();
+        let (ctx, work) = (self.ctx.clone(), Arc::clone(&self.work));
+        Some(InFlight { date, id, task: Task(tokio::spawn(async move { fetch_scene(&ctx, scene, &work).await })) })
+    }
+
+    /// The next scene in fusion order: its solar day, id and what reading it gave.
+    async fn next(&mut self) -> Option<(crate::time::Date, String, Result<Loaded, JobError>)> {
+        let InFlight { date, id, task } = self.decoding.pop_front()?;
+        self.refill();
+        let loaded = match task.join().await {
+            Ok(r) => r,
+            Err(e) => Err(e),
+        };
+        Some((date, id, loaded))
+    }
+}
+
+/// A scene's band windows, fetched (compressed); `None` for a band whose image does not touch
+/// the work grid.
+struct Fetched {
+    scene: Scene,
+    bands: Vec<Option<(BandWindow, RequestStats)>>,
 }
 
 /// One band's fetched window and how to resample it.
@@ -553,12 +705,12 @@ struct BandWindow {
     scl: bool,
 }
 
-async fn load_scene(ctx: &JobContext, scene: Scene, work: Arc<WorkGrid>) -> Result<Loaded, JobError> {
+/// Fetches the windows of every band of `scene` (the cube's bands, then SCL) that cover `work`.
+async fn fetch_scene(ctx: &JobContext, scene: Scene, work: &WorkGrid) -> Result<Fetched, JobError> {
     let spec = &ctx.plan.spec;
     let mut names: Vec<&str> = spec.bands.iter().map(String::as_str).collect();
     names.push(SCL_BAND);
     let reads = names.iter().map(|&band| {
-        let work = Arc::clone(&work);
         let scene = &scene;
         async move {
             let asset = scene.asset(band).ok_or_else(|| JobError::BadScene {
@@ -567,50 +719,133 @@ async fn load_scene(ctx: &JobContext, scene: Scene, work: Arc<WorkGrid>) -> Resu
             })?;
             let scl = band == SCL_BAND;
             let resampling = if scl { Resampling::Nearest } else { spec.resampling };
-            fetch_band(ctx, &asset.href, &work.geobox, resampling).await.map(|r| {
-                r.map(|(fetched, cog_nodata, stats)| {
-                    // The COG's own nodata wins; then the STAC item's; Sentinel-2 uses 0.
-                    let nodata = cog_nodata.or(asset.nodata).unwrap_or(0.0);
-                    (BandWindow { fetched, resampling, nodata, scl }, stats)
-                })
-            })
+            // Every band with the reflectance's margin (SCL needs less): bands on one grid read
+            // one window, so the scene is sampled in one pass while it is fused.
+            let margin = spec.resampling.margin();
+            let Some((fetched, cog_nodata, stats)) = fetch_band(ctx, &asset.href, &work.geobox, margin).await? else {
+                return Ok::<_, JobError>(None);
+            };
+            // The COG's own nodata wins; then the STAC item's; Sentinel-2 uses 0.
+            let nodata = cog_nodata.or(asset.nodata).unwrap_or(0.0);
+            Ok(Some((BandWindow { fetched, resampling, nodata, scl }, stats)))
         }
     });
-    let results = futures::future::join_all(reads).await;
+    let bands = futures::future::try_join_all(reads).await?;
+    Ok(Fetched { scene, bands })
+}
+
+/// Decodes a fetched scene's windows (each band on the CPU pool at once) and prepares its pixels
+/// for fusion: sampled from one grid when every band lies on it (the usual case: the bands and
+/// SCL of a 20 m read), else warped band by band.
+async fn decode_scene(fetched: Fetched, plan: &Plan, work: &WorkGrid, grids: &SourceGrids) -> Result<Loaded, JobError> {
+    let Fetched { scene, bands } = fetched;
     let mut stats = RequestStats::default();
-    let mut windows = Vec::with_capacity(results.len());
-    let mut covered = true;
-    for r in results {
-        match r? {
-            Some((w, s)) => {
-                stats.requests += s.requests;
-                stats.bytes += s.bytes;
-                windows.push(w);
-            }
-            None => covered = false,
-        }
+    for (_, s) in bands.iter().flatten() {
+        stats.requests += s.requests;
+        stats.bytes += s.bytes;
     }
-    if !covered {
+    let Some(windows) = bands.into_iter().map(|b| b.map(|(w, _)| w)).collect::<Option<Vec<BandWindow>>>() else {
         return Ok(Loaded { scene: None, stats });
-    }
-    let collection = scene.collection.clone().unwrap_or_else(|| spec.collection.clone());
+    };
+    let collection = scene.collection.clone().unwrap_or_else(|| plan.spec.collection.clone());
     let radiometry = Radiometry {
         add: fuse::offset_to_add(scene.processing_baseline.as_deref(), scene.boa_offset_applied, &collection),
     };
-    let id = scene.id.clone();
-    let datetime = scene.datetime;
-    let warped = cpu(move || warp_scene(&id, windows, &work.geobox)).await??;
-    let Some((bands, scl)) = warped else { return Ok(Loaded { scene: None, stats }) };
-    Ok(Loaded { scene: Some(WarpedScene { id: scene.id, datetime, radiometry, bands, scl }), stats })
+    let decodes = windows.into_iter().map(|w| {
+        let id = scene.id.clone();
+        cpu(move || decode_band(&id, w))
+    });
+    let mut decoded: Vec<Decoded> =
+        futures::future::try_join_all(decodes).await?.into_iter().collect::<Result<Vec<_>, JobError>>()?;
+    let Some(Decoded::Scl(scl)) = decoded.pop() else {
+        return Err(JobError::Internal("the last window of a scene is not its SCL".into()));
+    };
+    let mut bands = Vec::with_capacity(decoded.len());
+    let mut resamplings = Vec::with_capacity(decoded.len());
+    for d in decoded {
+        match d {
+            Decoded::Reflectance(w, r) => {
+                bands.push(w);
+                resamplings.push(r);
+            }
+            Decoded::Scl(..) => return Err(JobError::Internal("a scene has two SCL windows".into())),
+        }
+    }
+    let resampling = plan.spec.resampling;
+    let one_grid = bands.iter().all(|b| b.geobox == scl.geobox);
+    if one_grid && matches!(resampling, Resampling::Nearest | Resampling::Bilinear) {
+        let plan = grids.plan(&scl.geobox, &work.geobox).await?;
+        let id = scene.id;
+        return Ok(Loaded {
+            scene: Some(ScenePixels::Sampled { id, radiometry, plan, resampling, bands, scl }),
+            stats,
+        });
+    }
+    // Each band onto the work grid through its own grid's plan (or map, for average).
+    let n = work.geobox.shape.len();
+    let mut warps = Vec::with_capacity(bands.len() + 1);
+    for (b, r) in bands.iter().zip(&resamplings) {
+        warps.push(grids.warp_of(&b.geobox, *r, &work.geobox).await?);
+    }
+    let scl_plan = grids.plan(&scl.geobox, &work.geobox).await?;
+    let warped = cpu(move || -> Result<WarpedScene, JobError> {
+        let mut out = Vec::with_capacity(bands.len());
+        for (band, grid) in bands.iter().zip(&warps) {
+            let mut v = vec![0u16; n];
+            grid.warp(&band.image(), 0, &mut v)?;
+            out.push(v);
+        }
+        let mut scl_out = vec![0u8; n];
+        scl_plan.gather(&scl.image(), 0, &mut scl_out)?;
+        Ok(WarpedScene { id: scene.id, datetime: scene.datetime, radiometry, bands: out, scl: scl_out })
+    })
+    .await??;
+    Ok(Loaded { scene: Some(ScenePixels::Warped(warped)), stats })
+}
+
+/// A decoded window: a reflectance band (as u16, with its resampling) or SCL (as u8).
+enum Decoded {
+    Reflectance(Window<u16>, Resampling),
+    Scl(Window<u8>),
+}
+
+/// Decodes one band's window into the type the pipeline works in: SCL as u8 classes, reflectance
+/// as u16 digital numbers.
+fn decode_band(id: &str, w: BandWindow) -> Result<Decoded, JobError> {
+    let bad = |reason: String| JobError::BadScene { id: id.to_string(), reason };
+    let raster = w.fetched.decode()?;
+    let geobox = raster.geobox;
+    if w.scl {
+        let data: Vec<u8> = match raster.data {
+            RasterData::U8(v) => v,
+            RasterData::U16(v) => v.into_iter().map(|x| u8::try_from(x).unwrap_or(0)).collect(),
+            other => return Err(bad(format!("SCL is {:?}; it must be an 8-bit class raster", other.dtype()))),
+        };
+        let nodata = u8::try_from(w.nodata as i64).ok().filter(|_| w.nodata.fract() == 0.0);
+        return Ok(Decoded::Scl(Window { data, geobox, nodata }));
+    }
+    let data: Vec<u16> = match raster.data {
+        RasterData::U16(v) => v,
+        RasterData::U8(v) => v.into_iter().map(u16::from).collect(),
+        other => {
+            return Err(bad(format!(
+                "a reflectance band is {:?}; eocube cubes hold uint16 digital numbers",
+                other.dtype()
+            )));
+        }
+    };
+    let nodata = u16::try_from(w.nodata as i64).ok().filter(|_| w.nodata.fract() == 0.0);
+    Ok(Decoded::Reflectance(Window { data, geobox, nodata }, w.resampling))
 }
 
 /// Opens one band's COG, picks the overview as odc-stac does and fetches the window that covers
-/// `work` (`None` when the image does not touch it). Returns the COG's nodata and what it cost.
+/// `work` grown by `margin` source pixels (`None` when the image does not touch it). Returns the
+/// COG's nodata and what it cost.
 async fn fetch_band(
     ctx: &JobContext,
     href: &str,
     work: &GeoBox,
-    resampling: Resampling,
+    margin: usize,
 ) -> Result<Option<(FetchedWindow, Option<f64>, RequestStats)>, JobError> {
     let cog = ctx.fetcher.open(href).await?;
     let full = cog.geobox(0).ok_or_else(|| CogError::Malformed { href: href.into(), reason: "no image".into() })?;
@@ -619,7 +854,7 @@ async fn fetch_band(
     let factors: Vec<f64> = cog.levels().iter().map(|l| base / l.width.max(1) as f64).collect();
     let level = choose_overview(&factors, shrink);
     let level_box = cog.geobox(level).unwrap_or(full);
-    let Some(window) = source_window(&level_box, work, resampling.margin())? else {
+    let Some(window) = source_window(&level_box, work, margin)? else {
         return Ok(None);
     };
     let fetched = {
@@ -630,88 +865,105 @@ async fn fetch_band(
     Ok(Some((fetched, cog.nodata(), cog.stats())))
 }
 
-/// Decodes and warps one scene's windows onto `work`: the reflectance bands (as u16) and SCL
-/// (as u8). `None` when no pixel of the work grid got a value. Bands on the same source grid
-/// share one coordinate map and, for nearest, one index of the source pixel each target pixel
-/// takes (then a band's warp is a gather).
-#[allow(clippy::type_complexity)]
-fn warp_scene(id: &str, windows: Vec<BandWindow>, work: &GeoBox) -> Result<Option<(Vec<Vec<u16>>, Vec<u8>)>, JobError> {
-    let bad = |reason: String| JobError::BadScene { id: id.to_string(), reason };
-    let n = work.shape.len();
-    let mut grids: Vec<SourceGrid> = Vec::new();
-    let mut bands = Vec::new();
-    let mut scl = Vec::new();
-    let mut any = false;
-    for w in windows {
-        let raster = w.fetched.decode()?;
-        let sampling = if w.resampling == Resampling::Average { Sampling::Corners } else { Sampling::Centres };
-        let at = match grids.iter().position(|g| g.geobox == raster.geobox && g.sampling == sampling) {
-            Some(at) => at,
-            None => {
-                let map = PixelMap::new(&raster.geobox, work, sampling, warp::DEFAULT_TOLERANCE)?;
-                grids.push(SourceGrid { geobox: raster.geobox.clone(), sampling, map, index: None });
-                grids.len() - 1
-            }
-        };
-        let grid = &mut grids[at];
-        if w.scl {
-            let data: Vec<u8> = match raster.data {
-                RasterData::U8(v) => v,
-                RasterData::U16(v) => v.into_iter().map(|x| u8::try_from(x).unwrap_or(0)).collect(),
-                other => return Err(bad(format!("SCL is {:?}; it must be an 8-bit class raster", other.dtype()))),
-            };
-            let nodata = u8::try_from(w.nodata as i64).ok().filter(|_| w.nodata.fract() == 0.0);
-            let src = SourceImage { data: &data, geobox: &raster.geobox, nodata };
-            let mut out = vec![0u8; n];
-            any |= grid.warp(&src, Resampling::Nearest, 0, &mut out)? > 0;
-            scl = out;
-        } else {
-            let data: Vec<u16> = match raster.data {
-                RasterData::U16(v) => v,
-                RasterData::U8(v) => v.into_iter().map(u16::from).collect(),
-                other => {
-                    return Err(bad(format!(
-                        "a reflectance band is {:?}; eocube cubes hold uint16 digital numbers",
-                        other.dtype()
-                    )));
-                }
-            };
-            let nodata = u16::try_from(w.nodata as i64).ok().filter(|_| w.nodata.fract() == 0.0);
-            let src = SourceImage { data: &data, geobox: &raster.geobox, nodata };
-            let mut out = vec![0u16; n];
-            any |= grid.warp(&src, w.resampling, 0, &mut out)? > 0;
-            bands.push(out);
-        }
-    }
-    Ok(any.then_some((bands, scl)))
+/// The source grids of one job and what warping from each onto its work grid needs, built once
+/// and shared by every scene and band read on that grid: the scenes of one MGRS tile read the
+/// same window of the same level (and SCL at 20 m shares the grid of the 10 m bands' first
+/// overview), so a chunk-month of 26 scenes in two tiles builds two plans, not 26.
+#[derive(Default)]
+struct SourceGrids {
+    grids: std::sync::Mutex<Vec<(GeoBox, Sampling, GridSlot)>>,
 }
 
-/// One source grid of a scene (a window of one level) and what warping from it onto the work
-/// grid needs, built once for all the bands read on it.
-struct SourceGrid {
-    geobox: GeoBox,
-    sampling: Sampling,
-    map: PixelMap,
-    /// For nearest: built by the first band that needs it.
-    index: Option<Vec<u32>>,
+/// A grid built once: the first band to need it builds it, the others wait for it. The wait is
+/// asynchronous on purpose: a rayon thread blocked on a lock can deadlock the pool (a thread
+/// waiting inside a parallel loop runs other queued tasks, which may be the very waiters).
+type GridSlot = Arc<tokio::sync::OnceCell<Built>>;
+
+/// What a grid's slot holds: a sample plan (pixel centres) or a corner map (average).
+#[derive(Clone)]
+enum Built {
+    Plan(Arc<SamplePlan>),
+    Corners(Arc<PixelMap>),
 }
 
-impl SourceGrid {
+/// How one band is warped from its grid onto the work grid.
+enum GridWarp {
+    Nearest(Arc<SamplePlan>),
+    Bilinear(Arc<SamplePlan>),
+    Average(Arc<PixelMap>),
+}
+
+impl GridWarp {
     /// Warps `src` (on this grid) into `out`, `fill` where it has no value; the number of pixels
     /// that got one.
-    fn warp<T: warp::Pixel>(
-        &mut self,
-        src: &SourceImage<'_, T>,
-        resampling: Resampling,
-        fill: T,
-        out: &mut [T],
-    ) -> Result<usize, WarpError> {
-        if resampling != Resampling::Nearest {
-            return warp::warp_with_map(src, &self.map, resampling, fill, out);
+    fn warp<T: warp::Pixel>(&self, src: &SourceImage<'_, T>, fill: T, out: &mut [T]) -> Result<usize, WarpError> {
+        match self {
+            GridWarp::Nearest(plan) => plan.gather(src, fill, out),
+            GridWarp::Bilinear(plan) => plan.bilinear(src, fill, out),
+            GridWarp::Average(map) => warp::warp_with_map(src, map, Resampling::Average, fill, out),
         }
-        let index = self.index.get_or_insert_with(|| self.map.nearest_index(self.geobox.shape));
-        warp::gather(src, index, fill, out)
     }
+}
+
+impl SourceGrids {
+    /// How `work` samples `geobox` (centres or corners), built on first use on the CPU pool.
+    async fn built(&self, geobox: &GeoBox, sampling: Sampling, work: &GeoBox) -> Result<Built, JobError> {
+        let slot = {
+            let mut grids = lock(&self.grids);
+            match grids.iter().find(|(g, s, _)| g == geobox && *s == sampling) {
+                Some((_, _, slot)) => Arc::clone(slot),
+                None => {
+                    let slot = GridSlot::default();
+                    grids.push((geobox.clone(), sampling, Arc::clone(&slot)));
+                    slot
+                }
+            }
+        };
+        let built = slot
+            .get_or_try_init(|| {
+                let (geobox, work) = (geobox.clone(), work.clone());
+                async move {
+                    cpu(move || -> Result<Built, JobError> {
+                        Ok(match sampling {
+                            Sampling::Centres => Built::Plan(Arc::new(SamplePlan::new(&geobox, &work)?)),
+                            Sampling::Corners => Built::Corners(Arc::new(PixelMap::new(
+                                &geobox,
+                                &work,
+                                sampling,
+                                warp::DEFAULT_TOLERANCE,
+                            )?)),
+                        })
+                    })
+                    .await?
+                }
+            })
+            .await?;
+        Ok(built.clone())
+    }
+
+    /// The sample plan of `geobox` onto `work` (pixel centres: nearest and bilinear).
+    async fn plan(&self, geobox: &GeoBox, work: &GeoBox) -> Result<Arc<SamplePlan>, JobError> {
+        match self.built(geobox, Sampling::Centres, work).await? {
+            Built::Plan(plan) => Ok(plan),
+            Built::Corners(_) => Err(JobError::Internal("a centre grid holds a corner map".into())),
+        }
+    }
+
+    /// How one band on `geobox` is warped onto `work` with `resampling`.
+    async fn warp_of(&self, geobox: &GeoBox, resampling: Resampling, work: &GeoBox) -> Result<GridWarp, JobError> {
+        Ok(match resampling {
+            Resampling::Nearest => GridWarp::Nearest(self.plan(geobox, work).await?),
+            Resampling::Bilinear => GridWarp::Bilinear(self.plan(geobox, work).await?),
+            Resampling::Average => match self.built(geobox, Sampling::Corners, work).await? {
+                Built::Corners(map) => GridWarp::Average(map),
+                Built::Plan(_) => return Err(JobError::Internal("a corner grid holds a sample plan".into())),
+            },
+        })
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Runs CPU work on the rayon pool (sized to the cores) without blocking the async runtime. A

@@ -724,6 +724,11 @@ impl FetchedWindow {
         self.window
     }
 
+    /// The grid of the window: where its decoded pixels lie.
+    pub fn geobox(&self) -> &GeoBox {
+        &self.geobox
+    }
+
     /// Decodes the tiles into the window (CPU only; call from a thread pool if you like).
     pub fn decode(self) -> Result<Raster, CogError> {
         let data = match self.level.codec.dtype {

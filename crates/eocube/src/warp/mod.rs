@@ -14,9 +14,12 @@
 
 mod kernels;
 mod map;
+mod plan;
 
+pub(crate) use kernels::Taps;
 pub use kernels::{Pixel, SourceImage, gather, warp_into, warp_with_map};
 pub use map::{OUTSIDE, PixelMap, Sampling};
+pub use plan::{Sample, SamplePlan};
 
 use crate::grid::{GeoBox, GridError, PixelWindow, Transformer};
 
