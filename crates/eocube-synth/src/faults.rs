@@ -26,10 +26,9 @@
 //! client cannot tell whether its write happened: `reset` sends the head and half the body, then
 //! a TCP reset; `short` does the same with an orderly close, leaving the body short of its
 //! `Content-Length`; `stall` goes silent (before the head or mid-body) for [`FaultPlan::stall`],
-//! then closes; `trickle` sends the whole answer in 20 pieces spread over
+//! then closes; `trickle` sends the head, then the body in 20 pieces spread over
 //! [`FaultPlan::trickle`] (the first at once, the last at its end), so it is slow but never
-//! silent for long. An empty body is cut in the
-//! head instead.
+//! silent for long. An empty body is cut in the head instead (a trickle passes it on as it is).
 //!
 //! The proxy reads each request and answer whole (bodies de-chunked, resent with a
 //! `Content-Length`), opens one upstream connection per request and keeps client connections
@@ -67,7 +66,8 @@ pub enum Fault {
     Short,
     /// Silence (before the head, or after half the body) for [`FaultPlan::stall`], then a close.
     Stall,
-    /// The whole answer, slowly: 20 pieces over [`FaultPlan::trickle`].
+    /// The head at once, then the body slowly: 20 pieces over [`FaultPlan::trickle`]. An
+    /// answer without a body is passed on untouched (and not counted).
     Trickle,
 }
 
@@ -298,9 +298,12 @@ impl Shared {
             return None;
         }
         let h2 = mix(h);
-        let kind = plan.kinds[(h2 % plan.kinds.len() as u64) as usize];
+        Some((plan.kinds[(h2 % plan.kinds.len() as u64) as usize], h2))
+    }
+
+    /// One fault served.
+    fn served(&self, kind: Fault) {
         self.stats(|s| *s.faults.entry(kind.name()).or_insert(0) += 1);
-        Some((kind, h2))
     }
 }
 
@@ -680,6 +683,11 @@ async fn serve_connection(mut client: TcpStream, shared: Arc<Shared>) {
         let close = req.close;
         let head = answer_head(&answer, close);
         let body: &[u8] = if answer.head_only { &[] } else { &answer.body };
+        // A trickle slows a body; an answer without one is passed on as it is.
+        let fault = fault.filter(|(kind, _)| *kind != Fault::Trickle || !body.is_empty());
+        if let Some((kind, _)) = fault {
+            shared.served(kind);
+        }
         match fault {
             None | Some((Fault::Unavailable | Fault::Throttled, _)) => {
                 let mut all = head;
@@ -708,9 +716,11 @@ async fn serve_connection(mut client: TcpStream, shared: Arc<Shared>) {
                 return;
             }
             Some((Fault::Trickle, _)) => {
-                let mut all = head;
-                all.extend_from_slice(body);
-                if trickle(&mut client, &all, plan.trickle).await {
+                if client.write_all(&head).await.is_err() {
+                    shared.stats(|s| s.trickles_cut += 1);
+                    return;
+                }
+                if trickle(&mut client, body, plan.trickle).await {
                     shared.stats(|s| s.trickles_completed += 1);
                     if close {
                         return;

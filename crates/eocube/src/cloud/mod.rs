@@ -14,7 +14,9 @@
 //! progressing read is never cut (a whole request is only bounded by [`DEFAULT_TOTAL_TIMEOUT`],
 //! 5 minutes, and a job by the job timeout). Connect within 5 s; 5 retries of a transient
 //! failure (5xx, 429, timeouts, resets, bodies cut short) with backoff from 100 ms doubling to
-//! 5 s, none started 30 s after the first attempt. Anything longer is the job-level retry's.
+//! 5 s, none started 2 minutes after the first attempt ([`DEFAULT_RETRY_TIMEOUT`]: a 30 s
+//! bound let a GET through a faulty proxy retry one 20 s stall and no second). Anything longer
+//! is the job-level retry's.
 //!
 //! A front end sets the settings of its process once ([`ClientConfig::make_current`], the CLI
 //! from `--request-timeout`); every client made afterwards uses them ([`ClientConfig::current`]).
@@ -37,6 +39,9 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 /// Backstop on one whole request, however steadily it progresses: 5 minutes is 20 MB (a
 /// coalesced row of Sentinel-2 tiles) at 70 KB/s.
 pub const DEFAULT_TOTAL_TIMEOUT: Duration = Duration::from_secs(300);
+/// No retry of a request starts later than this after its first attempt (or than 4 request
+/// timeouts, when longer): room for a few stalls in a row, each cut at the request timeout.
+pub const DEFAULT_RETRY_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// How a client talks to its cloud.
 #[derive(Debug, Clone, PartialEq)]
@@ -66,7 +71,7 @@ impl Default for ClientConfig {
             max_retries: 5,
             init_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
-            retry_timeout: Duration::from_secs(30),
+            retry_timeout: DEFAULT_RETRY_TIMEOUT,
         }
     }
 }
@@ -87,9 +92,11 @@ impl ClientConfig {
         *CURRENT.write().unwrap_or_else(|p| p.into_inner()) = Some(self);
     }
 
-    /// This configuration with the silence bound `request_timeout`.
+    /// This configuration with the silence bound `request_timeout` (and room for retries
+    /// after stalls that long: [`DEFAULT_RETRY_TIMEOUT`]).
     pub fn with_request_timeout(self, request_timeout: Duration) -> ClientConfig {
-        ClientConfig { request_timeout, ..self }
+        let retry_timeout = self.retry_timeout.max(request_timeout.saturating_mul(4));
+        ClientConfig { request_timeout, retry_timeout, ..self }
     }
 
     pub fn options(&self, allow_http: bool) -> ClientOptions {
