@@ -593,6 +593,10 @@ struct SpecArgs {
     /// Jobs run at once (default: the number of cores).
     #[arg(long)]
     workers: Option<usize>,
+    /// Seconds a request (COG read, catalog search, cube write) may receive nothing before it is
+    /// abandoned and retried; a slow but steady answer is never cut (default 20).
+    #[arg(long, value_name = "SECS", allow_negative_numbers = true)]
+    request_timeout: Option<f64>,
     /// Keep chunks with no land too.
     #[arg(long)]
     all_chunks: bool,
@@ -633,6 +637,7 @@ impl SpecArgs {
             zarr_format: self.zarr_format,
             out: self.out,
             workers: self.workers,
+            request_timeout: self.request_timeout,
             all_chunks: self.all_chunks.then_some(true),
             allow_empty: self.allow_empty.then_some(true),
         };
@@ -810,7 +815,7 @@ async fn report(out: &str, run: Option<&str>, output: &std::path::Path, prices: 
     std::fs::write(output, page).with_context(|| format!("-o {}: cannot write the page", output.display()))?;
     println!("wrote {}", output.display());
     println!(
-        "run {}: {} tasks, {} jobs ({} failed, {} retries), wall {}, {:.1} GB-s at {memory_mb} MB, {} requests, {}",
+        "run {}: {} tasks, {} jobs ({} failed, {} retries), wall {}, {:.1} GB-s at {memory_mb} MB, {} requests, {}; {} request retries",
         report.run,
         report.tasks.len(),
         report.jobs.len(),
@@ -819,7 +824,8 @@ async fn report(out: &str, run: Option<&str>, output: &std::path::Path, prices: 
         seconds_text(report.wall_seconds()),
         cost.gb_seconds,
         cost.requests,
-        dollars_text(cost.dollars())
+        dollars_text(cost.dollars()),
+        report.request_retries()
     );
     Ok(())
 }
@@ -906,6 +912,8 @@ async fn build(args: SpecArgs, run: RunArgs, overviews: bool) -> anyhow::Result<
     let input = args.input()?;
     let settings = input.run_settings()?;
     let spec = input.validate()?;
+    // Before any client is made: every store and catalog of this process takes it.
+    eocube::cloud::ClientConfig::current().with_request_timeout(settings.request_timeout).make_current();
     let mut opts = build_options(settings.workers, &run)?;
     opts.out = settings.out;
     opts.allow_empty = settings.allow_empty;
@@ -1210,7 +1218,7 @@ fn print_report(report: &eocube::build::BuildReport, branch: &str) -> anyhow::Re
         return Ok(());
     }
     println!(
-        "{} jobs: {} done now, {} done before, {} failed, {} not run; {} scenes, {:.1} MB in {} requests, {} retries, {:.1} s",
+        "{} jobs: {} done now, {} done before, {} failed, {} not run; {} scenes, {:.1} MB in {} requests, {} retries, {} request retries, {:.1} s",
         s.jobs,
         s.done,
         s.already_done,
@@ -1220,6 +1228,7 @@ fn print_report(report: &eocube::build::BuildReport, branch: &str) -> anyhow::Re
         s.bytes as f64 / 1e6,
         s.requests,
         s.retries,
+        s.request_retries,
         s.seconds
     );
     if let Some(line) = &report.engine {
@@ -1477,7 +1486,10 @@ async fn status(out: &std::path::Path, branch: &str, json: bool) -> anyhow::Resu
         println!("  failed job t={} iy={} ix={}: {error}", job.t, job.iy, job.ix);
     }
     for r in &s.runs {
-        println!("run {}: {} executor, {} tasks, {} jobs, started {}", r.id, r.executor, r.tasks, r.jobs, r.created);
+        println!(
+            "run {}: {} executor, {} tasks, {} jobs, started {}; {} retries, {} request retries",
+            r.id, r.executor, r.tasks, r.jobs, r.created, r.retries, r.request_retries
+        );
     }
     Ok(())
 }

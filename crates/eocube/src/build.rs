@@ -641,6 +641,7 @@ fn new_run(spec: &CubeSpec, opts: &BuildOptions, jobs: Vec<Job>) -> StoredRun {
         jobs_per_task: per_task,
         tasks: jobs.len().div_ceil(per_task) as u32,
         job_timeout_seconds: opts.run.timeout.as_secs_f64(),
+        request_timeout_seconds: Some(opts.fetch.request_timeout.as_secs_f64()),
         skip_bad_scenes: opts.skip_bad_scenes,
         allow_empty: opts.allow_empty,
         memory_mb: None,
@@ -735,6 +736,10 @@ pub struct RunStatus {
     pub executor: String,
     pub tasks: u32,
     pub jobs: usize,
+    /// From the run's report lines: job attempts after the first, and failed request attempts
+    /// sent again ([`crate::executor::JobRecord::request_retries`]).
+    pub retries: u64,
+    pub request_retries: u64,
 }
 
 /// The status of the cube at `out` (a local path or a URL, as for [`create_or_resume`]): its plan
@@ -752,7 +757,14 @@ pub async fn status(out: impl AsRef<OsStr>, branch: &str, is_land: LandTest<'_>)
     let mut last: std::collections::HashMap<Job, (bool, String)> = Default::default();
     let report = cube.report().await.map_err(store)?;
     let (scenes_found, scenes) = scene_counts(&report, &done);
+    let mut retries: std::collections::HashMap<String, (u64, u64)> = Default::default();
     for r in report {
+        if let Some(run) = r.get("run").and_then(|v| v.as_str()) {
+            let count = |k: &str| r.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
+            let sums = retries.entry(run.to_string()).or_default();
+            sums.0 += count("retries");
+            sums.1 += count("request_retries");
+        }
         let Some(job) = r.get("job").and_then(|j| serde_json::from_value::<Job>(j.clone()).ok()) else {
             continue;
         };
@@ -791,7 +803,16 @@ pub async fn status(out: impl AsRef<OsStr>, branch: &str, is_land: LandTest<'_>)
         // A run whose files cannot be read is left out of the list, not an error of `status`.
         if let Ok(run) = worker::read_run(&cube, &id).await {
             let r = run.record;
-            s.runs.push(RunStatus { id, created: r.created, executor: r.executor, tasks: r.tasks, jobs: r.jobs });
+            let (retries, request_retries) = retries.get(&id).copied().unwrap_or_default();
+            s.runs.push(RunStatus {
+                id,
+                created: r.created,
+                executor: r.executor,
+                tasks: r.tasks,
+                jobs: r.jobs,
+                retries,
+                request_retries,
+            });
         }
     }
     Ok(s)

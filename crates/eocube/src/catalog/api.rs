@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 use url::Url;
 
 use super::{CatalogError, Scene, SearchRequest, scenes_from_items};
+use crate::cloud::{ClientConfig, retries};
 
 /// How the first search request is sent. Next links say their own method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -53,8 +54,13 @@ pub struct ApiOptions {
     /// Runaway-paging guard: a search needing more pages fails with
     /// [`CatalogError::TooManyPages`] rather than silently returning part of the answer.
     pub max_pages: usize,
-    /// Whole-request timeout (connect + answer). pgstac searches with CQL2 filters over large
-    /// collections can take tens of seconds.
+    /// Silence bound: a request that receives nothing for this long (no answer head, or a
+    /// pause in the body) is abandoned and retried. A search computes its whole answer before
+    /// it sends the first byte, so this must exceed the catalog's slowest search: pgstac
+    /// searches with CQL2 filters over large collections can take tens of seconds
+    /// (`--request-timeout`). Default: every client's ([`ClientConfig::current`]).
+    pub request_timeout: Duration,
+    /// Bound on a whole request, however steadily it progresses.
     pub timeout: Duration,
     pub connect_timeout: Duration,
     /// Sent with every request (e.g. an API key); next links may add their own.
@@ -63,12 +69,21 @@ pub struct ApiOptions {
 
 impl Default for ApiOptions {
     fn default() -> Self {
+        ApiOptions::from_client(&ClientConfig::current())
+    }
+}
+
+impl ApiOptions {
+    /// The defaults with the timeouts of the object store clients (`client`), so that the
+    /// catalog and the COG reader give up on a silent server alike.
+    pub fn from_client(client: &ClientConfig) -> Self {
         ApiOptions {
             method: SearchMethod::Auto,
             retry: RetryPolicy::default(),
             max_pages: 1000,
-            timeout: Duration::from_secs(60),
-            connect_timeout: Duration::from_secs(10),
+            request_timeout: client.request_timeout,
+            timeout: client.total_timeout,
+            connect_timeout: client.connect_timeout,
             headers: Vec::new(),
         }
     }
@@ -123,7 +138,14 @@ struct NextLink {
 
 /// Why one attempt failed, and whether trying again may help.
 enum Failure {
-    Transient { err: CatalogError, retry_after: Option<Duration> },
+    /// 429, 5xx, a timeout, a reset, an answer cut short.
+    Transient {
+        err: CatalogError,
+        retry_after: Option<Duration>,
+    },
+    /// No connection could be made (refused, no route, unknown host): transient for a search,
+    /// but the landing-page check reports it at once.
+    Unconnected(CatalogError),
     Permanent(CatalogError),
 }
 
@@ -144,10 +166,11 @@ impl ApiClient {
         }
         let http = reqwest::Client::builder()
             .timeout(options.timeout)
+            .read_timeout(options.request_timeout)
             .connect_timeout(options.connect_timeout)
             .user_agent(concat!("eocube/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| CatalogError::Unreachable { url: root.to_string(), reason: error_chain(&e) })?;
+            .map_err(|e| CatalogError::Unreachable { url: root.to_string(), reason: crate::error_chain(&e) })?;
         Ok(ApiClient { root, http, options })
     }
 
@@ -173,14 +196,13 @@ impl ApiClient {
         Ok(PageRequest::Get { url, headers: self.options.headers.clone() })
     }
 
-    /// The landing page, fetched once without retries: the check `eocube build` makes before any
-    /// work so that a wrong or dead --stac-url fails in seconds, not after the first job's retries.
+    /// The landing page: the check `eocube build` makes before any work. A wrong or dead
+    /// --stac-url (no connection, a 404, not a STAC API) fails at once, in seconds rather than
+    /// after the first job's retries; a catalog that answers with a transient failure (503,
+    /// 429, a stall, a reset) is retried as a search is.
     pub async fn landing(&self) -> Result<Value, CatalogError> {
         let req = PageRequest::Get { url: self.root.clone(), headers: self.options.headers.clone() };
-        let page = match self.try_once(&req).await {
-            Ok(v) => v,
-            Err(Failure::Permanent(e) | Failure::Transient { err: e, .. }) => return Err(e),
-        };
+        let page = self.fetch_with(&req, false).await?;
         let bad = |reason: &str| CatalogError::InvalidJson { url: self.root.to_string(), reason: reason.into() };
         if !page.is_object() {
             return Err(bad("the landing page is not a JSON object"));
@@ -298,13 +320,23 @@ impl ApiClient {
 
     /// One request, retried per the policy; the JSON answer or the last failure.
     async fn fetch(&self, r: &PageRequest) -> Result<Value, CatalogError> {
+        self.fetch_with(r, true).await
+    }
+
+    /// [`ApiClient::fetch`]; `retry_unconnected`: whether a failure to connect is retried.
+    async fn fetch_with(&self, r: &PageRequest, retry_unconnected: bool) -> Result<Value, CatalogError> {
         let policy = self.options.retry;
         let mut attempt = 0u32;
         loop {
-            match self.try_once(r).await {
+            let failure = match self.try_once(r).await {
                 Ok(v) => return Ok(v),
-                Err(Failure::Permanent(e)) => return Err(e),
-                Err(Failure::Transient { err, retry_after }) => {
+                Err(Failure::Unconnected(err)) if retry_unconnected => Failure::Transient { err, retry_after: None },
+                Err(f) => f,
+            };
+            match failure {
+                Failure::Permanent(e) | Failure::Unconnected(e) => return Err(e),
+                Failure::Transient { err, retry_after } => {
+                    retries::note();
                     if attempt >= policy.max_retries {
                         return Err(err);
                     }
@@ -313,6 +345,22 @@ impl ApiClient {
                 }
             }
         }
+    }
+
+    /// A failed request's reason; a timeout names the bounds and the setting that moves them.
+    fn describe(&self, e: &reqwest::Error) -> String {
+        // reqwest's own message is terse ("error sending request"); its sources say why.
+        let msg = crate::error_chain(e);
+        if !e.is_timeout() {
+            return msg;
+        }
+        let o = &self.options;
+        format!(
+            "timed out: nothing received for {} s, or the whole request took over {} s; raise `request-timeout` if \
+             the catalog is slow rather than stuck ({msg})",
+            o.request_timeout.as_secs_f64(),
+            o.timeout.as_secs_f64()
+        )
     }
 
     async fn try_once(&self, r: &PageRequest) -> Result<Value, Failure> {
@@ -335,15 +383,21 @@ impl ApiClient {
             }
         };
         let resp = builder.headers(headers).send().await.map_err(|e| {
-            let err = CatalogError::Unreachable { url: url.clone(), reason: error_chain(&e) };
-            if e.is_builder() { Failure::Permanent(err) } else { Failure::Transient { err, retry_after: None } }
+            let err = CatalogError::Unreachable { url: url.clone(), reason: self.describe(&e) };
+            if e.is_builder() {
+                Failure::Permanent(err)
+            } else if e.is_connect() {
+                Failure::Unconnected(err)
+            } else {
+                Failure::Transient { err, retry_after: None }
+            }
         })?;
         let status = resp.status();
         let retry_after = resp.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
         let bytes = resp.bytes().await.map_err(|e| Failure::Transient {
             err: CatalogError::Unreachable {
                 url: url.clone(),
-                reason: format!("the answer was cut short ({})", error_chain(&e)),
+                reason: format!("the answer was cut short ({})", self.describe(&e)),
             },
             retry_after: None,
         })?;
@@ -496,12 +550,6 @@ fn parse_retry_after(v: &str) -> Option<Duration> {
     let at = DateTime::parse_from_rfc2822(v).ok()?.with_timezone(&Utc);
     let now: DateTime<Utc> = SystemTime::now().into();
     Some((at - now).to_std().unwrap_or(Duration::ZERO))
-}
-
-/// reqwest's own message is terse ("error sending request"); its sources say why.
-fn error_chain(e: &reqwest::Error) -> String {
-    let msg = crate::error_chain(e);
-    if e.is_timeout() { format!("timed out ({msg})") } else { msg }
 }
 
 #[cfg(test)]

@@ -282,7 +282,12 @@ pub enum Catalog {
 impl Catalog {
     /// A STAC API at `url` (its root; searches go to `{url}/search`) with default options.
     pub fn api(url: &str) -> Result<Self, CatalogError> {
-        Ok(Catalog::Api(ApiClient::new(url, ApiOptions::default())?))
+        Catalog::api_with(url, ApiOptions::default())
+    }
+
+    /// [`Catalog::api`] with `options` (timeouts, retries, method).
+    pub fn api_with(url: &str, options: ApiOptions) -> Result<Self, CatalogError> {
+        Ok(Catalog::Api(ApiClient::new(url, options)?))
     }
 
     /// A local FeatureCollection / ItemCollection file (or one item, or a JSON array of items).
