@@ -406,7 +406,8 @@ pub(crate) fn parse(buf: &[u8], file_size: u64) -> Result<Parse, TiffError> {
         if end > file_size { Err(TiffError::PastEnd { part, end, file_size }) } else { Ok(Parse::NeedMore { end }) }
     };
     if have < 8 {
-        return if file_size < 8 { need(8, Part::Header) } else { Ok(Parse::NeedMore { end: 16 }) };
+        // 16 bytes hold a BigTIFF header too.
+        return if file_size < 8 { need(8, Part::Header) } else { Ok(Parse::NeedMore { end: file_size.min(16) }) };
     }
     let big_endian = match buf.get(0..2) {
         Some(b"II") => false,
@@ -725,4 +726,11 @@ fn geo_keys(v: &Values) -> Result<Option<GeoKeys>, TiffError> {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    clippy::unwrap_used,
+    clippy::panic,
+    clippy::cast_possible_truncation
+)]
 pub(crate) mod tests;

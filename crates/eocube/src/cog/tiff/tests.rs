@@ -251,6 +251,8 @@ fn asks_for_more_bytes_up_to_the_values_and_the_next_ifd() {
 fn not_a_tiff_truncated_cycles_and_chains() {
     assert!(matches!(parse(b"GIF89a\0\0\0\0\0\0", 12), Err(TiffError::ByteOrder { .. })));
     assert!(matches!(parse(b"II*\0", 4), Err(TiffError::PastEnd { part: Part::Header, end: 8, file_size: 4 })));
+    // Never more than the file holds: a 12-byte file is asked for 12 bytes, not 16.
+    assert!(matches!(parse(b"II*\0", 12), Ok(Parse::NeedMore { end: 12 })));
     assert!(matches!(parse(b"II\x2b\0\x08\0\0\0", 100), Ok(Parse::NeedMore { end: 16 })));
     assert!(matches!(parse(b"II\x2b\0\x08\0\0\0", 12), Err(TiffError::PastEnd { part: Part::Header, .. })));
     assert!(matches!(parse(b"II\x2b\0\x04\0\0\0\0\0\0\0\0\0\0\0", 16), Err(TiffError::BigTiffHeader { size: 4, .. })));
