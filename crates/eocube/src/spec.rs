@@ -117,8 +117,13 @@ impl SpecInput {
     pub fn from_toml_file(path: &Path) -> Result<SpecInput, SpecError> {
         let shown = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| bad("config", &shown, format!("cannot read it: {e}")))?;
-        toml::from_str(&text)
-            .map_err(|e| bad("config", &shown, format!("not a valid eocube config: {}", e.to_string().trim_end())))
+        Self::from_toml_str(&text, &shown)
+    }
+
+    /// Parse the text of a config file; `shown` names the file in errors.
+    pub fn from_toml_str(text: &str, shown: &str) -> Result<SpecInput, SpecError> {
+        toml::from_str(text)
+            .map_err(|e| bad("config", shown, format!("not a valid eocube config: {}", e.to_string().trim_end())))
     }
 
     /// `self` with every setting that `flags` gives replaced (flags override the file).

@@ -530,6 +530,30 @@ fn parse_page(url: &Url, page: Value) -> Result<(Vec<Value>, Option<NextLink>), 
     Ok((features, Some(NextLink { href, post, body, merge, headers })))
 }
 
+/// One search answer handled as [`ApiClient::search_items`] handles it, without the network:
+/// the body decoded, the page parsed, its `next` link turned into the next request (after a POST
+/// search, or after the GET fallback when the body's length is odd) and the features into
+/// scenes. For the `stac_page` fuzz target (`crate::fuzz`).
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn page_step(body: &[u8], bands: &[String]) -> Result<(), CatalogError> {
+    static CLIENT: std::sync::OnceLock<Option<ApiClient>> = std::sync::OnceLock::new();
+    let client = CLIENT.get_or_init(|| ApiClient::new("https://stac.example/v1", ApiOptions::default()).ok());
+    let Some(client) = client else { return Ok(()) };
+    let req = SearchRequest::new(&["sentinel-2-c1-l2a"], DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MAX_UTC);
+    let current = if body.len() % 2 == 0 {
+        PageRequest::Post { url: client.search_url()?, body: req.to_body(), headers: client.options.headers.clone() }
+    } else {
+        client.get_request(&req)?
+    };
+    let page = serde_json::from_slice(body)
+        .map_err(|e| CatalogError::InvalidJson { url: current.url().to_string(), reason: e.to_string() })?;
+    let (features, next) = parse_page(current.url(), page)?;
+    if let Some(link) = next {
+        let _ = client.next_request(&req, &current, link).key();
+    }
+    scenes_from_items(&features, bands).map(|_| ())
+}
+
 /// The wait before retry number `attempt + 1`: `base * 2^attempt`, capped at `max_delay`, then
 /// jittered to between half and all of that; at least `Retry-After` when the server sent one.
 fn backoff(policy: &RetryPolicy, attempt: u32, retry_after: Option<Duration>) -> Duration {

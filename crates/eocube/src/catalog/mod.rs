@@ -35,6 +35,8 @@ use serde_json::{Value, json};
 
 use crate::grid::{Affine, Bbox};
 
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) use api::page_step;
 pub use api::{ApiClient, ApiOptions, RetryPolicy, SearchMethod};
 pub use item::{band_aliases, parse_item, resolve_asset_key};
 pub use local::{Census, ItemCollection, load_item_collection};
