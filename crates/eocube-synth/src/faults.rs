@@ -492,7 +492,7 @@ impl Reader<'_> {
     }
 
     /// Everything until the end of the stream.
-    async fn to_end(&mut self) -> std::io::Result<Vec<u8>> {
+    async fn read_to_end(&mut self) -> std::io::Result<Vec<u8>> {
         while self.fill().await? {
             if self.buf.len() > MAX_BODY {
                 return Err(invalid("body too large"));
@@ -511,7 +511,7 @@ impl Reader<'_> {
                 let n: usize = String::from_utf8_lossy(v).trim().parse().map_err(|_| invalid("bad Content-Length"))?;
                 self.exact(n).await
             }
-            None if to_end => self.to_end().await,
+            None if to_end => self.read_to_end().await,
             None => Ok(Vec::new()),
         }
     }

@@ -540,7 +540,7 @@ pub(crate) fn page_step(body: &[u8], bands: &[String]) -> Result<(), CatalogErro
     let client = CLIENT.get_or_init(|| ApiClient::new("https://stac.example/v1", ApiOptions::default()).ok());
     let Some(client) = client else { return Ok(()) };
     let req = SearchRequest::new(&["sentinel-2-c1-l2a"], DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MAX_UTC);
-    let current = if body.len() % 2 == 0 {
+    let current = if body.len().is_multiple_of(2) {
         PageRequest::Post { url: client.search_url()?, body: req.to_body(), headers: client.options.headers.clone() }
     } else {
         client.get_request(&req)?

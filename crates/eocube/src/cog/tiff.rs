@@ -486,7 +486,7 @@ pub(crate) fn parse(buf: &[u8], file_size: u64) -> Result<Parse, TiffError> {
 fn entry(r: &Bytes, layout: Layout, ifd: u64, e: u64, file_size: u64) -> Result<Option<Entry>, TiffError> {
     // The caller checked that the whole entry is in the buffer; these reads cannot fail, but a
     // failure would only read as zeros.
-    let field = |off: u64| e.checked_add(off).unwrap_or(u64::MAX);
+    let field = |off: u64| e.saturating_add(off);
     let tag = r.u16(e).unwrap_or(0);
     let typ = r.u16(field(2)).unwrap_or(0);
     let count = r.word(field(4), layout.bigtiff).unwrap_or(0);
@@ -524,7 +524,7 @@ impl Values<'_> {
 
     /// The value bytes of `e`, all in memory (the caller made sure of it).
     fn bytes(&self, e: &Entry) -> Result<&[u8], TiffError> {
-        let len = e.value.end.checked_sub(e.value.start).unwrap_or(0);
+        let len = e.value.end.saturating_sub(e.value.start);
         self.r.slice(e.value.start, len).ok_or(TiffError::PastEnd {
             part: Part::Value { ifd: self.ifd, tag: Tag(e.tag) },
             end: e.value.end,

@@ -260,7 +260,7 @@ fn not_a_tiff_truncated_cycles_and_chains() {
     assert!(matches!(parse(b"MM\0\x2a\0\0\0\0", 8), Err(TiffError::NoImage)));
     assert!(matches!(parse(b"MM\0\x2a\0\0\0\x04", 8), Err(TiffError::IfdInHeader(4))));
     // An IFD offset near 2^64: the sums overflow, the answer is still an error.
-    assert!(matches!(parse(b"II\x2b\0\x08\0\0\0\xf8\xff\xff\xff\xff\xff\xff\xff", 1 << 40), Err(_)));
+    assert!(parse(b"II\x2b\0\x08\0\0\0\xf8\xff\xff\xff\xff\xff\xff\xff", 1 << 40).is_err());
 
     let mut b = TiffBuilder::new(false);
     b.ifds.push(minimal_ifd(20, 20, 16, vec![0; 4], vec![0; 4]));
@@ -299,7 +299,8 @@ fn every_defect_is_a_typed_error_naming_ifd_and_tag() {
             i.push((tag, typ, v.clone()));
         })
     };
-    let cases: Vec<(&str, Edit, fn(&TiffError) -> bool)> = vec![
+    type Case = (&'static str, Edit, fn(&TiffError) -> bool);
+    let cases: Vec<Case> = vec![
         ("unknown type on a read tag", Box::new(|i| i[0].1 = 99), |e| {
             matches!(e, TiffError::FieldType { ifd: 8, tag: Tag(256), typ: 99 })
         }),
