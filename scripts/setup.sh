@@ -59,6 +59,9 @@ else
     check_py || { echo "setup: .venv is still not usable" >&2; exit 1; }
 fi
 
+# 2b. The reader stacks of tests/readers.rs that conflict with .venv (zarr-python 2, icechunk 2)
+bash "$ROOT/scripts/setup-readers.sh"
+
 # 3. Rust components used by scripts/test.sh
 if command -v rustup >/dev/null 2>&1; then
     installed="$(rustup component list --installed 2>/dev/null || true)"

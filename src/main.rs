@@ -593,9 +593,17 @@ struct SpecArgs {
     /// Jobs run at once (default: the number of cores).
     #[arg(long)]
     workers: Option<usize>,
+    /// Seconds a request (COG read, catalog search, cube write) may receive nothing before it is
+    /// abandoned and retried; a slow but steady answer is never cut (default 20).
+    #[arg(long, value_name = "SECS", allow_negative_numbers = true)]
+    request_timeout: Option<f64>,
     /// Keep chunks with no land too.
     #[arg(long)]
     all_chunks: bool,
+    /// Publish the cube even when no scene is found (a cube of fill); without it such a build
+    /// is refused, or left unpublished with exit status 1.
+    #[arg(long)]
+    allow_empty: bool,
 }
 
 impl SpecArgs {
@@ -629,7 +637,9 @@ impl SpecArgs {
             zarr_format: self.zarr_format,
             out: self.out,
             workers: self.workers,
+            request_timeout: self.request_timeout,
             all_chunks: self.all_chunks.then_some(true),
+            allow_empty: self.allow_empty.then_some(true),
         };
         Ok(file.overridden_by(flags))
     }
@@ -750,6 +760,12 @@ async fn collect(out: &str, run: Option<&str>, branch: &str) -> anyhow::Result<(
     for i in r.missing.iter().chain(&r.failed).take(5) {
         println!("  rerun one: eocube worker {out} --run {} --index {i}", r.run);
     }
+    if let (false, Some(empty)) = (r.complete, &r.empty) {
+        anyhow::bail!(
+            "empty: {empty}; every chunk of {out} would be fill, so it is not published; rerun the build with \
+             --allow-empty to publish it as it is"
+        );
+    }
     if !r.complete {
         anyhow::bail!(
             "not complete: {} jobs still to do; rerun them all with the same `eocube build` (it resumes) or the \
@@ -799,7 +815,7 @@ async fn report(out: &str, run: Option<&str>, output: &std::path::Path, prices: 
     std::fs::write(output, page).with_context(|| format!("-o {}: cannot write the page", output.display()))?;
     println!("wrote {}", output.display());
     println!(
-        "run {}: {} tasks, {} jobs ({} failed, {} retries), wall {}, {:.1} GB-s at {memory_mb} MB, {} requests, {}",
+        "run {}: {} tasks, {} jobs ({} failed, {} retries), wall {}, {:.1} GB-s at {memory_mb} MB, {} requests, {}; {} request retries",
         report.run,
         report.tasks.len(),
         report.jobs.len(),
@@ -808,7 +824,8 @@ async fn report(out: &str, run: Option<&str>, output: &std::path::Path, prices: 
         seconds_text(report.wall_seconds()),
         cost.gb_seconds,
         cost.requests,
-        dollars_text(cost.dollars())
+        dollars_text(cost.dollars()),
+        report.request_retries()
     );
     Ok(())
 }
@@ -895,8 +912,11 @@ async fn build(args: SpecArgs, run: RunArgs, overviews: bool) -> anyhow::Result<
     let input = args.input()?;
     let settings = input.run_settings()?;
     let spec = input.validate()?;
+    // Before any client is made: every store and catalog of this process takes it.
+    eocube::cloud::ClientConfig::current().with_request_timeout(settings.request_timeout).make_current();
     let mut opts = build_options(settings.workers, &run)?;
     opts.out = settings.out;
+    opts.allow_empty = settings.allow_empty;
     let icechunk = icechunk_options(&run)?;
     let pyramid =
         eocube::pyramid::PyramidOptions { jobs: settings.workers.max(1), progress: progress::pyramid(run.quiet) };
@@ -1026,6 +1046,7 @@ fn build_options(workers: usize, run: &RunArgs) -> anyhow::Result<eocube::build:
         executor: executor_choice(&run.engine)?,
         jobs_per_task: run.engine.jobs_per_task,
         skip_bad_scenes: run.skip_bad_scenes,
+        allow_empty: false,
         watcher: progress::watcher(run.quiet),
         fetch: FetchConfig::from_env(),
         detach: run.engine.detach,
@@ -1160,6 +1181,9 @@ fn default_workers() -> usize {
 fn print_report(report: &eocube::build::BuildReport, branch: &str) -> anyhow::Result<()> {
     let s = &report.summary;
     let out = report.out.display();
+    for w in &report.warnings {
+        eprintln!("warning: {w}; --allow-empty given: building it anyway");
+    }
     if let Some(d) = &report.detached {
         if d.emitted {
             println!(
@@ -1194,7 +1218,7 @@ fn print_report(report: &eocube::build::BuildReport, branch: &str) -> anyhow::Re
         return Ok(());
     }
     println!(
-        "{} jobs: {} done now, {} done before, {} failed, {} not run; {} scenes, {:.1} MB in {} requests, {} retries, {:.1} s",
+        "{} jobs: {} done now, {} done before, {} failed, {} not run; {} scenes, {:.1} MB in {} requests, {} retries, {} request retries, {:.1} s",
         s.jobs,
         s.done,
         s.already_done,
@@ -1204,6 +1228,7 @@ fn print_report(report: &eocube::build::BuildReport, branch: &str) -> anyhow::Re
         s.bytes as f64 / 1e6,
         s.requests,
         s.retries,
+        s.request_retries,
         s.seconds
     );
     if let Some(line) = &report.engine {
@@ -1231,6 +1256,16 @@ fn print_report(report: &eocube::build::BuildReport, branch: &str) -> anyhow::Re
             s.failed,
             s.jobs
         );
+    }
+    if let Some(empty) = &report.empty {
+        if !report.complete {
+            anyhow::bail!(
+                "empty: {empty}; every chunk of {out} would be fill, so it is not published. Check --collection, --bbox, \
+                 --start/--end, --bands and --cloud-cover-max against the catalog, or rerun with --allow-empty to publish \
+                 it as it is (the jobs are kept)"
+            );
+        }
+        eprintln!("warning: empty: {empty}; the cube is all fill (published: --allow-empty)");
     }
     println!("cube: {out} (complete)");
     println!("open it in Python:");
@@ -1276,6 +1311,7 @@ async fn demo(out: &std::path::Path, workers: Option<usize>, quiet: bool) -> any
         executor: eocube::build::ExecutorChoice::Local,
         jobs_per_task: 1,
         skip_bad_scenes: false,
+        allow_empty: false,
         watcher: progress::watcher(quiet),
         fetch: FetchConfig::default(),
         detach: false,
@@ -1438,12 +1474,22 @@ async fn status(out: &std::path::Path, branch: &str, json: bool) -> anyhow::Resu
     println!("done: {}", s.done);
     println!("pending: {}", s.pending);
     println!("failed: {}", s.failed);
-    println!("complete: {}", if s.complete { "yes" } else { "no (run eocube build again to finish it)" });
+    let unfinished = match &s.empty {
+        Some(_) => "no (every job is done but none found data: rerun the build with --allow-empty to publish it)",
+        None => "no (run eocube build again to finish it)",
+    };
+    println!("complete: {}", if s.complete { "yes" } else { unfinished });
+    if let Some(empty) = &s.empty {
+        println!("empty: {empty}");
+    }
     for (job, error) in s.failures.iter().take(10) {
         println!("  failed job t={} iy={} ix={}: {error}", job.t, job.iy, job.ix);
     }
     for r in &s.runs {
-        println!("run {}: {} executor, {} tasks, {} jobs, started {}", r.id, r.executor, r.tasks, r.jobs, r.created);
+        println!(
+            "run {}: {} executor, {} tasks, {} jobs, started {}; {} retries, {} request retries",
+            r.id, r.executor, r.tasks, r.jobs, r.created, r.retries, r.request_retries
+        );
     }
     Ok(())
 }

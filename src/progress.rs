@@ -139,7 +139,10 @@ impl Observer for Progress {
 fn line(s: &Summary, r: &JobRecord) -> String {
     let finished = s.already_done + s.done + s.failed;
     let head = format!("[{finished}/{}] job t={} iy={} ix={}", s.jobs, r.job.t, r.job.iy, r.job.ix);
-    let retries = if r.retries > 0 { format!(", {} retries", r.retries) } else { String::new() };
+    let mut retries = if r.retries > 0 { format!(", {} retries", r.retries) } else { String::new() };
+    if r.request_retries > 0 {
+        retries.push_str(&format!(", {} request retries", r.request_retries));
+    }
     match r.outcome {
         Outcome::Done => format!(
             "{head} done: {} scenes, {} solar days, {:.1} MB in {} requests, {:.2} s{retries}",

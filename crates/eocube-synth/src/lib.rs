@@ -18,6 +18,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod cog;
+pub mod faults;
 mod scene;
 pub mod server;
 mod truth;

@@ -7,12 +7,14 @@
 //! path, a dead catalog, an output holding another cube). Must not touch: what a job computes,
 //! how jobs are scheduled, or the store's byte layout.
 
+use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::catalog::{Catalog, CatalogError};
+use crate::catalog::probe::{Probe, ProbeError};
+use crate::catalog::{Catalog, CatalogError, SearchRequest};
 use crate::cog::{FetchConfig, Fetcher};
 #[cfg(feature = "batch")]
 use crate::executor::batch::BatchOptions;
@@ -39,6 +41,10 @@ pub struct BuildOptions {
     /// Jobs each task runs (`--jobs-per-task`); 1 unless an engine's per-task start-up is dear.
     pub jobs_per_task: usize,
     pub skip_bad_scenes: bool,
+    /// Publish the cube even when no job found a scene (`allow-empty`): a cube of fill. Without
+    /// it such a build is refused before any job when the catalog holds nothing for it, and left
+    /// unpublished, with an error, when its jobs found nothing.
+    pub allow_empty: bool,
     /// Who is told how the run goes (the CLI's progress bar); nobody by default.
     pub watcher: Watcher,
     pub fetch: FetchConfig,
@@ -134,6 +140,29 @@ pub struct BuildReport {
     pub engine: Option<String>,
     /// The overview pyramid, when asked for (`--overviews`) and the build completed.
     pub pyramid: Option<PyramidSummary>,
+    /// Every job is done and none found a scene with data: the cube is all fill. Unless
+    /// `allow-empty`, it is not published (`complete` is false).
+    pub empty: Option<Empty>,
+    /// What the catalog probe found wanting but `allow-empty` let pass.
+    pub warnings: Vec<String>,
+}
+
+/// A build whose jobs found no scene with data on the cube: every chunk is fill.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Empty {
+    pub jobs: usize,
+    /// Scenes the catalog returned to the jobs (each counted once per job).
+    pub scenes_found: usize,
+}
+
+impl std::fmt::Display for Empty {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.scenes_found == 0 {
+            write!(f, "0 scenes found in {} jobs", self.jobs)
+        } else {
+            write!(f, "{} scenes found in {} jobs, none with data on the cube's chunks", self.scenes_found, self.jobs)
+        }
+    }
 }
 
 /// Why a build did not start or did not finish. Variants about one setting start their message
@@ -173,6 +202,9 @@ pub enum BuildError {
     /// `out` is not a location eocube can write to (the message names it and the forms).
     #[error(transparent)]
     Location(#[from] LocationError),
+    /// The catalog holds nothing for the build, or nothing it can read (checked before any job).
+    #[error(transparent)]
+    Probe(Box<ProbeError>),
     /// The AWS profile named in the environment cannot be used (for `s3://` inputs).
     #[error("AWS settings for s3:// inputs: {reason}")]
     AwsSettings { reason: String },
@@ -195,6 +227,7 @@ impl BuildError {
             BuildError::End { .. } => Some("end"),
             BuildError::DetachLocal => Some("detach"),
             BuildError::Plan(PlanError::Spec(e)) => Some(e.setting),
+            BuildError::Probe(e) => e.setting(),
             BuildError::Plan(_) | BuildError::AwsSettings { .. } => None,
         }
     }
@@ -211,6 +244,34 @@ pub async fn open_catalog(spec: &CubeSpec) -> Result<Catalog, BuildError> {
             catalog.check().await.map_err(bad)?;
             Ok(catalog)
         }
+    }
+}
+
+/// Looks at the catalog before anything is written ([`crate::catalog::probe`]): one search over
+/// the whole bbox and dates must find items of the collection with every band. A catalog holding
+/// nothing for the build is an error unless `allow_empty`, which turns it into a warning.
+pub async fn probe_catalog(spec: &CubeSpec, catalog: &Catalog, allow_empty: bool) -> Result<Vec<String>, BuildError> {
+    let day = |d: crate::time::Date| d.and_hms_opt(0, 0, 0).map(|t| t.and_utc());
+    let (Some(start), Some(end)) = (day(spec.start), day(spec.end)) else { return Ok(Vec::new()) };
+    // A job's window is its bins' solar days: up to 12 h either side of the UTC dates.
+    let mut search = SearchRequest::new(
+        &[spec.collection.as_str()],
+        start - chrono::TimeDelta::hours(12),
+        end + chrono::TimeDelta::hours(36),
+    );
+    search.bbox = Some(spec.bbox);
+    search.max_cloud_cover = spec.cloud_cover_max;
+    let mut bands = spec.bands.clone();
+    bands.push(crate::job::SCL_BAND.to_string());
+    let probe = Probe { search, bands, dates: format!("{} to {}", spec.start, spec.end) };
+    match crate::catalog::probe::probe(catalog, &probe).await {
+        Ok(_) => Ok(Vec::new()),
+        Err(e) if allow_empty && e.is_nothing() => Ok(vec![e.to_string()]),
+        Err(ProbeError::Catalog(error)) => Err(match &spec.items {
+            Some(path) => BuildError::Items { path: path.clone(), error },
+            None => BuildError::Catalog { url: spec.stac_url.clone(), error },
+        }),
+        Err(e) => Err(BuildError::Probe(Box::new(e))),
     }
 }
 
@@ -304,6 +365,7 @@ pub async fn build_with_overviews(
     }
     let catalog = open_catalog(spec).await?;
     let plan = Arc::new(Plan::new(spec, is_land)?);
+    let warnings = probe_catalog(spec, &catalog, opts.allow_empty).await?;
     let (cube, resumed) = create_or_resume_with(&out, &plan, icechunk).await?;
     let cube = Arc::new(cube);
     let store = |error| BuildError::Store { path: out.clone(), error: Box::new(error) };
@@ -334,6 +396,8 @@ pub async fn build_with_overviews(
                 detached: Some(detached),
                 engine: None,
                 pyramid: None,
+                empty: None,
+                warnings,
             });
         }
     };
@@ -351,7 +415,13 @@ pub async fn build_with_overviews(
         executor::run(&*executor, Pending { run: &run, tasks, already_done }, &cube, &opts.run, &watcher, stop)
             .await
             .map_err(engine)?;
-    let complete = summary.complete();
+    let mut complete = summary.complete();
+    let empty = if complete { emptiness(&cube, &summary, &done).await.map_err(store)? } else { None };
+    if empty.is_some() && !opts.allow_empty {
+        // Nothing to show: the jobs stay recorded (a rerun with `allow-empty` publishes at
+        // once), the target is left as it was.
+        complete = false;
+    }
     let mut pyramid = None;
     if complete {
         if let Some(b) = builder {
@@ -368,7 +438,45 @@ pub async fn build_with_overviews(
         cube.checkpoint().await.map_err(store)?;
     }
     let engine = executor.summary();
-    Ok(BuildReport { out, plan: plan.summary(), resumed, summary, complete, detached: None, engine, pyramid })
+    Ok(BuildReport {
+        out,
+        plan: plan.summary(),
+        resumed,
+        summary,
+        complete,
+        detached: None,
+        engine,
+        pyramid,
+        empty,
+        warnings,
+    })
+}
+
+/// Whether a build whose every job is done found no scene with data: this run's jobs by its
+/// summary, the jobs done before (`done_before`) by their lines in the run report.
+async fn emptiness(cube: &Cube, summary: &Summary, done_before: &BTreeSet<Job>) -> Result<Option<Empty>, StoreError> {
+    let (mut found, mut used) = (summary.scenes_found, summary.scenes);
+    if !done_before.is_empty() {
+        let (f, u) = scene_counts(&cube.report().await?, done_before);
+        found += f;
+        used += u;
+    }
+    Ok((used == 0).then_some(Empty { jobs: summary.jobs, scenes_found: found }))
+}
+
+/// `(scenes found, scenes with data)` over the last done record of each job of `jobs` in a run
+/// report.
+fn scene_counts(lines: &[serde_json::Value], jobs: &BTreeSet<Job>) -> (usize, usize) {
+    let mut last: std::collections::HashMap<Job, (usize, usize)> = Default::default();
+    for r in lines {
+        let Some(job) = r.get("job").and_then(|j| serde_json::from_value::<Job>(j.clone()).ok()) else { continue };
+        if !jobs.contains(&job) || r.get("outcome").and_then(|o| o.as_str()) != Some("done") {
+            continue;
+        }
+        let n = |k: &str| r.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0) as usize;
+        last.insert(job, (n("scenes_found"), n("scenes")));
+    }
+    last.values().fold((0, 0), |(f, u), (a, b)| (f + a, u + b))
 }
 
 /// Tells the pyramid builder which chunks are final: those of the jobs recorded done.
@@ -533,7 +641,9 @@ fn new_run(spec: &CubeSpec, opts: &BuildOptions, jobs: Vec<Job>) -> StoredRun {
         jobs_per_task: per_task,
         tasks: jobs.len().div_ceil(per_task) as u32,
         job_timeout_seconds: opts.run.timeout.as_secs_f64(),
+        request_timeout_seconds: Some(opts.fetch.request_timeout.as_secs_f64()),
         skip_bad_scenes: opts.skip_bad_scenes,
+        allow_empty: opts.allow_empty,
         memory_mb: None,
     };
     StoredRun { record, jobs }
@@ -607,6 +717,12 @@ pub struct Status {
     pub pending: usize,
     /// Consolidated metadata written: the build finished.
     pub complete: bool,
+    /// Scenes the catalog returned to the done jobs, and those with data on a chunk.
+    pub scenes_found: usize,
+    pub scenes: usize,
+    /// Every job is done and none found a scene with data: the cube is all fill (published only
+    /// with `allow-empty`).
+    pub empty: Option<Empty>,
     pub failures: Vec<(Job, String)>,
     /// The runs stored in the cube, oldest first.
     pub runs: Vec<RunStatus>,
@@ -620,6 +736,10 @@ pub struct RunStatus {
     pub executor: String,
     pub tasks: u32,
     pub jobs: usize,
+    /// From the run's report lines: job attempts after the first, and failed request attempts
+    /// sent again ([`crate::executor::JobRecord::request_retries`]).
+    pub retries: u64,
+    pub request_retries: u64,
 }
 
 /// The status of the cube at `out` (a local path or a URL, as for [`create_or_resume`]): its plan
@@ -635,7 +755,16 @@ pub async fn status(out: impl AsRef<OsStr>, branch: &str, is_land: LandTest<'_>)
     let plan = Plan::new(&spec, is_land)?;
     let done = cube.done_jobs().await.map_err(store)?;
     let mut last: std::collections::HashMap<Job, (bool, String)> = Default::default();
-    for r in cube.report().await.map_err(store)? {
+    let report = cube.report().await.map_err(store)?;
+    let (scenes_found, scenes) = scene_counts(&report, &done);
+    let mut retries: std::collections::HashMap<String, (u64, u64)> = Default::default();
+    for r in report {
+        if let Some(run) = r.get("run").and_then(|v| v.as_str()) {
+            let count = |k: &str| r.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
+            let sums = retries.entry(run.to_string()).or_default();
+            sums.0 += count("retries");
+            sums.1 += count("request_retries");
+        }
         let Some(job) = r.get("job").and_then(|j| serde_json::from_value::<Job>(j.clone()).ok()) else {
             continue;
         };
@@ -644,7 +773,18 @@ pub async fn status(out: impl AsRef<OsStr>, branch: &str, is_land: LandTest<'_>)
         last.insert(job, (failed, error));
     }
     let complete = cube.is_consolidated().await.map_err(store)?;
-    let mut s = Status { jobs: 0, done: 0, failed: 0, pending: 0, complete, failures: vec![], runs: vec![] };
+    let mut s = Status {
+        jobs: 0,
+        done: 0,
+        failed: 0,
+        pending: 0,
+        complete,
+        scenes_found,
+        scenes,
+        empty: None,
+        failures: vec![],
+        runs: vec![],
+    };
     for job in plan.jobs() {
         s.jobs += 1;
         if done.contains(&job) {
@@ -656,11 +796,23 @@ pub async fn status(out: impl AsRef<OsStr>, branch: &str, is_land: LandTest<'_>)
             s.pending += 1;
         }
     }
+    if s.jobs > 0 && s.done == s.jobs && scenes == 0 {
+        s.empty = Some(Empty { jobs: s.jobs, scenes_found });
+    }
     for id in worker::list_runs(&cube).await.map_err(|e| worker_err(path, e))? {
         // A run whose files cannot be read is left out of the list, not an error of `status`.
         if let Ok(run) = worker::read_run(&cube, &id).await {
             let r = run.record;
-            s.runs.push(RunStatus { id, created: r.created, executor: r.executor, tasks: r.tasks, jobs: r.jobs });
+            let (retries, request_retries) = retries.get(&id).copied().unwrap_or_default();
+            s.runs.push(RunStatus {
+                id,
+                created: r.created,
+                executor: r.executor,
+                tasks: r.tasks,
+                jobs: r.jobs,
+                retries,
+                request_retries,
+            });
         }
     }
     Ok(s)
@@ -684,6 +836,8 @@ pub struct CollectReport {
     pub pending: usize,
     /// Every job is done and the cube is published.
     pub complete: bool,
+    /// Every job is done and none found a scene with data; published only if the run allows it.
+    pub empty: Option<Empty>,
 }
 
 /// Finished jobs recorded at once by `collect`.
@@ -721,6 +875,10 @@ pub async fn collect(
     };
     let stored = worker::read_run(&cube, &run_id).await.map_err(|e| worker_err(&path, e))?;
     let mut done = cube.done_jobs().await.map_err(store)?;
+    // Scenes of the jobs recorded here are counted from their records: an Icechunk report lists
+    // them only once committed.
+    let done_before = done.clone();
+    let (mut found_now, mut used_now) = (0, 0);
     let mut report = CollectReport {
         run: run_id.clone(),
         tasks: stored.record.tasks,
@@ -731,6 +889,7 @@ pub async fn collect(
         failed: vec![],
         pending: 0,
         complete: false,
+        empty: None,
     };
     let mut batch = Vec::new();
     for index in 0..stored.record.tasks {
@@ -758,6 +917,8 @@ pub async fn collect(
             if is_done {
                 done.insert(job);
                 report.recorded_done += 1;
+                found_now += j.record.stats.scenes_found;
+                used_now += j.record.stats.scenes;
             } else {
                 report.failed_jobs += 1;
             }
@@ -770,6 +931,12 @@ pub async fn collect(
     cube.record(batch).await.map_err(store)?;
     report.pending = plan.jobs().filter(|j| !done.contains(j)).count();
     if report.pending == 0 {
+        let (found, used) = scene_counts(&cube.report().await.map_err(store)?, &done_before);
+        if used + used_now == 0 {
+            report.empty = Some(Empty { jobs: plan.job_count(), scenes_found: found + found_now });
+        }
+    }
+    if report.pending == 0 && (report.empty.is_none() || stored.record.allow_empty) {
         cube.finish().await.map_err(store)?;
         report.complete = true;
     } else {

@@ -22,6 +22,8 @@ pub mod cog;
 pub mod executor;
 mod fifo;
 pub mod fuse;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz;
 pub mod grid;
 pub mod job;
 pub mod landmask;

@@ -101,7 +101,11 @@ pub struct SpecInput {
     pub zarr_format: Option<u8>,
     pub out: Option<String>,
     pub workers: Option<usize>,
+    /// Seconds a request may receive nothing before it is abandoned and retried.
+    pub request_timeout: Option<f64>,
     pub all_chunks: Option<bool>,
+    /// Publish a cube of fill when no scene is found (a run setting, not part of the spec).
+    pub allow_empty: Option<bool>,
 }
 
 macro_rules! overlay {
@@ -113,8 +117,13 @@ impl SpecInput {
     pub fn from_toml_file(path: &Path) -> Result<SpecInput, SpecError> {
         let shown = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| bad("config", &shown, format!("cannot read it: {e}")))?;
-        toml::from_str(&text)
-            .map_err(|e| bad("config", &shown, format!("not a valid eocube config: {}", e.to_string().trim_end())))
+        Self::from_toml_str(&text, &shown)
+    }
+
+    /// Parse the text of a config file; `shown` names the file in errors.
+    pub fn from_toml_str(text: &str, shown: &str) -> Result<SpecInput, SpecError> {
+        toml::from_str(text)
+            .map_err(|e| bad("config", shown, format!("not a valid eocube config: {}", e.to_string().trim_end())))
     }
 
     /// `self` with every setting that `flags` gives replaced (flags override the file).
@@ -142,18 +151,30 @@ impl SpecInput {
             zarr_format,
             out,
             workers,
-            all_chunks
+            request_timeout,
+            all_chunks,
+            allow_empty
         );
         self
     }
 
-    /// Where the build writes and how many jobs run at once, checked (`out`, `workers`).
+    /// Where the build writes, how many jobs run at once, how long a request may be silent and
+    /// whether the build may be empty, checked (`out`, `workers`, `request-timeout`,
+    /// `allow-empty`).
     pub fn run_settings(&self) -> Result<RunSettings, SpecError> {
         let workers = self.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
         if workers == 0 {
             return Err(bad("workers", 0, "must be at least 1"));
         }
-        Ok(RunSettings { out: self.out.clone(), workers })
+        let request_timeout = match self.request_timeout {
+            None => crate::cloud::DEFAULT_REQUEST_TIMEOUT,
+            Some(t) => {
+                std::time::Duration::try_from_secs_f64(t).ok().filter(|d| !d.is_zero() && t <= 3600.0).ok_or_else(
+                    || bad("request-timeout", t, "must be a number of seconds above 0 and at most 3600, e.g. 20"),
+                )?
+            }
+        };
+        Ok(RunSettings { out: self.out.clone(), workers, request_timeout, allow_empty: self.allow_empty.unwrap_or(false) })
     }
 
     /// Check every value and fill in the defaults: the cube's spec. The run settings in the
@@ -321,6 +342,11 @@ pub struct RunSettings {
     pub out: Option<String>,
     /// `--workers`: jobs at once on this machine.
     pub workers: usize,
+    /// `--request-timeout`: how long a request may receive nothing before it is abandoned and
+    /// retried ([`crate::cloud::ClientConfig::request_timeout`]).
+    pub request_timeout: std::time::Duration,
+    /// `--allow-empty`: a build whose jobs find nothing publishes its cube of fill.
+    pub allow_empty: bool,
 }
 
 /// What the user chose that decides the cube's bytes, validated (DESIGN section 1): serialized
@@ -459,6 +485,9 @@ mod tests {
             (SpecInput { stac_url: Some("earth-search".into()), ..vermont() }, "stac-url", "http(s)://"),
             (SpecInput { variable: Some("latitude".into()), ..vermont() }, "variable", "coordinate name"),
             (SpecInput { workers: Some(0), ..vermont() }, "workers", "at least 1"),
+            (SpecInput { request_timeout: Some(0.0), ..vermont() }, "request-timeout", "above 0"),
+            (SpecInput { request_timeout: Some(-2.0), ..vermont() }, "request-timeout", "above 0"),
+            (SpecInput { request_timeout: Some(f64::NAN), ..vermont() }, "request-timeout", "above 0"),
         ];
         for (input, flag, words) in cases {
             let msg = err(input).to_string();
@@ -469,12 +498,15 @@ mod tests {
 
     #[test]
     fn run_settings_stay_out_of_the_spec_and_old_specs_still_read() {
-        let input = SpecInput { out: Some("v.zarr".into()), workers: Some(3), ..vermont() };
+        let input = SpecInput { out: Some("v.zarr".into()), workers: Some(3), request_timeout: Some(2.5), ..vermont() };
         let run = input.run_settings().unwrap();
-        assert_eq!(run, RunSettings { out: Some("v.zarr".into()), workers: 3 });
+        let request_timeout = std::time::Duration::from_millis(2500);
+        assert_eq!(run, RunSettings { out: Some("v.zarr".into()), workers: 3, request_timeout, allow_empty: false });
         let spec = input.validate().unwrap();
         let stored = spec.identity_json();
-        assert!(stored.get("out").is_none() && stored.get("workers").is_none(), "{stored}");
+        for key in ["out", "workers", "request_timeout"] {
+            assert!(stored.get(key).is_none(), "{key} in {stored}");
+        }
         // A spec stored before the split carries both keys: it reads as the same spec.
         let mut old = stored.clone();
         old["out"] = serde_json::json!("elsewhere.zarr");

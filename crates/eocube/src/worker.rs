@@ -24,7 +24,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::catalog::Catalog;
+use crate::catalog::{ApiOptions, Catalog};
+use crate::cloud::retries;
 use crate::cog::{FetchConfig, Fetcher};
 use crate::executor::array::{EXIT_DONE, EXIT_PERMANENT, EXIT_RETRY};
 use crate::executor::{JobRecord, Outcome};
@@ -84,7 +85,15 @@ pub struct RunRecord {
     pub tasks: u32,
     /// One attempt of one job, in seconds; a task's bound is this times its jobs.
     pub job_timeout_seconds: f64,
+    /// The silence bound of every request the workers make for their inputs (the build's
+    /// `--request-timeout`); `None` in runs written before it was stored: the worker's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_timeout_seconds: Option<f64>,
     pub skip_bad_scenes: bool,
+    /// A build in which no job finds a scene may publish its cube of fill (`allow-empty`);
+    /// `eocube collect` of a detached run follows it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_empty: bool,
     /// Memory each task is given, in MB, when the engine fixes it (Lambda's function memory,
     /// what it bills by); the run report prices the run with it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -336,7 +345,9 @@ pub async fn run_task(
     let t_search = Instant::now();
     // The first job's span starts with the task, so the timeline shows the joint search too.
     let mut task_start = Some(unix_now());
-    let found = match tokio::time::timeout(timeout, job::search_bins(ctx, &todo)).await {
+    let (found, mut search_retries) =
+        retries::counted(tokio::time::timeout(timeout, job::search_bins(ctx, &todo))).await;
+    let found = match found {
         Ok(Ok(found)) => found,
         _ => None,
     };
@@ -345,7 +356,9 @@ pub async fn run_task(
     for &job in &todo {
         let t0 = Instant::now();
         let started = task_start.take().unwrap_or_else(unix_now);
-        let result = match tokio::time::timeout(timeout, job::run_with(ctx, cube, job, found.as_deref())).await {
+        let (result, request_retries) =
+            retries::counted(tokio::time::timeout(timeout, job::run_with(ctx, cube, job, found.as_deref()))).await;
+        let result = match result {
             Ok(Ok((mut stats, receipt))) => {
                 if let Some(seconds) = shared_search.take() {
                     stats.searches = 1;
@@ -376,6 +389,8 @@ pub async fn run_task(
             },
         };
         let mut result = result;
+        // The joint search's failed attempts are the first job's, as its time is.
+        result.record.request_retries = request_retries + std::mem::take(&mut search_retries);
         result.record.worker = Some(worker.clone());
         result.record.started = Some(started);
         result.record.ended = Some(unix_now());
@@ -457,12 +472,17 @@ pub async fn run_stored_task(
     if !matches!(loc, OutLocation::Icechunk(_)) {
         done.extend(cube.done_jobs().await?.into_iter().filter(|j| jobs.contains(j)));
     }
+    // The build's silence bound, for the inputs (the cube was opened with this process's).
+    let mut fetch = opts.fetch.clone();
+    if let Some(t) = rec.request_timeout_seconds.and_then(|s| Duration::try_from_secs_f64(s).ok()) {
+        fetch.request_timeout = t;
+    }
     let catalog = match &spec.items {
         Some(path) => Catalog::file(path),
-        None => Catalog::api(&spec.stac_url),
+        None => Catalog::api_with(&spec.stac_url, ApiOptions::from_client(&fetch.client())),
     }
     .map_err(|e| WorkerError::Plan { run: run.to_string(), reason: e.to_string() })?;
-    let ctx = JobContext::new(Arc::new(plan), catalog, Fetcher::new(opts.fetch.clone()), rec.skip_bad_scenes);
+    let ctx = JobContext::new(Arc::new(plan), catalog, Fetcher::new(fetch), rec.skip_bad_scenes);
     let mut result = run_task(&ctx, &cube, index, jobs, &done, rec.task_timeout(1)).await;
     kept.append(&mut result.jobs);
     let result = TaskResult::of(index, kept);
@@ -548,7 +568,9 @@ mod tests {
             jobs_per_task: 2,
             tasks: 3,
             job_timeout_seconds: 10.0,
+            request_timeout_seconds: None,
             skip_bad_scenes: false,
+            allow_empty: false,
             memory_mb: None,
         };
         let jobs: Vec<Job> = (0..5).map(|t| Job { t, iy: 0, ix: 0 }).collect();

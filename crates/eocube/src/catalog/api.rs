@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 use url::Url;
 
 use super::{CatalogError, Scene, SearchRequest, scenes_from_items};
+use crate::cloud::{ClientConfig, retries};
 
 /// How the first search request is sent. Next links say their own method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -53,8 +54,13 @@ pub struct ApiOptions {
     /// Runaway-paging guard: a search needing more pages fails with
     /// [`CatalogError::TooManyPages`] rather than silently returning part of the answer.
     pub max_pages: usize,
-    /// Whole-request timeout (connect + answer). pgstac searches with CQL2 filters over large
-    /// collections can take tens of seconds.
+    /// Silence bound: a request that receives nothing for this long (no answer head, or a
+    /// pause in the body) is abandoned and retried. A search computes its whole answer before
+    /// it sends the first byte, so this must exceed the catalog's slowest search: pgstac
+    /// searches with CQL2 filters over large collections can take tens of seconds
+    /// (`--request-timeout`). Default: every client's ([`ClientConfig::current`]).
+    pub request_timeout: Duration,
+    /// Bound on a whole request, however steadily it progresses.
     pub timeout: Duration,
     pub connect_timeout: Duration,
     /// Sent with every request (e.g. an API key); next links may add their own.
@@ -63,12 +69,21 @@ pub struct ApiOptions {
 
 impl Default for ApiOptions {
     fn default() -> Self {
+        ApiOptions::from_client(&ClientConfig::current())
+    }
+}
+
+impl ApiOptions {
+    /// The defaults with the timeouts of the object store clients (`client`), so that the
+    /// catalog and the COG reader give up on a silent server alike.
+    pub fn from_client(client: &ClientConfig) -> Self {
         ApiOptions {
             method: SearchMethod::Auto,
             retry: RetryPolicy::default(),
             max_pages: 1000,
-            timeout: Duration::from_secs(60),
-            connect_timeout: Duration::from_secs(10),
+            request_timeout: client.request_timeout,
+            timeout: client.total_timeout,
+            connect_timeout: client.connect_timeout,
             headers: Vec::new(),
         }
     }
@@ -123,7 +138,14 @@ struct NextLink {
 
 /// Why one attempt failed, and whether trying again may help.
 enum Failure {
-    Transient { err: CatalogError, retry_after: Option<Duration> },
+    /// 429, 5xx, a timeout, a reset, an answer cut short.
+    Transient {
+        err: CatalogError,
+        retry_after: Option<Duration>,
+    },
+    /// No connection could be made (refused, no route, unknown host): transient for a search,
+    /// but the landing-page check reports it at once.
+    Unconnected(CatalogError),
     Permanent(CatalogError),
 }
 
@@ -144,10 +166,11 @@ impl ApiClient {
         }
         let http = reqwest::Client::builder()
             .timeout(options.timeout)
+            .read_timeout(options.request_timeout)
             .connect_timeout(options.connect_timeout)
             .user_agent(concat!("eocube/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| CatalogError::Unreachable { url: root.to_string(), reason: error_chain(&e) })?;
+            .map_err(|e| CatalogError::Unreachable { url: root.to_string(), reason: crate::error_chain(&e) })?;
         Ok(ApiClient { root, http, options })
     }
 
@@ -173,14 +196,13 @@ impl ApiClient {
         Ok(PageRequest::Get { url, headers: self.options.headers.clone() })
     }
 
-    /// The landing page, fetched once without retries: the check `eocube build` makes before any
-    /// work so that a wrong or dead --stac-url fails in seconds, not after the first job's retries.
+    /// The landing page: the check `eocube build` makes before any work. A wrong or dead
+    /// --stac-url (no connection, a 404, not a STAC API) fails at once, in seconds rather than
+    /// after the first job's retries; a catalog that answers with a transient failure (503,
+    /// 429, a stall, a reset) is retried as a search is.
     pub async fn landing(&self) -> Result<Value, CatalogError> {
         let req = PageRequest::Get { url: self.root.clone(), headers: self.options.headers.clone() };
-        let page = match self.try_once(&req).await {
-            Ok(v) => v,
-            Err(Failure::Permanent(e) | Failure::Transient { err: e, .. }) => return Err(e),
-        };
+        let page = self.fetch_with(&req, false).await?;
         let bad = |reason: &str| CatalogError::InvalidJson { url: self.root.to_string(), reason: reason.into() };
         if !page.is_object() {
             return Err(bad("the landing page is not a JSON object"));
@@ -298,13 +320,23 @@ impl ApiClient {
 
     /// One request, retried per the policy; the JSON answer or the last failure.
     async fn fetch(&self, r: &PageRequest) -> Result<Value, CatalogError> {
+        self.fetch_with(r, true).await
+    }
+
+    /// [`ApiClient::fetch`]; `retry_unconnected`: whether a failure to connect is retried.
+    async fn fetch_with(&self, r: &PageRequest, retry_unconnected: bool) -> Result<Value, CatalogError> {
         let policy = self.options.retry;
         let mut attempt = 0u32;
         loop {
-            match self.try_once(r).await {
+            let failure = match self.try_once(r).await {
                 Ok(v) => return Ok(v),
-                Err(Failure::Permanent(e)) => return Err(e),
-                Err(Failure::Transient { err, retry_after }) => {
+                Err(Failure::Unconnected(err)) if retry_unconnected => Failure::Transient { err, retry_after: None },
+                Err(f) => f,
+            };
+            match failure {
+                Failure::Permanent(e) | Failure::Unconnected(e) => return Err(e),
+                Failure::Transient { err, retry_after } => {
+                    retries::note();
                     if attempt >= policy.max_retries {
                         return Err(err);
                     }
@@ -313,6 +345,22 @@ impl ApiClient {
                 }
             }
         }
+    }
+
+    /// A failed request's reason; a timeout names the bounds and the setting that moves them.
+    fn describe(&self, e: &reqwest::Error) -> String {
+        // reqwest's own message is terse ("error sending request"); its sources say why.
+        let msg = crate::error_chain(e);
+        if !e.is_timeout() {
+            return msg;
+        }
+        let o = &self.options;
+        format!(
+            "timed out: nothing received for {} s, or the whole request took over {} s; raise `request-timeout` if \
+             the catalog is slow rather than stuck ({msg})",
+            o.request_timeout.as_secs_f64(),
+            o.timeout.as_secs_f64()
+        )
     }
 
     async fn try_once(&self, r: &PageRequest) -> Result<Value, Failure> {
@@ -335,15 +383,21 @@ impl ApiClient {
             }
         };
         let resp = builder.headers(headers).send().await.map_err(|e| {
-            let err = CatalogError::Unreachable { url: url.clone(), reason: error_chain(&e) };
-            if e.is_builder() { Failure::Permanent(err) } else { Failure::Transient { err, retry_after: None } }
+            let err = CatalogError::Unreachable { url: url.clone(), reason: self.describe(&e) };
+            if e.is_builder() {
+                Failure::Permanent(err)
+            } else if e.is_connect() {
+                Failure::Unconnected(err)
+            } else {
+                Failure::Transient { err, retry_after: None }
+            }
         })?;
         let status = resp.status();
         let retry_after = resp.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
         let bytes = resp.bytes().await.map_err(|e| Failure::Transient {
             err: CatalogError::Unreachable {
                 url: url.clone(),
-                reason: format!("the answer was cut short ({})", error_chain(&e)),
+                reason: format!("the answer was cut short ({})", self.describe(&e)),
             },
             retry_after: None,
         })?;
@@ -361,6 +415,61 @@ impl ApiClient {
         }
         serde_json::from_slice(&bytes)
             .map_err(|e| Failure::Permanent(CatalogError::InvalidJson { url, reason: e.to_string() }))
+    }
+}
+
+/// The look a build takes before any job (`catalog::probe`): kept apart from the paging above.
+impl ApiClient {
+    /// The first page of the search `req` (POST, or GET where POST is not offered) and whether
+    /// the server links a next one. Items of a collection the search did not ask for are refused
+    /// as in [`ApiClient::search_items`].
+    pub async fn first_page(&self, req: &SearchRequest) -> Result<(Vec<Value>, bool), CatalogError> {
+        req.validate()?;
+        let first = match self.options.method {
+            SearchMethod::Get => self.get_request(req)?,
+            SearchMethod::Auto | SearchMethod::Post => PageRequest::Post {
+                url: self.search_url()?,
+                body: req.to_body(),
+                headers: self.options.headers.clone(),
+            },
+        };
+        let (page, url) = match self.fetch(&first).await {
+            Err(CatalogError::Http { status: 404 | 405, .. })
+                if self.options.method == SearchMethod::Auto && matches!(first, PageRequest::Post { .. }) =>
+            {
+                let get = self.get_request(req)?;
+                (self.fetch(&get).await?, get.url().clone())
+            }
+            r => (r?, first.url().clone()),
+        };
+        let (features, next) = parse_page(&url, page)?;
+        for f in &features {
+            if let Some(c) = f.get("collection").and_then(Value::as_str)
+                && !req.collections.iter().any(|r| r == c)
+            {
+                return Err(CatalogError::UnexpectedCollection {
+                    url: url.to_string(),
+                    item: f.get("id").and_then(Value::as_str).unwrap_or("<no id>").to_string(),
+                    collection: c.to_string(),
+                    requested: req.collections.clone(),
+                });
+            }
+        }
+        Ok((features, next.is_some()))
+    }
+
+    /// The JSON document at `path` under the root (e.g. `collections/x`), retried as a search
+    /// page is; `None` when the server answers 404 (it has no such document).
+    pub async fn get_json(&self, path: &str) -> Result<Option<Value>, CatalogError> {
+        let url = self.root.join(path).map_err(|e| CatalogError::InvalidRequest {
+            field: "stac_url".into(),
+            reason: format!("{} cannot take the path {path:?} ({e})", self.root),
+        })?;
+        match self.fetch(&PageRequest::Get { url, headers: self.options.headers.clone() }).await {
+            Ok(v) => Ok(Some(v)),
+            Err(CatalogError::Http { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -421,6 +530,30 @@ fn parse_page(url: &Url, page: Value) -> Result<(Vec<Value>, Option<NextLink>), 
     Ok((features, Some(NextLink { href, post, body, merge, headers })))
 }
 
+/// One search answer handled as [`ApiClient::search_items`] handles it, without the network:
+/// the body decoded, the page parsed, its `next` link turned into the next request (after a POST
+/// search, or after the GET fallback when the body's length is odd) and the features into
+/// scenes. For the `stac_page` fuzz target (`crate::fuzz`).
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn page_step(body: &[u8], bands: &[String]) -> Result<(), CatalogError> {
+    static CLIENT: std::sync::OnceLock<Option<ApiClient>> = std::sync::OnceLock::new();
+    let client = CLIENT.get_or_init(|| ApiClient::new("https://stac.example/v1", ApiOptions::default()).ok());
+    let Some(client) = client else { return Ok(()) };
+    let req = SearchRequest::new(&["sentinel-2-c1-l2a"], DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MAX_UTC);
+    let current = if body.len().is_multiple_of(2) {
+        PageRequest::Post { url: client.search_url()?, body: req.to_body(), headers: client.options.headers.clone() }
+    } else {
+        client.get_request(&req)?
+    };
+    let page = serde_json::from_slice(body)
+        .map_err(|e| CatalogError::InvalidJson { url: current.url().to_string(), reason: e.to_string() })?;
+    let (features, next) = parse_page(current.url(), page)?;
+    if let Some(link) = next {
+        let _ = client.next_request(&req, &current, link).key();
+    }
+    scenes_from_items(&features, bands).map(|_| ())
+}
+
 /// The wait before retry number `attempt + 1`: `base * 2^attempt`, capped at `max_delay`, then
 /// jittered to between half and all of that; at least `Retry-After` when the server sent one.
 fn backoff(policy: &RetryPolicy, attempt: u32, retry_after: Option<Duration>) -> Duration {
@@ -441,12 +574,6 @@ fn parse_retry_after(v: &str) -> Option<Duration> {
     let at = DateTime::parse_from_rfc2822(v).ok()?.with_timezone(&Utc);
     let now: DateTime<Utc> = SystemTime::now().into();
     Some((at - now).to_std().unwrap_or(Duration::ZERO))
-}
-
-/// reqwest's own message is terse ("error sending request"); its sources say why.
-fn error_chain(e: &reqwest::Error) -> String {
-    let msg = crate::error_chain(e);
-    if e.is_timeout() { format!("timed out ({msg})") } else { msg }
 }
 
 #[cfg(test)]

@@ -100,6 +100,13 @@ impl ItemCollection {
 
     /// The items matching `req`, as raw JSON, in file order.
     pub fn matching_items(&self, req: &SearchRequest) -> Result<Vec<Value>, CatalogError> {
+        Ok(self.census(req)?.matching)
+    }
+
+    /// What the file holds for `req`, step by step: the items of its collections, of those the
+    /// ones in its dates, in its region, and passing its filter (the matching items), so that a
+    /// search that finds nothing can say what there is instead.
+    pub fn census(&self, req: &SearchRequest) -> Result<Census, CatalogError> {
         req.validate()?;
         let region = match (&req.intersects, &req.bbox) {
             (Some(g), _) => Some(
@@ -110,29 +117,68 @@ impl ItemCollection {
             (None, None) => None,
         };
         let filter = req.cql2_filter();
-        let mut out = Vec::new();
+        let mut c = Census { total: self.items.len(), ..Census::default() };
         for it in &self.items {
-            let in_collection = it.collection.as_ref().is_some_and(|c| req.collections.contains(c));
-            let in_time = req.datetime.0 <= it.datetime && it.datetime <= req.datetime.1;
-            let in_space = region.as_ref().is_none_or(|r| polygons_intersect(r, &it.footprint));
-            if !(in_collection && in_time && in_space) {
+            let name = it.collection.clone().unwrap_or_else(|| "(no collection)".into());
+            *c.by_collection.entry(name).or_default() += 1;
+            if !it.collection.as_ref().is_some_and(|c| req.collections.contains(c)) {
                 continue;
             }
+            c.of_collection += 1;
+            c.span = Some(match c.span {
+                Some((a, b)) => (a.min(it.datetime), b.max(it.datetime)),
+                None => (it.datetime, it.datetime),
+            });
+            for ring in &it.footprint {
+                for &(x, y) in ring {
+                    let e = c.extent.get_or_insert([x, y, x, y]);
+                    *e = [e[0].min(x), e[1].min(y), e[2].max(x), e[3].max(y)];
+                }
+            }
+            if !(req.datetime.0 <= it.datetime && it.datetime <= req.datetime.1) {
+                continue;
+            }
+            c.in_time += 1;
+            if !region.as_ref().is_none_or(|r| polygons_intersect(r, &it.footprint)) {
+                continue;
+            }
+            c.in_time_and_space += 1;
             if let Some(f) = &filter {
                 let props = it.json.get("properties").unwrap_or(&Value::Null);
                 if eval_cql2(f, props)? != Some(true) {
                     continue;
                 }
             }
-            out.push(it.json.clone());
+            c.matching.push(it.json.clone());
         }
-        Ok(out)
+        Ok(c)
     }
 
     /// The scenes matching `req` with the assets of `bands`, sorted by (datetime, id).
     pub fn search(&self, req: &SearchRequest, bands: &[String]) -> Result<Vec<Scene>, CatalogError> {
         scenes_from_items(&self.matching_items(req)?, bands)
     }
+}
+
+/// What an item file holds for one search ([`ItemCollection::census`]).
+#[derive(Debug, Clone, Default)]
+pub struct Census {
+    /// Items in the file.
+    pub total: usize,
+    /// Items per `collection` (items without one under "(no collection)").
+    pub by_collection: std::collections::BTreeMap<String, usize>,
+    /// Items of the search's collections...
+    pub of_collection: usize,
+    /// ...of those, in its dates...
+    pub in_time: usize,
+    /// ...and in its region too.
+    pub in_time_and_space: usize,
+    /// The first and last datetime of the items of the search's collections.
+    pub span: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    /// Their lon/lat extent `[west, south, east, north]`.
+    pub extent: Option<[f64; 4]>,
+    /// The items that match the whole search (its filter too), in file order.
+    pub matching: Vec<Value>,
 }
 
 fn rect(w: f64, s: f64, e: f64, n: f64) -> Ring {

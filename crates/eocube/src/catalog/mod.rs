@@ -23,6 +23,7 @@
 mod api;
 mod item;
 mod local;
+pub mod probe;
 #[cfg(test)]
 mod tests;
 
@@ -34,9 +35,11 @@ use serde_json::{Value, json};
 
 use crate::grid::{Affine, Bbox};
 
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) use api::page_step;
 pub use api::{ApiClient, ApiOptions, RetryPolicy, SearchMethod};
 pub use item::{band_aliases, parse_item, resolve_asset_key};
-pub use local::{ItemCollection, load_item_collection};
+pub use local::{Census, ItemCollection, load_item_collection};
 
 /// What can go wrong while finding scenes. Every variant names the input at fault and the fix.
 #[derive(Debug, thiserror::Error)]
@@ -281,7 +284,12 @@ pub enum Catalog {
 impl Catalog {
     /// A STAC API at `url` (its root; searches go to `{url}/search`) with default options.
     pub fn api(url: &str) -> Result<Self, CatalogError> {
-        Ok(Catalog::Api(ApiClient::new(url, ApiOptions::default())?))
+        Catalog::api_with(url, ApiOptions::default())
+    }
+
+    /// [`Catalog::api`] with `options` (timeouts, retries, method).
+    pub fn api_with(url: &str, options: ApiOptions) -> Result<Self, CatalogError> {
+        Ok(Catalog::Api(ApiClient::new(url, options)?))
     }
 
     /// A local FeatureCollection / ItemCollection file (or one item, or a JSON array of items).

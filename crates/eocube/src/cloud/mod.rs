@@ -1,30 +1,58 @@
-//! Every object_store client eocube makes, built in one place with one set of defaults: S3,
+//! Every object_store client eocube makes, built in one place with one set of settings: S3,
 //! GCS, Azure and plain HTTP(S), for the COG reader (inputs), the plain-Zarr store and the
-//! Icechunk repositories (outputs, run files).
+//! Icechunk repositories' run files (outputs). The STAC client takes its timeouts from the same
+//! [`ClientConfig`] (`catalog::ApiOptions::default`).
 //!
 //! Owns: the client options (timeouts, retries), the builders of each cloud from the standard
-//! environment ([`aws`] for S3 and the AWS profiles), and whether plain HTTP is allowed. Must not
-//! touch: what is read or written, or how errors are classified (each caller maps object_store's
-//! typed errors to its own).
+//! environment ([`aws`] for S3 and the AWS profiles), whether plain HTTP is allowed, and the
+//! count of failed request attempts and the whole-answer reading that makes a broken body retryable ([`retries`]). Must not touch: what is read or written, or
+//! how errors are classified (each caller maps object_store's typed errors to its own).
 //!
-//! Defaults ([`ClientConfig::default`]): connect within 5 s, a whole request within 60 s (a
-//! Sentinel-2 tile or a cube chunk is a few MB), 5 retries of a transient failure (5xx, 429,
-//! timeouts, resets) with backoff from 100 ms doubling to 5 s, none started 30 s after the first
-//! attempt. Anything longer is the job-level retry's (docs/job.md).
+//! Defaults ([`ClientConfig::default`], the policy and its reasons: docs/robustness.md): a
+//! request whose server sends nothing for 20 s ([`DEFAULT_REQUEST_TIMEOUT`], `--request-timeout`)
+//! is abandoned and retried; that is a bound on silence, not on the whole request, so a slow but
+//! progressing read is never cut (a whole request is only bounded by [`DEFAULT_TOTAL_TIMEOUT`],
+//! 5 minutes, and a job by the job timeout). Connect within 5 s; 5 retries of a transient
+//! failure (5xx, 429, timeouts, resets, bodies cut short) with backoff from 100 ms doubling to
+//! 5 s, none started 2 minutes after the first attempt ([`DEFAULT_RETRY_TIMEOUT`]: a 30 s
+//! bound let a GET through a faulty proxy retry one 20 s stall and no second). Anything longer
+//! is the job-level retry's.
+//!
+//! A front end sets the settings of its process once ([`ClientConfig::make_current`], the CLI
+//! from `--request-timeout`); every client made afterwards uses them ([`ClientConfig::current`]).
 
 pub(crate) mod aws;
+pub mod retries;
 
+use std::sync::RwLock;
 use std::time::Duration;
 
 use object_store::{BackoffConfig, ClientOptions, RetryConfig};
 
 use aws::S3Settings;
 
+/// How long a request may go without receiving a byte before it is abandoned and retried.
+/// Twenty times S3's advice to retry a small GET or PUT that has not answered in 2 s, and
+/// above the few seconds a STAC API takes to compute a search (it answers nothing before):
+/// see docs/robustness.md.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+/// Backstop on one whole request, however steadily it progresses: 5 minutes is 20 MB (a
+/// coalesced row of Sentinel-2 tiles) at 70 KB/s.
+pub const DEFAULT_TOTAL_TIMEOUT: Duration = Duration::from_secs(300);
+/// No retry of a request starts later than this after its first attempt (or than 4 request
+/// timeouts, when longer): room for a few stalls in a row, each cut at the request timeout.
+pub const DEFAULT_RETRY_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// How a client talks to its cloud.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClientConfig {
     pub connect_timeout: Duration,
+    /// The silence bound: a request is abandoned (and retried, as a timeout) when no byte of its
+    /// answer arrives for this long, counted from the request's start to the answer's head and
+    /// then between pieces of the body. An upload must therefore be sent within it too.
     pub request_timeout: Duration,
+    /// Bound on a whole request, from connect to the last byte of the body.
+    pub total_timeout: Duration,
     /// Retries of one request after a transient failure.
     pub max_retries: usize,
     /// First backoff; doubles each retry, with jitter (object_store's policy).
@@ -38,19 +66,43 @@ impl Default for ClientConfig {
     fn default() -> Self {
         ClientConfig {
             connect_timeout: Duration::from_secs(5),
-            request_timeout: Duration::from_secs(60),
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            total_timeout: DEFAULT_TOTAL_TIMEOUT,
             max_retries: 5,
             init_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
-            retry_timeout: Duration::from_secs(30),
+            retry_timeout: DEFAULT_RETRY_TIMEOUT,
         }
     }
 }
 
+/// The settings [`ClientConfig::make_current`] installed; `None`: the defaults.
+static CURRENT: RwLock<Option<ClientConfig>> = RwLock::new(None);
+
 impl ClientConfig {
+    /// The settings of this process: the defaults unless [`ClientConfig::make_current`] set
+    /// others. Every client made from now on uses them.
+    pub fn current() -> ClientConfig {
+        CURRENT.read().unwrap_or_else(|p| p.into_inner()).clone().unwrap_or_default()
+    }
+
+    /// Makes `self` the settings of this process ([`ClientConfig::current`]). Clients made
+    /// before keep theirs: call this before the first store or catalog is opened.
+    pub fn make_current(self) {
+        *CURRENT.write().unwrap_or_else(|p| p.into_inner()) = Some(self);
+    }
+
+    /// This configuration with the silence bound `request_timeout` (and room for retries
+    /// after stalls that long: [`DEFAULT_RETRY_TIMEOUT`]).
+    pub fn with_request_timeout(self, request_timeout: Duration) -> ClientConfig {
+        let retry_timeout = self.retry_timeout.max(request_timeout.saturating_mul(4));
+        ClientConfig { request_timeout, retry_timeout, ..self }
+    }
+
     pub fn options(&self, allow_http: bool) -> ClientOptions {
         ClientOptions::new()
-            .with_timeout(self.request_timeout)
+            .with_timeout(self.total_timeout)
+            .with_read_timeout(self.request_timeout)
             .with_connect_timeout(self.connect_timeout)
             .with_allow_http(allow_http)
     }
@@ -88,7 +140,11 @@ pub(crate) fn s3(
         Unkeyed::Chain => object_store::aws::AmazonS3Builder::from_env(),
         Unkeyed::Unsigned => object_store::aws::AmazonS3Builder::new(),
     };
-    let b = b.with_bucket_name(bucket).with_client_options(cfg.options(settings.allow_http)).with_retry(cfg.retry());
+    let b = b
+        .with_bucket_name(bucket)
+        .with_client_options(cfg.options(settings.allow_http))
+        .with_retry(cfg.retry())
+        .with_http_connector(retries::Connector);
     settings.configure(b, default_region).build()
 }
 
@@ -101,6 +157,7 @@ pub fn gcs(bucket: &str, cfg: &ClientConfig) -> object_store::Result<object_stor
         .with_bucket_name(bucket)
         .with_client_options(cfg.options(gcs_allow_http()))
         .with_retry(cfg.retry())
+        .with_http_connector(retries::Connector)
         .build()
 }
 
@@ -117,7 +174,8 @@ pub fn azure(
     let mut b = object_store::azure::MicrosoftAzureBuilder::from_env()
         .with_container_name(container)
         .with_client_options(cfg.options(azure_allow_http()))
-        .with_retry(cfg.retry());
+        .with_retry(cfg.retry())
+        .with_http_connector(retries::Connector);
     if let Some(a) = account {
         b = b.with_account(a);
     }
@@ -130,6 +188,7 @@ pub fn http(base: &str, cfg: &ClientConfig) -> object_store::Result<object_store
         .with_url(base)
         .with_client_options(cfg.options(base.starts_with("http://")))
         .with_retry(cfg.retry())
+        .with_http_connector(retries::Connector)
         .build()
 }
 

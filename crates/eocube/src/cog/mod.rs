@@ -29,7 +29,7 @@
 
 mod decode;
 mod source;
-mod tiff;
+pub(crate) mod tiff;
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -276,9 +276,9 @@ impl Fetcher {
         counters.add(1, first.len() as u64);
         let mut buf = first;
         let raw = loop {
-            match tiff::walk(&buf, file_size) {
-                Ok(tiff::Walk::Done(raw)) => break raw,
-                Ok(tiff::Walk::NeedMore { end }) => {
+            match tiff::parse(&buf, file_size) {
+                Ok(tiff::Parse::Done(raw)) => break raw,
+                Ok(tiff::Parse::NeedMore { end }) => {
                     // Grow at least geometrically so a header spread over the file costs few requests.
                     let have = buf.len() as u64;
                     let until = end.max(have.saturating_mul(2)).min(file_size);
@@ -295,21 +295,21 @@ impl Fetcher {
                     joined.extend_from_slice(&more);
                     buf = joined.freeze();
                 }
-                Err(p) => return Err(problem(href, p)),
+                Err(e) => return Err(problem(href, e)),
             }
         };
-        let header = Arc::new(build_header(href, &buf, file_size, &raw)?);
+        let header = Arc::new(build_header(href, file_size, &raw)?);
         self.headers.put(Arc::from(href), (header.clone(), file_size), header.heap_bytes() + href.len());
         Ok(cog(header, file_size, loc, counters))
     }
 }
 
-fn problem(href: &str, p: tiff::HeaderProblem) -> CogError {
-    let href = href.to_string();
-    match p {
-        tiff::HeaderProblem::NotTiff(reason) => CogError::NotTiff { href, reason },
-        tiff::HeaderProblem::Truncated(reason) => CogError::Truncated { href, reason },
-        tiff::HeaderProblem::Malformed(reason) => CogError::Malformed { href, reason },
+fn problem(href: &str, e: tiff::TiffError) -> CogError {
+    let (href, reason) = (href.to_string(), e.to_string());
+    match e.kind() {
+        tiff::Kind::NotTiff => CogError::NotTiff { href, reason },
+        tiff::Kind::Truncated => CogError::Truncated { href, reason },
+        tiff::Kind::Malformed => CogError::Malformed { href, reason },
     }
 }
 
@@ -336,24 +336,22 @@ impl CogHeader {
 /// same checks on the bytes it fetched).
 pub fn parse_header_bytes(bytes: &[u8]) -> Result<CogHeader, CogError> {
     let href = "<memory>";
-    let buf = Bytes::copy_from_slice(bytes);
     let size = bytes.len() as u64;
-    match tiff::walk(&buf, size).map_err(|p| problem(href, p))? {
-        tiff::Walk::Done(raw) => build_header(href, &buf, size, &raw),
-        tiff::Walk::NeedMore { end } => {
+    match tiff::parse(bytes, size).map_err(|e| problem(href, e))? {
+        tiff::Parse::Done(raw) => build_header(href, size, &raw),
+        tiff::Parse::NeedMore { end } => {
             Err(CogError::Truncated { href: href.into(), reason: format!("the header needs byte {end}") })
         }
     }
 }
 
-fn build_header(href: &str, buf: &Bytes, file_size: u64, raw: &tiff::RawHeader) -> Result<CogHeader, CogError> {
-    let ifds = tiff::parse_ifds(buf, raw).map_err(|p| problem(href, p))?;
+fn build_header(href: &str, file_size: u64, raw: &tiff::Header) -> Result<CogHeader, CogError> {
     let malformed = |reason: String| CogError::Malformed { href: href.into(), reason };
-    let (Some(ifd0), Some(raw0)) = (ifds.first(), raw.ifds.first()) else {
+    let Some(ifd0) = raw.ifds.first() else {
         return Err(malformed("no image in the file".into()));
     };
     let (crs, affine0) = georef(href, ifd0)?;
-    let nodata = match ifd0.gdal_nodata() {
+    let nodata = match ifd0.gdal_nodata.as_deref() {
         Some(s) => Some(
             s.trim()
                 .trim_end_matches('\0')
@@ -362,15 +360,14 @@ fn build_header(href: &str, buf: &Bytes, file_size: u64, raw: &tiff::RawHeader) 
         ),
         None => None,
     };
-    let (full_w, full_h) = (ifd0.image_width() as usize, ifd0.image_height() as usize);
-    let mut levels = vec![level(href, 0, ifd0, raw0, buf, raw.big_endian, file_size, affine0, (full_w, full_h))?];
-    for (ifd, r) in ifds.iter().zip(&raw.ifds).skip(1) {
-        let kind = ifd.new_subfile_type().unwrap_or(0);
+    let (full_w, full_h) = (ifd0.image_width as usize, ifd0.image_height as usize);
+    let mut levels = vec![level(href, 0, ifd0, raw.big_endian, file_size, affine0, (full_w, full_h))?];
+    for ifd in raw.ifds.iter().skip(1) {
         // Reduced-resolution images that are not masks are the overviews.
-        if kind & 1 == 0 || kind & 4 != 0 {
+        if !ifd.is_reduced() || ifd.is_mask() {
             continue;
         }
-        let lv = level(href, levels.len(), ifd, r, buf, raw.big_endian, file_size, affine0, (full_w, full_h))?;
+        let lv = level(href, levels.len(), ifd, raw.big_endian, file_size, affine0, (full_w, full_h))?;
         if lv.codec.dtype != levels[0].codec.dtype {
             return Err(malformed(format!(
                 "overview {} has data type {:?}, the full resolution image {:?}",
@@ -391,9 +388,7 @@ const MAX_TILE_BYTES: usize = 1 << 30;
 fn level(
     href: &str,
     index: usize,
-    ifd: &async_tiff::ImageFileDirectory,
-    raw: &tiff::RawIfd,
-    buf: &[u8],
+    ifd: &tiff::Ifd,
     big_endian: bool,
     file_size: u64,
     affine0: Affine,
@@ -402,20 +397,19 @@ fn level(
     let malformed =
         |reason: String| CogError::Malformed { href: href.into(), reason: format!("IFD {index}: {reason}") };
     let unsupported = |what: String| CogError::Unsupported { href: href.into(), what };
-    let (width, height) = (ifd.image_width() as usize, ifd.image_height() as usize);
+    let (width, height) = (ifd.image_width as usize, ifd.image_height as usize);
     if width == 0 || height == 0 {
         return Err(malformed(format!("image size {width} x {height}")));
     }
     if width > full_w || height > full_h {
         return Err(malformed(format!("overview {width} x {height} larger than the image {full_w} x {full_h}")));
     }
-    let spp = ifd.samples_per_pixel();
+    let spp = ifd.samples_per_pixel;
     if spp != 1 {
-        return Err(unsupported(format!("{spp} samples per pixel (only single-band files are read)")));
+        let planes = if ifd.planar_configuration == 2 { " in separate planes" } else { "" };
+        return Err(unsupported(format!("{spp} samples per pixel{planes} (only single-band files are read)")));
     }
-    let bits = ifd.bits_per_sample();
-    let b = bits.first().copied().unwrap_or(0);
-    let format = ifd.sample_format().first().map(|f| f.to_u16()).unwrap_or(1);
+    let (b, format) = (ifd.bits_per_sample, ifd.sample_format);
     let dtype = match (format, b) {
         (1, 8) => DataType::U8,
         (1, 16) => DataType::U16,
@@ -431,10 +425,10 @@ fn level(
             return Err(unsupported(format!("data type: {b}-bit {kind}")));
         }
     };
-    let comp_tag = ifd.compression().to_u16();
+    let comp_tag = ifd.compression;
     let compression = Compression::from_tag(comp_tag)
         .ok_or_else(|| unsupported(format!("compression {comp_tag} ({})", decode::compression_name(comp_tag))))?;
-    let predictor = match tiff::raw_uint(buf, big_endian, raw, tiff::TAG_PREDICTOR).unwrap_or(1) {
+    let predictor = match ifd.predictor {
         1 => Predictor::None,
         2 => Predictor::Horizontal,
         3 => Predictor::Float,
@@ -443,17 +437,22 @@ fn level(
     let codec = Codec { compression, predictor, dtype, big_endian };
     decode::check_codec(&codec, href)?;
 
-    let (tile_w, tile_h, offsets, counts, what) = match (ifd.tile_width(), ifd.tile_height()) {
+    let (tile_w, tile_h, offsets, counts, what) = match (ifd.tile_width, ifd.tile_height) {
         (Some(tw), Some(th)) => {
-            let off = ifd.tile_offsets().ok_or_else(|| malformed("tiled image without TileOffsets".into()))?;
-            let cnt = ifd.tile_byte_counts().ok_or_else(|| malformed("tiled image without TileByteCounts".into()))?;
+            let off = ifd.tile_offsets.as_deref().ok_or_else(|| malformed("tiled image without TileOffsets".into()))?;
+            let cnt = ifd
+                .tile_byte_counts
+                .as_deref()
+                .ok_or_else(|| malformed("tiled image without TileByteCounts".into()))?;
             (tw as usize, th as usize, off, cnt, "tile")
         }
         (None, None) => {
-            let off = ifd.strip_offsets().ok_or_else(|| malformed("neither tiles nor strips".into()))?;
-            let cnt =
-                ifd.strip_byte_counts().ok_or_else(|| malformed("StripOffsets without StripByteCounts".into()))?;
-            let rps = ifd.rows_per_strip().map(|r| r as usize).unwrap_or(height);
+            let off = ifd.strip_offsets.as_deref().ok_or_else(|| malformed("neither tiles nor strips".into()))?;
+            let cnt = ifd
+                .strip_byte_counts
+                .as_deref()
+                .ok_or_else(|| malformed("StripOffsets without StripByteCounts".into()))?;
+            let rps = ifd.rows_per_strip.map(|r| r as usize).unwrap_or(height);
             if rps == 0 {
                 return Err(malformed("RowsPerStrip is 0".into()));
             }
@@ -561,14 +560,14 @@ fn affine_from_tags(
     Ok(a)
 }
 
-fn georef(href: &str, ifd: &async_tiff::ImageFileDirectory) -> Result<(Crs, Affine), CogError> {
+fn georef(href: &str, ifd: &tiff::Ifd) -> Result<(Crs, Affine), CogError> {
     let err = |reason: String| CogError::Georef { href: href.into(), reason };
-    let keys = ifd.geo_key_directory().ok_or_else(|| err("no GeoKeyDirectory: this TIFF is not a GeoTIFF".into()))?;
+    let keys = ifd.geo_keys.ok_or_else(|| err("no GeoKeyDirectory: this TIFF is not a GeoTIFF".into()))?;
     let epsg = epsg_from_keys(keys.projected_type, keys.geographic_type).map_err(err)?;
     let crs = Crs::from_epsg(epsg).map_err(|e| err(e.to_string()))?;
+    let (transformation, tiepoint) = (ifd.model_transformation.as_deref(), ifd.model_tiepoint.as_deref());
     let affine =
-        affine_from_tags(ifd.model_transformation(), ifd.model_tiepoint(), ifd.model_pixel_scale(), keys.raster_type)
-            .map_err(err)?;
+        affine_from_tags(transformation, tiepoint, ifd.model_pixel_scale.as_deref(), keys.raster_type).map_err(err)?;
     Ok((crs, affine))
 }
 

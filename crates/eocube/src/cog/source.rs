@@ -35,8 +35,11 @@ pub struct FetchConfig {
     pub max_backoff: Duration,
     /// No retry starts later than this after the first attempt.
     pub retry_timeout: Duration,
-    /// Whole-request timeout (a 2 MB tile takes well under a second on a healthy link).
+    /// Silence bound: a request that receives nothing for this long is abandoned and retried
+    /// ([`ClientConfig::request_timeout`]; `--request-timeout`).
     pub request_timeout: Duration,
+    /// Bound on one whole request, however steadily it progresses.
+    pub total_timeout: Duration,
     pub connect_timeout: Duration,
     /// Byte ranges closer than this are fetched as one request. 1 MiB: one extra request costs
     /// 20-60 ms of latency on S3, the time to receive 1-5 MB; and within a COG the tiles of a
@@ -65,14 +68,15 @@ pub struct FetchConfig {
 
 impl Default for FetchConfig {
     fn default() -> Self {
-        // Timeouts and retries: the defaults of every client (crate::cloud).
-        let c = ClientConfig::default();
+        // Timeouts and retries: the settings of every client of this process (crate::cloud).
+        let c = ClientConfig::current();
         FetchConfig {
             max_retries: c.max_retries,
             init_backoff: c.init_backoff,
             max_backoff: c.max_backoff,
             retry_timeout: c.retry_timeout,
             request_timeout: c.request_timeout,
+            total_timeout: c.total_timeout,
             connect_timeout: c.connect_timeout,
             coalesce_gap: 1 << 20,
             max_concurrent_requests: 8,
@@ -118,6 +122,7 @@ impl FetchConfig {
         ClientConfig {
             connect_timeout: self.connect_timeout,
             request_timeout: self.request_timeout,
+            total_timeout: self.total_timeout,
             max_retries: self.max_retries,
             init_backoff: self.init_backoff,
             max_backoff: self.max_backoff,

@@ -1,622 +1,736 @@
-//! TIFF header bytes → validated IFDs.
+//! TIFF header bytes → the IFDs a COG reader needs, parsed by eocube itself.
 //!
-//! Two passes over the header bytes held in memory:
-//! 1. [`walk`], our own small structural check of the IFD chain. async-tiff 0.4 trusts its input:
-//!    it panics on an unknown field type, an ASCII value without a NUL, a short GeoKey directory,
-//!    a missing required tag, and it sizes `Vec`s from counts read in the file. `walk` checks
-//!    every precondition those code paths rely on, finds cycles, bounds every count by the bytes
-//!    present, and tells the caller how many header bytes it still needs (IFDs may sit anywhere).
-//! 2. async-tiff's `ImageFileDirectoryReader` parses each IFD the walk accepted, from memory.
-//!    It runs under `catch_unwind` as a second line of defence; a panic there is a bug in `walk`.
+//! Owns: the TIFF and BigTIFF container in either byte order — the file header, the IFD chain
+//! and each IFD's entries — and the decoding of the tags `cog` uses into an [`Ifd`]: image and
+//! tile (or strip) geometry, tile offsets and byte counts, bits per sample, sample format,
+//! samples per pixel, compression, predictor, photometric interpretation, planar configuration,
+//! NewSubfileType (overviews and masks), GDAL_NODATA, the GeoKey directory (with its references
+//! into GeoDoubleParams and GeoAsciiParams) and ModelPixelScale / ModelTiepoint /
+//! ModelTransformation. Must not touch: I/O (the caller fetches bytes; [`parse`] says how many
+//! more it needs), pixel data and codecs (`decode`), or what the tags mean for a read window
+//! (georeferencing maths, level choice, supported data types: `mod.rs`).
+//!
+//! Every byte is untrusted, and the parser must be safe under `panic = "abort"` (where
+//! `catch_unwind` cannot help) and under fuzzing:
+//! - no indexing or slicing that can panic (`get` everywhere; the lints below deny the rest),
+//!   and no arithmetic that can overflow (checked, on `u64`);
+//! - every count is bounded by the bytes present before anything is allocated from it: a value
+//!   is decoded only once all its bytes are in memory, so a value of `count` items never
+//!   allocates more than the header bytes already read;
+//! - every offset is checked against the file size (a value or IFD past the end is
+//!   [`TiffError::PastEnd`], which `cog` reports as a truncated file), IFD cycles are found,
+//!   and the IFD count, entries per IFD and bytes per value are capped;
+//! - every defect is a [`TiffError`] variant naming the IFD, the tag and what is wrong; `cog`
+//!   adds the href.
+//!
+//! Tags that eocube does not read are skipped without decoding their values (an unknown field
+//! type on such a tag is skipped too, as libtiff does), but their values must still lie inside
+//! the file: a value past its end means a cut file.
+
+#![deny(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unreachable,
+    clippy::cast_possible_truncation
+)]
 
 use std::collections::HashSet;
+use std::fmt;
 use std::ops::Range;
-
-use async_tiff::ImageFileDirectory;
-use async_tiff::error::{AsyncTiffError, AsyncTiffResult};
-use async_tiff::metadata::{ImageFileDirectoryReader, MetadataFetch};
-use async_tiff::reader::Endianness;
-use async_tiff::tags::{PhotometricInterpretation, Type};
-use bytes::Bytes;
 
 /// At most this many IFDs (a COG has one per level plus masks; 64 levels is 2^64 pixels wide).
 const MAX_IFDS: usize = 64;
 /// At most this many entries per IFD (GDAL writes about 20).
-const MAX_TAGS: u64 = 512;
-/// No single tag value may be larger than this (1 M tile offsets of 8 bytes fit).
+const MAX_ENTRIES: u64 = 512;
+/// No single tag value may be larger than this (2 M tile offsets of 8 bytes fit).
 const MAX_VALUE_BYTES: u64 = 16 << 20;
 
-const TAG_IMAGE_WIDTH: u16 = 256;
-const TAG_IMAGE_LENGTH: u16 = 257;
-const TAG_BITS_PER_SAMPLE: u16 = 258;
-const TAG_PHOTOMETRIC: u16 = 262;
-const TAG_SAMPLES_PER_PIXEL: u16 = 277;
-const TAG_X_RESOLUTION: u16 = 282;
-const TAG_Y_RESOLUTION: u16 = 283;
-pub(crate) const TAG_PREDICTOR: u16 = 317;
-const TAG_GEO_KEY_DIRECTORY: u16 = 34735;
-const TAG_GEO_DOUBLE_PARAMS: u16 = 34736;
-const TAG_GEO_ASCII_PARAMS: u16 = 34737;
+/// The tags eocube reads.
+pub(crate) mod tag {
+    pub const NEW_SUBFILE_TYPE: u16 = 254;
+    pub const IMAGE_WIDTH: u16 = 256;
+    pub const IMAGE_LENGTH: u16 = 257;
+    pub const BITS_PER_SAMPLE: u16 = 258;
+    pub const COMPRESSION: u16 = 259;
+    pub const PHOTOMETRIC: u16 = 262;
+    pub const STRIP_OFFSETS: u16 = 273;
+    pub const SAMPLES_PER_PIXEL: u16 = 277;
+    pub const ROWS_PER_STRIP: u16 = 278;
+    pub const STRIP_BYTE_COUNTS: u16 = 279;
+    pub const PLANAR_CONFIGURATION: u16 = 284;
+    pub const PREDICTOR: u16 = 317;
+    pub const TILE_WIDTH: u16 = 322;
+    pub const TILE_LENGTH: u16 = 323;
+    pub const TILE_OFFSETS: u16 = 324;
+    pub const TILE_BYTE_COUNTS: u16 = 325;
+    pub const SAMPLE_FORMAT: u16 = 339;
+    pub const MODEL_PIXEL_SCALE: u16 = 33550;
+    pub const MODEL_TIEPOINT: u16 = 33922;
+    pub const MODEL_TRANSFORMATION: u16 = 34264;
+    pub const GEO_KEY_DIRECTORY: u16 = 34735;
+    pub const GEO_DOUBLE_PARAMS: u16 = 34736;
+    pub const GEO_ASCII_PARAMS: u16 = 34737;
+    pub const GDAL_NODATA: u16 = 42113;
+}
 
-/// Why the header bytes were refused. The caller adds the href.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum HeaderProblem {
-    /// Not a TIFF at all (magic bytes, version).
-    NotTiff(String),
-    /// The structure points past the end of the file.
-    Truncated(String),
+/// GeoKeys eocube reads (GeoTIFF 1.1 section 7).
+mod geokey {
+    pub const RASTER_TYPE: u16 = 1025;
+    pub const GEOGRAPHIC_TYPE: u16 = 2048;
+    pub const PROJECTED_TYPE: u16 = 3072;
+}
+
+/// A tag number, displayed with its name when eocube knows it: `TileOffsets (324)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Tag(pub u16);
+
+impl fmt::Display for Tag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self.0 {
+            tag::NEW_SUBFILE_TYPE => "NewSubfileType",
+            tag::IMAGE_WIDTH => "ImageWidth",
+            tag::IMAGE_LENGTH => "ImageLength",
+            tag::BITS_PER_SAMPLE => "BitsPerSample",
+            tag::COMPRESSION => "Compression",
+            tag::PHOTOMETRIC => "PhotometricInterpretation",
+            tag::STRIP_OFFSETS => "StripOffsets",
+            tag::SAMPLES_PER_PIXEL => "SamplesPerPixel",
+            tag::ROWS_PER_STRIP => "RowsPerStrip",
+            tag::STRIP_BYTE_COUNTS => "StripByteCounts",
+            tag::PLANAR_CONFIGURATION => "PlanarConfiguration",
+            tag::PREDICTOR => "Predictor",
+            tag::TILE_WIDTH => "TileWidth",
+            tag::TILE_LENGTH => "TileLength",
+            tag::TILE_OFFSETS => "TileOffsets",
+            tag::TILE_BYTE_COUNTS => "TileByteCounts",
+            tag::SAMPLE_FORMAT => "SampleFormat",
+            tag::MODEL_PIXEL_SCALE => "ModelPixelScale",
+            tag::MODEL_TIEPOINT => "ModelTiepoint",
+            tag::MODEL_TRANSFORMATION => "ModelTransformation",
+            tag::GEO_KEY_DIRECTORY => "GeoKeyDirectory",
+            tag::GEO_DOUBLE_PARAMS => "GeoDoubleParams",
+            tag::GEO_ASCII_PARAMS => "GeoAsciiParams",
+            tag::GDAL_NODATA => "GDAL_NODATA",
+            t => return write!(f, "tag {t}"),
+        };
+        write!(f, "{name} ({})", self.0)
+    }
+}
+
+/// The part of the file a [`TiffError::PastEnd`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Part {
+    Header,
+    Ifd { offset: u64 },
+    Value { ifd: u64, tag: Tag },
+}
+
+impl fmt::Display for Part {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Part::Header => write!(f, "the TIFF header"),
+            Part::Ifd { offset } => write!(f, "the IFD at offset {offset}"),
+            Part::Value { ifd, tag } => write!(f, "the value of {tag} in the IFD at offset {ifd}"),
+        }
+    }
+}
+
+/// What is wrong with a GeoKey directory.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum GeoKeyDefect {
+    #[error("{0} values, fewer than the 4 of its header")]
+    Short(u64),
+    #[error("version {version}.{revision}, expected 1.1")]
+    Version { version: u16, revision: u16 },
+    #[error("{announced} keys announced, room for {room}")]
+    KeyCount { announced: u16, room: u64 },
+    #[error("key {key} points to values {start}..{end} of {location}, which is missing or has only {len}")]
+    OutOfRange { key: u16, location: Tag, start: u64, end: u64, len: u64 },
+    #[error("key {key} is stored in {location}; expected a SHORT in the directory itself")]
+    NotInline { key: u16, location: Tag },
+}
+
+/// Why header bytes were refused. [`TiffError::kind`] sorts them for `cog`, which adds the href.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum TiffError {
+    #[error("it starts with bytes {head:02x?}, not \"II\" or \"MM\"")]
+    ByteOrder { head: Vec<u8> },
+    #[error("TIFF version {0}, expected 42 (TIFF) or 43 (BigTIFF)")]
+    Version(u16),
+    #[error("BigTIFF header with offset size {size} and reserved field {reserved}, expected 8 and 0")]
+    BigTiffHeader { size: u16, reserved: u16 },
+    #[error("{part} extends to byte {end} but the file has only {file_size} bytes")]
+    PastEnd { part: Part, end: u64, file_size: u64 },
+    #[error("the file has no image (first IFD offset is 0)")]
+    NoImage,
+    #[error("IFD offset {0} points into the file header")]
+    IfdInHeader(u64),
+    #[error("the IFD chain loops back to offset {0}")]
+    Cycle(u64),
+    #[error("more than {MAX_IFDS} IFDs")]
+    TooManyIfds,
+    #[error("IFD at offset {ifd} has {count} entries, expected 1 to {MAX_ENTRIES}")]
+    EntryCount { ifd: u64, count: u64 },
+    #[error("IFD at offset {ifd}: {tag} has unknown field type {typ}")]
+    FieldType { ifd: u64, tag: Tag, typ: u16 },
+    #[error("IFD at offset {ifd}: {tag} has an absurd count {count} (more than {MAX_VALUE_BYTES} bytes)")]
+    AbsurdCount { ifd: u64, tag: Tag, count: u64 },
+    #[error("IFD at offset {ifd} lacks the required {tag}")]
+    Missing { ifd: u64, tag: Tag },
+    #[error("IFD at offset {ifd}: {tag} has {count} values, expected {expected}")]
+    Count { ifd: u64, tag: Tag, count: u64, expected: &'static str },
+    #[error("IFD at offset {ifd}: {tag} is of field type {typ}, expected {expected}")]
+    Type { ifd: u64, tag: Tag, typ: u16, expected: &'static str },
+    #[error("IFD at offset {ifd}: {tag} is {value}, more than {max}")]
+    Range { ifd: u64, tag: Tag, value: u64, max: u64 },
+    #[error("IFD at offset {ifd}: {tag} is not ASCII text")]
+    Text { ifd: u64, tag: Tag },
+    #[error("IFD at offset {ifd}: GeoKeyDirectory: {defect}")]
+    GeoKeys { ifd: u64, defect: GeoKeyDefect },
+}
+
+/// How `cog` reports a [`TiffError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// Not a TIFF at all (byte order mark, version).
+    NotTiff,
+    /// The structure points past the end of the file: bytes are missing.
+    Truncated,
     /// The structure is inconsistent.
-    Malformed(String),
+    Malformed,
 }
 
-/// One IFD entry as laid out in the file.
-#[derive(Debug, Clone)]
-pub(crate) struct RawEntry {
-    pub tag: u16,
-    pub typ: u16,
-    pub count: u64,
-    /// Where the value bytes are (inline in the entry or out of line).
-    pub value: Range<usize>,
+impl TiffError {
+    pub(crate) fn kind(&self) -> Kind {
+        match self {
+            TiffError::ByteOrder { .. } | TiffError::Version(_) | TiffError::BigTiffHeader { .. } => Kind::NotTiff,
+            TiffError::PastEnd { .. } => Kind::Truncated,
+            _ => Kind::Malformed,
+        }
+    }
 }
 
-#[derive(Debug, Clone)]
-pub(crate) struct RawIfd {
-    pub offset: u64,
-    pub entries: Vec<RawEntry>,
-}
-
-#[derive(Debug, Clone)]
-pub(crate) struct RawHeader {
-    pub big_endian: bool,
-    pub bigtiff: bool,
-    pub ifds: Vec<RawIfd>,
-}
-
-/// The outcome of one walk over the bytes we have.
+/// The outcome of one parse of the bytes we have.
 #[derive(Debug)]
-pub(crate) enum Walk {
-    Done(RawHeader),
-    /// The structure continues past the bytes we have: fetch up to `end` and walk again.
+pub(crate) enum Parse {
+    Done(Header),
+    /// The structure continues past the bytes we have: fetch up to `end` and parse again.
     NeedMore {
         end: u64,
     },
 }
 
-/// Byte-order-aware reads that never panic.
+/// A parsed TIFF header: every IFD of the chain, in file order.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Header {
+    pub big_endian: bool,
+    pub bigtiff: bool,
+    pub ifds: Vec<Ifd>,
+}
+
+/// One IFD, with the TIFF defaults filled in for absent optional tags.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Ifd {
+    /// Where the IFD is in the file (names it in messages).
+    pub offset: u64,
+    /// 0 when absent; bit 0: reduced resolution (an overview), bit 2: a transparency mask.
+    pub new_subfile_type: u32,
+    pub image_width: u32,
+    pub image_height: u32,
+    /// The first value (one per sample); 1 when absent.
+    pub bits_per_sample: u16,
+    /// The first value; 1 (unsigned integer) when absent.
+    pub sample_format: u16,
+    /// 1 when absent.
+    pub samples_per_pixel: u16,
+    /// 1 (none) when absent.
+    pub compression: u16,
+    /// 1 (none) when absent.
+    pub predictor: u16,
+    pub photometric: Option<u16>,
+    /// 1 (chunky) when absent.
+    pub planar_configuration: u16,
+    pub tile_width: Option<u32>,
+    pub tile_height: Option<u32>,
+    pub tile_offsets: Option<Vec<u64>>,
+    pub tile_byte_counts: Option<Vec<u64>>,
+    pub strip_offsets: Option<Vec<u64>>,
+    pub strip_byte_counts: Option<Vec<u64>>,
+    pub rows_per_strip: Option<u32>,
+    /// GDAL_NODATA up to its first NUL.
+    pub gdal_nodata: Option<String>,
+    pub geo_keys: Option<GeoKeys>,
+    pub model_pixel_scale: Option<Vec<f64>>,
+    pub model_tiepoint: Option<Vec<f64>>,
+    pub model_transformation: Option<Vec<f64>>,
+}
+
+impl Ifd {
+    /// True for a transparency mask (GDAL's internal masks: NewSubfileType bit 2, photometric 4).
+    pub(crate) fn is_mask(&self) -> bool {
+        self.new_subfile_type & 4 != 0 || self.photometric == Some(4)
+    }
+
+    /// True for a reduced-resolution image (an overview, or a mask's overview).
+    pub(crate) fn is_reduced(&self) -> bool {
+        self.new_subfile_type & 1 != 0
+    }
+}
+
+/// The GeoKeys eocube reads; all other keys are checked for sound references and skipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct GeoKeys {
+    pub projected_type: Option<u16>,
+    pub geographic_type: Option<u16>,
+    /// 1 RasterPixelIsArea, 2 RasterPixelIsPoint.
+    pub raster_type: Option<u16>,
+}
+
+/// Byte-order-aware reads that return `None` past the end of the buffer, never panic.
 #[derive(Clone, Copy)]
-struct Reader<'a> {
+struct Bytes<'a> {
     buf: &'a [u8],
     big_endian: bool,
 }
 
-impl Reader<'_> {
-    fn bytes<const N: usize>(&self, at: u64) -> Option<[u8; N]> {
-        let at = usize::try_from(at).ok()?;
-        let s = self.buf.get(at..at.checked_add(N)?)?;
-        let mut out = [0u8; N];
-        out.copy_from_slice(s);
-        Some(out)
+impl Bytes<'_> {
+    fn slice(&self, at: u64, len: u64) -> Option<&[u8]> {
+        let start = usize::try_from(at).ok()?;
+        let end = start.checked_add(usize::try_from(len).ok()?)?;
+        self.buf.get(start..end)
+    }
+    fn array<const N: usize>(&self, at: u64) -> Option<[u8; N]> {
+        self.slice(at, N as u64)?.try_into().ok()
+    }
+    fn u8(&self, at: u64) -> Option<u8> {
+        self.array::<1>(at).map(|[b]| b)
     }
     fn u16(&self, at: u64) -> Option<u16> {
-        let b = self.bytes::<2>(at)?;
+        let b = self.array(at)?;
         Some(if self.big_endian { u16::from_be_bytes(b) } else { u16::from_le_bytes(b) })
     }
     fn u32(&self, at: u64) -> Option<u32> {
-        let b = self.bytes::<4>(at)?;
+        let b = self.array(at)?;
         Some(if self.big_endian { u32::from_be_bytes(b) } else { u32::from_le_bytes(b) })
     }
     fn u64(&self, at: u64) -> Option<u64> {
-        let b = self.bytes::<8>(at)?;
+        let b = self.array(at)?;
         Some(if self.big_endian { u64::from_be_bytes(b) } else { u64::from_le_bytes(b) })
     }
-    /// Value `i` of an entry as an unsigned integer (BYTE, SHORT, LONG, LONG8 and their IFD kinds).
-    fn uint(&self, e: &RawEntry, i: u64) -> Option<u64> {
-        let base = e.value.start as u64;
-        match e.typ {
-            1 | 7 => self.bytes::<1>(base + i).map(|b| u64::from(b[0])),
-            3 => self.u16(base + 2 * i).map(u64::from),
-            4 | 13 => self.u32(base + 4 * i).map(u64::from),
-            16 | 18 => self.u64(base + 8 * i),
-            _ => None,
-        }
+    /// A classic (4-byte) or BigTIFF (8-byte) offset or count.
+    fn word(&self, at: u64, bigtiff: bool) -> Option<u64> {
+        if bigtiff { self.u64(at) } else { self.u32(at).map(u64::from) }
     }
 }
 
+/// Bytes per value of a field type; `None` for types TIFF 6 and BigTIFF do not define.
 fn type_size(typ: u16) -> Option<u64> {
     Some(match typ {
-        1 | 2 | 6 | 7 => 1,
-        3 | 8 => 2,
-        4 | 9 | 11 | 13 => 4,
-        5 | 10 | 12 | 16 | 17 | 18 => 8,
+        1 | 2 | 6 | 7 => 1,              // BYTE ASCII SBYTE UNDEFINED
+        3 | 8 => 2,                      // SHORT SSHORT
+        4 | 9 | 11 | 13 => 4,            // LONG SLONG FLOAT IFD
+        5 | 10 | 12 | 16 | 17 | 18 => 8, // RATIONAL SRATIONAL DOUBLE LONG8 SLONG8 IFD8
         _ => return None,
     })
 }
 
-fn tag_name(tag: u16) -> String {
-    match tag {
-        TAG_IMAGE_WIDTH => "ImageWidth".into(),
-        TAG_IMAGE_LENGTH => "ImageLength".into(),
-        TAG_BITS_PER_SAMPLE => "BitsPerSample".into(),
-        TAG_PHOTOMETRIC => "PhotometricInterpretation".into(),
-        TAG_SAMPLES_PER_PIXEL => "SamplesPerPixel".into(),
-        TAG_GEO_KEY_DIRECTORY => "GeoKeyDirectory".into(),
-        TAG_GEO_ASCII_PARAMS => "GeoAsciiParams".into(),
-        TAG_GEO_DOUBLE_PARAMS => "GeoDoubleParams".into(),
-        t => format!("tag {t}"),
-    }
+/// True for the tags [`decode_ifd`] reads: an unknown field type is an error only on these.
+fn is_read(t: u16) -> bool {
+    matches!(
+        t,
+        tag::NEW_SUBFILE_TYPE
+            | tag::IMAGE_WIDTH
+            | tag::IMAGE_LENGTH
+            | tag::BITS_PER_SAMPLE
+            | tag::COMPRESSION
+            | tag::PHOTOMETRIC
+            | tag::STRIP_OFFSETS
+            | tag::SAMPLES_PER_PIXEL
+            | tag::ROWS_PER_STRIP
+            | tag::STRIP_BYTE_COUNTS
+            | tag::PLANAR_CONFIGURATION
+            | tag::PREDICTOR
+            | tag::TILE_WIDTH
+            | tag::TILE_LENGTH
+            | tag::TILE_OFFSETS
+            | tag::TILE_BYTE_COUNTS
+            | tag::SAMPLE_FORMAT
+            | tag::MODEL_PIXEL_SCALE
+            | tag::MODEL_TIEPOINT
+            | tag::MODEL_TRANSFORMATION
+            | tag::GEO_KEY_DIRECTORY
+            | tag::GEO_DOUBLE_PARAMS
+            | tag::GEO_ASCII_PARAMS
+            | tag::GDAL_NODATA
+    )
 }
 
-/// Walks the IFD chain in `buf` (the first `buf.len()` bytes of a file of `file_size` bytes).
-pub(crate) fn walk(buf: &[u8], file_size: u64) -> Result<Walk, HeaderProblem> {
+/// One IFD entry as laid out in the file.
+#[derive(Debug, Clone)]
+struct Entry {
+    tag: u16,
+    typ: u16,
+    count: u64,
+    /// Where the value bytes are (inline in the entry or out of line), inside the file but
+    /// perhaps not yet in memory.
+    value: Range<u64>,
+}
+
+/// The file layout constants of classic TIFF and BigTIFF.
+#[derive(Clone, Copy)]
+struct Layout {
+    bigtiff: bool,
+    /// Bytes of the file header.
+    header: u64,
+    /// Bytes of an IFD's entry count.
+    count: u64,
+    /// Bytes of one entry.
+    entry: u64,
+    /// Bytes of an offset (the next-IFD pointer, an out-of-line value's offset) and of the
+    /// inline value field.
+    word: u64,
+}
+
+const CLASSIC: Layout = Layout { bigtiff: false, header: 8, count: 2, entry: 12, word: 4 };
+const BIG: Layout = Layout { bigtiff: true, header: 16, count: 8, entry: 20, word: 8 };
+
+/// Parses the TIFF header in `buf`, the first `buf.len()` bytes of a file of `file_size` bytes.
+/// IFDs and their values may lie anywhere in the file: when they lie past `buf`,
+/// [`Parse::NeedMore`] says up to which byte to fetch before parsing again.
+pub(crate) fn parse(buf: &[u8], file_size: u64) -> Result<Parse, TiffError> {
     let have = buf.len() as u64;
+    let need = |end: u64, part: Part| {
+        if end > file_size { Err(TiffError::PastEnd { part, end, file_size }) } else { Ok(Parse::NeedMore { end }) }
+    };
     if have < 8 {
-        return if file_size < 8 {
-            Err(HeaderProblem::Truncated(format!("the file is only {file_size} bytes long, too short for a TIFF")))
-        } else {
-            Ok(Walk::NeedMore { end: 16 })
-        };
+        // 16 bytes hold a BigTIFF header too.
+        return if file_size < 8 { need(8, Part::Header) } else { Ok(Parse::NeedMore { end: file_size.min(16) }) };
     }
     let big_endian = match buf.get(0..2) {
         Some(b"II") => false,
         Some(b"MM") => true,
-        _ => {
-            let head: Vec<u8> = buf.iter().take(4).copied().collect();
-            return Err(HeaderProblem::NotTiff(format!("it starts with bytes {head:02x?}, not \"II\" or \"MM\"")));
-        }
+        _ => return Err(TiffError::ByteOrder { head: buf.iter().take(4).copied().collect() }),
     };
-    let r = Reader { buf, big_endian };
-    let (bigtiff, first_ifd) = match r.u16(2) {
-        Some(42) => (false, r.u32(4).map(u64::from)),
-        Some(43) => {
-            if have < 16 {
-                return need(16, file_size, "BigTIFF header");
-            }
-            if r.u16(4) != Some(8) || r.u16(6) != Some(0) {
-                return Err(HeaderProblem::NotTiff("BigTIFF header with an offset size other than 8".into()));
-            }
-            (true, r.u64(8))
-        }
-        v => return Err(HeaderProblem::NotTiff(format!("TIFF version {v:?}, expected 42 (TIFF) or 43 (BigTIFF)"))),
+    let r = Bytes { buf, big_endian };
+    let layout = match r.u16(2) {
+        Some(42) => CLASSIC,
+        Some(43) => BIG,
+        v => return Err(TiffError::Version(v.unwrap_or(0))),
     };
-    let mut next = first_ifd.unwrap_or(0);
-    if next == 0 {
-        return Err(HeaderProblem::Malformed("the file has no image (first IFD offset is 0)".into()));
+    if have < layout.header {
+        return need(layout.header, Part::Header);
     }
-    let (count_size, entry_size, ptr_size): (u64, u64, u64) = if bigtiff { (8, 20, 8) } else { (2, 12, 4) };
-    let header_len = if bigtiff { 16 } else { 8 };
+    if layout.bigtiff {
+        let (size, reserved) = (r.u16(4).unwrap_or(0), r.u16(6).unwrap_or(0));
+        if (size, reserved) != (8, 0) {
+            return Err(TiffError::BigTiffHeader { size, reserved });
+        }
+    }
+    let first = r.word(if layout.bigtiff { 8 } else { 4 }, layout.bigtiff).unwrap_or(0);
+    if first == 0 {
+        return Err(TiffError::NoImage);
+    }
+    let mut next = first;
     let mut seen = HashSet::new();
     let mut ifds = Vec::new();
     while next != 0 {
         if ifds.len() >= MAX_IFDS {
-            return Err(HeaderProblem::Malformed(format!("more than {MAX_IFDS} IFDs")));
+            return Err(TiffError::TooManyIfds);
         }
         if !seen.insert(next) {
-            return Err(HeaderProblem::Malformed(format!("the IFD chain loops back to offset {next}")));
+            return Err(TiffError::Cycle(next));
         }
         let at = next;
-        if at < header_len {
-            return Err(HeaderProblem::Malformed(format!("IFD offset {at} points into the file header")));
+        if at < layout.header {
+            return Err(TiffError::IfdInHeader(at));
         }
-        let Some(count_end) = at.checked_add(count_size) else {
-            return Err(HeaderProblem::Malformed(format!("IFD offset {at} overflows")));
-        };
-        if count_end > have {
-            return need(count_end, file_size, "an IFD");
+        let part = Part::Ifd { offset: at };
+        let past_end = |end: Option<u64>| TiffError::PastEnd { part, end: end.unwrap_or(u64::MAX), file_size };
+        let entries_at = at.checked_add(layout.count).ok_or_else(|| past_end(None))?;
+        if entries_at > have {
+            return need(entries_at, part);
         }
-        let n = if bigtiff { r.u64(at) } else { r.u16(at).map(u64::from) }.unwrap_or(0);
-        if n == 0 || n > MAX_TAGS {
-            return Err(HeaderProblem::Malformed(format!("IFD at offset {at} has {n} entries")));
+        let n = if layout.bigtiff { r.u64(at) } else { r.u16(at).map(u64::from) }.unwrap_or(0);
+        if n == 0 || n > MAX_ENTRIES {
+            return Err(TiffError::EntryCount { ifd: at, count: n });
         }
-        let end = count_end + n * entry_size + ptr_size;
+        // n <= MAX_ENTRIES, so these products cannot overflow; the sums can (an offset near 2^64).
+        let pointer_at = n.checked_mul(layout.entry).and_then(|b| entries_at.checked_add(b));
+        let end = pointer_at.and_then(|p| p.checked_add(layout.word)).ok_or_else(|| past_end(None))?;
         if end > have {
-            return need(end, file_size, "an IFD");
+            return need(end, part);
         }
-        let mut entries = Vec::with_capacity(n as usize);
+        let mut entries = Vec::new();
         for i in 0..n {
-            let e = count_end + i * entry_size;
-            entries.push(entry(&r, e, bigtiff, file_size)?);
+            let e =
+                i.checked_mul(layout.entry).and_then(|b| entries_at.checked_add(b)).ok_or_else(|| past_end(None))?;
+            if let Some(entry) = entry(&r, layout, at, e, file_size)? {
+                entries.push(entry);
+            }
         }
-        let ifd = RawIfd { offset: at, entries };
-        check_ifd(&r, &ifd, bigtiff)?;
-        // Values out of line must be in memory before async-tiff reads them.
-        if let Some(end) = ifd.entries.iter().map(|e| e.value.end as u64).max().filter(|&e| e > have) {
-            return need(end, file_size, "tag values");
+        // Values out of line must be in memory before they are decoded.
+        if let Some(end) = entries.iter().map(|e| e.value.end).max().filter(|&e| e > have) {
+            return need(end, part);
         }
-        next = if bigtiff { r.u64(end - 8) } else { r.u32(end - 4).map(u64::from) }.unwrap_or(0);
-        ifds.push(ifd);
+        ifds.push(decode_ifd(&r, at, &entries)?);
+        next = pointer_at.and_then(|p| r.word(p, layout.bigtiff)).unwrap_or(0);
     }
-    Ok(Walk::Done(RawHeader { big_endian, bigtiff, ifds }))
+    Ok(Parse::Done(Header { big_endian, bigtiff: layout.bigtiff, ifds }))
 }
 
-fn need(end: u64, file_size: u64, what: &str) -> Result<Walk, HeaderProblem> {
-    if end > file_size {
-        Err(HeaderProblem::Truncated(format!("{what} extends to byte {end} but the file has only {file_size} bytes")))
-    } else {
-        Ok(Walk::NeedMore { end })
-    }
-}
-
-/// Reads and checks one IFD entry at `e`. Value ranges may extend past `have` (not past the file).
-fn entry(r: &Reader, e: u64, bigtiff: bool, file_size: u64) -> Result<RawEntry, HeaderProblem> {
-    let malformed = |m: String| Err(HeaderProblem::Malformed(m));
-    let (tag, typ) = (r.u16(e).unwrap_or(0), r.u16(e + 2).unwrap_or(0));
-    let count = if bigtiff { r.u64(e + 4) } else { r.u32(e + 4).map(u64::from) }.unwrap_or(0);
-    let field = if bigtiff { e + 12 } else { e + 8 };
-    let field_len = if bigtiff { 8 } else { 4 };
+/// Reads the entry at `e` of the IFD at `ifd`: `None` for an entry of an unknown field type on a
+/// tag eocube does not read. Its value range may extend past the buffer, not past the file.
+fn entry(r: &Bytes, layout: Layout, ifd: u64, e: u64, file_size: u64) -> Result<Option<Entry>, TiffError> {
+    // The caller checked that the whole entry is in the buffer; these reads cannot fail, but a
+    // failure would only read as zeros.
+    let field = |off: u64| e.saturating_add(off);
+    let tag = r.u16(e).unwrap_or(0);
+    let typ = r.u16(field(2)).unwrap_or(0);
+    let count = r.word(field(4), layout.bigtiff).unwrap_or(0);
+    let value_field = field(if layout.bigtiff { 12 } else { 8 });
     let Some(size) = type_size(typ) else {
-        return malformed(format!("{} has unknown field type {typ}", tag_name(tag)));
+        return if is_read(tag) { Err(TiffError::FieldType { ifd, tag: Tag(tag), typ }) } else { Ok(None) };
     };
-    if Type::from_u16(typ).is_none() {
-        return malformed(format!("{} has unknown field type {typ}", tag_name(tag)));
-    }
     let len = match count.checked_mul(size) {
-        Some(l) if l <= MAX_VALUE_BYTES => l,
-        _ => return malformed(format!("{} has an absurd count {count}", tag_name(tag))),
+        Some(len) if len <= MAX_VALUE_BYTES => len,
+        _ => return Err(TiffError::AbsurdCount { ifd, tag: Tag(tag), count }),
     };
-    let start = if len <= field_len {
-        field
-    } else {
-        let off = if bigtiff { r.u64(field) } else { r.u32(field).map(u64::from) }.unwrap_or(0);
-        match off.checked_add(len) {
-            Some(end) if end <= file_size => off,
-            _ => {
-                return Err(HeaderProblem::Truncated(format!(
-                    "the value of {} ({len} bytes at offset {off}) lies past the end of the file ({file_size} bytes)",
-                    tag_name(tag)
-                )));
+    let start = if len <= layout.word { value_field } else { r.word(value_field, layout.bigtiff).unwrap_or(0) };
+    let part = Part::Value { ifd, tag: Tag(tag) };
+    match start.checked_add(len) {
+        Some(end) if end <= file_size => Ok(Some(Entry { tag, typ, count, value: start..end })),
+        end => Err(TiffError::PastEnd { part, end: end.unwrap_or(u64::MAX), file_size }),
+    }
+}
+
+/// Decodes the values of one IFD's entries (all in memory by now).
+struct Values<'a> {
+    r: Bytes<'a>,
+    ifd: u64,
+    entries: &'a [Entry],
+}
+
+/// The unsigned integer field types: BYTE, SHORT, LONG, IFD, LONG8, IFD8.
+const UINT_TYPES: &str = "an unsigned integer type (BYTE, SHORT, LONG or LONG8)";
+
+impl Values<'_> {
+    /// The entry of `t`; the last one when a tag repeats (as libtiff and async-tiff did).
+    fn find(&self, t: u16) -> Option<&Entry> {
+        self.entries.iter().rev().find(|e| e.tag == t)
+    }
+
+    /// The value bytes of `e`, all in memory (the caller made sure of it).
+    fn bytes(&self, e: &Entry) -> Result<&[u8], TiffError> {
+        let len = e.value.end.saturating_sub(e.value.start);
+        self.r.slice(e.value.start, len).ok_or(TiffError::PastEnd {
+            part: Part::Value { ifd: self.ifd, tag: Tag(e.tag) },
+            end: e.value.end,
+            file_size: self.r.buf.len() as u64,
+        })
+    }
+
+    /// Every value of an unsigned integer tag; `count` values fit in the buffer, so the
+    /// allocation is bounded by the header bytes read.
+    fn uints(&self, e: &Entry) -> Result<Vec<u64>, TiffError> {
+        let bytes = self.bytes(e)?;
+        let r = Bytes { buf: bytes, big_endian: self.r.big_endian };
+        let read: fn(&Bytes, u64) -> Option<u64> = match e.typ {
+            1 => |r, i| r.u8(i).map(u64::from),
+            3 => |r, i| r.u16(i.checked_mul(2)?).map(u64::from),
+            4 | 13 => |r, i| r.u32(i.checked_mul(4)?).map(u64::from),
+            16 | 18 => |r, i| r.u64(i.checked_mul(8)?),
+            typ => return Err(TiffError::Type { ifd: self.ifd, tag: Tag(e.tag), typ, expected: UINT_TYPES }),
+        };
+        let mut out = Vec::with_capacity(usize::try_from(e.count).unwrap_or(0).min(bytes.len()));
+        for i in 0..e.count {
+            // Cannot fail: count * size bytes are present.
+            out.push(read(&r, i).ok_or(TiffError::Count {
+                ifd: self.ifd,
+                tag: Tag(e.tag),
+                count: e.count,
+                expected: "as many as its bytes hold",
+            })?);
+        }
+        Ok(out)
+    }
+
+    fn uint_list(&self, t: u16) -> Result<Option<Vec<u64>>, TiffError> {
+        self.find(t).map(|e| self.uints(e)).transpose()
+    }
+
+    /// The single value of an unsigned integer tag, at most `max`.
+    fn uint(&self, t: u16, max: u64) -> Result<Option<u64>, TiffError> {
+        let Some(e) = self.find(t) else { return Ok(None) };
+        let values = self.uints(e)?;
+        let &[v] = values.as_slice() else {
+            return Err(TiffError::Count { ifd: self.ifd, tag: Tag(t), count: e.count, expected: "1" });
+        };
+        if v > max {
+            return Err(TiffError::Range { ifd: self.ifd, tag: Tag(t), value: v, max });
+        }
+        Ok(Some(v))
+    }
+
+    fn u16(&self, t: u16) -> Result<Option<u16>, TiffError> {
+        Ok(self.uint(t, u16::MAX.into())?.and_then(|v| u16::try_from(v).ok()))
+    }
+
+    fn u32(&self, t: u16) -> Result<Option<u32>, TiffError> {
+        Ok(self.uint(t, u32::MAX.into())?.and_then(|v| u32::try_from(v).ok()))
+    }
+
+    fn required_u32(&self, t: u16) -> Result<u32, TiffError> {
+        self.u32(t)?.ok_or(TiffError::Missing { ifd: self.ifd, tag: Tag(t) })
+    }
+
+    /// The first of a per-sample SHORT tag (BitsPerSample, SampleFormat).
+    fn first_u16(&self, t: u16) -> Result<Option<u16>, TiffError> {
+        let Some(e) = self.find(t) else { return Ok(None) };
+        let first = self.uints(e)?.first().copied();
+        let Some(v) = first else {
+            return Err(TiffError::Count { ifd: self.ifd, tag: Tag(t), count: 0, expected: "at least 1" });
+        };
+        u16::try_from(v).map(Some).map_err(|_| TiffError::Range {
+            ifd: self.ifd,
+            tag: Tag(t),
+            value: v,
+            max: u16::MAX.into(),
+        })
+    }
+
+    /// Every value of a DOUBLE tag.
+    fn doubles(&self, t: u16) -> Result<Option<Vec<f64>>, TiffError> {
+        let Some(e) = self.find(t) else { return Ok(None) };
+        if e.typ != 12 {
+            return Err(TiffError::Type { ifd: self.ifd, tag: Tag(t), typ: e.typ, expected: "DOUBLE" });
+        }
+        let bytes = self.bytes(e)?;
+        Ok(Some(
+            bytes
+                .chunks_exact(8)
+                .filter_map(|c| {
+                    let b: [u8; 8] = c.try_into().ok()?;
+                    Some(if self.r.big_endian { f64::from_be_bytes(b) } else { f64::from_le_bytes(b) })
+                })
+                .collect(),
+        ))
+    }
+
+    /// An ASCII tag up to its first NUL (a missing terminator is tolerated).
+    fn ascii(&self, t: u16) -> Result<Option<String>, TiffError> {
+        let Some(e) = self.find(t) else { return Ok(None) };
+        if e.typ != 2 {
+            return Err(TiffError::Type { ifd: self.ifd, tag: Tag(t), typ: e.typ, expected: "ASCII" });
+        }
+        let bytes = self.bytes(e)?;
+        let text = bytes.split(|&b| b == 0).next().unwrap_or(&[]);
+        match std::str::from_utf8(text) {
+            Ok(s) if s.is_ascii() => Ok(Some(s.to_string())),
+            _ => Err(TiffError::Text { ifd: self.ifd, tag: Tag(t) }),
+        }
+    }
+}
+
+/// Decodes the tags eocube reads from one IFD's entries.
+fn decode_ifd(r: &Bytes, ifd: u64, entries: &[Entry]) -> Result<Ifd, TiffError> {
+    let v = Values { r: *r, ifd, entries };
+    Ok(Ifd {
+        offset: ifd,
+        new_subfile_type: v.u32(tag::NEW_SUBFILE_TYPE)?.unwrap_or(0),
+        image_width: v.required_u32(tag::IMAGE_WIDTH)?,
+        image_height: v.required_u32(tag::IMAGE_LENGTH)?,
+        bits_per_sample: v.first_u16(tag::BITS_PER_SAMPLE)?.unwrap_or(1),
+        sample_format: v.first_u16(tag::SAMPLE_FORMAT)?.unwrap_or(1),
+        samples_per_pixel: v.u16(tag::SAMPLES_PER_PIXEL)?.unwrap_or(1),
+        compression: v.u16(tag::COMPRESSION)?.unwrap_or(1),
+        predictor: v.u16(tag::PREDICTOR)?.unwrap_or(1),
+        photometric: v.u16(tag::PHOTOMETRIC)?,
+        planar_configuration: v.u16(tag::PLANAR_CONFIGURATION)?.unwrap_or(1),
+        tile_width: v.u32(tag::TILE_WIDTH)?,
+        tile_height: v.u32(tag::TILE_LENGTH)?,
+        tile_offsets: v.uint_list(tag::TILE_OFFSETS)?,
+        tile_byte_counts: v.uint_list(tag::TILE_BYTE_COUNTS)?,
+        strip_offsets: v.uint_list(tag::STRIP_OFFSETS)?,
+        strip_byte_counts: v.uint_list(tag::STRIP_BYTE_COUNTS)?,
+        rows_per_strip: v.u32(tag::ROWS_PER_STRIP)?,
+        gdal_nodata: v.ascii(tag::GDAL_NODATA)?,
+        geo_keys: geo_keys(&v)?,
+        model_pixel_scale: v.doubles(tag::MODEL_PIXEL_SCALE)?,
+        model_tiepoint: v.doubles(tag::MODEL_TIEPOINT)?,
+        model_transformation: v.doubles(tag::MODEL_TRANSFORMATION)?,
+    })
+}
+
+/// The GeoKey directory (GeoTIFF 1.1 section 7.1): a header `[1, 1, minor, n]`, then `n` keys
+/// `[id, location, count, value]` where location 0 means the value is the SHORT itself and
+/// GeoDoubleParams / GeoAsciiParams mean `count` values from index `value` of that tag. Every
+/// reference must land inside its tag; the three keys eocube reads must be inline SHORTs.
+fn geo_keys(v: &Values) -> Result<Option<GeoKeys>, TiffError> {
+    let Some(dir) = v.uint_list(tag::GEO_KEY_DIRECTORY)? else { return Ok(None) };
+    let defect = |defect| TiffError::GeoKeys { ifd: v.ifd, defect };
+    let mut shorts = Vec::with_capacity(dir.len());
+    for value in dir {
+        let s = u16::try_from(value).map_err(|_| TiffError::Range {
+            ifd: v.ifd,
+            tag: Tag(tag::GEO_KEY_DIRECTORY),
+            value,
+            max: u16::MAX.into(),
+        })?;
+        shorts.push(s);
+    }
+    let mut quads = shorts.chunks_exact(4);
+    let Some(&[version, revision, _minor, announced]) = quads.next() else {
+        return Err(defect(GeoKeyDefect::Short(shorts.len() as u64)));
+    };
+    if (version, revision) != (1, 1) {
+        return Err(defect(GeoKeyDefect::Version { version, revision }));
+    }
+    let room = quads.len() as u64;
+    if u64::from(announced) > room {
+        return Err(defect(GeoKeyDefect::KeyCount { announced, room }));
+    }
+    let doubles = v.find(tag::GEO_DOUBLE_PARAMS).map(|e| e.count);
+    let ascii = v.find(tag::GEO_ASCII_PARAMS).map(|e| e.count);
+    let mut keys = GeoKeys::default();
+    for quad in quads.take(usize::from(announced)) {
+        let &[key, location, count, value] = quad else { continue };
+        let len = match location {
+            0 => None,
+            tag::GEO_DOUBLE_PARAMS => Some(doubles),
+            tag::GEO_ASCII_PARAMS => Some(ascii),
+            // Another tag of the IFD: allowed by the spec, unused by GDAL and by eocube.
+            _ => None,
+        };
+        if let Some(len) = len {
+            let (start, end) = (u64::from(value), u64::from(value).saturating_add(u64::from(count)));
+            if len.is_none_or(|len| end > len) {
+                let location = Tag(location);
+                return Err(defect(GeoKeyDefect::OutOfRange { key, location, start, end, len: len.unwrap_or(0) }));
             }
         }
-    };
-    let value = start as usize..(start + len) as usize;
-    // async-tiff panics on ASCII values that are inline and not NUL-terminated 7-bit text.
-    if typ == 2 && len <= field_len {
-        let bytes = r.buf.get(value.clone()).unwrap_or(&[]);
-        let ok = if count == 1 { bytes.first() == Some(&0) } else { bytes.is_ascii() && bytes.ends_with(&[0]) };
-        if !ok {
-            return malformed(format!("{} is a short ASCII value without a terminating NUL", tag_name(tag)));
+        let slot = match key {
+            geokey::PROJECTED_TYPE => &mut keys.projected_type,
+            geokey::GEOGRAPHIC_TYPE => &mut keys.geographic_type,
+            geokey::RASTER_TYPE => &mut keys.raster_type,
+            _ => continue,
+        };
+        if location != 0 {
+            return Err(defect(GeoKeyDefect::NotInline { key, location: Tag(location) }));
         }
+        *slot = Some(value);
     }
-    // async-tiff accepts only a single RATIONAL for the resolutions (anything else: unreachable!).
-    if matches!(tag, TAG_X_RESOLUTION | TAG_Y_RESOLUTION) && !(typ == 5 && count == 1) {
-        return malformed(format!("resolution tag {tag} must be one RATIONAL"));
-    }
-    Ok(RawEntry { tag, typ, count, value })
-}
-
-impl RawIfd {
-    pub(crate) fn get(&self, tag: u16) -> Option<&RawEntry> {
-        self.entries.iter().rev().find(|e| e.tag == tag)
-    }
-}
-
-/// First value of an integer tag, read from the raw bytes (async-tiff maps unknown enum values
-/// such as predictor 4 to "absent", which would silently mis-decode).
-pub(crate) fn raw_uint(buf: &[u8], big_endian: bool, ifd: &RawIfd, tag: u16) -> Option<u64> {
-    let e = ifd.get(tag)?;
-    if e.count == 0 {
-        return None;
-    }
-    Reader { buf, big_endian }.uint(e, 0)
-}
-
-/// The checks that depend on several entries of one IFD (all values are in memory by now or
-/// the caller will fetch them; checks that need value bytes run only when they are present).
-fn check_ifd(r: &Reader, ifd: &RawIfd, bigtiff: bool) -> Result<(), HeaderProblem> {
-    let malformed = |m: String| Err(HeaderProblem::Malformed(m));
-    for tag in [TAG_IMAGE_WIDTH, TAG_IMAGE_LENGTH, TAG_BITS_PER_SAMPLE, TAG_PHOTOMETRIC, TAG_SAMPLES_PER_PIXEL] {
-        match ifd.get(tag) {
-            None => return malformed(format!("IFD at offset {} lacks the required {}", ifd.offset, tag_name(tag))),
-            Some(e) if e.count == 0 => {
-                return malformed(format!("IFD at offset {} has an empty {}", ifd.offset, tag_name(tag)));
-            }
-            Some(_) => {}
-        }
-    }
-    if ifd.entries.iter().any(|e| e.value.end > r.buf.len()) {
-        // Values still to be fetched; the caller walks again once they are here.
-        return Ok(());
-    }
-    // async-tiff unwraps PhotometricInterpretation::from_u16.
-    let photometric = ifd.get(TAG_PHOTOMETRIC).and_then(|e| r.uint(e, 0));
-    if photometric.and_then(|p| u16::try_from(p).ok()).and_then(PhotometricInterpretation::from_u16).is_none() {
-        return malformed(format!("unknown PhotometricInterpretation {photometric:?}"));
-    }
-    check_geokeys(r, ifd, bigtiff)
-}
-
-/// The GeoKey directory must have a valid header, whole key entries, and every reference into
-/// GeoAsciiParams / GeoDoubleParams must land inside them (async-tiff indexes them unchecked).
-fn check_geokeys(r: &Reader, ifd: &RawIfd, bigtiff: bool) -> Result<(), HeaderProblem> {
-    let malformed = |m: &str| Err(HeaderProblem::Malformed(format!("GeoKeyDirectory: {m}")));
-    let Some(dir) = ifd.get(TAG_GEO_KEY_DIRECTORY) else { return Ok(()) };
-    if !matches!(dir.typ, 1 | 3 | 4 | 7 | 13 | 16 | 18) {
-        // async-tiff refuses other types with an error, not a panic.
-        return Ok(());
-    }
-    let keys: Vec<u64> = (0..dir.count).filter_map(|i| r.uint(dir, i)).collect();
-    let [version, revision, _, n, ..] = keys[..] else {
-        return malformed("fewer than 4 values");
-    };
-    if version != 1 || revision != 1 {
-        return malformed(&format!("version {version}.{revision}, expected 1.1"));
-    }
-    if 4 + 4 * n > keys.len() as u64 {
-        return malformed(&format!("{n} keys announced, room for {}", keys.len() / 4 - 1));
-    }
-    let ascii = ascii_params(r, ifd, bigtiff);
-    let doubles = ifd.get(TAG_GEO_DOUBLE_PARAMS).map(|e| e.count);
-    for k in keys.chunks_exact(4).skip(1).take(n as usize) {
-        let &[_, location, count, offset] = k else { continue };
-        let (count, offset) = (count as usize, offset as usize);
-        match location as u16 {
-            TAG_GEO_ASCII_PARAMS => match &ascii {
-                Some(s) if s.get(offset..offset + count).is_some() => {}
-                Some(_) => return malformed("a key points outside GeoAsciiParams"),
-                None => return malformed("a key points into a missing or unreadable GeoAsciiParams"),
-            },
-            TAG_GEO_DOUBLE_PARAMS => match doubles {
-                Some(len) if (offset + count.max(1)) as u64 <= len => {}
-                _ => return malformed("a key points outside GeoDoubleParams"),
-            },
-            _ => {}
-        }
-    }
-    Ok(())
-}
-
-/// GeoAsciiParams exactly as async-tiff will decode it (so slicing checks match its slicing).
-fn ascii_params(r: &Reader, ifd: &RawIfd, bigtiff: bool) -> Option<String> {
-    let e = ifd.get(TAG_GEO_ASCII_PARAMS)?;
-    if e.typ != 2 || e.count == 0 {
-        return None;
-    }
-    let bytes = r.buf.get(e.value.clone())?;
-    let inline = (e.value.len() as u64) <= if bigtiff { 8 } else { 4 };
-    if e.count == 1 {
-        Some(String::new())
-    } else if inline {
-        std::str::from_utf8(bytes).ok().map(|s| s.trim_matches(char::from(0)).to_string())
-    } else {
-        let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-        Some(String::from_utf8_lossy(bytes.get(..end)?).into_owned())
-    }
-}
-
-/// Header bytes in memory, served to async-tiff; reads past the end are errors, not panics.
-#[derive(Debug)]
-struct MemFetch(Bytes);
-
-#[async_trait::async_trait]
-impl MetadataFetch for MemFetch {
-    async fn fetch(&self, range: Range<u64>) -> AsyncTiffResult<Bytes> {
-        let len = self.0.len() as u64;
-        if range.start > range.end || range.end > len {
-            return Err(AsyncTiffError::EndOfFile(
-                range.end.saturating_sub(range.start),
-                len.saturating_sub(range.start),
-            ));
-        }
-        Ok(self.0.slice(range.start as usize..range.end as usize))
-    }
-}
-
-/// Parses every IFD `walk` accepted, with async-tiff, from memory.
-pub(crate) fn parse_ifds(buf: &Bytes, raw: &RawHeader) -> Result<Vec<ImageFileDirectory>, HeaderProblem> {
-    let fetch = MemFetch(buf.clone());
-    let endianness = if raw.big_endian { Endianness::BigEndian } else { Endianness::LittleEndian };
-    let offsets: Vec<u64> = raw.ifds.iter().map(|i| i.offset).collect();
-    let bigtiff = raw.bigtiff;
-    let parse = async {
-        let mut out = Vec::with_capacity(offsets.len());
-        for off in offsets {
-            let reader = ImageFileDirectoryReader::open(&fetch, off, bigtiff, endianness).await?;
-            out.push(reader.read(&fetch).await?);
-        }
-        Ok::<_, AsyncTiffError>(out)
-    };
-    // Everything is in memory, so the future never waits: block_on returns at once even when
-    // called from inside a runtime.
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| futures::executor::block_on(parse)));
-    match result {
-        Ok(Ok(ifds)) => Ok(ifds),
-        Ok(Err(e)) => Err(HeaderProblem::Malformed(format!("cannot parse the IFD: {e}"))),
-        Err(_) => Err(HeaderProblem::Malformed("the TIFF parser rejected the IFD structure".into())),
-    }
+    Ok(Some(keys))
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
-    use super::*;
-
-    /// IFD entries of [`TiffBuilder`]: `(tag, type, values)`.
-    pub(crate) type Entries = Vec<(u16, u16, Vec<u64>)>;
-
-    /// A minimal little- or big-endian classic TIFF writer for tests: entries `(tag, type, values)`
-    /// with values as u64 written at the type's size.
-    pub(crate) struct TiffBuilder {
-        pub big_endian: bool,
-        pub ifds: Vec<Entries>,
-        pub tail: Vec<u8>,
-    }
-
-    impl TiffBuilder {
-        pub(crate) fn new(big_endian: bool) -> Self {
-            TiffBuilder { big_endian, ifds: vec![], tail: vec![] }
-        }
-
-        fn put(&self, out: &mut Vec<u8>, v: u64, size: usize) {
-            let b = v.to_be_bytes();
-            let be = &b[8 - size..];
-            if self.big_endian {
-                out.extend_from_slice(be);
-            } else {
-                out.extend(be.iter().rev());
-            }
-        }
-
-        /// Serialises: header, then each IFD followed by its out-of-line values, then `tail`.
-        /// Returns the bytes and the offset where `tail` starts.
-        pub(crate) fn build(&self) -> (Vec<u8>, usize) {
-            let mut out = if self.big_endian { b"MM".to_vec() } else { b"II".to_vec() };
-            self.put(&mut out, 42, 2);
-            self.put(&mut out, 8, 4);
-            let mut ifd_ptr_pos = 4;
-            for ifd in &self.ifds {
-                let at = out.len();
-                let p = ifd_ptr_pos;
-                let mut tmp = vec![];
-                self.put(&mut tmp, at as u64, 4);
-                out[p..p + 4].copy_from_slice(&tmp);
-                self.put(&mut out, ifd.len() as u64, 2);
-                let values_at = at + 2 + 12 * ifd.len() + 4;
-                let mut values = vec![];
-                for (tag, typ, vals) in ifd {
-                    let size = type_size(*typ).unwrap_or(2) as usize;
-                    self.put(&mut out, *tag as u64, 2);
-                    self.put(&mut out, *typ as u64, 2);
-                    self.put(&mut out, vals.len() as u64, 4);
-                    let mut bytes = vec![];
-                    for &v in vals {
-                        if *typ == 5 {
-                            self.put(&mut bytes, v, 4);
-                            self.put(&mut bytes, 1, 4);
-                        } else {
-                            self.put(&mut bytes, v, size);
-                        }
-                    }
-                    if bytes.len() <= 4 {
-                        bytes.resize(4, 0);
-                        out.extend_from_slice(&bytes);
-                    } else {
-                        self.put(&mut out, (values_at + values.len()) as u64, 4);
-                        values.extend_from_slice(&bytes);
-                        if values.len() % 2 == 1 {
-                            values.push(0);
-                        }
-                    }
-                }
-                ifd_ptr_pos = out.len();
-                self.put(&mut out, 0, 4);
-                out.extend_from_slice(&values);
-            }
-            let tail_at = out.len();
-            out.extend_from_slice(&self.tail);
-            (out, tail_at)
-        }
-    }
-
-    pub(crate) fn minimal_ifd(
-        w: u64,
-        h: u64,
-        tile: u64,
-        offsets: Vec<u64>,
-        counts: Vec<u64>,
-    ) -> Vec<(u16, u16, Vec<u64>)> {
-        vec![
-            (256, 3, vec![w]),
-            (257, 3, vec![h]),
-            (258, 3, vec![16]),
-            (259, 3, vec![1]),
-            (262, 3, vec![1]),
-            (277, 3, vec![1]),
-            (322, 3, vec![tile]),
-            (323, 3, vec![tile]),
-            (324, 4, offsets),
-            (325, 4, counts),
-            (339, 3, vec![1]),
-            (33550, 12, vec![10f64.to_bits(), 10f64.to_bits(), 0]),
-            (33922, 12, vec![0, 0, 0, 500000f64.to_bits(), 4000000f64.to_bits(), 0]),
-            (34735, 3, vec![1, 1, 0, 2, 1024, 0, 1, 1, 3072, 0, 1, 32633]),
-        ]
-    }
-
-    fn walk_all(buf: &[u8]) -> Result<RawHeader, HeaderProblem> {
-        match walk(buf, buf.len() as u64)? {
-            Walk::Done(h) => Ok(h),
-            Walk::NeedMore { end } => panic!("need more up to {end} with the whole file"),
-        }
-    }
-
-    #[test]
-    fn walks_a_valid_header_both_byte_orders() {
-        for be in [false, true] {
-            let mut b = TiffBuilder::new(be);
-            b.ifds.push(minimal_ifd(20, 20, 16, vec![0; 4], vec![0; 4]));
-            let (buf, _) = b.build();
-            let h = walk_all(&buf).unwrap();
-            assert_eq!(h.big_endian, be);
-            assert_eq!(h.ifds.len(), 1);
-            let ifds = parse_ifds(&Bytes::from(buf.clone()), &h).unwrap();
-            assert_eq!(ifds[0].image_width(), 20);
-            assert_eq!(ifds[0].tile_offsets().unwrap().len(), 4);
-            assert_eq!(raw_uint(&buf, be, &h.ifds[0], TAG_IMAGE_WIDTH), Some(20));
-        }
-    }
-
-    #[test]
-    fn asks_for_more_bytes_when_the_ifd_is_beyond_the_buffer() {
-        let mut b = TiffBuilder::new(false);
-        b.ifds.push(minimal_ifd(20, 20, 16, vec![0; 4], vec![0; 4]));
-        let (buf, _) = b.build();
-        match walk(&buf[..40], buf.len() as u64).unwrap() {
-            Walk::NeedMore { end } => assert!(end > 40 && end <= buf.len() as u64),
-            Walk::Done(_) => panic!("cannot be done with 40 bytes"),
-        }
-    }
-
-    #[test]
-    fn refuses_garbage_truncation_and_cycles() {
-        assert!(matches!(walk(b"GIF89a\0\0\0\0\0\0", 12), Err(HeaderProblem::NotTiff(_))));
-        assert!(matches!(walk(b"II*\0", 4), Err(HeaderProblem::Truncated(_))));
-        assert!(matches!(walk(b"II\x2b\0\x08\0\0\0", 100), Ok(Walk::NeedMore { .. })));
-        assert!(matches!(walk(b"II\x2c\0\x08\0\0\0", 8), Err(HeaderProblem::NotTiff(_))));
-        let mut b = TiffBuilder::new(false);
-        b.ifds.push(minimal_ifd(20, 20, 16, vec![0; 4], vec![0; 4]));
-        let (mut buf, _) = b.build();
-        // Truncated in the middle of the IFD.
-        assert!(matches!(walk(&buf[..30], 30), Err(HeaderProblem::Truncated(_))));
-        // Next-IFD pointer back to the first IFD: a cycle.
-        let n = u16::from_le_bytes([buf[8], buf[9]]) as usize;
-        let p = 8 + 2 + 12 * n;
-        buf[p..p + 4].copy_from_slice(&8u32.to_le_bytes());
-        assert!(matches!(walk(&buf, buf.len() as u64), Err(HeaderProblem::Malformed(m)) if m.contains("loops")));
-    }
-
-    #[test]
-    fn refuses_entries_that_would_panic_async_tiff() {
-        type Edit = Box<dyn Fn(&mut Entries)>;
-        let cases: Vec<(&str, Edit)> = vec![
-            ("unknown type", Box::new(|i| i[0].1 = 99)),
-            ("missing width", Box::new(|i| i.retain(|e| e.0 != 256))),
-            ("missing photometric", Box::new(|i| i.retain(|e| e.0 != 262))),
-            ("bad photometric", Box::new(|i| i[4].2 = vec![77])),
-            ("geokeys short", Box::new(|i| i[13].2 = vec![1, 1, 0])),
-            ("geokeys count", Box::new(|i| i[13].2 = vec![1, 1, 0, 9, 1024, 0, 1, 1])),
-            ("geokeys version", Box::new(|i| i[13].2 = vec![2, 1, 0, 0])),
-            ("geo ascii missing", Box::new(|i| i[13].2 = vec![1, 1, 0, 1, 1026, 34737, 5, 0])),
-            ("geo double outside", Box::new(|i| i[13].2 = vec![1, 1, 0, 1, 2057, 34736, 1, 3])),
-            ("inline ascii without nul", Box::new(|i| i.push((305, 2, vec![65, 66])))),
-            ("one-char ascii", Box::new(|i| i.push((305, 2, vec![65])))),
-            ("resolution as short", Box::new(|i| i.push((282, 3, vec![72])))),
-        ];
-        for (name, edit) in cases {
-            let mut ifd = minimal_ifd(20, 20, 16, vec![0; 4], vec![0; 4]);
-            edit(&mut ifd);
-            ifd.sort_by_key(|e| e.0);
-            let mut b = TiffBuilder::new(false);
-            b.ifds.push(ifd);
-            let (buf, _) = b.build();
-            let r = walk(&buf, buf.len() as u64);
-            assert!(matches!(r, Err(HeaderProblem::Malformed(_))), "{name}: {r:?}");
-        }
-    }
-
-    #[test]
-    fn a_value_past_the_end_of_the_file_is_truncation() {
-        let mut b = TiffBuilder::new(false);
-        b.ifds.push(minimal_ifd(20, 20, 16, vec![0; 4], vec![0; 4]));
-        let (buf, _) = b.build();
-        let cut = buf.len() - 10;
-        assert!(matches!(walk(&buf[..cut], cut as u64), Err(HeaderProblem::Truncated(_))));
-    }
-}
+#[allow(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    clippy::unwrap_used,
+    clippy::panic,
+    clippy::cast_possible_truncation
+)]
+pub(crate) mod tests;

@@ -92,6 +92,10 @@ pub struct JobRecord {
     pub outcome: Outcome,
     /// Attempts after the first.
     pub retries: u32,
+    /// Request attempts of the job that failed transiently and were sent again (5xx, 429,
+    /// timeouts, resets, bodies cut short; [`crate::cloud::retries`]), over all its attempts.
+    #[serde(default)]
+    pub request_retries: u64,
     /// Wall time of all attempts, waits included.
     pub seconds: f64,
     /// The statistics of the last attempt.
@@ -135,6 +139,7 @@ impl JobRecord {
             job,
             outcome: Outcome::Done,
             retries: 0,
+            request_retries: 0,
             seconds,
             stats,
             error: None,
@@ -154,6 +159,7 @@ impl JobRecord {
             job,
             outcome: Outcome::Failed,
             retries: 0,
+            request_retries: 0,
             seconds,
             stats: JobStats::default(),
             error: Some(error),
@@ -188,10 +194,15 @@ pub struct Summary {
     /// Neither done nor failed: left when the run was interrupted.
     pub not_run: usize,
     pub interrupted: bool,
+    /// Scenes the catalog returned for the jobs of this run (`JobStats::scenes_found`)...
+    pub scenes_found: usize,
+    /// ...and those that had data on a chunk (`JobStats::scenes`).
     pub scenes: usize,
     pub requests: u64,
     pub bytes: u64,
+    /// Job attempts after the first, and failed request attempts sent again, over all jobs.
     pub retries: u64,
+    pub request_retries: u64,
     pub seconds: f64,
     /// The failed jobs' records, for the final report.
     #[serde(skip)]

@@ -88,6 +88,8 @@ struct TaskState {
     started_wall: Option<f64>,
     timed_out: bool,
     errors: Vec<String>,
+    /// Failed request attempts of earlier attempts, per job (a record holds its last attempt's).
+    request_retries: HashMap<Job, u64>,
     /// Jobs of the task already recorded as done (an attempt after a partial one repeats them).
     recorded: Vec<Job>,
 }
@@ -179,9 +181,11 @@ pub async fn run(
                                 state.recorded.push(job);
                             } else if !last {
                                 state.errors.push(j.record.error.clone().unwrap_or_default());
+                                *state.request_retries.entry(job).or_default() += j.record.request_retries;
                                 continue;
                             }
                             let mut record = j.record;
+                            record.request_retries += state.request_retries.remove(&job).unwrap_or(0);
                             record.retries = state.attempt;
                             record.retried_errors = state.errors.clone();
                             record.run = Some(run.record.id.clone());
@@ -241,10 +245,12 @@ fn task_bound(run: &StoredRun, jobs: usize) -> Duration {
 
 fn count(summary: &mut Summary, record: &JobRecord, t0: Instant) {
     summary.not_run = summary.not_run.saturating_sub(1);
+    summary.scenes_found += record.stats.scenes_found;
     summary.scenes += record.stats.scenes;
     summary.requests += record.stats.requests;
     summary.bytes += record.stats.bytes;
     summary.retries += u64::from(record.retries);
+    summary.request_retries += record.request_retries;
     match record.outcome {
         Outcome::Done => summary.done += 1,
         Outcome::Failed => {

@@ -171,6 +171,11 @@ impl RunReport {
         self.jobs.iter().map(|j| u64::from(j.retries)).sum()
     }
 
+    /// Failed request attempts sent again, over all jobs ([`JobRecord::request_retries`]).
+    pub fn request_retries(&self) -> u64 {
+        self.jobs.iter().map(|j| j.request_retries).sum()
+    }
+
     pub fn failures(&self) -> impl Iterator<Item = &JobRecord> {
         self.jobs.iter().filter(|j| j.outcome == Outcome::Failed)
     }
@@ -297,7 +302,9 @@ pub(crate) mod tests {
                 jobs_per_task: per_task,
                 tasks,
                 job_timeout_seconds: 90.0,
+                request_timeout_seconds: None,
                 skip_bad_scenes: false,
+                allow_empty: false,
                 memory_mb: None,
             },
             jobs,

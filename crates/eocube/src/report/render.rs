@@ -289,13 +289,14 @@ pub fn html(report: &RunReport, cost: &Cost) -> String {
         .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))));
     w!(
         out,
-        "<p id=\"summary\">{} tasks ({} attempts), {jobs} jobs: {} done, {} failed, {} retries; wall {}; at most {} \
-         tasks at once; read {} in {} requests; peak worker memory {}</p>\n",
+        "<p id=\"summary\">{} tasks ({} attempts), {jobs} jobs: {} done, {} failed, {} retries, {} request retries; \
+         wall {}; at most {} tasks at once; read {} in {} requests; peak worker memory {}</p>\n",
         report.tasks.len(),
         report.attempts(),
         jobs - failures.len(),
         failures.len(),
         report.retries(),
+        report.request_retries(),
         seconds_text(report.wall_seconds()),
         report.peak_concurrency(),
         bytes_text(report.bytes()),
@@ -317,16 +318,17 @@ pub fn html(report: &RunReport, cost: &Cost) -> String {
     if retried.is_empty() {
         out.push_str("<p>No job was retried and none failed.</p>\n");
     } else {
-        out.push_str("<table id=\"failures\"><tr><th>job (t, iy, ix)</th><th>outcome</th><th>retries</th><th>error</th><th>errors retried</th></tr>\n");
+        out.push_str("<table id=\"failures\"><tr><th>job (t, iy, ix)</th><th>outcome</th><th>retries</th><th>request retries</th><th>error</th><th>errors retried</th></tr>\n");
         for j in retried {
             w!(
                 out,
-                "<tr><td>{}, {}, {}</td><td>{:?}</td><td class=\"n\">{}</td><td>{}</td><td>{}</td></tr>\n",
+                "<tr><td>{}, {}, {}</td><td>{:?}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td><td>{}</td></tr>\n",
                 j.job.t,
                 j.job.iy,
                 j.job.ix,
                 j.outcome,
                 j.retries,
+                j.request_retries,
                 escape(j.error.as_deref().unwrap_or("")),
                 j.retried_errors.iter().map(|e| escape(e)).collect::<Vec<_>>().join("<br>")
             );
@@ -336,6 +338,11 @@ pub fn html(report: &RunReport, cost: &Cost) -> String {
     out.push_str("<h2>Read</h2>\n<table id=\"read\">");
     w!(out, "<tr><td>bytes</td><td class=\"n\">{} ({})</td></tr>", report.bytes(), bytes_text(report.bytes()));
     w!(out, "<tr><td>range requests</td><td class=\"n\">{}</td></tr>", report.requests());
+    w!(
+        out,
+        "<tr><td>request attempts failed and sent again</td><td class=\"n\">{}</td></tr>",
+        report.request_retries()
+    );
     let scenes: usize = report.jobs.iter().map(|j| j.stats.scenes).sum();
     w!(out, "<tr><td>scenes used</td><td class=\"n\">{scenes}</td></tr></table>\n");
     let p = cost.prices;

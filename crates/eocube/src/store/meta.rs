@@ -180,12 +180,7 @@ fn array_doc(
     match f {
         ZarrFormat::V3 => {
             let (data_type, fill, codecs) = match kind {
-                Kind::U16Data => (
-                    "uint16",
-                    json!(0),
-                    json!([{"name": "bytes", "configuration": {"endian": "little"}},
-                           {"name": "zstd", "configuration": {"level": ZSTD_LEVEL, "checksum": false}}]),
-                ),
+                Kind::U16Data => ("uint16", json!(0), u16_codecs_v3()),
                 Kind::I64Time => ("int64", json!(0), bytes_codec()),
                 Kind::F64 => ("float64", json!("NaN"), bytes_codec()),
                 Kind::Str => ("string", json!(""), json!([{"name": "vlen-utf8"}])),
@@ -207,9 +202,7 @@ fn array_doc(
         }
         ZarrFormat::V2 => {
             let (dtype, fill, compressor, filters) = match kind {
-                Kind::U16Data => {
-                    ("<u2", json!(0), json!({"id": "zstd", "level": ZSTD_LEVEL, "checksum": false}), Value::Null)
-                }
+                Kind::U16Data => ("<u2", json!(0), u16_compressor_v2(), Value::Null),
                 Kind::I64Time => ("<i8", json!(TIME_FILL_V2), Value::Null, Value::Null),
                 Kind::F64 => ("<f8", json!("NaN"), Value::Null, Value::Null),
                 Kind::Str => ("|O", Value::Null, Value::Null, json!([{"id": "vlen-utf8"}])),
@@ -230,6 +223,20 @@ fn array_doc(
             ArrayDoc { name: name.into(), dims, metadata, attrs: Value::Object(attrs) }
         }
     }
+}
+
+/// The v3 codec chain of the uint16 arrays (the data variable and the pyramid's bands).
+pub fn u16_codecs_v3() -> Value {
+    json!([{"name": "bytes", "configuration": {"endian": "little"}},
+           {"name": "zstd", "configuration": {"level": ZSTD_LEVEL, "checksum": false}}])
+}
+
+/// The v2 compressor of the uint16 arrays: numcodecs' `Zstd` with its level only. numcodecs
+/// before 0.13 (zarr-python 2.17's, still common) refuses any other key, `"checksum": false`
+/// included (`TypeError: unexpected keyword argument 'checksum'`), and every numcodecs and zarrs
+/// reads a missing `checksum` as false, so the chunks are the same.
+pub fn u16_compressor_v2() -> Value {
+    json!({"id": "zstd", "level": ZSTD_LEVEL})
 }
 
 fn bytes_codec() -> Value {

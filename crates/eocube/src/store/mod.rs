@@ -86,9 +86,25 @@ pub const DEFAULT_VARIABLE: &str = "rgb_median";
 /// Directory of eocube's own files inside the store; no Zarr node lives there.
 pub const BOOKKEEPING_DIR: &str = "_eocube";
 
+/// The version of the cube layout this eocube writes and reads (`eocube_layout.layout_version`).
+/// A later eocube raises it when a change would make this one misread or damage its cubes; this
+/// one then refuses them ([`StoreError::NewerLayout`]) instead of resuming or extending them.
+pub const LAYOUT_VERSION: u32 = 1;
+
+fn layout_version_1() -> u32 {
+    1
+}
+
+fn is_layout_version_1(v: &u32) -> bool {
+    *v == 1
+}
+
 /// The serialized form of a [`CubeLayout`]: group attribute `eocube_layout` and `_eocube/plan.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct LayoutRecord {
+    /// Absent in version 1 (every cube before versions), so version-1 cubes keep their bytes.
+    #[serde(default = "layout_version_1", skip_serializing_if = "is_layout_version_1")]
+    layout_version: u32,
     epsg: u32,
     affine: Affine,
     shape: Shape,
@@ -102,6 +118,7 @@ struct LayoutRecord {
 impl LayoutRecord {
     fn of(layout: &CubeLayout) -> LayoutRecord {
         LayoutRecord {
+            layout_version: LAYOUT_VERSION,
             epsg: layout.geobox.crs.epsg(),
             affine: layout.geobox.affine,
             shape: layout.geobox.shape,
@@ -169,6 +186,10 @@ pub enum StoreError {
         "the cube at {path} has a different {field} (on disk: {found}, requested: {requested}); use the spec it was built with, or a new output path"
     )]
     LayoutMismatch { path: PathBuf, field: &'static str, found: String, requested: String },
+    #[error(
+        "{path} was written by eocube {writer} in cube layout version {version}; this eocube ({ours}) reads versions up to {LAYOUT_VERSION}: upgrade eocube to open, resume or extend it (nothing was changed)"
+    )]
+    NewerLayout { path: PathBuf, version: u32, writer: String, ours: &'static str },
     #[error("invalid cube layout for {path}: {reason}")]
     InvalidLayout { path: PathBuf, reason: String },
     #[error("chunk (t {t}, y {iy}, x {ix}) of {path}: {reason}")]
@@ -446,6 +467,17 @@ impl Cube {
         } else {
             return Err(not_cube("no Zarr group metadata (zarr.json or .zgroup)"));
         };
+        // Before the record is parsed: a newer layout may not parse as this one's at all.
+        let version = attrs.pointer("/eocube_layout/layout_version").and_then(Value::as_u64).unwrap_or(1);
+        if version > u64::from(LAYOUT_VERSION) {
+            let writer = attrs.get("eocube_version").and_then(Value::as_str).unwrap_or("(unknown)").to_string();
+            return Err(StoreError::NewerLayout {
+                path,
+                version: u32::try_from(version).unwrap_or(u32::MAX),
+                writer,
+                ours: env!("CARGO_PKG_VERSION"),
+            });
+        }
         let record: LayoutRecord = attrs
             .get("eocube_layout")
             .cloned()

@@ -81,7 +81,7 @@ impl ObjectBackend {
     /// Nothing is sent yet; a bad AWS profile is refused here.
     pub(crate) fn new(loc: &OutLocation) -> Result<ObjectBackend> {
         let location = loc.to_string();
-        let cfg = ClientConfig::default();
+        let cfg = ClientConfig::current();
         // A store that cannot be configured lacks an account, a key or a readable key file: a
         // credentials problem with the cloud's fix, not a transient one.
         let configure = |kind: Cloud| {

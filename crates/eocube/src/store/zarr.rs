@@ -97,12 +97,43 @@ impl ZarrStore {
     }
 
     /// Creates the cube, or reopens it when it holds exactly `layout` (the flag: resumed).
+    ///
+    /// A build killed while writing the template is resumed too: before the group metadata (only
+    /// the plan, written first, says whose template it was) the template is written again; after
+    /// it, an unfinished cube gets the rest of its template again, since a kill may have left out
+    /// an array or a coordinate. The same bytes: the template is deterministic, but for the group's
+    /// `created`, which is not rewritten once there (tests/faults.rs, the kill seeds).
     pub async fn create_or_open(loc: &OutLocation, layout: &CubeLayout) -> Result<(Cube, bool)> {
         if ZarrStore::is_empty_at(loc).await? {
             return Ok((ZarrStore::create(loc, layout).await?, false));
         }
         let store = std::sync::Arc::new(ZarrStore::open(loc).await?);
-        Ok((Cube::check_matching(Cube::from_store(store).await?, layout)?, true))
+        let objects = template_objects(&loc.as_path_buf(), layout)?;
+        let cube = match Cube::from_store(store.clone()).await {
+            Ok(cube) => Cube::check_matching(cube, layout)?,
+            Err(e @ StoreError::NotACube { .. }) => {
+                if !store.holds_plan_of(layout).await? {
+                    return Err(e);
+                }
+                store.write_template(layout, objects).await?;
+                return Ok((Cube::with_store(store, layout.clone())?, true));
+            }
+            Err(e) => return Err(e),
+        };
+        if !store.is_published().await? {
+            let rest = objects.into_iter().filter(|(k, _)| !is_group_key(k)).collect();
+            store.objects.put_many(rest).await?;
+        }
+        Ok((cube, true))
+    }
+
+    /// Whether `_eocube/plan.json` is the plan of `layout`: the first object of its template.
+    async fn holds_plan_of(&self, layout: &CubeLayout) -> Result<bool> {
+        Ok(self
+            .files
+            .get("plan.json")
+            .await?
+            .is_some_and(|b| serde_json::from_slice::<Value>(&b).is_ok_and(|v| v == plan_document(layout))))
     }
 
     /// A name for the next report object: the time first, so names sort in time order; the
@@ -117,6 +148,11 @@ impl ZarrStore {
             COUNTER.fetch_add(1, Ordering::Relaxed)
         )
     }
+}
+
+/// The root group's metadata objects (v3, v2).
+fn is_group_key(key: &str) -> bool {
+    matches!(key, "zarr.json" | ".zgroup" | ".zattrs")
 }
 
 #[async_trait]
@@ -134,8 +170,7 @@ impl CubeStore for ZarrStore {
         let plan = to_json_bytes(&self.location, "the plan", &plan_document(layout))?;
         self.files.put("plan.json", plan).await?;
         // The group metadata before the arrays, as a reader expects; the rest in any order.
-        let (group, rest): (Vec<_>, Vec<_>) =
-            objects.into_iter().partition(|(k, _)| matches!(k.as_str(), "zarr.json" | ".zgroup" | ".zattrs"));
+        let (group, rest): (Vec<_>, Vec<_>) = objects.into_iter().partition(|(k, _)| is_group_key(k));
         self.objects.put_many(group).await?;
         self.objects.put_many(rest).await
     }
