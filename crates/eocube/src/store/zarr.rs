@@ -112,7 +112,7 @@ impl ZarrStore {
         let cube = match Cube::from_store(store.clone()).await {
             Ok(cube) => Cube::check_matching(cube, layout)?,
             Err(e @ StoreError::NotACube { .. }) => {
-                if !store.holds_plan_of(layout).await? {
+                if !store.holds_plan_of(layout).await? || store.has_unreadable_group_metadata().await? {
                     return Err(e);
                 }
                 store.write_template(layout, objects).await?;
@@ -125,6 +125,19 @@ impl ZarrStore {
             store.objects.put_many(rest).await?;
         }
         Ok((cube, true))
+    }
+
+    /// Whether a root group metadata object is there but not JSON. A kill cannot leave that
+    /// (every object is written whole), so it is someone else's damage: refused, not rewritten.
+    async fn has_unreadable_group_metadata(&self) -> Result<bool> {
+        for key in ["zarr.json", ".zgroup", ".zattrs"] {
+            if let Some(bytes) = self.objects.get(key).await?
+                && serde_json::from_slice::<Value>(&bytes).is_err()
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Whether `_eocube/plan.json` is the plan of `layout`: the first object of its template.
