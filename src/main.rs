@@ -594,7 +594,8 @@ struct SpecArgs {
     #[arg(long)]
     workers: Option<usize>,
     /// Seconds a request (COG read, catalog search, cube write) may receive nothing before it is
-    /// abandoned and retried; a slow but steady answer is never cut (default 20).
+    /// abandoned and retried; a slow but steady answer is never cut (default 5; a catalog search,
+    /// which computes its page before answering, gets four times this).
     #[arg(long, value_name = "SECS", allow_negative_numbers = true)]
     request_timeout: Option<f64>,
     /// Keep chunks with no land too.

@@ -170,7 +170,7 @@ impl SpecInput {
             None => crate::cloud::DEFAULT_REQUEST_TIMEOUT,
             Some(t) => {
                 std::time::Duration::try_from_secs_f64(t).ok().filter(|d| !d.is_zero() && t <= 3600.0).ok_or_else(
-                    || bad("request-timeout", t, "must be a number of seconds above 0 and at most 3600, e.g. 20"),
+                    || bad("request-timeout", t, "must be a number of seconds above 0 and at most 3600, e.g. 5"),
                 )?
             }
         };

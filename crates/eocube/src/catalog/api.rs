@@ -57,8 +57,9 @@ pub struct ApiOptions {
     /// Silence bound: a request that receives nothing for this long (no answer head, or a
     /// pause in the body) is abandoned and retried. A search computes its whole answer before
     /// it sends the first byte, so this must exceed the catalog's slowest search: pgstac
-    /// searches with CQL2 filters over large collections can take tens of seconds
-    /// (`--request-timeout`). Default: every client's ([`ClientConfig::current`]).
+    /// searches with CQL2 filters over large collections can take tens of seconds.
+    /// Default: [`SEARCH_SILENCE_FACTOR`] times every client's ([`ClientConfig::current`],
+    /// `--request-timeout`).
     pub request_timeout: Duration,
     /// Bound on a whole request, however steadily it progresses.
     pub timeout: Duration,
@@ -66,6 +67,10 @@ pub struct ApiOptions {
     /// Sent with every request (e.g. an API key); next links may add their own.
     pub headers: Vec<(String, String)>,
 }
+
+/// A search's silence bound in silence bounds of the other requests: a STAC API computes the
+/// whole page before it sends its first byte, a COG or store answer starts at once.
+pub const SEARCH_SILENCE_FACTOR: u32 = 4;
 
 impl Default for ApiOptions {
     fn default() -> Self {
@@ -81,7 +86,7 @@ impl ApiOptions {
             method: SearchMethod::Auto,
             retry: RetryPolicy::default(),
             max_pages: 1000,
-            request_timeout: client.request_timeout,
+            request_timeout: client.request_timeout.saturating_mul(SEARCH_SILENCE_FACTOR),
             timeout: client.total_timeout,
             connect_timeout: client.connect_timeout,
             headers: Vec::new(),

@@ -9,8 +9,8 @@
 //! how errors are classified (each caller maps object_store's typed errors to its own).
 //!
 //! Defaults ([`ClientConfig::default`], the policy and its reasons: docs/robustness.md): a
-//! request whose server sends nothing for 20 s ([`DEFAULT_REQUEST_TIMEOUT`], `--request-timeout`)
-//! is abandoned and retried; that is a bound on silence, not on the whole request, so a slow but
+//! request whose server sends nothing for 5 s ([`DEFAULT_REQUEST_TIMEOUT`], `--request-timeout`;
+//! a STAC search gets four times that) is abandoned and retried; that is a bound on silence, not on the whole request, so a slow but
 //! progressing read is never cut (a whole request is only bounded by [`DEFAULT_TOTAL_TIMEOUT`],
 //! 5 minutes, and a job by the job timeout). Connect within 5 s; 5 retries of a transient
 //! failure (5xx, 429, timeouts, resets, bodies cut short) with backoff from 100 ms doubling to
@@ -32,10 +32,11 @@ use object_store::{BackoffConfig, ClientOptions, RetryConfig};
 use aws::S3Settings;
 
 /// How long a request may go without receiving a byte before it is abandoned and retried.
-/// Twenty times S3's advice to retry a small GET or PUT that has not answered in 2 s, and
-/// above the few seconds a STAC API takes to compute a search (it answers nothing before):
-/// see docs/robustness.md.
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+/// S3 advises retrying a small GET or PUT that has not answered in 2 s; 5 s leaves room for a
+/// loaded server and still makes a stalled answer cost seconds (through 10 % faults with 20 s
+/// stalls, 20 s made a build take 27-90 s instead of 10-15 s: docs/robustness.md). An upload
+/// must be sent within it too: a 5 MB chunk needs 1 MB/s, so on a slow uplink raise it.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Backstop on one whole request, however steadily it progresses: 5 minutes is 20 MB (a
 /// coalesced row of Sentinel-2 tiles) at 70 KB/s.
 pub const DEFAULT_TOTAL_TIMEOUT: Duration = Duration::from_secs(300);

@@ -10,6 +10,7 @@
 //! Must not touch: the encoding of chunks or the layout documents (`super`).
 
 use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
@@ -108,6 +109,9 @@ impl ZarrStore {
             return Ok((ZarrStore::create(loc, layout).await?, false));
         }
         let store = std::sync::Arc::new(ZarrStore::open(loc).await?);
+        if let OutLocation::Local(root) = loc {
+            remove_staging_files(root.clone()).await?;
+        }
         let objects = template_objects(&loc.as_path_buf(), layout)?;
         let cube = match Cube::from_store(store.clone()).await {
             Ok(cube) => Cube::check_matching(cube, layout)?,
@@ -161,6 +165,36 @@ impl ZarrStore {
             COUNTER.fetch_add(1, Ordering::Relaxed)
         )
     }
+}
+
+/// Deletes what a killed write left in a local cube: object_store's local backend writes `KEY`
+/// to `KEY#N` and renames it, so a kill between the two leaves `KEY#N` behind, and the next write
+/// of `KEY` stages to `KEY#N+1` around it. Readers ignore such names, but they are no part of the
+/// cube. Run when a build resumes, before any job of it writes.
+async fn remove_staging_files(root: PathBuf) -> Result<()> {
+    fn walk(dir: &Path) -> std::io::Result<()> {
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                walk(&entry.path())?;
+            } else if kind.is_file() && entry.file_name().to_str().is_some_and(is_staging_name) {
+                std::fs::remove_file(entry.path())?;
+            }
+        }
+        Ok(())
+    }
+    let at = root.clone();
+    tokio::task::spawn_blocking(move || walk(&at))
+        .await
+        .map_err(|e| StoreError::Io { path: root.clone(), source: std::io::Error::other(e) })?
+        .map_err(|source| StoreError::Io { path: root, source })
+}
+
+/// `KEY#N`: a staging file of object_store's local backend. No key eocube writes has a `#`.
+fn is_staging_name(name: &str) -> bool {
+    name.rsplit_once('#')
+        .is_some_and(|(key, n)| !key.is_empty() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// The root group's metadata objects (v3, v2).
@@ -307,5 +341,20 @@ impl CubeStore for ZarrStore {
     /// build the build's own publish writes it.
     async fn publish_derived(&self, layout: &CubeLayout, _message: &str, _props: Value) -> Result<()> {
         if self.is_published().await? { self.publish(layout).await } else { Ok(()) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_staging_name;
+
+    #[test]
+    fn only_object_stores_staging_names_are_staging_files() {
+        for name in ["0#1", "zarr.json#12", ".zattrs#3"] {
+            assert!(is_staging_name(name), "{name}");
+        }
+        for name in ["0", "zarr.json", "#1", "0#", "0#x", "0#1a"] {
+            assert!(!is_staging_name(name), "{name}");
+        }
     }
 }
