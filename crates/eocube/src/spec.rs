@@ -96,7 +96,11 @@ pub struct SpecInput {
     pub mask: Option<String>,
     pub mask_dilation: Option<u32>,
     pub resampling: Option<String>,
+    /// `median` (default), `mean`, `min`, `max`, `std`, `count`, `geomedian` or
+    /// `quantiles:0.1,0.5,0.9` ([`Reducer`]).
     pub reducer: Option<String>,
+    /// Also store `valid_count`, the number of valid observations per pixel.
+    pub with_count: Option<bool>,
     pub variable: Option<String>,
     pub zarr_format: Option<u8>,
     pub out: Option<String>,
@@ -147,6 +151,7 @@ impl SpecInput {
             mask_dilation,
             resampling,
             reducer,
+            with_count,
             variable,
             zarr_format,
             out,
@@ -277,10 +282,9 @@ impl SpecInput {
             None => Resampling::default(),
             Some(s) => s.parse().map_err(|e: crate::warp::WarpError| bad("resampling", s, e.to_string()))?,
         };
-        let reducer = match self.reducer.as_deref() {
+        let reducer: Reducer = match self.reducer.as_deref() {
             None => Reducer::default(),
-            Some(s) if s.eq_ignore_ascii_case(Reducer::Median.name()) => Reducer::Median,
-            Some(s) => return Err(bad("reducer", s, "unknown reducer; available: median")),
+            Some(s) => s.parse().map_err(|e: crate::reduce::ReduceError| bad("reducer", s, e.to_string()))?,
         };
         let variable = match &self.variable {
             Some(v) => v.clone(),
@@ -290,7 +294,10 @@ impl SpecInput {
         if variable.is_empty()
             || !variable.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
             || variable.starts_with(|c: char| c.is_ascii_digit())
-            || matches!(variable.as_str(), "time" | "latitude" | "longitude" | "x" | "y" | "band" | "spatial_ref")
+            || matches!(
+                variable.as_str(),
+                "time" | "latitude" | "longitude" | "x" | "y" | "band" | "spatial_ref" | "quantile" | "valid_count"
+            )
         {
             return Err(bad(
                 "variable",
@@ -319,6 +326,7 @@ impl SpecInput {
             mask,
             resampling,
             reducer,
+            with_count: self.with_count.unwrap_or(false),
             variable,
             zarr_format,
             all_chunks: self.all_chunks.unwrap_or(false),
@@ -371,10 +379,19 @@ pub struct CubeSpec {
     pub cloud_cover_max: Option<f64>,
     pub mask: MaskSpec,
     pub resampling: Resampling,
+    /// Stored by its text form (`"median"`, `"quantiles:0.1,0.9"`): parameters are part of the
+    /// identity, and the specs of median-only cubes read and compare as before.
     pub reducer: Reducer,
+    /// Absent from the stored spec when false, so cubes made before it keep their identity.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub with_count: bool,
     pub variable: String,
     pub zarr_format: u8,
     pub all_chunks: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl CubeSpec {

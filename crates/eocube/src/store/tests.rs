@@ -15,6 +15,7 @@ fn layout(format: ZarrFormat) -> CubeLayout {
         variable: DEFAULT_VARIABLE.into(),
         zarr_format: format,
         attrs: json!({"collection": "sentinel-2-l2a"}),
+        values: crate::store::DataValues::default(),
     }
 }
 
