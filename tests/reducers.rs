@@ -32,7 +32,7 @@ fn stack(n: usize, k: usize, seed: u64) -> Stack {
         let days = p % (k + 1);
         for d in 0..days {
             let r = next();
-            if r % 5 == 0 {
+            if r.is_multiple_of(5) {
                 continue; // masked on that day
             }
             let v = match p % 3 {
@@ -102,7 +102,8 @@ fn every_reducer_matches_numpy_on_synthetic_stacks() {
     let mut names = vec!["median", "mean", "min", "max", "std", "count"];
     names.push("quantiles");
     for name in names {
-        let r: Reducer = if name == "quantiles" { format!("quantiles:{qs}").parse().unwrap() } else { name.parse().unwrap() };
+        let r: Reducer =
+            if name == "quantiles" { format!("quantiles:{qs}").parse().unwrap() } else { name.parse().unwrap() };
         let got = reduce(&r, &s);
         let want = common::read_le_u16(dir.join(format!("{name}.u16")));
         assert_eq!(got.len(), want.len(), "{name}");
@@ -179,12 +180,16 @@ fn geomedian_matches_a_numpy_weiszfeld() {
             state ^= state << 13;
             state ^= state >> 7;
             state ^= state << 17;
-            if state % 7 == 0 {
+            if state.is_multiple_of(7) {
                 continue;
             }
             for (b, band) in day.iter_mut().enumerate() {
                 // Ties and repeated points in every third pixel (the Vardi-Zhang branch).
-                let v = if px % 3 == 0 { 1000 + (state >> 20) % 2 * 500 + b as u64 * 100 } else { 800 + (state >> (8 * b)) % 2500 };
+                let v = if px % 3 == 0 {
+                    1000 + (state >> 20) % 2 * 500 + b as u64 * 100
+                } else {
+                    800 + (state >> (8 * b)) % 2500
+                };
                 band[px] = v as u16;
             }
         }
@@ -214,7 +219,14 @@ fn geomedian_matches_a_numpy_weiszfeld() {
     // Same iteration, same float64 arithmetic up to summation order: equal after rounding but
     // for a value sitting at a half.
     let off: Vec<usize> = (0..got.len()).filter(|&i| got[i].abs_diff(want[i]) > 1).collect();
-    assert!(off.is_empty(), "{} values more than 1 DN from numpy, first at {}: {} vs {}", off.len(), off[0], got[off[0]], want[off[0]]);
+    assert!(
+        off.is_empty(),
+        "{} values more than 1 DN from numpy, first at {}: {} vs {}",
+        off.len(),
+        off[0],
+        got[off[0]],
+        want[off[0]]
+    );
     let exact = (0..got.len()).filter(|&i| got[i] == want[i]).count();
     assert!(exact * 1000 >= got.len() * 999, "only {exact} of {} equal ({said})", got.len());
     assert!((0..n).filter(|px| px % (k + 1) == 0).all(|px| got[px * p..(px + 1) * p].iter().all(|&v| v == 0)));
@@ -245,4 +257,119 @@ fn old_median_specs_read_as_median_and_keep_their_identity() {
     assert_ne!(q("quantiles:0.1,0.9"), q("quantiles:0.1,0.8"));
     let counted = eocube::spec::SpecInput { with_count: Some(true), ..input }.validate().unwrap().identity_json();
     assert_eq!(counted["with_count"], true);
+}
+
+// ---------------------------------------------------------------------------------------------
+// End to end: `eocube build` of the e2e archive (its local item file: no server needed, only
+// `EOCUBE_FIXTURES`) with several reducers, read back by xarray and checked against each other.
+// ---------------------------------------------------------------------------------------------
+
+/// Builds the e2e archive into `dir/name.zarr` with `extra` flags (nearest, 128-px chunks).
+fn build(dir: &Path, name: &str, extra: &[&str]) -> std::path::PathBuf {
+    let out = dir.join(format!("{name}.zarr"));
+    let items = common::e2e_dir().join("items-local.json");
+    let mut flags = vec!["--resampling", "nearest", "--chunk-size", "128", "--quiet"];
+    flags.extend(extra);
+    common::eocube_build_ok(&common::e2e_items_build_args(&out, &items, &flags));
+    out
+}
+
+/// Opens every cube with xarray (consolidated, CF decoding on) and checks the reducers' values
+/// against each other, pixel for pixel: argv = median quantiles max std geomedian mean cubes.
+const CROSS_CHECK: &str = r#"
+import sys
+import numpy as np
+import xarray as xr
+med_p, q_p, max_p, std_p, gm_p, mean_p, v2_p = sys.argv[1:8]
+def check(ok, what):
+    print(("ok   " if ok else "FAIL ") + what, flush=True)
+    if not ok:
+        sys.exit(1)
+med = xr.open_zarr(med_p, consolidated=True)
+q = xr.open_zarr(q_p, consolidated=True)
+mx = xr.open_zarr(max_p, consolidated=True)
+sd = xr.open_zarr(std_p, consolidated=True)
+gm = xr.open_zarr(gm_p, consolidated=True)
+mean = xr.open_zarr(mean_p, consolidated=True)
+v2 = xr.open_zarr(v2_p, consolidated=True)
+
+check(set(med.data_vars) == {"rgb_median", "valid_count"}, f"median cube variables {sorted(med.data_vars)}")
+m = med["rgb_median"]
+check(m.attrs.get("eocube:reducer") == "median", "eocube:reducer = median")
+cnt = med["valid_count"]
+check(cnt.dims == ("time", "latitude", "longitude"), f"valid_count dims {cnt.dims}")
+check(cnt.dtype == np.uint16, f"valid_count is not masked in v3 ({cnt.dtype})")
+c = cnt.values.astype(int)
+check(c.max() >= 2, f"some pixels have several observations (max {c.max()})")
+nan = np.isnan(m.values).all(axis=-1)
+check(((c == 0) == nan).all(), "valid_count is 0 exactly where the median is fill")
+check(c.sum() > 0 and (c > 0).sum() > c.size // 4, f"{(c > 0).sum()} of {c.size} pixels observed")
+
+qa = q["rgb_quantiles"]
+check(qa.dims == ("time", "latitude", "longitude", "band", "quantile"), f"quantile cube dims {qa.dims}")
+check(list(q["quantile"].values) == [0.0, 0.5, 1.0], f"quantile coordinate {q['quantile'].values}")
+check(qa.attrs.get("eocube:reducer") == "quantiles:0,0.5,1", f"eocube:reducer {qa.attrs.get('eocube:reducer')}")
+check(qa.encoding.get("scale_factor") == 0.0001 and qa.encoding.get("add_offset") == -0.1, "quantiles scaled as reflectance")
+check((q["valid_count"].values == cnt.values).all(), "valid_count the same whatever the reducer")
+raw = lambda da: np.round((da.values + 0.1) / 0.0001)
+mr, q0, q5, q1 = raw(m), raw(qa.sel(quantile=0.0)), raw(qa.sel(quantile=0.5)), raw(qa.sel(quantile=1.0))
+obs = ~np.isnan(mr)
+ones = np.broadcast_to((c == 1)[..., None], mr.shape)
+odd = np.broadcast_to((c % 2 == 1)[..., None], mr.shape)
+check(((q0 <= mr) & (mr <= q1))[obs].all(), "min <= median <= max")
+check((q5 == mr)[odd & obs].all(), "quantile 0.5 equals the median where the count is odd")
+check((np.abs(q5 - mr) <= 1)[obs].all(), "quantile 0.5 within 1 DN of the median (its even-count rule floors)")
+check(((q0 == q1) & (q1 == mr))[ones].all(), "one observation: every quantile is it")
+check((np.isnan(q0) == np.isnan(mr)).all(), "fill in the same places")
+check((raw(mx["rgb_max"]) == q1)[obs].all(), "max equals quantile 1")
+
+s = sd["rgb_std"]
+check(s.encoding.get("add_offset") == -0.0001 and s.encoding.get("scale_factor") == 0.0001, "std: offset -0.0001")
+sv = s.values
+check((np.isnan(sv) == np.isnan(m.values)).all(), "std is fill where the median is")
+check((np.abs(sv[ones]) < 1e-9).all(), "std of one observation is 0 after CF decoding")
+spread = (q1 - q0) * 0.0001
+check((sv[obs] <= spread[obs] / 2 + 0.0001 + 1e-9).all() and (sv[obs] >= -1e-9).all(), "0 <= std <= (max - min) / 2")
+
+g = raw(gm["rgb_geomedian"])
+check(gm["rgb_geomedian"].attrs.get("eocube:geomedian_max_iters") == 10000, "geomedian attributes")
+check(((q0 <= g) & (g <= q1))[obs].all(), "geomedian inside [min, max] in every band")
+check((g[ones] == mr[ones]).all(), "geomedian of one observation is it")
+mn = raw(mean["rgb_mean"])
+check(((q0 <= mn) & (mn <= q1))[obs].all(), "mean inside [min, max]")
+
+vq = v2["rgb_quantiles"]
+check(vq.dims == qa.dims and np.array_equal(vq.values, qa.values, equal_nan=True), "Zarr v2 quantile cube equals v3")
+print("all checks passed")
+"#;
+
+#[test]
+fn e2e_reducers_read_back_in_xarray_and_agree_with_each_other() {
+    let dir = common::scratch_dir("reducers-e2e");
+    let median = build(&dir, "median", &["--with-count"]);
+    let quantiles = build(&dir, "quantiles", &["--reducer", "quantiles:0,0.5,1", "--with-count"]);
+    let max = build(&dir, "max", &["--reducer", "max"]);
+    let std = build(&dir, "std", &["--reducer", "std"]);
+    let geomedian = build(&dir, "geomedian", &["--reducer", "geomedian"]);
+    let mean = build(&dir, "mean", &["--reducer", "mean"]);
+    let v2 = build(&dir, "quantiles-v2", &["--reducer", "quantiles:0,0.5,1", "--zarr-format", "2"]);
+    let paths: Vec<&str> =
+        [&median, &quantiles, &max, &std, &geomedian, &mean, &v2].iter().map(|p| p.to_str().unwrap()).collect();
+    let said = common::run_python(CROSS_CHECK, &paths, "xarray cross-check of the reducers");
+    println!("{said}");
+    assert!(said.contains("all checks passed"), "{said}");
+
+    // Resume compares the reducer with its parameters: the same flags resume, others are refused.
+    let items = common::e2e_dir().join("items-local.json");
+    let again = |r: &str| {
+        let flags = ["--resampling", "nearest", "--chunk-size", "128", "--quiet", "--reducer", r, "--with-count"];
+        common::run_eocube(&common::e2e_items_build_args(&quantiles, &items, &flags))
+    };
+    let same = again("quantiles:0,0.5,1");
+    assert!(same.status.success(), "{}", String::from_utf8_lossy(&same.stderr));
+    let other = again("quantiles:0,0.5,0.9");
+    assert!(!other.status.success(), "a cube of other quantiles was resumed");
+    let stderr = String::from_utf8_lossy(&other.stderr);
+    assert!(stderr.contains("quantiles:0,0.5,1") && stderr.contains("quantiles:0,0.5,0.9"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -356,7 +356,7 @@ fn insertion_or_unstable_sort(v: &mut [u16]) {
 /// One departure from hdstats: when every point sits on the estimate (one point, or all equal),
 /// hdstats returns zeros; this returns that point.
 pub fn geomedian(x: &[f64], p: usize, eps: f64, max_iters: usize, y: &mut [f64]) -> Option<()> {
-    let n = if p == 0 { 0 } else { x.len() / p };
+    let n = x.len().checked_div(p).unwrap_or(0);
     if n == 0 || y.len() != p {
         return None;
     }

@@ -186,7 +186,8 @@ pub fn array_docs(layout: &CubeLayout) -> Vec<ArrayDoc> {
         array_doc(f, name, dims, &shape, &chunks, kind, attrs)
     };
     let nq = layout.values.quantiles.len();
-    let (mut dims, mut shape, mut chunks) = (vec!["time", yname, xname, "band"], vec![nt, ny, nx, nb], vec![1, cs, cs, nb]);
+    let (mut dims, mut shape, mut chunks) =
+        (vec!["time", yname, xname, "band"], vec![nt, ny, nx, nb], vec![1, cs, cs, nb]);
     if nq > 0 {
         dims.push("quantile");
         shape.push(nq);

@@ -106,7 +106,16 @@ impl Default for DataValues {
     }
 }
 
+impl std::fmt::Display for DataValues {
+    /// As the flags say it: `quantiles:0.1,0.9 with valid_count`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.reducer)?;
+        if self.valid_count { f.write_str(" with valid_count") } else { Ok(()) }
+    }
+}
+
 impl DataValues {
+    /// The values `reducer` makes, with `valid_count` beside them or not.
     pub fn of(reducer: &Reducer, valid_count: bool) -> DataValues {
         DataValues {
             reducer: reducer.to_string(),
@@ -510,8 +519,12 @@ impl Cube {
         .map_err(|e| zarr_err(&root, &layout.variable, e))?;
         let count_encoder = match docs.iter().find(|d| d.name == VALID_COUNT_VARIABLE) {
             Some(doc) if layout.values.valid_count => Some(
-                Array::new_with_metadata(memory.clone(), &format!("/{VALID_COUNT_VARIABLE}"), parse_metadata(&root, doc)?)
-                    .map_err(|e| zarr_err(&root, VALID_COUNT_VARIABLE, e))?,
+                Array::new_with_metadata(
+                    memory.clone(),
+                    &format!("/{VALID_COUNT_VARIABLE}"),
+                    parse_metadata(&root, doc)?,
+                )
+                .map_err(|e| zarr_err(&root, VALID_COUNT_VARIABLE, e))?,
             ),
             _ => None,
         };
@@ -606,7 +619,7 @@ impl Cube {
             return mismatch("Zarr format", format!("{:?}", a.zarr_format), format!("{:?}", b.zarr_format));
         }
         if cube.layout.values != layout.values {
-            return mismatch("reducer", format!("{:?}", cube.layout.values), format!("{:?}", layout.values));
+            return mismatch("reducer", cube.layout.values.to_string(), layout.values.to_string());
         }
         if cube.layout.attrs != layout.attrs {
             return mismatch("spec", cube.layout.attrs.to_string(), layout.attrs.to_string());
