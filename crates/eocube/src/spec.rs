@@ -507,6 +507,13 @@ mod tests {
             (SpecInput { stac_url: Some("earth-search".into()), ..vermont() }, "stac-url", "http(s)://"),
             (SpecInput { variable: Some("latitude".into()), ..vermont() }, "variable", "coordinate name"),
             (SpecInput { workers: Some(0), ..vermont() }, "workers", "at least 1"),
+            (SpecInput { reducer: Some("foo".into()), ..vermont() }, "reducer foo", "valid reducers: median, mean"),
+            (
+                SpecInput { reducer: Some("quantiles:1.5".into()), ..vermont() },
+                "reducer quantiles:1.5",
+                "outside [0, 1]",
+            ),
+            (SpecInput { variable: Some("valid_count".into()), ..vermont() }, "variable", "coordinate name"),
             (SpecInput { request_timeout: Some(0.0), ..vermont() }, "request-timeout", "above 0"),
             (SpecInput { request_timeout: Some(-2.0), ..vermont() }, "request-timeout", "above 0"),
             (SpecInput { request_timeout: Some(f64::NAN), ..vermont() }, "request-timeout", "above 0"),
@@ -549,6 +556,30 @@ mod tests {
         assert_eq!((s.chunk_size, s.resolution, s.mask), (900, 1.0 / 3600.0, MaskSpec::Seed));
         let e = toml::from_str::<SpecInput>("chunksize = 3").unwrap_err().to_string();
         assert!(e.contains("chunksize"), "{e}");
+    }
+
+    #[test]
+    fn reducer_and_with_count_from_toml_and_flags() {
+        let file: SpecInput = toml::from_str(
+            "bbox = [-73.43, 42.72, -71.47, 45.02]\nstart = \"2020-01-01\"\nend = \"2020-12-31\"\nreducer = \"quantiles:0.1,0.5,0.9\"\nwith_count = true\n",
+        )
+        .unwrap();
+        let s = file.clone().validate().unwrap();
+        assert_eq!((s.reducer.clone(), s.with_count), (Reducer::Quantiles(vec![0.1, 0.5, 0.9]), true));
+        assert_eq!(s.variable, "rgb_quantiles");
+        let stored = s.identity_json();
+        assert_eq!(
+            (stored["reducer"].as_str(), stored["with_count"].as_bool()),
+            (Some("quantiles:0.1,0.5,0.9"), Some(true))
+        );
+        let back: CubeSpec = serde_json::from_value(stored).unwrap();
+        assert_eq!(back, s);
+        // Flags override the file.
+        let s = file
+            .overridden_by(SpecInput { reducer: Some("geomedian".into()), ..Default::default() })
+            .validate()
+            .unwrap();
+        assert_eq!((s.reducer, s.variable.as_str()), (Reducer::Geomedian, "rgb_geomedian"));
     }
 
     #[test]
