@@ -274,8 +274,8 @@ pub async fn run_with(
     Ok((stats, receipt))
 }
 
-/// The chunk of `job`: values in (row, col, band) order, its shape `(rows, cols)` (clipped at
-/// the grid edge) and what it took.
+/// The chunk of `job`: values in (row, col, band) order (then quantile, for a `quantiles`
+/// reducer), its shape `(rows, cols)` (clipped at the grid edge) and what it took.
 pub async fn compute(ctx: &JobContext, job: Job) -> Result<(Vec<u16>, (usize, usize), JobStats), JobError> {
     compute_with(ctx, job, None).await
 }
