@@ -581,7 +581,14 @@ struct SpecArgs {
     /// nearest, bilinear (default) or average.
     #[arg(long)]
     resampling: Option<String>,
-    /// Data variable name (default rgb_median for red,green,blue, else median).
+    /// How the observations of a time bin become values: median (default), mean, min, max, std,
+    /// count, geomedian, or quantiles:Q1,Q2,... (e.g. quantiles:0.1,0.5,0.9; a `quantile` dim).
+    #[arg(long)]
+    reducer: Option<String>,
+    /// Also store `valid_count`, the number of valid observations of each pixel and time bin.
+    #[arg(long)]
+    with_count: bool,
+    /// Data variable name (default rgb_<reducer> for red,green,blue, else the reducer's name).
     #[arg(long)]
     variable: Option<String>,
     /// Zarr format, 2 or 3 (default 3).
@@ -633,7 +640,8 @@ impl SpecArgs {
             mask: self.mask,
             mask_dilation: self.mask_dilation,
             resampling: self.resampling,
-            reducer: None,
+            reducer: self.reducer,
+            with_count: self.with_count.then_some(true),
             variable: self.variable,
             zarr_format: self.zarr_format,
             out: self.out,

@@ -129,6 +129,15 @@ const CASES: &[Case] = &[
     case("mask-class-13", Area::Flags, "`--mask 4,5,13` (SCL has classes 0-11)", 1, &["--mask 4,5,13", "class 13 does not exist (SCL classes are 0 to 11)"], |c| {
         plan(c, &["--mask", "4,5,13"])
     }),
+    case("reducer-unknown", Area::Flags, "`--reducer foo`", 1, &["--reducer foo: unknown reducer \"foo\"", "valid reducers: median, mean, min, max, std, count, geomedian, quantiles:Q1,Q2,..."], |c| {
+        plan(c, &["--reducer", "foo"])
+    }),
+    case("reducer-quantile-above-1", Area::Flags, "`--reducer quantiles:1.5`", 1, &["--reducer quantiles:1.5", "1.5 is outside [0, 1]", "e.g. quantiles:0.1,0.5,0.9"], |c| {
+        plan(c, &["--reducer", "quantiles:1.5"])
+    }),
+    case("reducer-quantiles-unordered", Area::Flags, "`--reducer quantiles:0.9,0.1`", 1, &["--reducer quantiles:0.9,0.1", "0.1 does not come after 0.9"], |c| {
+        plan(c, &["--reducer", "quantiles:0.9,0.1"])
+    }),
     case("stac-url-not-a-url", Area::Flags, "`--stac-url 'not a url'`", 1, &["--stac-url not a url: must be an http(s):// URL of a STAC API"], |c| {
         plan(c, &["--stac-url", "not a url"])
     }),

@@ -227,6 +227,7 @@ fn layout(format: ZarrFormat) -> CubeLayout {
         variable: DEFAULT_VARIABLE.into(),
         zarr_format: format,
         attrs: json!({"collection": "sentinel-2-l2a", "suite": "storage"}),
+        values: eocube::store::DataValues::default(),
     }
 }
 

@@ -47,6 +47,7 @@ fn layout(epsg: u32, format: ZarrFormat) -> CubeLayout {
         variable: DEFAULT_VARIABLE.into(),
         zarr_format: format,
         attrs: json!({"collection": "sentinel-2-l2a", "epsg": epsg}),
+        values: eocube::store::DataValues::default(),
     }
 }
 

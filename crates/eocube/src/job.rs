@@ -250,21 +250,32 @@ pub async fn run_with(
 ) -> Result<(JobStats, Receipt), JobError> {
     let (data, shape, mut stats) = observe_and_reduce(ctx, job, found).await?;
     let t0 = Instant::now();
-    let (key, bytes) = match data {
-        Some(data) => {
+    let chunks = match data {
+        Some(Reduced { data, count }) => {
             let encoder = Arc::clone(cube);
-            cpu(move || encoder.encode_chunk(job, &data, shape)).await??
+            cpu(move || -> Result<Vec<(String, Option<bytes::Bytes>)>, StoreError> {
+                let mut chunks = vec![encoder.encode_chunk(job, &data, shape)?];
+                if let Some(count) = count {
+                    chunks.push(encoder.encode_count_chunk(job, &count, shape)?);
+                }
+                Ok(chunks)
+            })
+            .await??
         }
         // Nothing observed: no chunk is stored (Zarr reads fill), and any earlier one goes.
-        None => (cube.chunk_key(job.t, job.iy, job.ix), None),
+        None => {
+            let mut keys = vec![(cube.chunk_key(job.t, job.iy, job.ix), None)];
+            keys.extend(cube.count_chunk_key(job.t, job.iy, job.ix).map(|k| (k, None)));
+            keys
+        }
     };
-    let receipt = cube.store().write_chunk(job, &key, bytes).await?;
+    let receipt = cube.store().write_chunks(job, chunks).await?;
     stats.write_seconds = t0.elapsed().as_secs_f64();
     Ok((stats, receipt))
 }
 
-/// The chunk of `job`: values in (row, col, band) order, its shape `(rows, cols)` (clipped at
-/// the grid edge) and what it took.
+/// The chunk of `job`: values in (row, col, band) order (then quantile, for a `quantiles`
+/// reducer), its shape `(rows, cols)` (clipped at the grid edge) and what it took.
 pub async fn compute(ctx: &JobContext, job: Job) -> Result<(Vec<u16>, (usize, usize), JobStats), JobError> {
     compute_with(ctx, job, None).await
 }
@@ -329,7 +340,11 @@ pub async fn compute_with(
     found: Option<&[Scene]>,
 ) -> Result<(Vec<u16>, (usize, usize), JobStats), JobError> {
     let (data, (rows, cols), stats) = observe_and_reduce(ctx, job, found).await?;
-    let data = data.unwrap_or_else(|| vec![0; rows * cols * ctx.plan.spec.bands.len()]);
+    let spec = &ctx.plan.spec;
+    let data = match data {
+        Some(r) => r.data,
+        None => vec![0; rows * cols * spec.bands.len() * spec.reducer.values_per_band()],
+    };
     Ok((data, (rows, cols), stats))
 }
 
@@ -340,7 +355,7 @@ async fn observe_and_reduce(
     ctx: &JobContext,
     job: Job,
     found: Option<&[Scene]>,
-) -> Result<(Option<Vec<u16>>, (usize, usize), JobStats), JobError> {
+) -> Result<(Option<Reduced>, (usize, usize), JobStats), JobError> {
     let plan = &ctx.plan;
     let spec = &plan.spec;
     let not_in_plan = |reason: String| JobError::NotInPlan { job, reason };
@@ -440,23 +455,32 @@ async fn observe_and_reduce(
     if observations.is_empty() {
         return Ok((None, (rows, cols), stats));
     }
-    let reducer = spec.reducer;
-    let data = cpu(move || -> Result<Vec<u16>, ReduceError> {
+    let reducer = spec.reducer.clone();
+    let with_count = spec.with_count;
+    let data = cpu(move || -> Result<Reduced, ReduceError> {
         let n = rows * cols;
-        let mut out = vec![0u16; n * nb];
-        let mut band_out = vec![0u16; n];
-        for b in 0..nb {
-            let obs: Vec<&[u16]> = observations.iter().map(|o| o[b].as_slice()).collect();
-            reducer.reduce_masked(&obs, &mut band_out)?;
-            for (p, v) in band_out.iter().enumerate() {
-                out[p * nb + b] = *v;
-            }
-        }
-        Ok(out)
+        let obs: Vec<Vec<&[u16]>> = observations.iter().map(|o| o.iter().map(Vec::as_slice).collect()).collect();
+        let mut out = vec![0u16; n * nb * reducer.values_per_band()];
+        reducer.reduce_bands(&obs, nb, &mut out)?;
+        let count = if with_count {
+            let mut count = vec![0u16; n];
+            crate::reduce::count_valid(&obs, &mut count)?;
+            Some(count)
+        } else {
+            None
+        };
+        Ok(Reduced { data: out, count })
     })
     .await??;
     stats.reduce_seconds = t0.elapsed().as_secs_f64();
     Ok((Some(data), (rows, cols), stats))
+}
+
+/// What a job's reducer made: the data variable's values in (row, col, band, value) order and,
+/// with `with-count`, the `valid_count` of each pixel.
+pub struct Reduced {
+    pub data: Vec<u16>,
+    pub count: Option<Vec<u16>>,
 }
 
 /// The grid a job warps onto: the chunk grown by the mask halo on every side, clipped to the

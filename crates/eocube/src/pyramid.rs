@@ -37,7 +37,7 @@ use crate::fifo::Fifo;
 use crate::grid::{GeoBox, Shape};
 use crate::plan::Job;
 use crate::store::view::decode_u16;
-use crate::store::{Cube, CubeLayout, CubeStore, OutLocation, StoreError, ZarrFormat, meta};
+use crate::store::{Cube, CubeLayout, CubeStore, DataValues, OutLocation, StoreError, ZarrFormat, meta};
 
 /// Edge of a level chunk in pixels, and the size below which the pyramid stops: one tile is
 /// what a map draws at a time, and 512 x 512 uint16 is 0.5 MB raw, far under the 8 MB that
@@ -73,6 +73,11 @@ pub enum PyramidError {
         "{location}: the chunk {key} cannot be read back ({reason}); rebuild the cube, this is an eocube bug if eocube wrote it"
     )]
     BadChunk { location: String, key: String, reason: String },
+    #[error(
+        "{location}: the cube has a quantile dimension ({reducer}); overviews are made of one value per band, so build the \
+         pyramid from a cube of one reducer (e.g. `--reducer median`), or leave out `--overviews`"
+    )]
+    Quantiles { location: String, reducer: String },
     #[error("{location}: a pyramid task stopped ({reason}); run the same command again")]
     Task { location: String, reason: String },
     #[error("{location}: the pyramid documents could not be made ({reason}); this is an eocube bug, please report it")]
@@ -235,7 +240,9 @@ pub fn level_attrs(layout: &CubeLayout, level: usize, g: &GeoBox) -> Value {
 /// The cube's layout with the grid of one level: the coordinate documents of the cube, made
 /// for that grid.
 fn level_layout(layout: &CubeLayout, g: &GeoBox) -> CubeLayout {
-    CubeLayout { geobox: g.clone(), chunk_size: TILE, ..layout.clone() }
+    // The levels hold the bands of the data variable only: no `quantile` dim, no `valid_count`.
+    let values = DataValues { quantiles: Vec::new(), valid_count: false, ..layout.values.clone() };
+    CubeLayout { geobox: g.clone(), chunk_size: TILE, values, ..layout.clone() }
 }
 
 /// Attributes of a band array: the data variable's, with its own `long_name`.
@@ -745,6 +752,9 @@ impl Builder {
         if let Some(name) = layout.bands.iter().find(|b| RESERVED.contains(&b.as_str())) {
             return Err(PyramidError::NameClash { location, name: name.clone() });
         }
+        if !layout.values.quantiles.is_empty() {
+            return Err(PyramidError::Quantiles { location, reducer: layout.values.reducer.clone() });
+        }
         let store = cube.store().clone();
         let levels = level_geoboxes(&layout.geobox);
         let mut members = Vec::new();
@@ -1104,6 +1114,7 @@ mod tests {
             variable: "rgb_median".into(),
             zarr_format: format,
             attrs: json!({}),
+            values: DataValues::default(),
         }
     }
 

@@ -96,7 +96,11 @@ pub struct SpecInput {
     pub mask: Option<String>,
     pub mask_dilation: Option<u32>,
     pub resampling: Option<String>,
+    /// `median` (default), `mean`, `min`, `max`, `std`, `count`, `geomedian` or
+    /// `quantiles:0.1,0.5,0.9` ([`Reducer`]).
     pub reducer: Option<String>,
+    /// Also store `valid_count`, the number of valid observations per pixel.
+    pub with_count: Option<bool>,
     pub variable: Option<String>,
     pub zarr_format: Option<u8>,
     pub out: Option<String>,
@@ -147,6 +151,7 @@ impl SpecInput {
             mask_dilation,
             resampling,
             reducer,
+            with_count,
             variable,
             zarr_format,
             out,
@@ -282,10 +287,9 @@ impl SpecInput {
             None => Resampling::default(),
             Some(s) => s.parse().map_err(|e: crate::warp::WarpError| bad("resampling", s, e.to_string()))?,
         };
-        let reducer = match self.reducer.as_deref() {
+        let reducer: Reducer = match self.reducer.as_deref() {
             None => Reducer::default(),
-            Some(s) if s.eq_ignore_ascii_case(Reducer::Median.name()) => Reducer::Median,
-            Some(s) => return Err(bad("reducer", s, "unknown reducer; available: median")),
+            Some(s) => s.parse().map_err(|e: crate::reduce::ReduceError| bad("reducer", s, e.to_string()))?,
         };
         let variable = match &self.variable {
             Some(v) => v.clone(),
@@ -295,7 +299,10 @@ impl SpecInput {
         if variable.is_empty()
             || !variable.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
             || variable.starts_with(|c: char| c.is_ascii_digit())
-            || matches!(variable.as_str(), "time" | "latitude" | "longitude" | "x" | "y" | "band" | "spatial_ref")
+            || matches!(
+                variable.as_str(),
+                "time" | "latitude" | "longitude" | "x" | "y" | "band" | "spatial_ref" | "quantile" | "valid_count"
+            )
         {
             return Err(bad(
                 "variable",
@@ -324,6 +331,7 @@ impl SpecInput {
             mask,
             resampling,
             reducer,
+            with_count: self.with_count.unwrap_or(false),
             variable,
             zarr_format,
             all_chunks: self.all_chunks.unwrap_or(false),
@@ -376,10 +384,19 @@ pub struct CubeSpec {
     pub cloud_cover_max: Option<f64>,
     pub mask: MaskSpec,
     pub resampling: Resampling,
+    /// Stored by its text form (`"median"`, `"quantiles:0.1,0.9"`): parameters are part of the
+    /// identity, and the specs of median-only cubes read and compare as before.
     pub reducer: Reducer,
+    /// Absent from the stored spec when false, so cubes made before it keep their identity.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub with_count: bool,
     pub variable: String,
     pub zarr_format: u8,
     pub all_chunks: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl CubeSpec {
@@ -490,6 +507,13 @@ mod tests {
             (SpecInput { stac_url: Some("earth-search".into()), ..vermont() }, "stac-url", "http(s)://"),
             (SpecInput { variable: Some("latitude".into()), ..vermont() }, "variable", "coordinate name"),
             (SpecInput { workers: Some(0), ..vermont() }, "workers", "at least 1"),
+            (SpecInput { reducer: Some("foo".into()), ..vermont() }, "reducer foo", "valid reducers: median, mean"),
+            (
+                SpecInput { reducer: Some("quantiles:1.5".into()), ..vermont() },
+                "reducer quantiles:1.5",
+                "outside [0, 1]",
+            ),
+            (SpecInput { variable: Some("valid_count".into()), ..vermont() }, "variable", "coordinate name"),
             (SpecInput { request_timeout: Some(0.0), ..vermont() }, "request-timeout", "above 0"),
             (SpecInput { request_timeout: Some(-2.0), ..vermont() }, "request-timeout", "above 0"),
             (SpecInput { request_timeout: Some(f64::NAN), ..vermont() }, "request-timeout", "above 0"),
@@ -532,6 +556,30 @@ mod tests {
         assert_eq!((s.chunk_size, s.resolution, s.mask), (900, 1.0 / 3600.0, MaskSpec::Seed));
         let e = toml::from_str::<SpecInput>("chunksize = 3").unwrap_err().to_string();
         assert!(e.contains("chunksize"), "{e}");
+    }
+
+    #[test]
+    fn reducer_and_with_count_from_toml_and_flags() {
+        let file: SpecInput = toml::from_str(
+            "bbox = [-73.43, 42.72, -71.47, 45.02]\nstart = \"2020-01-01\"\nend = \"2020-12-31\"\nreducer = \"quantiles:0.1,0.5,0.9\"\nwith_count = true\n",
+        )
+        .unwrap();
+        let s = file.clone().validate().unwrap();
+        assert_eq!((s.reducer.clone(), s.with_count), (Reducer::Quantiles(vec![0.1, 0.5, 0.9]), true));
+        assert_eq!(s.variable, "rgb_quantiles");
+        let stored = s.identity_json();
+        assert_eq!(
+            (stored["reducer"].as_str(), stored["with_count"].as_bool()),
+            (Some("quantiles:0.1,0.5,0.9"), Some(true))
+        );
+        let back: CubeSpec = serde_json::from_value(stored).unwrap();
+        assert_eq!(back, s);
+        // Flags override the file.
+        let s = file
+            .overridden_by(SpecInput { reducer: Some("geomedian".into()), ..Default::default() })
+            .validate()
+            .unwrap();
+        assert_eq!((s.reducer, s.variable.as_str()), (Reducer::Geomedian, "rgb_geomedian"));
     }
 
     #[test]

@@ -789,7 +789,7 @@ impl CubeStore for IcechunkStore {
     /// The chunk goes into a fork of the build branch's session; its reference stays in the
     /// fork, handed back as the receipt, so a job that fails after writing leaves nothing in the
     /// coordinator's session.
-    async fn write_chunk(&self, _job: Job, key: &str, bytes: Option<Bytes>) -> Result<Receipt> {
+    async fn write_chunks(&self, _job: Job, chunks: Vec<(String, Option<Bytes>)>) -> Result<Receipt> {
         let Some(base) = lock(&self.fork_base).clone() else {
             return Err(StoreError::Unsupported {
                 location: self.loc.clone(),
@@ -797,7 +797,7 @@ impl CubeStore for IcechunkStore {
             });
         };
         let fork = base.fork().await.map_err(|e| self.err("fork", e))?;
-        write_in_session(&self.loc, fork, key, bytes).await
+        write_in_session(&self.loc, fork, chunks).await
     }
 
     async fn record(&self, batch: Vec<Finished>) -> Result<()> {
@@ -1046,16 +1046,19 @@ impl CubeStore for IcechunkStore {
 }
 
 /// Write (or, with `None`, erase) `key` in `session` and hand the session back serialized.
-async fn write_in_session(location: &str, session: Session, key: &str, bytes: Option<Bytes>) -> Result<Receipt> {
+async fn write_in_session(location: &str, session: Session, chunks: Vec<(String, Option<Bytes>)>) -> Result<Receipt> {
     let cell = Arc::new(tokio::sync::RwLock::new(session));
     let store = Store::from_session(Arc::clone(&cell)).await;
-    match bytes {
-        Some(v) => store.set(key, v).await.map_err(|e| session_err(location, "write", e))?,
-        None => match store.delete(key).await {
-            Ok(()) => {}
-            Err(e) if matches!(e.kind, StoreErrorKind::NotFound(_)) => {}
-            Err(e) => return Err(session_err(location, "write", e)),
-        },
+    // One session for every chunk of the job: one change set, merged (or not) as a whole.
+    for (key, bytes) in chunks {
+        match bytes {
+            Some(v) => store.set(&key, v).await.map_err(|e| session_err(location, "write", e))?,
+            None => match store.delete(&key).await {
+                Ok(()) => {}
+                Err(e) if matches!(e.kind, StoreErrorKind::NotFound(_)) => {}
+                Err(e) => return Err(session_err(location, "write", e)),
+            },
+        }
     }
     drop(store);
     let session = cell.read().await;
@@ -1100,8 +1103,8 @@ impl CubeStore for IcechunkWorkerStore {
         Err(self.refused("writing the template"))
     }
 
-    async fn write_chunk(&self, _job: Job, key: &str, bytes: Option<Bytes>) -> Result<Receipt> {
-        write_in_session(&self.location.to_string(), self.base.clone(), key, bytes).await
+    async fn write_chunks(&self, _job: Job, chunks: Vec<(String, Option<Bytes>)>) -> Result<Receipt> {
+        write_in_session(&self.location.to_string(), self.base.clone(), chunks).await
     }
 
     async fn record(&self, _batch: Vec<Finished>) -> Result<()> {

@@ -5,8 +5,9 @@
 
 use serde_json::{Map, Value, json};
 
-use super::{CubeLayout, ZarrFormat};
+use super::{CubeLayout, VALID_COUNT_VARIABLE, ZarrFormat};
 use crate::grid::Crs;
+use crate::reduce::{Encoding, GEOMEDIAN_EPS_DN, GEOMEDIAN_MAX_ITERS};
 
 /// CF scale of the stored digital numbers (DESIGN §7): reflectance = dn * 0.0001 - 0.1.
 pub const SCALE_FACTOR: f64 = 0.0001;
@@ -37,17 +38,53 @@ pub struct ArrayDoc {
     pub attrs: Value,
 }
 
+/// CF offset of a stored spread (`std`): stored = round(std in DN) + 1, so that 0 stays fill.
+pub const SPREAD_ADD_OFFSET: f64 = -0.0001;
+
 /// Attributes of the data variable.
 fn data_attrs(layout: &CubeLayout) -> Map<String, Value> {
+    let v = &layout.values;
     let mut a = Map::new();
     a.insert("grid_mapping".into(), json!("spatial_ref"));
     // Makes xarray load `spatial_ref` as a coordinate (the way rioxarray writes it).
     a.insert("coordinates".into(), json!("spatial_ref"));
-    a.insert("scale_factor".into(), json!(SCALE_FACTOR));
-    a.insert("add_offset".into(), json!(ADD_OFFSET));
-    a.insert("long_name".into(), json!(format!("median surface reflectance ({})", layout.bands.join(", "))));
+    let bands = layout.bands.join(", ");
+    let kind = v.reducer.split(':').next().unwrap_or("median");
+    match v.encoding {
+        Encoding::Reflectance => {
+            a.insert("scale_factor".into(), json!(SCALE_FACTOR));
+            a.insert("add_offset".into(), json!(ADD_OFFSET));
+            a.insert("long_name".into(), json!(format!("{kind} surface reflectance ({bands})")));
+        }
+        Encoding::Spread => {
+            a.insert("scale_factor".into(), json!(SCALE_FACTOR));
+            a.insert("add_offset".into(), json!(SPREAD_ADD_OFFSET));
+            a.insert("long_name".into(), json!(format!("standard deviation of surface reflectance ({bands})")));
+        }
+        Encoding::Count => {
+            a.insert("long_name".into(), json!(format!("number of valid observations ({bands})")));
+        }
+    }
     a.insert("units".into(), json!("1"));
+    a.insert("eocube:reducer".into(), json!(v.reducer));
+    if kind == "geomedian" {
+        a.insert("eocube:geomedian_eps".into(), json!(GEOMEDIAN_EPS_DN * SCALE_FACTOR));
+        a.insert("eocube:geomedian_max_iters".into(), json!(GEOMEDIAN_MAX_ITERS));
+    }
+    if !v.quantiles.is_empty() {
+        a.insert("eocube:quantile_method".into(), json!("linear"));
+    }
     a
+}
+
+/// Attributes of `valid_count`.
+fn count_attrs() -> Map<String, Value> {
+    as_map(json!({
+        "grid_mapping": "spatial_ref",
+        "coordinates": "spatial_ref",
+        "long_name": "number of valid observations",
+        "units": "1",
+    }))
 }
 
 fn time_attrs() -> Map<String, Value> {
@@ -123,10 +160,15 @@ fn as_map(v: Value) -> Map<String, Value> {
 /// The dims of the data variable, in order.
 pub fn data_dims(layout: &CubeLayout) -> Vec<String> {
     let (y, x) = spatial_dims(&layout.geobox.crs);
-    vec!["time".into(), y.into(), x.into(), "band".into()]
+    let mut dims = vec!["time".into(), y.into(), x.into(), "band".into()];
+    if !layout.values.quantiles.is_empty() {
+        dims.push("quantile".into());
+    }
+    dims
 }
 
-/// Every array of the cube: the data variable first, then `time`, y, x, `band`, `spatial_ref`.
+/// Every array of the cube: the data variable first, then `time`, y, x, `band`, `spatial_ref`,
+/// then `quantile` and `valid_count` when the cube has them (so a median cube's list is as before).
 pub fn array_docs(layout: &CubeLayout) -> Vec<ArrayDoc> {
     let (yname, xname) = spatial_dims(&layout.geobox.crs);
     let (nt, ny, nx, nb) = (layout.times.len(), layout.geobox.shape.ny, layout.geobox.shape.nx, layout.bands.len());
@@ -134,29 +176,46 @@ pub fn array_docs(layout: &CubeLayout) -> Vec<ArrayDoc> {
     let crs = &layout.geobox.crs;
     let mut data_attrs = data_attrs(layout);
     let f = layout.zarr_format;
-    if f == ZarrFormat::V3 {
+    if f == ZarrFormat::V3 && layout.values.encoding != Encoding::Count {
         // xarray reads a v3 `fill_value` as data, not as a mask; the CF mask needs `_FillValue`.
+        // A count of 0 is data, so counts have none.
         data_attrs.insert("_FillValue".into(), json!(0));
     }
     let spec = |name: &str, dims: Vec<&str>, shape: Vec<usize>, chunks: Vec<usize>, kind: Kind, attrs| {
         let dims: Vec<String> = dims.into_iter().map(String::from).collect();
         array_doc(f, name, dims, &shape, &chunks, kind, attrs)
     };
-    vec![
-        spec(
-            &layout.variable,
-            vec!["time", yname, xname, "band"],
-            vec![nt, ny, nx, nb],
-            vec![1, cs, cs, nb],
-            Kind::U16Data,
-            data_attrs,
-        ),
+    let nq = layout.values.quantiles.len();
+    let (mut dims, mut shape, mut chunks) =
+        (vec!["time", yname, xname, "band"], vec![nt, ny, nx, nb], vec![1, cs, cs, nb]);
+    if nq > 0 {
+        dims.push("quantile");
+        shape.push(nq);
+        chunks.push(nq);
+    }
+    let mut docs = vec![
+        spec(&layout.variable, dims, shape, chunks, Kind::U16Data, data_attrs),
         spec("time", vec!["time"], vec![nt], vec![nt.max(1)], Kind::I64Time, time_attrs()),
         spec(yname, vec![yname], vec![ny], vec![ny.max(1)], Kind::F64, y_attrs(crs)),
         spec(xname, vec![xname], vec![nx], vec![nx.max(1)], Kind::F64, x_attrs(crs)),
         spec("band", vec!["band"], vec![nb], vec![nb.max(1)], Kind::Str, as_map(json!({"long_name": "band"}))),
         spec("spatial_ref", vec![], vec![], vec![], Kind::I32Scalar, spatial_ref_attrs(layout)),
-    ]
+    ];
+    if nq > 0 {
+        let attrs = as_map(json!({"long_name": "quantile", "eocube:method": "linear (numpy's default)"}));
+        docs.push(spec("quantile", vec!["quantile"], vec![nq], vec![nq], Kind::F64, attrs));
+    }
+    if layout.values.valid_count {
+        docs.push(spec(
+            VALID_COUNT_VARIABLE,
+            vec!["time", yname, xname],
+            vec![nt, ny, nx],
+            vec![1, cs, cs],
+            Kind::U16Data,
+            count_attrs(),
+        ));
+    }
+    docs
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -52,6 +52,7 @@ use zarrs::storage::store::MemoryStore;
 
 use crate::grid::{Affine, Crs, GeoBox, Shape};
 pub use crate::plan::Job;
+use crate::reduce::{Encoding, Reducer};
 
 pub use icechunk::IcechunkOptions;
 pub use location::{IcechunkRepo, LocationError, OutLocation};
@@ -79,7 +80,59 @@ pub struct CubeLayout {
     pub zarr_format: ZarrFormat,
     /// The CubeSpec as JSON, stored as the group attribute `spec` so the cube describes itself.
     pub attrs: Value,
+    /// What the data variable holds (its reducer, a `quantile` dim) and whether `valid_count`
+    /// is stored beside it.
+    pub values: DataValues,
 }
+
+/// What the values of the data variable are: made by which reducer, stored how, with which
+/// extra dim and variable (docs/cube.md, "Reducers").
+#[derive(Debug, Clone, PartialEq)]
+pub struct DataValues {
+    /// The reducer's text form, the data variable's `eocube:reducer` attribute.
+    pub reducer: String,
+    /// How the uint16 values are scaled (the CF attributes follow from it).
+    pub encoding: Encoding,
+    /// The `quantile` coordinate: a last dim of the data variable when not empty.
+    pub quantiles: Vec<f64>,
+    /// `valid_count (time, y, x)` is stored beside the data variable.
+    pub valid_count: bool,
+}
+
+impl Default for DataValues {
+    /// The median-only cube of every eocube before reducers.
+    fn default() -> Self {
+        DataValues::of(&Reducer::Median, false)
+    }
+}
+
+impl std::fmt::Display for DataValues {
+    /// As the flags say it: `quantiles:0.1,0.9 with valid_count`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.reducer)?;
+        if self.valid_count { f.write_str(" with valid_count") } else { Ok(()) }
+    }
+}
+
+impl DataValues {
+    /// The values `reducer` makes, with `valid_count` beside them or not.
+    pub fn of(reducer: &Reducer, valid_count: bool) -> DataValues {
+        DataValues {
+            reducer: reducer.to_string(),
+            encoding: reducer.encoding(),
+            quantiles: reducer.quantiles().to_vec(),
+            valid_count,
+        }
+    }
+
+    /// Values per pixel and band in a data chunk (the number of quantiles, else 1).
+    pub fn per_band(&self) -> usize {
+        self.quantiles.len().max(1)
+    }
+}
+
+/// Name of the variable of `with-count`.
+pub const VALID_COUNT_VARIABLE: &str = "valid_count";
 
 /// Default name of the data variable.
 pub const DEFAULT_VARIABLE: &str = "rgb_median";
@@ -113,6 +166,17 @@ struct LayoutRecord {
     bands: Vec<String>,
     variable: String,
     zarr_format: ZarrFormat,
+    /// The `quantile` coordinate of a `quantiles` cube; absent (so older cubes keep their bytes)
+    /// for every other reducer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    quantiles: Vec<f64>,
+    /// `valid_count` is stored; absent when not.
+    #[serde(default, skip_serializing_if = "is_false")]
+    valid_count: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl LayoutRecord {
@@ -127,6 +191,8 @@ impl LayoutRecord {
             bands: layout.bands.clone(),
             variable: layout.variable.clone(),
             zarr_format: layout.zarr_format,
+            quantiles: layout.values.quantiles.clone(),
+            valid_count: layout.values.valid_count,
         }
     }
 }
@@ -311,9 +377,10 @@ pub trait CubeStore: Send + Sync {
     /// Writes (or rewrites, for `extend`) the template: every object in `objects`, in order.
     async fn write_template(&self, layout: &CubeLayout, objects: Vec<(String, Bytes)>) -> Result<()>;
 
-    /// Writes one data chunk whole (`None`: the chunk is all fill, so it is erased). Rewriting a
-    /// chunk with the same bytes is harmless; the receipt goes to [`CubeStore::record`].
-    async fn write_chunk(&self, job: Job, key: &str, bytes: Option<Bytes>) -> Result<Receipt>;
+    /// Writes the chunks of one job whole (the data variable's, and `valid_count`'s when the
+    /// cube has it), `(key, None)` erasing an all-fill chunk. Rewriting a chunk with the same
+    /// bytes is harmless; the one receipt goes to [`CubeStore::record`].
+    async fn write_chunks(&self, job: Job, chunks: Vec<(String, Option<Bytes>)>) -> Result<Receipt>;
 
     /// Records finished jobs: report lines for all, the ledger (and receipts) for the done ones.
     /// A done job's chunk was written before: the ledger never claims a chunk that is not there.
@@ -381,6 +448,8 @@ pub struct Cube {
     /// The data variable bound to an in-memory store: zarrs encodes a chunk there, and the bytes
     /// are then written whole by the store.
     encoder: Array<MemoryStore>,
+    /// The `valid_count` variable likewise, when the cube has it.
+    count_encoder: Option<Array<MemoryStore>>,
     memory: Arc<MemoryStore>,
 }
 
@@ -437,18 +506,29 @@ impl Cube {
     /// A cube whose layout is known (a worker's: from its run) on `store`, without reading it.
     pub fn with_store(store: Arc<dyn CubeStore>, layout: CubeLayout) -> Result<Cube> {
         let root = store.location().as_path_buf();
-        let data_doc = meta::array_docs(&layout)
-            .into_iter()
-            .next()
+        let docs = meta::array_docs(&layout);
+        let data_doc = docs
+            .first()
             .ok_or_else(|| StoreError::InvalidLayout { path: root.clone(), reason: "no data variable".into() })?;
         let memory = Arc::new(MemoryStore::new());
         let encoder = Array::new_with_metadata(
             memory.clone(),
             &format!("/{}", layout.variable),
-            parse_metadata(&root, &data_doc)?,
+            parse_metadata(&root, data_doc)?,
         )
         .map_err(|e| zarr_err(&root, &layout.variable, e))?;
-        Ok(Cube { store, layout, encoder, memory })
+        let count_encoder = match docs.iter().find(|d| d.name == VALID_COUNT_VARIABLE) {
+            Some(doc) if layout.values.valid_count => Some(
+                Array::new_with_metadata(
+                    memory.clone(),
+                    &format!("/{VALID_COUNT_VARIABLE}"),
+                    parse_metadata(&root, doc)?,
+                )
+                .map_err(|e| zarr_err(&root, VALID_COUNT_VARIABLE, e))?,
+            ),
+            _ => None,
+        };
+        Ok(Cube { store, layout, encoder, count_encoder, memory })
     }
 
     /// Reads the layout back from the group attributes of the cube in `store`.
@@ -487,6 +567,16 @@ impl Cube {
             return Err(not_cube("`eocube_layout` names another Zarr format than the metadata on disk"));
         }
         let crs = Crs::from_epsg(record.epsg).map_err(|e| not_cube(&e.to_string()))?;
+        let spec = attrs.get("spec").cloned().unwrap_or(Value::Null);
+        // The reducer is the spec's (a cube from before reducers has `median`).
+        let reducer: Reducer = match spec.get("reducer").and_then(Value::as_str) {
+            None => Reducer::Median,
+            Some(r) => r.parse().map_err(|e: crate::reduce::ReduceError| not_cube(&format!("bad spec: {e}")))?,
+        };
+        let values = DataValues::of(&reducer, record.valid_count);
+        if values.quantiles != record.quantiles {
+            return Err(not_cube("`eocube_layout` and the spec name different quantiles"));
+        }
         let layout = CubeLayout {
             geobox: GeoBox::new(crs, record.affine, record.shape),
             chunk_size: record.chunk_size,
@@ -494,7 +584,8 @@ impl Cube {
             bands: record.bands,
             variable: record.variable,
             zarr_format: record.zarr_format,
-            attrs: attrs.get("spec").cloned().unwrap_or(Value::Null),
+            attrs: spec,
+            values,
         };
         Cube::with_store(store, layout)
     }
@@ -526,6 +617,9 @@ impl Cube {
         }
         if a.zarr_format != b.zarr_format {
             return mismatch("Zarr format", format!("{:?}", a.zarr_format), format!("{:?}", b.zarr_format));
+        }
+        if cube.layout.values != layout.values {
+            return mismatch("reducer", cube.layout.values.to_string(), layout.values.to_string());
         }
         if cube.layout.attrs != layout.attrs {
             return mismatch("spec", cube.layout.attrs.to_string(), layout.attrs.to_string());
@@ -561,7 +655,21 @@ impl Cube {
 
     /// The store key of a data chunk (relative to the cube's root).
     pub fn chunk_key(&self, t: usize, iy: usize, ix: usize) -> String {
-        self.encoder.chunk_key(&[t as u64, iy as u64, ix as u64, 0]).as_str().to_string()
+        self.encoder.chunk_key(&self.data_indices(t, iy, ix)).as_str().to_string()
+    }
+
+    /// The store key of a `valid_count` chunk, when the cube has that variable.
+    pub fn count_chunk_key(&self, t: usize, iy: usize, ix: usize) -> Option<String> {
+        self.count_encoder.as_ref().map(|e| e.chunk_key(&[t as u64, iy as u64, ix as u64]).as_str().to_string())
+    }
+
+    /// Chunk indices of the data variable: one chunk spans the bands (and the quantiles).
+    fn data_indices(&self, t: usize, iy: usize, ix: usize) -> Vec<u64> {
+        let mut idx = vec![t as u64, iy as u64, ix as u64, 0];
+        if !self.layout.values.quantiles.is_empty() {
+            idx.push(0);
+        }
+        idx
     }
 
     /// Encodes chunk `(t, iy, ix)` (CPU work, no I/O): `data` in (row, col, band) order with
@@ -570,6 +678,35 @@ impl Cube {
     /// Returns its key and bytes; `None` when the chunk is all fill (it is then not stored: it
     /// reads as fill either way). The bytes depend only on the input.
     pub fn encode_chunk(&self, job: Job, data: &[u16], shape: (usize, usize)) -> Result<(String, Option<Bytes>)> {
+        let Job { t, iy, ix } = job;
+        let per_pixel = self.layout.bands.len() * self.layout.values.per_band();
+        let indices = self.data_indices(t, iy, ix);
+        self.encode_with(&self.encoder, job, &indices, data, shape, per_pixel)
+    }
+
+    /// Encodes the `valid_count` chunk of `job` (one value per pixel, row-major), as
+    /// [`Cube::encode_chunk`] does the data; an error if the cube has no `valid_count`.
+    pub fn encode_count_chunk(&self, job: Job, data: &[u16], shape: (usize, usize)) -> Result<(String, Option<Bytes>)> {
+        let Job { t, iy, ix } = job;
+        let encoder = self.count_encoder.as_ref().ok_or_else(|| StoreError::BadChunk {
+            path: self.path(),
+            t,
+            iy,
+            ix,
+            reason: "this cube has no valid_count variable".into(),
+        })?;
+        self.encode_with(encoder, job, &[t as u64, iy as u64, ix as u64], data, shape, 1)
+    }
+
+    fn encode_with(
+        &self,
+        encoder: &Array<MemoryStore>,
+        job: Job,
+        indices: &[u64],
+        data: &[u16],
+        shape: (usize, usize),
+        nb: usize,
+    ) -> Result<(String, Option<Bytes>)> {
         let Job { t, iy, ix } = job;
         let bad = |reason: String| StoreError::BadChunk { path: self.path(), t, iy, ix, reason };
         if t >= self.layout.times.len() {
@@ -580,16 +717,14 @@ impl Cube {
         if shape != (rows, cols) {
             return Err(bad(format!("shape {shape:?} given, this chunk is {rows} x {cols} pixels")));
         }
-        let nb = self.layout.bands.len();
         if data.len() != rows * cols * nb {
-            return Err(bad(format!("{} values given, expected {rows} x {cols} x {nb} bands", data.len())));
+            return Err(bad(format!("{} values given, expected {rows} x {cols} x {nb} values per pixel", data.len())));
         }
-        let indices = [t as u64, iy as u64, ix as u64, 0];
         // All fill (a job that found no scene): nothing is stored, as the codec pipeline would
         // decide after a copy and a scan of the whole chunk; no-scene jobs are most of a
         // continent-sized build, so this is their hot path.
         if data.iter().all(|&v| v == 0) {
-            return Ok((self.encoder.chunk_key(&indices).as_str().to_string(), None));
+            return Ok((encoder.chunk_key(indices).as_str().to_string(), None));
         }
         let cs = self.layout.chunk_size;
         let full: Vec<u16> = if (rows, cols) == (cs, cs) {
@@ -601,8 +736,8 @@ impl Cube {
             }
             full
         };
-        let key = self.encoder.chunk_key(&indices);
-        self.encoder.store_chunk(&indices, full).map_err(|e| bad(format!("encoding failed: {e}")))?;
+        let key = encoder.chunk_key(indices);
+        encoder.store_chunk(indices, full).map_err(|e| bad(format!("encoding failed: {e}")))?;
         let encoded = zarrs::storage::ReadableStorageTraits::get(&*self.memory, &key)
             .map_err(|e| bad(format!("encoding failed: {e}")))?;
         // Free the staging copy at once: the memory store is only a codec pipeline.
@@ -614,8 +749,8 @@ impl Cube {
     /// Encodes and writes chunk `job` (see [`Cube::encode_chunk`]); the receipt goes to
     /// [`Cube::record`].
     pub async fn write_chunk(&self, job: Job, data: &[u16], shape: (usize, usize)) -> Result<Receipt> {
-        let (key, bytes) = self.encode_chunk(job, data, shape)?;
-        self.store.write_chunk(job, &key, bytes).await
+        let chunk = self.encode_chunk(job, data, shape)?;
+        self.store.write_chunks(job, vec![chunk]).await
     }
 
     /// Records finished jobs (see [`CubeStore::record`]).
@@ -719,7 +854,18 @@ fn validate(path: &Path, layout: &CubeLayout) -> Result<()> {
     if layout.bands.is_empty() {
         return bad("no bands");
     }
-    let reserved = ["time", "band", "spatial_ref", "latitude", "longitude", "x", "y", BOOKKEEPING_DIR];
+    let reserved = [
+        "time",
+        "band",
+        "spatial_ref",
+        "latitude",
+        "longitude",
+        "x",
+        "y",
+        "quantile",
+        VALID_COUNT_VARIABLE,
+        BOOKKEEPING_DIR,
+    ];
     if layout.variable.is_empty() || layout.variable.contains('/') || reserved.contains(&layout.variable.as_str()) {
         return bad("the variable name must be non-empty, without '/', and not a coordinate name");
     }
@@ -895,6 +1041,8 @@ fn write_coordinate(
     } else if name == "band" {
         let bands: Vec<&str> = layout.bands.iter().map(String::as_str).collect();
         array.store_chunk(&[0], bands)
+    } else if name == "quantile" {
+        array.store_chunk(&[0], layout.values.quantiles.clone())
     } else if name == "spatial_ref" {
         // Its value is meaningless (the attributes carry the CRS); rioxarray writes 0.
         array.store_chunk(&[], vec![0i32])

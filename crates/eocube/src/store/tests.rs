@@ -15,6 +15,7 @@ fn layout(format: ZarrFormat) -> CubeLayout {
         variable: DEFAULT_VARIABLE.into(),
         zarr_format: format,
         attrs: json!({"collection": "sentinel-2-l2a"}),
+        values: crate::store::DataValues::default(),
     }
 }
 
@@ -536,5 +537,55 @@ async fn an_icechunk_view_pins_a_snapshot_a_tag_or_a_branch() {
     assert_eq!(versions.branches, vec![("main".to_string(), snapshot.clone())]);
     assert_eq!(versions.tags, vec![("v1".to_string(), snapshot.clone())]);
     assert_eq!(versions.snapshots.first().map(|v| v.snapshot.as_str()), Some(snapshot.as_str()));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_median_cube_keeps_the_layout_record_and_arrays_of_before_reducers() {
+    let l = layout(ZarrFormat::V3);
+    let record = serde_json::to_value(LayoutRecord::of(&l)).unwrap();
+    for key in ["quantiles", "valid_count", "layout_version"] {
+        assert!(record.get(key).is_none(), "{key} in {record}");
+    }
+    let names: Vec<String> = array_docs(&l).into_iter().map(|d| d.name).collect();
+    assert_eq!(names, [DEFAULT_VARIABLE, "time", "latitude", "longitude", "band", "spatial_ref"]);
+    // A record without the new keys (every cube before reducers) reads as a median cube's.
+    let back: LayoutRecord = serde_json::from_value(record).unwrap();
+    assert_eq!(back, LayoutRecord::of(&l));
+}
+
+#[tokio::test]
+async fn a_quantile_cube_with_count_writes_both_chunks_and_reads_its_values_back() {
+    let reducer: crate::reduce::Reducer = "quantiles:0.1,0.9".parse().unwrap();
+    let attrs = json!({"reducer": "quantiles:0.1,0.9", "with_count": true});
+    let l = CubeLayout { values: DataValues::of(&reducer, true), attrs, ..layout(ZarrFormat::V3) };
+    let docs = array_docs(&l);
+    let data = &docs[0];
+    assert_eq!(data.dims, ["time", "latitude", "longitude", "band", "quantile"]);
+    assert_eq!(data.metadata["shape"], json!([2, 150, 170, 3, 2]));
+    assert_eq!(data.metadata["attributes"]["eocube:reducer"], "quantiles:0.1,0.9");
+    let count = docs.iter().find(|d| d.name == VALID_COUNT_VARIABLE).unwrap();
+    assert_eq!(count.dims, ["time", "latitude", "longitude"]);
+    assert!(count.metadata["attributes"].get("_FillValue").is_none(), "a count of 0 is data");
+    let dir = tmp("quantiles");
+    let cube = Cube::create(&dir, &l).await.unwrap();
+    assert_eq!(cube.chunk_key(1, 2, 2), "rgb_median/c/1/2/2/0/0");
+    assert_eq!(cube.count_chunk_key(1, 2, 2).as_deref(), Some("valid_count/c/1/2/2"));
+    let (rows, cols) = (22, 42);
+    let values: Vec<u16> = (0..rows * cols * 3 * 2).map(|i| (i % 5000) as u16 + 1).collect();
+    assert!(cube.encode_chunk(job(1, 2, 2), &values[..rows * cols * 3], (rows, cols)).is_err(), "one value per band");
+    let chunks = vec![
+        cube.encode_chunk(job(1, 2, 2), &values, (rows, cols)).unwrap(),
+        cube.encode_count_chunk(job(1, 2, 2), &vec![3; rows * cols], (rows, cols)).unwrap(),
+    ];
+    cube.store().write_chunks(job(1, 2, 2), chunks).await.unwrap();
+    assert!(dir.join("rgb_median/c/1/2/2/0/0").is_file() && dir.join("valid_count/c/1/2/2").is_file());
+    // Reopened from disk: the same layout (reducer from the spec attribute, quantiles and count
+    // from the record).
+    let reopened = Cube::open(dir.to_str().unwrap()).await.unwrap();
+    assert_eq!(reopened.layout().values, l.values);
+    // A spec naming other quantiles than the record is not this eocube's cube.
+    let other = CubeLayout { attrs: json!({"reducer": "quantiles:0.2,0.9"}), ..l.clone() };
+    assert!(matches!(Cube::check_matching(reopened, &other), Err(StoreError::LayoutMismatch { .. })));
     let _ = std::fs::remove_dir_all(&dir);
 }

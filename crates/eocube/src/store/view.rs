@@ -261,6 +261,16 @@ impl CubeView {
         }
         check_codecs(&cube, &data_array_doc(&cube).await?, &cube.layout().variable)?;
         let layout = cube.layout();
+        if !layout.values.quantiles.is_empty() {
+            // Views read one value per band and pixel; a quantile cube has several.
+            return Err(StoreError::Unsupported {
+                location: loc.to_string(),
+                what: format!(
+                    "viewing a cube with a quantile dimension ({}); serve a cube of one value per band (e.g. `--reducer median`)",
+                    layout.values.reducer
+                ),
+            });
+        }
         let mut levels = read_pyramid(&cube).await?.unwrap_or_default();
         let pyramid = !levels.is_empty();
         if !pyramid {

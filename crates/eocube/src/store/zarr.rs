@@ -222,10 +222,12 @@ impl CubeStore for ZarrStore {
         self.objects.put_many(rest).await
     }
 
-    async fn write_chunk(&self, _job: Job, key: &str, bytes: Option<Bytes>) -> Result<Receipt> {
-        match bytes {
-            Some(b) => self.objects.put(key, b).await?,
-            None => self.objects.delete(key).await?,
+    async fn write_chunks(&self, _job: Job, chunks: Vec<(String, Option<Bytes>)>) -> Result<Receipt> {
+        for (key, bytes) in chunks {
+            match bytes {
+                Some(b) => self.objects.put(&key, b).await?,
+                None => self.objects.delete(&key).await?,
+            }
         }
         Ok(Receipt::Stored)
     }
