@@ -18,6 +18,7 @@
 //! Memory: a scene is held only as windows on the chunk grid (never whole), and only until its
 //! solar day is fused; a job holds one masked observation per solar day of its bin.
 
+use crate::cloud::retries::in_this_job;
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -686,8 +687,9 @@ impl Pipeline {
             };
             let (grids, work) = (Arc::clone(&self.grids), Arc::clone(&self.work));
             let spec = Arc::clone(&self.ctx.plan);
-            let task =
-                Task(tokio::spawn(async move { decode_scene(fetch.join().await??, &spec, &work, &grids).await }));
+            let task = Task(tokio::spawn(in_this_job(async move {
+                decode_scene(fetch.join().await??, &spec, &work, &grids).await
+            })));
             self.decoding.push_back(InFlight { date, id, task });
         }
         while self.decoding.len() + self.fetching.len() < fetch_ahead {
@@ -701,7 +703,11 @@ impl Pipeline {
         let date = solar_day(scene.datetime, self.lon_center);
         let id = scene.id.clone();
         let (ctx, work) = (self.ctx.clone(), Arc::clone(&self.work));
-        Some(InFlight { date, id, task: Task(tokio::spawn(async move { fetch_scene(&ctx, scene, &work).await })) })
+        Some(InFlight {
+            date,
+            id,
+            task: Task(tokio::spawn(in_this_job(async move { fetch_scene(&ctx, scene, &work).await }))),
+        })
     }
 
     /// The next scene in fusion order: its solar day, id and what reading it gave.

@@ -37,7 +37,7 @@ use crate::grid::{Affine, Bbox};
 
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) use api::page_step;
-pub use api::{ApiClient, ApiOptions, RetryPolicy, SearchMethod};
+pub use api::{ApiClient, ApiOptions, RetryPolicy, SEARCH_SILENCE_FACTOR, SearchMethod};
 pub use item::{band_aliases, parse_item, resolve_asset_key};
 pub use local::{Census, ItemCollection, load_item_collection};
 

@@ -45,6 +45,18 @@ pub async fn counted<F: Future>(fut: F) -> (F::Output, u64) {
     (out, counter.load(Ordering::Relaxed))
 }
 
+/// `fut` counted with the job of the calling task: what a job spawns onto tasks of its own (its
+/// reads ahead) must carry the job's counter, which a task-local does not pass on by itself.
+pub(crate) fn in_this_job<F: Future>(fut: F) -> impl Future<Output = F::Output> {
+    let counter = COUNTER.try_with(Arc::clone).ok();
+    async move {
+        match counter {
+            Some(c) => COUNTER.scope(c, fut).await,
+            None => fut.await,
+        }
+    }
+}
+
 /// Failed request attempts in this process so far.
 pub fn total() -> u64 {
     TOTAL.load(Ordering::Relaxed)
