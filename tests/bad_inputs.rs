@@ -216,7 +216,7 @@ const CASES: &[Case] = &[
         Area::Items,
         "`--bands rededge1`; the items have red, green, blue, nir, scl",
         1,
-        &["--bands rededge1: no item has this band (asset `rededge1` or `B05`", "the items have: blue, green, nir, red, scl"],
+        &["--bands rededge1: no item has this band (asset `rededge1` or `B05` or `B05_20m`", "the items have: blue, green, nir, red, scl"],
         |c| c.build_out(&["--bands", "rededge1"]).checked_absent(&c.out()),
     ),
     case(

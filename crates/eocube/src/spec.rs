@@ -174,7 +174,12 @@ impl SpecInput {
                 )?
             }
         };
-        Ok(RunSettings { out: self.out.clone(), workers, request_timeout, allow_empty: self.allow_empty.unwrap_or(false) })
+        Ok(RunSettings {
+            out: self.out.clone(),
+            workers,
+            request_timeout,
+            allow_empty: self.allow_empty.unwrap_or(false),
+        })
     }
 
     /// Check every value and fill in the defaults: the cube's spec. The run settings in the

@@ -122,9 +122,10 @@ pub struct Scene {
     pub bbox: Bbox,
     /// One entry per requested band, in the order requested.
     pub assets: Vec<(String, Asset)>,
-    /// `s2:processing_baseline` (e.g. `"05.11"`).
+    /// `s2:processing_baseline`, else `processing:version` (Copernicus Data Space), else
+    /// `sentinel:processing_baseline` (Earth Search v0), e.g. `"05.11"`.
     pub processing_baseline: Option<String>,
-    /// `earthsearch:boa_offset_applied`.
+    /// `earthsearch:boa_offset_applied` (Earth Search v1) or `sentinel:boa_offset_applied` (v0).
     pub boa_offset_applied: Option<bool>,
     /// `eo:cloud_cover` in percent.
     pub cloud_cover: Option<f64>,
