@@ -132,6 +132,15 @@ const CASES: &[Case] = &[
     case("stac-url-not-a-url", Area::Flags, "`--stac-url 'not a url'`", 1, &["--stac-url not a url: must be an http(s):// URL of a STAC API"], |c| {
         plan(c, &["--stac-url", "not a url"])
     }),
+    case("catalog-unknown", Area::Flags, "`--catalog usgs`", 1, &["--catalog usgs: unknown catalog; give one of earth-search, earth-search-v0, cdse, planetary-computer"], |c| {
+        plan(c, &["--catalog", "usgs"])
+    }),
+    case("sas-token-url-without-planetary-computer", Area::Flags, "`--sas-token-url` with Earth Search", 1, &["--sas-token-url http://127.0.0.1:1/token: only the planetary-computer catalog signs its assets", "give `catalog planetary-computer` with it"], |c| {
+        plan(c, &["--sas-token-url", "http://127.0.0.1:1/token"])
+    }),
+    case("sas-token-url-not-a-url", Area::Flags, "`--catalog planetary-computer --sas-token-url token`", 1, &["--sas-token-url token: must be an http(s):// URL of a SAS token API"], |c| {
+        plan(c, &["--catalog", "planetary-computer", "--sas-token-url", "token"])
+    }),
     case("zarr-format-4", Area::Flags, "`--zarr-format 4`", 1, &["--zarr-format 4: must be 2 or 3"], |c| plan(c, &["--zarr-format", "4"])),
     case("unknown-subcommand", Area::Flags, "`eocube frobnicate`", 2, &["unrecognized subcommand 'frobnicate'"], |c| c.eocube(&["frobnicate"])),
     case("missing-argument", Area::Flags, "`eocube info` without the href", 2, &["the following required arguments were not provided", "<HREF>"], |c| c.eocube(&["info"])),

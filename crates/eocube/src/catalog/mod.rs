@@ -23,7 +23,9 @@
 mod api;
 mod item;
 mod local;
+pub mod preset;
 pub mod probe;
+pub mod sas;
 #[cfg(test)]
 mod tests;
 
@@ -74,6 +76,10 @@ pub enum CatalogError {
     UnexpectedCollection { url: String, item: String, collection: String, requested: Vec<String> },
     #[error("cannot read the item collection {path}: {reason}; check `items`")]
     File { path: PathBuf, reason: String },
+    #[error(
+        "cannot get a SAS token from {url}: {reason}; check `sas-token-url` (the Planetary Computer's is https://planetarycomputer.microsoft.com/api/sas/v1/token) and `collection`"
+    )]
+    SasToken { url: String, reason: String },
     #[error("invalid search request: `{field}` {reason}")]
     InvalidRequest { field: String, reason: String },
 }
