@@ -231,14 +231,22 @@ const CASES: &[Case] = &[
     case(
         "asset-keys-not-understood",
         Area::Items,
-        "items whose assets are `B04_10m`, `SCL_20m`, ...",
+        "items whose assets are Landsat's `SR_B4`, `QA_PIXEL`, ... (no profile for them yet)",
         1,
-        &["--collection e2e-s2-l2a: no item has an asset eocube understands", "B04_10m"],
+        &["--collection e2e-s2-l2a: no item has an asset eocube understands", "SR_B4", "B04_10m, SCL_20m: Copernicus Data Space"],
         |c| {
             let p = c.items_with(|items| {
                 for it in items.iter_mut() {
                     let assets = it["assets"].as_object().cloned().unwrap_or_default();
-                    it["assets"] = Value::Object(assets.into_iter().map(|(k, v)| (format!("{}_10m", k.to_uppercase().replace("RED", "B04").replace("GREEN", "B03").replace("BLUE", "B02").replace("NIR", "B08")), v)).collect());
+                    let landsat = |k: &str| match k {
+                        "red" => "SR_B4".to_string(),
+                        "green" => "SR_B3".to_string(),
+                        "blue" => "SR_B2".to_string(),
+                        "nir" => "SR_B5".to_string(),
+                        "scl" => "QA_PIXEL".to_string(),
+                        other => format!("X_{other}"),
+                    };
+                    it["assets"] = Value::Object(assets.into_iter().map(|(k, v)| (landsat(&k), v)).collect());
                 }
             });
             c.build_items(&p, &[])
