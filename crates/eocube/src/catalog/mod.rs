@@ -4,8 +4,11 @@
 //! Owns: DESIGN section 4. The search request ([`SearchRequest`]) and its JSON / query-string
 //! forms, paging through `next` links (GET links, and POST links with `body`, `merge`,
 //! `headers`), retries of transient HTTP failures, parsing STAC 1.0 and 1.1 items (projection,
-//! raster and band metadata, Earth Search and band-number asset keys), and the local
-//! `--items items.json` path, which filters in memory so that it answers like the API.
+//! raster and band metadata; asset keys in every layout the sensor profile knows: Earth Search
+//! names, band numbers, Copernicus Data Space's `B04_10m`), and the local `--items items.json`
+//! path, which filters in memory so that it answers like the API. [`preset`]: the catalogs known
+//! by name (URL, collection, signing); [`sas`]: the Planetary Computer's SAS tokens, which COG
+//! requests carry (signing itself is `cloud::sign`'s).
 //!
 //! Must not touch: pixels, COG headers or Zarr. A [`Scene`] carries asset hrefs and the metadata
 //! the STAC item states; reading them is `cog`'s job, deciding what to do with a processing
