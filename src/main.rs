@@ -560,12 +560,22 @@ struct SpecArgs {
     /// Bands, comma-separated: Earth Search names or band numbers (default red,green,blue).
     #[arg(long, value_delimiter = ',')]
     bands: Option<Vec<String>>,
-    /// STAC collection (default sentinel-2-c1-l2a).
+    /// STAC collection (default: the catalog's Sentinel-2 L2A collection, sentinel-2-c1-l2a on
+    /// Earth Search v1).
     #[arg(long)]
     collection: Option<String>,
-    /// STAC API root (default Earth Search v1).
+    /// A catalog by name, which sets the defaults of --stac-url and --collection:
+    /// earth-search (default), earth-search-v0, cdse, planetary-computer (signs COG requests
+    /// with SAS tokens). Without it, a --stac-url of one of these is recognised.
+    #[arg(long)]
+    catalog: Option<String>,
+    /// STAC API root (default: the catalog's, Earth Search v1).
     #[arg(long)]
     stac_url: Option<String>,
+    /// Planetary Computer: the SAS token API, asked GET <url>/<collection>
+    /// (default https://planetarycomputer.microsoft.com/api/sas/v1/token).
+    #[arg(long, value_name = "URL")]
+    sas_token_url: Option<String>,
     /// A local STAC item collection file to use instead of an API.
     #[arg(long, value_name = "FILE")]
     items: Option<std::path::PathBuf>,
@@ -634,7 +644,9 @@ impl SpecArgs {
             chunk_size: self.chunk_size,
             bands: self.bands,
             collection: self.collection,
+            catalog: self.catalog,
             stac_url: self.stac_url,
+            sas_token_url: self.sas_token_url,
             items: self.items,
             cloud_cover_max: self.cloud_cover_max,
             mask: self.mask,

@@ -141,6 +141,15 @@ const CASES: &[Case] = &[
     case("stac-url-not-a-url", Area::Flags, "`--stac-url 'not a url'`", 1, &["--stac-url not a url: must be an http(s):// URL of a STAC API"], |c| {
         plan(c, &["--stac-url", "not a url"])
     }),
+    case("catalog-unknown", Area::Flags, "`--catalog usgs`", 1, &["--catalog usgs: unknown catalog; give one of earth-search, earth-search-v0, cdse, planetary-computer"], |c| {
+        plan(c, &["--catalog", "usgs"])
+    }),
+    case("sas-token-url-without-planetary-computer", Area::Flags, "`--sas-token-url` with Earth Search", 1, &["--sas-token-url http://127.0.0.1:1/token: only the planetary-computer catalog signs its assets", "give `catalog planetary-computer` with it"], |c| {
+        plan(c, &["--sas-token-url", "http://127.0.0.1:1/token"])
+    }),
+    case("sas-token-url-not-a-url", Area::Flags, "`--catalog planetary-computer --sas-token-url token`", 1, &["--sas-token-url token: must be an http(s):// URL of a SAS token API"], |c| {
+        plan(c, &["--catalog", "planetary-computer", "--sas-token-url", "token"])
+    }),
     case("zarr-format-4", Area::Flags, "`--zarr-format 4`", 1, &["--zarr-format 4: must be 2 or 3"], |c| plan(c, &["--zarr-format", "4"])),
     case("unknown-subcommand", Area::Flags, "`eocube frobnicate`", 2, &["unrecognized subcommand 'frobnicate'"], |c| c.eocube(&["frobnicate"])),
     case("missing-argument", Area::Flags, "`eocube info` without the href", 2, &["the following required arguments were not provided", "<HREF>"], |c| c.eocube(&["info"])),
@@ -225,20 +234,28 @@ const CASES: &[Case] = &[
         Area::Items,
         "`--bands rededge1`; the items have red, green, blue, nir, scl",
         1,
-        &["--bands rededge1: no item has this band (asset `rededge1` or `B05`", "the items have: blue, green, nir, red, scl"],
+        &["--bands rededge1: no item has this band (asset `rededge1` or `B05` or `B05_20m`", "the items have: blue, green, nir, red, scl"],
         |c| c.build_out(&["--bands", "rededge1"]).checked_absent(&c.out()),
     ),
     case(
         "asset-keys-not-understood",
         Area::Items,
-        "items whose assets are `B04_10m`, `SCL_20m`, ...",
+        "items whose assets are Landsat's `SR_B4`, `QA_PIXEL`, ... (no profile for them yet)",
         1,
-        &["--collection e2e-s2-l2a: no item has an asset eocube understands", "B04_10m"],
+        &["--collection e2e-s2-l2a: no item has an asset eocube understands", "SR_B4", "B04_10m, SCL_20m: Copernicus Data Space"],
         |c| {
             let p = c.items_with(|items| {
                 for it in items.iter_mut() {
                     let assets = it["assets"].as_object().cloned().unwrap_or_default();
-                    it["assets"] = Value::Object(assets.into_iter().map(|(k, v)| (format!("{}_10m", k.to_uppercase().replace("RED", "B04").replace("GREEN", "B03").replace("BLUE", "B02").replace("NIR", "B08")), v)).collect());
+                    let landsat = |k: &str| match k {
+                        "red" => "SR_B4".to_string(),
+                        "green" => "SR_B3".to_string(),
+                        "blue" => "SR_B2".to_string(),
+                        "nir" => "SR_B5".to_string(),
+                        "scl" => "QA_PIXEL".to_string(),
+                        other => format!("X_{other}"),
+                    };
+                    it["assets"] = Value::Object(assets.into_iter().map(|(k, v)| (landsat(&k), v)).collect());
                 }
             });
             c.build_items(&p, &[])

@@ -177,6 +177,8 @@ pub enum BuildError {
     Catalog { url: String, error: CatalogError },
     #[error("items {path}: {error}")]
     Items { path: PathBuf, error: CatalogError },
+    #[error("sas-token-url {url}: {error}")]
+    SasToken { url: String, error: CatalogError },
     #[error(transparent)]
     Plan(#[from] PlanError),
     #[error("out {path}: {error}")]
@@ -224,6 +226,7 @@ impl BuildError {
             | BuildError::Location(_) => Some("out"),
             BuildError::Catalog { .. } => Some("stac-url"),
             BuildError::Items { .. } => Some("items"),
+            BuildError::SasToken { .. } => Some("sas-token-url"),
             BuildError::End { .. } => Some("end"),
             BuildError::DetachLocal => Some("detach"),
             BuildError::Plan(PlanError::Spec(e)) => Some(e.setting),
@@ -245,6 +248,23 @@ pub async fn open_catalog(spec: &CubeSpec) -> Result<Catalog, BuildError> {
             Ok(catalog)
         }
     }
+}
+
+/// The signer of the COG requests of `spec` (Planetary Computer: SAS tokens of its collection),
+/// or `None`. With `check`, one token is fetched now, so that a wrong `sas-token-url` fails the
+/// build before anything is written rather than every job.
+pub async fn sas_signer(
+    spec: &CubeSpec,
+    fetch: &crate::cog::FetchConfig,
+    check: bool,
+) -> Result<Option<crate::cloud::sign::Signer>, BuildError> {
+    let Some(url) = &spec.sas_token_url else { return Ok(None) };
+    let bad = |error| BuildError::SasToken { url: url.clone(), error };
+    let signer = crate::catalog::sas::SasSigner::new(url, &spec.collection, fetch.total_timeout).map_err(bad)?;
+    if check {
+        signer.token().await.map_err(bad)?;
+    }
+    Ok(Some(crate::cloud::sign::Signer(Arc::new(signer))))
 }
 
 /// Looks at the catalog before anything is written ([`crate::catalog::probe`]): one search over
@@ -367,6 +387,8 @@ pub async fn build_with_overviews(
     let catalog = open_catalog(spec).await?;
     let plan = Arc::new(Plan::new(spec, is_land)?);
     let warnings = probe_catalog(spec, &catalog, opts.allow_empty).await?;
+    let mut fetch = opts.fetch.clone();
+    fetch.signer = sas_signer(spec, &fetch, true).await?;
     let (cube, resumed) = create_or_resume_with(&out, &plan, icechunk).await?;
     let cube = Arc::new(cube);
     let store = |error| BuildError::Store { path: out.clone(), error: Box::new(error) };
@@ -376,7 +398,7 @@ pub async fn build_with_overviews(
     let run = Arc::new(new_run(spec, opts, jobs));
     let remote = !matches!(opts.executor, ExecutorChoice::Local);
     worker::write_run(&cube, &run.record, &run.jobs, remote).await.map_err(|e| worker_err(&out, e))?;
-    let mut ctx = JobContext::new(Arc::clone(&plan), catalog, Fetcher::new(opts.fetch.clone()), opts.skip_bad_scenes);
+    let mut ctx = JobContext::new(Arc::clone(&plan), catalog, Fetcher::new(fetch), opts.skip_bad_scenes);
     if opts.executor == ExecutorChoice::Local {
         // The bins of a chunk run back to back here (jobs are chunk-major): one search each.
         ctx = ctx.share_searches(&run.jobs);

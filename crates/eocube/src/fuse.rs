@@ -3,8 +3,10 @@
 //! Collection-1 convention ([`harmonize`], [`offset_to_add`]).
 //!
 //! Owns: the grouping and fusion order of DESIGN section 3 ([`group_by_solar_day`], [`fuse`]) and
-//! the harmonization rule of section 7. Must not touch: STAC parsing (the caller hands over the
-//! item properties [`offset_rule`] needs), warping, masking, or reducing.
+//! applying the harmonization of section 7; the rule itself (what to add to which item) is the
+//! sensor profile's ([`crate::sensor::sentinel2::offset_rule`], re-exported here). Must not
+//! touch: STAC parsing (the caller hands over the item properties [`offset_rule`] needs),
+//! warping, masking, or reducing.
 //!
 //! Order of a job: warp each scene → group by solar day → `fuse` (which harmonizes each scene with
 //! its own [`Radiometry`] while copying) → mask → reduce. Harmonizing per scene, not per group,
@@ -14,14 +16,13 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 
+// The rule and its facts belong to the sensor profile; re-exported where callers found them.
+pub use crate::sensor::sentinel2::{BOA_OFFSET, OffsetDecision, OffsetSource, is_collection_1, offset_rule};
 use crate::time::{Date, solar_day};
 use crate::warp::{OUTSIDE, Resampling, SamplePlan, SourceImage, Taps};
 
 /// The nodata value of Sentinel-2 L2A reflectance bands and the fill value of the cube.
 pub const NODATA: u16 = 0;
-/// The Collection-1 BOA offset in digital numbers (`add_offset = -0.1` at `scale_factor = 0.0001`).
-pub const BOA_OFFSET: u16 = 1000;
-
 /// What can go wrong when fusing.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FuseError {
@@ -51,71 +52,6 @@ pub struct Radiometry {
 /// [`offset_rule`]`(..).add`; see there for the rule.
 pub fn offset_to_add(processing_baseline: Option<&str>, boa_offset_applied: Option<bool>, collection: &str) -> u16 {
     offset_rule(processing_baseline, boa_offset_applied, collection).add
-}
-
-/// Which fact decided an item's [`OffsetDecision`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum OffsetSource {
-    /// `earthsearch:boa_offset_applied: true`.
-    BoaOffsetApplied,
-    /// `s2:processing_baseline`, compared with 04.00.
-    ProcessingBaseline,
-    /// No usable baseline, but a Collection-1 collection, where the offset is always included.
-    Collection1,
-    /// No usable baseline and no Collection-1 collection: the item is trusted as it is. Callers
-    /// should report such items (they are guesses).
-    Unknown,
-}
-
-/// What to add to an item's values and why.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct OffsetDecision {
-    pub add: u16,
-    pub source: OffsetSource,
-}
-
-/// The harmonization rule, first match wins:
-///
-/// 1. `earthsearch:boa_offset_applied: true`: Earth Search subtracted the offset from the data
-///    (its older `sentinel-2-l2a` collection, baseline >= 04.00), so add it back: 1000.
-///    `false` says only "not removed" and falls through.
-/// 2. `s2:processing_baseline` < 04.00: the data never had the offset (ESA introduced it with
-///    baseline 04.00 in January 2022): 1000. A baseline >= 04.00: ESA's data as delivered, offset
-///    included: 0. Baselines are compared as numbers `major.minor` (`"05.11"`, `"4.0"`).
-/// 3. no usable baseline in a Collection-1 collection (an id with a `c1` part, e.g.
-///    `sentinel-2-c1-l2a`): the whole archive was reprocessed with the offset: 0.
-/// 4. otherwise nothing is known: 0, marked [`OffsetSource::Unknown`].
-pub fn offset_rule(
-    processing_baseline: Option<&str>,
-    boa_offset_applied: Option<bool>,
-    collection: &str,
-) -> OffsetDecision {
-    let decide = |add, source| OffsetDecision { add, source };
-    if boa_offset_applied == Some(true) {
-        return decide(BOA_OFFSET, OffsetSource::BoaOffsetApplied);
-    }
-    match processing_baseline.and_then(parse_baseline) {
-        Some(baseline) if baseline < (4, 0) => decide(BOA_OFFSET, OffsetSource::ProcessingBaseline),
-        Some(_) => decide(0, OffsetSource::ProcessingBaseline),
-        None if is_collection_1(collection) => decide(0, OffsetSource::Collection1),
-        None => decide(0, OffsetSource::Unknown),
-    }
-}
-
-/// Whether a collection id names a Collection-1 archive (offset always included), e.g. Earth
-/// Search's `sentinel-2-c1-l2a`.
-pub fn is_collection_1(collection: &str) -> bool {
-    collection.to_ascii_lowercase().split(['-', '_']).any(|part| part == "c1")
-}
-
-/// `"05.11"` → `(5, 11)`; `"4.0"` → `(4, 0)`; anything else → `None`.
-fn parse_baseline(s: &str) -> Option<(u32, u32)> {
-    let (major, minor) = s.trim().split_once('.')?;
-    let digits = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
-    if !digits(major) || !digits(minor) {
-        return None;
-    }
-    Some((major.parse().ok()?, minor.parse().ok()?))
 }
 
 /// Adds `radiometry.add` to every non-nodata value, saturating at 65535. Nodata (0) stays 0.

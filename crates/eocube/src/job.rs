@@ -41,8 +41,9 @@ use crate::warp::{
     source_pixels_per_target_pixel, source_window,
 };
 
-/// The asset key of the scene classification band; every job reads it for the mask.
-pub const SCL_BAND: &str = "scl";
+/// The scene classification band, as the Sentinel-2 profile names it; every job reads it for
+/// the mask.
+pub const SCL_BAND: &str = crate::sensor::SENTINEL2_L2A.quality.band.name;
 /// Points per side of the chunk footprint sent to the catalog (UTM → lon/lat edges curve).
 const FOOTPRINT_POINTS_PER_SIDE: usize = 8;
 /// Scenes of one job read at once: enough to keep I/O and decoding overlapped, few enough that

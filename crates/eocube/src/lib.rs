@@ -32,6 +32,7 @@ pub mod plan;
 pub mod pyramid;
 pub mod reduce;
 pub mod report;
+pub mod sensor;
 pub mod serve;
 pub mod spec;
 pub mod store;

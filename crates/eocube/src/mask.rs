@@ -31,46 +31,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::grid::Shape;
 
-/// The Sentinel-2 L2A scene classification classes (the values of the SCL band).
-pub mod scl {
-    pub const NO_DATA: u8 = 0;
-    pub const SATURATED_OR_DEFECTIVE: u8 = 1;
-    pub const DARK_AREA: u8 = 2;
-    pub const CLOUD_SHADOW: u8 = 3;
-    pub const VEGETATION: u8 = 4;
-    pub const NOT_VEGETATED: u8 = 5;
-    pub const WATER: u8 = 6;
-    pub const UNCLASSIFIED: u8 = 7;
-    pub const CLOUD_MEDIUM_PROBABILITY: u8 = 8;
-    pub const CLOUD_HIGH_PROBABILITY: u8 = 9;
-    pub const THIN_CIRRUS: u8 = 10;
-    pub const SNOW_OR_ICE: u8 = 11;
-    /// The largest class value.
-    pub const MAX: u8 = SNOW_OR_ICE;
-
-    /// The ESA name of class `c`, or `None` for values above [`MAX`].
-    pub fn name(c: u8) -> Option<&'static str> {
-        const NAMES: [&str; 12] = [
-            "no data",
-            "saturated or defective",
-            "dark area pixels",
-            "cloud shadows",
-            "vegetation",
-            "not vegetated",
-            "water",
-            "unclassified",
-            "cloud medium probability",
-            "cloud high probability",
-            "thin cirrus",
-            "snow or ice",
-        ];
-        NAMES.get(usize::from(c)).copied()
-    }
-}
-
-/// The valid classes of the `default` preset: dark area, vegetation, not vegetated, water,
-/// unclassified, snow (invalid: no data, saturated, cloud shadow, clouds, cirrus).
-pub const DEFAULT_VALID: [u8; 6] = [2, 4, 5, 6, 7, 11];
+// The SCL classes and the default valid set are the Sentinel-2 profile's (`sensor`); the
+// mask rules that use them are this module's.
+pub use crate::sensor::sentinel2::{DEFAULT_VALID, scl};
 /// The valid classes of the `seed` preset.
 pub const SEED_VALID: [u8; 2] = [4, 5];
 /// The closing and opening radius of the `seed` preset, in pixels.

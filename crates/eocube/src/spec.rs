@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::catalog::preset::{CatalogPreset, PLANETARY_COMPUTER_TOKEN_URL};
 use crate::grid::{Bbox, Crs, GeoBox};
 use crate::mask::MaskSpec;
 use crate::reduce::Reducer;
@@ -90,7 +91,12 @@ pub struct SpecInput {
     pub chunk_size: Option<i64>,
     pub bands: Option<Vec<String>>,
     pub collection: Option<String>,
+    /// A catalog eocube knows by name (`earth-search`, `earth-search-v0`, `cdse`,
+    /// `planetary-computer`): the defaults of `stac-url` and `collection`, and signing.
+    pub catalog: Option<String>,
     pub stac_url: Option<String>,
+    /// The SAS token API of a `planetary-computer` catalog (a stand-in for tests, a mirror).
+    pub sas_token_url: Option<String>,
     pub items: Option<PathBuf>,
     pub cloud_cover_max: Option<f64>,
     pub mask: Option<String>,
@@ -144,7 +150,9 @@ impl SpecInput {
             chunk_size,
             bands,
             collection,
+            catalog,
             stac_url,
+            sas_token_url,
             items,
             cloud_cover_max,
             mask,
@@ -257,11 +265,24 @@ impl SpecInput {
         if let Some(dup) = bands.iter().find(|b| !seen.insert(crate::catalog::band_aliases(b)[0].clone())) {
             return Err(bad("bands", dup, "is listed twice"));
         }
-        let collection = self.collection.clone().unwrap_or_else(|| DEFAULT_COLLECTION.to_string());
+        // `catalog` names the defaults; without it a known `stac-url` names them (so that
+        // `--stac-url https://planetarycomputer.microsoft.com/api/stac/v1` alone signs and
+        // searches `sentinel-2-l2a`, as odc-stac users expect from that catalog).
+        let preset = match &self.catalog {
+            Some(c) => Some(c.parse::<CatalogPreset>().map_err(|reason| bad("catalog", c, reason))?),
+            None => self.stac_url.as_deref().and_then(CatalogPreset::detect),
+        };
+        let collection = self
+            .collection
+            .clone()
+            .unwrap_or_else(|| preset.map_or(DEFAULT_COLLECTION, CatalogPreset::collection).to_string());
         if collection.trim().is_empty() {
             return Err(bad("collection", "(empty)", format!("give a STAC collection id, e.g. {DEFAULT_COLLECTION}")));
         }
-        let stac_url = self.stac_url.clone().unwrap_or_else(|| DEFAULT_STAC_URL.to_string());
+        let stac_url = self
+            .stac_url
+            .clone()
+            .unwrap_or_else(|| preset.map_or(DEFAULT_STAC_URL, CatalogPreset::stac_url).to_string());
         match url::Url::parse(&stac_url) {
             Ok(u) if matches!(u.scheme(), "http" | "https") => {}
             _ => {
@@ -272,6 +293,26 @@ impl SpecInput {
                 ));
             }
         }
+        let sas_token_url = match (&self.sas_token_url, preset.and_then(CatalogPreset::token_url)) {
+            (None, default) => default.map(str::to_string),
+            (Some(given), Some(_)) => match url::Url::parse(given) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") => Some(given.clone()),
+                _ => {
+                    return Err(bad(
+                        "sas-token-url",
+                        given,
+                        format!("must be an http(s):// URL of a SAS token API, e.g. {PLANETARY_COMPUTER_TOKEN_URL}"),
+                    ));
+                }
+            },
+            (Some(given), None) => {
+                return Err(bad(
+                    "sas-token-url",
+                    given,
+                    "only the planetary-computer catalog signs its assets; give `catalog planetary-computer` with it",
+                ));
+            }
+        };
         if let Some(c) = self.cloud_cover_max
             && !(0.0..=100.0).contains(&c)
         {
@@ -326,6 +367,7 @@ impl SpecInput {
             bands,
             collection,
             stac_url,
+            sas_token_url,
             items: self.items.clone(),
             cloud_cover_max: self.cloud_cover_max,
             mask,
@@ -380,6 +422,11 @@ pub struct CubeSpec {
     pub bands: Vec<String>,
     pub collection: String,
     pub stac_url: String,
+    /// Where COG requests get their SAS token (`GET {this}/{collection}`): set for the
+    /// Planetary Computer only, and absent from the stored spec otherwise, so cubes of other
+    /// catalogs are stored exactly as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sas_token_url: Option<String>,
     pub items: Option<PathBuf>,
     pub cloud_cover_max: Option<f64>,
     pub mask: MaskSpec,
@@ -447,6 +494,48 @@ mod tests {
 
     fn err(input: SpecInput) -> SpecError {
         input.validate().expect_err("should be refused")
+    }
+
+    #[test]
+    fn catalog_presets_set_the_url_collection_and_signing() {
+        let pc = SpecInput { catalog: Some("planetary-computer".into()), ..vermont() }.validate().unwrap();
+        assert_eq!(pc.stac_url, "https://planetarycomputer.microsoft.com/api/stac/v1");
+        assert_eq!(pc.collection, "sentinel-2-l2a");
+        assert_eq!(pc.sas_token_url.as_deref(), Some(PLANETARY_COMPUTER_TOKEN_URL));
+        let detected = SpecInput { stac_url: Some("https://earth-search.aws.element84.com/v0".into()), ..vermont() };
+        assert_eq!(detected.validate().unwrap().collection, "sentinel-s2-l2a-cogs");
+        let cdse = SpecInput { catalog: Some("cdse".into()), collection: Some("x".into()), ..vermont() };
+        let cdse = cdse.validate().unwrap();
+        assert_eq!(
+            (cdse.stac_url.as_str(), cdse.collection.as_str()),
+            ("https://stac.dataspace.copernicus.eu/v1", "x")
+        );
+        assert_eq!(cdse.sas_token_url, None);
+        // a stand-in API with a stand-in token service
+        let local = SpecInput {
+            catalog: Some("planetary-computer".into()),
+            stac_url: Some("http://127.0.0.1:9/".into()),
+            sas_token_url: Some("http://127.0.0.1:9/token".into()),
+            ..vermont()
+        };
+        assert_eq!(local.validate().unwrap().sas_token_url.as_deref(), Some("http://127.0.0.1:9/token"));
+        // other catalogs store the spec as before: no new key
+        let es = vermont().validate().unwrap().identity_json();
+        assert!(es.get("sas_token_url").is_none(), "{es}");
+    }
+
+    #[test]
+    fn bad_catalog_settings_name_the_fix() {
+        let e = err(SpecInput { catalog: Some("usgs".into()), ..vermont() });
+        assert!(e.to_string().starts_with("catalog usgs: unknown catalog; give one of earth-search"), "{e}");
+        let e = err(SpecInput { sas_token_url: Some("http://x/token".into()), ..vermont() });
+        assert!(e.to_string().contains("give `catalog planetary-computer`"), "{e}");
+        let e = err(SpecInput {
+            catalog: Some("planetary-computer".into()),
+            sas_token_url: Some("token".into()),
+            ..vermont()
+        });
+        assert_eq!(e.setting, "sas-token-url");
     }
 
     #[test]

@@ -482,6 +482,10 @@ pub async fn run_stored_task(
         None => Catalog::api_with(&spec.stac_url, ApiOptions::from_client(&fetch.client())),
     }
     .map_err(|e| WorkerError::Plan { run: run.to_string(), reason: e.to_string() })?;
+    // The coordinator checked the token API; a worker fetches its own tokens as it goes.
+    fetch.signer = crate::build::sas_signer(&spec, &fetch, false)
+        .await
+        .map_err(|e| WorkerError::Plan { run: run.to_string(), reason: e.to_string() })?;
     let ctx = JobContext::new(Arc::new(plan), catalog, Fetcher::new(fetch), rec.skip_bad_scenes);
     let mut result = run_task(&ctx, &cube, index, jobs, &done, rec.task_timeout(1)).await;
     kept.append(&mut result.jobs);

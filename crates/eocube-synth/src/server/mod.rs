@@ -18,6 +18,8 @@
 //! GET  /search?collections=&bbox=&intersects=&datetime=&ids=&limit=&filter=&token=
 //! POST /search  {"collections", "bbox" | "intersects", "datetime", "ids", "limit", "filter", "token"}
 //! GET|HEAD /files/<path under root>       Range: bytes=a-b | a- | -n  → 206, 416; ETag, Last-Modified
+//! GET  /token/{collection}                with a SAS gate only (`sas`): a Planetary Computer token,
+//!                                         and /files/ then wants its `sig` (403 otherwise)
 //! ```
 //!
 //! Answers are sorted by (datetime, id); pages of `limit` items (default 10, at most 10000) link
@@ -26,6 +28,7 @@
 
 mod files;
 mod query;
+pub mod sas;
 mod stac;
 
 use std::convert::Infallible;
@@ -78,6 +81,7 @@ pub struct ArchiveServer {
     url: String,
     stop: watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
+    sas: Option<Arc<sas::SasState>>,
 }
 
 impl ArchiveServer {
@@ -91,12 +95,40 @@ impl ArchiveServer {
         Self::start_on(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0), root, items, collections).await
     }
 
+    /// As [`ArchiveServer::start`], standing in for the Planetary Computer too: it hands out SAS
+    /// tokens at `{url}/token/{collection}` and serves files only to requests signed with a good
+    /// one ([`sas::SasGate`]). [`ArchiveServer::sas_stats`] says what it saw.
+    pub async fn start_with_sas(
+        root: PathBuf,
+        items: Vec<Value>,
+        collections: Vec<Value>,
+        gate: sas::SasGate,
+    ) -> Result<Self, ServeError> {
+        let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
+        Self::start_inner(addr, root, items, collections, Some(gate)).await
+    }
+
+    /// What the SAS stand-in saw (`None` without one).
+    pub fn sas_stats(&self) -> Option<sas::SasStats> {
+        self.sas.as_ref().map(|s| s.stats())
+    }
+
     /// As [`ArchiveServer::start`], on `addr` (e.g. `127.0.0.1:8080`).
     pub async fn start_on(
         addr: SocketAddr,
         root: PathBuf,
         items: Vec<Value>,
         collections: Vec<Value>,
+    ) -> Result<Self, ServeError> {
+        Self::start_inner(addr, root, items, collections, None).await
+    }
+
+    async fn start_inner(
+        addr: SocketAddr,
+        root: PathBuf,
+        items: Vec<Value>,
+        collections: Vec<Value>,
+        gate: Option<sas::SasGate>,
     ) -> Result<Self, ServeError> {
         let root_err = |reason: String| ServeError::Root { path: root.clone(), reason };
         let canon = std::fs::canonicalize(&root).map_err(|e| root_err(e.to_string()))?;
@@ -111,10 +143,11 @@ impl ArchiveServer {
         }
         let url = format!("http://{local}");
         let catalog = Catalog::new(&url, items, collections)?;
-        let state = Arc::new(State { root: canon, catalog });
+        let sas = gate.map(|g| Arc::new(sas::SasState::new(g)));
+        let state = Arc::new(State { root: canon, catalog, sas: sas.clone() });
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(accept_loop(listener, state, stopped));
-        Ok(ArchiveServer { addr: local, url, stop, task: Some(task) })
+        Ok(ArchiveServer { addr: local, url, stop, task: Some(task), sas })
     }
 
     /// `http://127.0.0.1:PORT`, no trailing slash: the STAC API root, and `{url}/files/…`.
@@ -151,6 +184,7 @@ struct State {
     /// Canonical: file paths are checked against it after their symlinks are resolved.
     root: PathBuf,
     catalog: Catalog,
+    sas: Option<Arc<sas::SasState>>,
 }
 
 async fn accept_loop(listener: TcpListener, state: Arc<State>, mut stopped: watch::Receiver<bool>) {
@@ -255,6 +289,9 @@ async fn route(state: &State, req: Request<Incoming>) -> Result<Response<Body>, 
         if method != Method::GET && method != Method::HEAD {
             return Err(method_not_allowed("GET, HEAD"));
         }
+        if let Some(sas) = &state.sas {
+            sas.check(req.uri().query())?;
+        }
         let file = files::resolve(&state.root, rel)?;
         return files::serve_file(&method, req.headers(), &file).await;
     }
@@ -273,6 +310,9 @@ async fn route(state: &State, req: Request<Incoming>) -> Result<Response<Body>, 
     let json_ok = |v: Value| Ok(json_response(StatusCode::OK, "application/json", &v));
     let geojson_ok = |v: Value| Ok(json_response(StatusCode::OK, "application/geo+json", &v));
     let is_get = method == Method::GET || method == Method::HEAD;
+    if let (Some(sas), ["token", collection]) = (&state.sas, segs.as_slice()) {
+        return json_ok(sas.issue(collection));
+    }
     match segs.as_slice() {
         ["search"] if method == Method::POST => {
             let body = Limited::new(req.into_body(), MAX_BODY).collect().await.map_err(|e| {

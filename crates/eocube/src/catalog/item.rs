@@ -5,66 +5,21 @@ use serde_json::{Map, Value};
 
 use super::{Asset, CatalogError, Scene};
 use crate::grid::{Affine, Bbox};
-
-/// Earth Search v1 asset keys and their Sentinel-2 band-number names (older catalogs, the SAFE
-/// format, Planetary Computer). `visual` is the true-colour image, `TCI` in the SAFE format.
-const ALIASES: &[(&str, &str)] = &[
-    ("coastal", "B01"),
-    ("blue", "B02"),
-    ("green", "B03"),
-    ("red", "B04"),
-    ("rededge1", "B05"),
-    ("rededge2", "B06"),
-    ("rededge3", "B07"),
-    ("nir", "B08"),
-    ("nir08", "B8A"),
-    ("nir09", "B09"),
-    ("cirrus", "B10"),
-    ("swir16", "B11"),
-    ("swir22", "B12"),
-    ("scl", "SCL"),
-    ("aot", "AOT"),
-    ("wvp", "WVP"),
-    ("visual", "TCI"),
-];
+use crate::sensor::SENTINEL2_L2A;
+use crate::sensor::sentinel2::BASELINE_PROPERTIES;
 
 /// The names a band may go by: the Earth Search key and the band-number key, e.g. `B04` →
 /// `["red", "B04"]`. Accepts either form in any case, and `B4` for `B04`. Unknown names map to
-/// themselves only.
+/// themselves only. The table is the Sentinel-2 profile's ([`crate::sensor`]).
 pub fn band_aliases(band: &str) -> Vec<String> {
-    let lower = band.trim().to_ascii_lowercase();
-    // `b4` → `b04`, so a one-digit band number finds its two-digit alias
-    let padded = match lower.strip_prefix('b') {
-        Some(d) if d.len() == 1 && d.chars().all(|c| c.is_ascii_digit()) => format!("b0{d}"),
-        _ => lower.clone(),
-    };
-    for (name, number) in ALIASES {
-        if lower == *name || padded == number.to_ascii_lowercase() {
-            return vec![name.to_string(), number.to_string()];
-        }
-    }
-    vec![band.trim().to_string()]
+    SENTINEL2_L2A.aliases(band)
 }
 
-/// The asset key of `item_assets` that holds `band`, or `None`. Exact keys win over
-/// case-insensitive matches; `-jp2` assets (JPEG 2000 copies in Earth Search's older collection)
-/// are never picked, since only the COGs can be read by window.
+/// The asset key of `item_assets` that holds `band`, or `None`: Earth Search names, band
+/// numbers, then Copernicus Data Space's per-resolution keys (`B04_10m`), as
+/// [`crate::sensor::SensorProfile::resolve_asset_key`] says.
 pub fn resolve_asset_key<'a>(assets: &'a Map<String, Value>, band: &str) -> Option<&'a str> {
-    let names = band_aliases(band);
-    let usable = |k: &&String| !k.to_ascii_lowercase().ends_with("-jp2");
-    for name in &names {
-        if let Some((k, _)) = assets.get_key_value(name.as_str())
-            && usable(&k)
-        {
-            return Some(k.as_str());
-        }
-    }
-    for name in &names {
-        if let Some(k) = assets.keys().filter(usable).find(|k| k.eq_ignore_ascii_case(name)) {
-            return Some(k.as_str());
-        }
-    }
-    None
+    SENTINEL2_L2A.resolve_asset_key(assets, band)
 }
 
 /// Parses one STAC item (1.0 or 1.1) into a [`Scene`] with an [`Asset`] for each of `bands`.
@@ -143,22 +98,31 @@ pub fn parse_item(item: &Value, bands: &[String]) -> Result<Scene, CatalogError>
         ));
     };
 
-    let processing_baseline = match props.get("s2:processing_baseline") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s.clone()),
-        // some catalogs store it as a number (5.09): keep the SAFE spelling "05.09"
-        Some(Value::Number(n)) => n.as_f64().map(|x| format!("{x:05.2}")),
-        Some(v) => return Err(p.err("properties.s2:processing_baseline", format!("is {}, expected a string", kind(v)))),
-    };
-    let boa_offset_applied = match props.get("earthsearch:boa_offset_applied") {
-        None | Some(Value::Null) => None,
-        Some(Value::Bool(b)) => Some(*b),
-        Some(v) => {
-            return Err(
-                p.err("properties.earthsearch:boa_offset_applied", format!("is {}, expected true or false", kind(v)))
-            );
-        }
-    };
+    // Each catalog family states the baseline under its own property (the profile lists them).
+    let mut processing_baseline = None;
+    for key in BASELINE_PROPERTIES {
+        let field = format!("properties.{key}");
+        processing_baseline = match props.get(key) {
+            None | Some(Value::Null) => continue,
+            Some(Value::String(s)) => Some(s.clone()),
+            // some catalogs store it as a number (5.09): keep the SAFE spelling "05.09"
+            Some(Value::Number(n)) => n.as_f64().map(|x| format!("{x:05.2}")),
+            Some(v) => return Err(p.err(&field, format!("is {}, expected a string", kind(v)))),
+        };
+        break;
+    }
+    // Earth Search v1 says `earthsearch:`, its v0 said `sentinel:`.
+    let mut boa_offset_applied = None;
+    for key in ["earthsearch:boa_offset_applied", "sentinel:boa_offset_applied"] {
+        boa_offset_applied = match props.get(key) {
+            None | Some(Value::Null) => continue,
+            Some(Value::Bool(b)) => Some(*b),
+            Some(v) => {
+                return Err(p.err(&format!("properties.{key}"), format!("is {}, expected true or false", kind(v))));
+            }
+        };
+        break;
+    }
     let cloud_cover = p.opt_f64(props, "eo:cloud_cover", "properties.eo:cloud_cover")?;
     Ok(Scene { id, collection, datetime, epsg, bbox, assets, processing_baseline, boa_offset_applied, cloud_cover })
 }

@@ -4,8 +4,11 @@
 //! Owns: DESIGN section 4. The search request ([`SearchRequest`]) and its JSON / query-string
 //! forms, paging through `next` links (GET links, and POST links with `body`, `merge`,
 //! `headers`), retries of transient HTTP failures, parsing STAC 1.0 and 1.1 items (projection,
-//! raster and band metadata, Earth Search and band-number asset keys), and the local
-//! `--items items.json` path, which filters in memory so that it answers like the API.
+//! raster and band metadata; asset keys in every layout the sensor profile knows: Earth Search
+//! names, band numbers, Copernicus Data Space's `B04_10m`), and the local `--items items.json`
+//! path, which filters in memory so that it answers like the API. [`preset`]: the catalogs known
+//! by name (URL, collection, signing); [`sas`]: the Planetary Computer's SAS tokens, which COG
+//! requests carry (signing itself is `cloud::sign`'s).
 //!
 //! Must not touch: pixels, COG headers or Zarr. A [`Scene`] carries asset hrefs and the metadata
 //! the STAC item states; reading them is `cog`'s job, deciding what to do with a processing
@@ -23,7 +26,9 @@
 mod api;
 mod item;
 mod local;
+pub mod preset;
 pub mod probe;
+pub mod sas;
 #[cfg(test)]
 mod tests;
 
@@ -74,6 +79,10 @@ pub enum CatalogError {
     UnexpectedCollection { url: String, item: String, collection: String, requested: Vec<String> },
     #[error("cannot read the item collection {path}: {reason}; check `items`")]
     File { path: PathBuf, reason: String },
+    #[error(
+        "cannot get a SAS token from {url}: {reason}; check `sas-token-url` (the Planetary Computer's is https://planetarycomputer.microsoft.com/api/sas/v1/token) and `collection`"
+    )]
+    SasToken { url: String, reason: String },
     #[error("invalid search request: `{field}` {reason}")]
     InvalidRequest { field: String, reason: String },
 }
@@ -122,9 +131,10 @@ pub struct Scene {
     pub bbox: Bbox,
     /// One entry per requested band, in the order requested.
     pub assets: Vec<(String, Asset)>,
-    /// `s2:processing_baseline` (e.g. `"05.11"`).
+    /// `s2:processing_baseline`, else `processing:version` (Copernicus Data Space), else
+    /// `sentinel:processing_baseline` (Earth Search v0), e.g. `"05.11"`.
     pub processing_baseline: Option<String>,
-    /// `earthsearch:boa_offset_applied`.
+    /// `earthsearch:boa_offset_applied` (Earth Search v1) or `sentinel:boa_offset_applied` (v0).
     pub boa_offset_applied: Option<bool>,
     /// `eo:cloud_cover` in percent.
     pub cloud_cover: Option<f64>,

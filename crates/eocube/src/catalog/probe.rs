@@ -16,6 +16,7 @@ use std::collections::BTreeSet;
 use serde_json::Value;
 
 use super::{Catalog, CatalogError, SearchRequest, band_aliases, resolve_asset_key};
+use crate::sensor::{LAYOUTS, SENTINEL2_L2A};
 
 /// What the probe asks: the build's search over its whole bbox and dates, and its bands (SCL
 /// included).
@@ -64,13 +65,13 @@ pub enum ProbeError {
         setting: &'static str,
         band: String,
         what: &'static str,
-        /// `asset `nir` or `B08`; looked at 10 items`.
+        /// `asset `nir` or `B08` or `B08_10m`; looked at 10 items`.
         asked: String,
         available: String,
         fix: &'static str,
     },
     #[error(
-        "collection {collection}: no item has an asset eocube understands ({looked}): the build asks for {bands} and the items' asset keys are: {keys}; eocube reads Sentinel-2 L2A COGs named as Earth Search names them (red, nir, scl, ...) or by band number (B04, B08, SCL): give such a collection"
+        "collection {collection}: no item has an asset eocube understands ({looked}): the build asks for {bands} and the items' asset keys are: {keys}; eocube reads Sentinel-2 L2A assets named as Earth Search v1 names them (red, nir, scl, ...), by band number (B04, B08, SCL: Earth Search v0, Planetary Computer) or by band number and resolution (B04_10m, SCL_20m: Copernicus Data Space): give such a collection"
     )]
     UnknownAssets { collection: String, bands: String, looked: String, keys: String },
     /// The probe's own request failed: the caller names the catalog.
@@ -215,6 +216,15 @@ fn extent_of(doc: &Value) -> Option<String> {
     Some(s)
 }
 
+/// The keys a band is looked for under, one per layout (the native resolution for
+/// per-resolution layouts), for messages: `red/B04/B04_10m`.
+fn known_keys(band: &str) -> Vec<String> {
+    match SENTINEL2_L2A.band(band) {
+        Some(b) => LAYOUTS.iter().filter_map(|l| b.keys(*l).into_iter().next()).collect(),
+        None => band_aliases(band),
+    }
+}
+
 /// Every band asked for is an asset of at least one item found, under a key eocube resolves.
 fn check_bands(collection: &str, items: &[Value], more: bool, bands: &[String]) -> Result<(), ProbeError> {
     let empty = serde_json::Map::new();
@@ -233,13 +243,13 @@ fn check_bands(collection: &str, items: &[Value], more: bool, bands: &[String]) 
     if missing.len() == bands.len() {
         return Err(ProbeError::UnknownAssets {
             collection: collection.to_string(),
-            bands: bands.iter().map(|b| band_aliases(b).join("/")).collect::<Vec<_>>().join(", "),
+            bands: bands.iter().map(|b| known_keys(b).join("/")).collect::<Vec<_>>().join(", "),
             looked,
             keys: listed(keys),
         });
     }
     let scl = band.eq_ignore_ascii_case("scl");
-    let keys_of_band = band_aliases(band).iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(" or ");
+    let keys_of_band = known_keys(band).iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(" or ");
     Err(ProbeError::NoBand {
         setting: if scl { "collection" } else { "bands" },
         band: if scl { collection.to_string() } else { band.to_string() },
@@ -336,7 +346,10 @@ mod tests {
         let c = file(vec![item("a", "s2", "2023-06-01", 1.0, &S2)]);
         let e = run(&c, &probe_of(&["red", "nir", "scl"], HERE, None)).expect_err("nir");
         let msg = e.to_string();
-        assert!(msg.starts_with("bands nir: no item has this band (asset `nir` or `B08`; looked at 1 items)"), "{msg}");
+        assert!(
+            msg.starts_with("bands nir: no item has this band (asset `nir` or `B08` or `B08_10m`; looked at 1 items)"),
+            "{msg}"
+        );
         assert!(msg.contains("the items have: blue, green, red, scl, thumbnail"), "{msg}");
         assert!(!e.is_nothing(), "a band that is not there is an error even with allow-empty");
         let c = file(vec![item("a", "s2", "2023-06-01", 1.0, &["red", "green"])]);
@@ -346,11 +359,25 @@ mod tests {
 
     #[test]
     fn asset_keys_eocube_does_not_understand_are_listed() {
-        let c = file(vec![item("a", "s2", "2023-06-01", 1.0, &["B04_10m", "B03_10m", "SCL_20m"])]);
+        // Landsat Collection-2 keys: no profile serves them yet
+        let c = file(vec![item("a", "s2", "2023-06-01", 1.0, &["SR_B4", "SR_B3", "QA_PIXEL"])]);
         let e = run(&c, &probe_of(&["red", "green", "scl"], HERE, None)).expect_err("keys");
         let msg = e.to_string();
-        assert!(msg.contains("the build asks for red/B04, green/B03, scl/SCL"), "{msg}");
-        assert!(msg.contains("asset keys are: B03_10m, B04_10m, SCL_20m"), "{msg}");
+        assert!(msg.contains("the build asks for red/B04/B04_10m, green/B03/B03_10m, scl/SCL/SCL_20m"), "{msg}");
+        assert!(msg.contains("asset keys are: QA_PIXEL, SR_B3, SR_B4"), "{msg}");
         assert_eq!(e.setting(), Some("collection"));
+    }
+
+    #[test]
+    fn every_catalog_layout_passes() {
+        for keys in [
+            &["red", "green", "scl"][..],
+            &["B04", "B03", "SCL", "visual"],
+            &["B04_10m", "B04_20m", "B03_10m", "SCL_20m", "SCL_60m"],
+        ] {
+            let c = file(vec![item("a", "s2", "2023-06-01", 1.0, keys)]);
+            let s = run(&c, &probe_of(&["red", "green", "scl"], HERE, None));
+            assert!(s.is_ok(), "{keys:?}: {s:?}");
+        }
     }
 }

@@ -629,3 +629,70 @@ fn polygon_intersection_counts_touching_and_containment() {
     let diag = vec![vec![(9.0, 12.0), (12.0, 9.0), (12.0, 12.0), (9.0, 12.0)]];
     check(&diag, false); // bbox overlaps the corner, the triangle does not reach it
 }
+
+// Items of the other catalogs eocube knows, in the shape each publishes (`tests/data/stac/shaped`).
+
+const V0: &str = "shaped/earth-search-v0_sentinel-s2-l2a-cogs_S2A_13TDE_20210615_0_L2A.json";
+const CDSE: &str = "shaped/cdse_sentinel-2-l2a_S2B_MSIL2A_20240415T174909_N0510_R141_T13TDE.json";
+const PC: &str = "shaped/planetary-computer_sentinel-2-l2a_S2B_MSIL2A_20240415T174909_R141_T13TDE.json";
+
+#[test]
+fn earth_search_v0_item_parses_by_band_number() {
+    let s = parse_item(&read(V0), &bands(&["red", "green", "blue", "nir08", "scl"])).unwrap();
+    assert_eq!((s.epsg, s.collection.as_deref()), (32613, Some("sentinel-s2-l2a-cogs")));
+    let keys: Vec<&str> = s.assets.iter().map(|(_, a)| a.key.as_str()).collect();
+    assert_eq!(keys, ["B04", "B03", "B02", "B8A", "SCL"]);
+    let red = s.asset("red").unwrap();
+    assert!(red.href.ends_with("/sentinel-s2-l2a-cogs/13/T/DE/2021/6/S2A_13TDE_20210615_0_L2A/B04.tif"));
+    assert_eq!(red.shape, Some((10980, 10980)));
+    assert_eq!(s.asset("scl").unwrap().shape, Some((5490, 5490)));
+    // no raster:bands in v0: nothing stated, nothing invented
+    assert_eq!((red.nodata, red.scale, red.offset), (None, None, None));
+    assert_eq!(s.processing_baseline.as_deref(), Some("03.00"));
+    // v0 data never carries the offset: it is added back
+    let rule = crate::fuse::offset_rule(s.processing_baseline.as_deref(), s.boa_offset_applied, "sentinel-s2-l2a-cogs");
+    assert_eq!(rule.add, 1000);
+}
+
+#[test]
+fn cdse_item_parses_per_resolution_keys_at_the_native_resolution() {
+    let s = parse_item(&read(CDSE), &bands(&["B04", "nir08", "coastal", "scl"])).unwrap();
+    assert_eq!(s.epsg, 32613, "from proj:code");
+    let keys: Vec<&str> = s.assets.iter().map(|(_, a)| a.key.as_str()).collect();
+    assert_eq!(keys, ["B04_10m", "B8A_20m", "B01_60m", "SCL_20m"]);
+    let red = s.asset("B04").unwrap();
+    assert_eq!(red.shape, Some((10980, 10980)));
+    assert_eq!(red.transform.map(|t| t.a), Some(10.0));
+    // STAC 1.1 with raster v2: nodata, data_type, scale and offset on the asset itself
+    assert_eq!((red.nodata, red.scale, red.offset), (Some(0.0), Some(0.0001), Some(-0.1)));
+    assert_eq!(red.data_type.as_deref(), Some("uint16"));
+    assert_eq!(s.asset("scl").unwrap().data_type.as_deref(), Some("uint8"));
+    assert_eq!(s.processing_baseline.as_deref(), Some("05.10"), "from processing:version");
+    assert_eq!(crate::fuse::offset_to_add(s.processing_baseline.as_deref(), s.boa_offset_applied, "sentinel-2-l2a"), 0);
+    assert!(red.href.starts_with("s3://eodata/") && red.href.ends_with("_B04_10m.jp2"), "{}", red.href);
+}
+
+#[test]
+fn planetary_computer_item_parses_with_unsigned_hrefs() {
+    let s = parse_item(&read(PC), &bands(&["red", "green", "blue", "scl"])).unwrap();
+    assert_eq!((s.epsg, s.processing_baseline.as_deref()), (32613, Some("05.10")));
+    let red = s.asset("red").unwrap();
+    assert_eq!(red.key, "B04");
+    assert!(red.href.starts_with("https://sentinel2l2a01.blob.core.windows.net/sentinel2-l2/"), "{}", red.href);
+    assert!(!red.href.contains('?'), "the catalog's hrefs are unsigned: signing is per request");
+    assert_eq!(s.asset("scl").unwrap().shape, Some((5490, 5490)));
+}
+
+#[test]
+fn a_band_missing_from_a_cdse_item_names_the_keys_it_has() {
+    let mut item = read(CDSE);
+    let assets = item["assets"].as_object_mut().unwrap();
+    assets.retain(|k, _| !k.starts_with("B08"));
+    match parse_item(&item, &bands(&["nir"])) {
+        Err(CatalogError::MissingBand { band, available, .. }) => {
+            assert_eq!(band, "nir");
+            assert!(available.iter().any(|k| k == "B04_10m"), "{available:?}");
+        }
+        other => panic!("expected MissingBand, got {other:?}"),
+    }
+}

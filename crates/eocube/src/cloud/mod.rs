@@ -23,6 +23,7 @@
 
 pub(crate) mod aws;
 pub mod retries;
+pub mod sign;
 
 use std::sync::RwLock;
 use std::time::Duration;
@@ -190,6 +191,20 @@ pub fn http(base: &str, cfg: &ClientConfig) -> object_store::Result<object_store
         .with_client_options(cfg.options(base.starts_with("http://")))
         .with_retry(cfg.retry())
         .with_http_connector(retries::Connector)
+        .build()
+}
+
+/// [`http`] with every request signed by `signer` (a SAS token in the query string).
+pub fn http_signed(
+    base: &str,
+    cfg: &ClientConfig,
+    signer: sign::Signer,
+) -> object_store::Result<object_store::http::HttpStore> {
+    object_store::http::HttpBuilder::new()
+        .with_url(base)
+        .with_client_options(cfg.options(base.starts_with("http://")))
+        .with_retry(cfg.retry())
+        .with_http_connector(sign::Connector { signer })
         .build()
 }
 

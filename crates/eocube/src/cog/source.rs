@@ -20,6 +20,7 @@ use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt};
 
 use super::{CogError, RequestStats};
 use crate::cloud::aws::S3Settings;
+use crate::cloud::sign::Signer;
 use crate::cloud::{self, ClientConfig, Unkeyed};
 
 /// How the COG reader talks to storage. `Default` is what production wants; [`FetchConfig::from_env`]
@@ -64,6 +65,9 @@ pub struct FetchConfig {
     /// `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` are set or the AWS profile has static keys,
     /// else unsigned.
     pub s3_unsigned: Option<bool>,
+    /// http(s): sign every request with this (the Planetary Computer's SAS tokens); `None`:
+    /// requests go as the hrefs say.
+    pub signer: Option<Signer>,
 }
 
 impl Default for FetchConfig {
@@ -85,6 +89,7 @@ impl Default for FetchConfig {
             s3_region: None,
             s3_allow_http: None,
             s3_unsigned: None,
+            signer: None,
         }
     }
 }
@@ -180,8 +185,11 @@ impl Stores {
                 let base = format!("{scheme}://{authority}");
                 let path = Path::from_url_path(u.path()).map_err(|e| bad(e.to_string()))?;
                 let client = self.cfg.client();
-                let store = self.cached(scheme, &authority, || {
-                    Ok(Arc::new(cloud::http(&base, &client).map_err(|e| bad(e.to_string()))?))
+                let store = self.cached(scheme, &authority, || match &self.cfg.signer {
+                    Some(signer) => Ok(Arc::new(
+                        cloud::http_signed(&base, &client, signer.clone()).map_err(|e| bad(e.to_string()))?,
+                    )),
+                    None => Ok(Arc::new(cloud::http(&base, &client).map_err(|e| bad(e.to_string()))?)),
                 })?;
                 Ok(Location { store, path })
             }

@@ -1,0 +1,235 @@
+//! Sensor profiles: everything eocube knows about one sensor's products, in one place, so that
+//! a third sensor is one module (issue 14, item 4).
+//!
+//! A [`SensorProfile`] knows the collection ids it serves, its bands (a canonical name, the
+//! other names a band goes by, its native resolution) and how each catalog layout spells them
+//! as asset keys ([`AssetLayout`]), its quality band and how to decode it into valid / invalid
+//! ([`QualityDecoding`]), and the radiometric convention the cube is stored in
+//! ([`Harmonization`]). Today there is one profile, [`SENTINEL2_L2A`] ([`sentinel2`]); a
+//! Landsat Collection-2 profile would add a module with its bands, a `QA_PIXEL` quality band
+//! decoded bit by bit ([`QualityDecoding::Bits`], designed but not implemented) and its own
+//! scale and offset.
+//!
+//! Owns: the sensor constants (band tables, asset-key spellings, quality classes, the BOA offset
+//! rule's facts). Must not touch: STAC parsing (`catalog` asks the profile for keys), pixels
+//! (`mask` and `fuse` apply what the profile says), or the network.
+
+pub mod sentinel2;
+
+use serde_json::{Map, Value};
+
+pub use sentinel2::SENTINEL2_L2A;
+
+/// How one catalog family names a sensor's assets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AssetLayout {
+    /// Earth Search v1 common names: `red`, `nir08`, `scl`.
+    CommonName,
+    /// Band numbers as in the SAFE format: `B04`, `B8A`, `SCL` (Earth Search v0, Planetary
+    /// Computer, many older catalogs).
+    BandNumber,
+    /// Band number and resolution: `B04_10m`, `SCL_20m` (Copernicus Data Space Ecosystem).
+    BandNumberResolution,
+}
+
+/// Every layout, in the order keys are tried when an item's layout is not known.
+pub const LAYOUTS: [AssetLayout; 3] =
+    [AssetLayout::CommonName, AssetLayout::BandNumber, AssetLayout::BandNumberResolution];
+
+/// One band of a sensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BandInfo {
+    /// The canonical name (Earth Search v1 asset key), e.g. `red`.
+    pub name: &'static str,
+    /// The band-number name, e.g. `B04`.
+    pub number: &'static str,
+    /// The native ground sample distance in metres.
+    pub resolution_m: u32,
+    /// The resolutions a `BandNumberResolution` catalog offers the band at, finest first.
+    pub resolutions_m: &'static [u32],
+}
+
+impl BandInfo {
+    /// The asset keys of this band in `layout`, most wanted first: for per-resolution layouts the
+    /// native resolution, then finer, then coarser ones (a coarser copy is a resampled product).
+    pub fn keys(&self, layout: AssetLayout) -> Vec<String> {
+        match layout {
+            AssetLayout::CommonName => vec![self.name.to_string()],
+            AssetLayout::BandNumber => vec![self.number.to_string()],
+            AssetLayout::BandNumberResolution => {
+                let mut res: Vec<u32> = self.resolutions_m.to_vec();
+                res.sort_by_key(|&r| (r != self.resolution_m, r));
+                res.into_iter().map(|r| format!("{}_{r}m", self.number)).collect()
+            }
+        }
+    }
+}
+
+/// How the quality band's values become valid / invalid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QualityDecoding {
+    /// Each value is a class (Sentinel-2 SCL): a mask is a set of valid classes. `no_data` is
+    /// never valid and is absence of data rather than a bad pixel.
+    Classes { no_data: u8, max: u8, default_valid: &'static [u8] },
+    /// Each bit (or bit field) is a flag (Landsat `QA_PIXEL`): a pixel is invalid when any of
+    /// `invalid_bits` is set. Designed for the Landsat profile; no profile uses it yet, and the
+    /// mask code refuses it until one does.
+    Bits { fill_bit: u8, invalid_bits: &'static [u8] },
+}
+
+/// The band that says which pixels are usable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QualityBand {
+    /// The band as the pipeline asks for it (a key of [`SensorProfile::bands`]).
+    pub band: BandInfo,
+    pub decoding: QualityDecoding,
+}
+
+/// How digital numbers are brought to the one convention the cube stores.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Harmonization {
+    /// Sentinel-2 L2A: Collection-1 digital numbers with the BOA offset `offset` included
+    /// (`scale_factor`, `add_offset` as CF attributes); see [`sentinel2::offset_rule`].
+    BoaOffset { offset: u16, scale_factor: f64, add_offset: f64 },
+}
+
+/// Everything eocube knows about one sensor's products.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SensorProfile {
+    /// A short name for messages, e.g. `Sentinel-2 L2A`.
+    pub name: &'static str,
+    /// Collection ids of the catalogs eocube knows that serve this product.
+    pub collections: &'static [&'static str],
+    /// Every band, the quality band included.
+    pub bands: &'static [BandInfo],
+    pub quality: QualityBand,
+    pub harmonization: Harmonization,
+}
+
+impl SensorProfile {
+    /// The band `name` goes by (canonical name or band number in any case, `B4` for `B04`).
+    pub fn band(&self, name: &str) -> Option<&'static BandInfo> {
+        let lower = name.trim().to_ascii_lowercase();
+        // `b4` → `b04`, so a one-digit band number finds its two-digit alias
+        let padded = match lower.strip_prefix('b') {
+            Some(d) if d.len() == 1 && d.chars().all(|c| c.is_ascii_digit()) => format!("b0{d}"),
+            _ => lower.clone(),
+        };
+        self.bands.iter().find(|b| lower == b.name || padded == b.number.to_ascii_lowercase())
+    }
+
+    /// The names a band may go by: the canonical name and the band-number key, e.g. `B04` →
+    /// `["red", "B04"]`. Unknown names map to themselves only.
+    pub fn aliases(&self, band: &str) -> Vec<String> {
+        match self.band(band) {
+            Some(b) => vec![b.name.to_string(), b.number.to_string()],
+            None => vec![band.trim().to_string()],
+        }
+    }
+
+    /// Every asset key `band` may have in any layout, most wanted first; an unknown band only
+    /// itself.
+    pub fn asset_keys(&self, band: &str) -> Vec<String> {
+        match self.band(band) {
+            Some(b) => LAYOUTS.iter().flat_map(|l| b.keys(*l)).collect(),
+            None => vec![band.trim().to_string()],
+        }
+    }
+
+    /// The asset key of `assets` that holds `band`, or `None`. The canonical and band-number
+    /// keys are tried first, exact spelling before case-insensitive, then the per-resolution
+    /// keys (`B04_10m`). `-jp2` assets (JPEG 2000 copies in Earth Search's older collection)
+    /// are never picked, since only the COGs can be read by window.
+    pub fn resolve_asset_key<'a>(&self, assets: &'a Map<String, Value>, band: &str) -> Option<&'a str> {
+        let usable = |k: &&String| !k.to_ascii_lowercase().ends_with("-jp2");
+        let names = self.aliases(band);
+        let exact_then_folded = |names: &[String]| -> Option<&'a str> {
+            for name in names {
+                if let Some((k, _)) = assets.get_key_value(name.as_str())
+                    && usable(&k)
+                {
+                    return Some(k.as_str());
+                }
+            }
+            for name in names {
+                if let Some(k) = assets.keys().filter(usable).find(|k| k.eq_ignore_ascii_case(name)) {
+                    return Some(k.as_str());
+                }
+            }
+            None
+        };
+        if let Some(k) = exact_then_folded(&names) {
+            return Some(k);
+        }
+        let per_resolution = self.band(band)?.keys(AssetLayout::BandNumberResolution);
+        exact_then_folded(&per_resolution)
+    }
+
+    /// The asset keys this profile understands for `bands`, in every layout, for messages.
+    pub fn describe_keys(&self, band: &str) -> String {
+        self.asset_keys(band).iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(" or ")
+    }
+}
+
+/// The profile of the products in `collection`. Every collection eocube can build from today is
+/// Sentinel-2 L2A, so this is [`SENTINEL2_L2A`] for any id: the seam where a second profile is
+/// chosen by collection id.
+pub fn profile_for(collection: &str) -> &'static SensorProfile {
+    const PROFILES: [&SensorProfile; 1] = [&SENTINEL2_L2A];
+    PROFILES.iter().copied().find(|p| p.collections.contains(&collection)).unwrap_or(&SENTINEL2_L2A)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn aliases_match_the_band_table_in_every_spelling() {
+        let s2 = &SENTINEL2_L2A;
+        assert_eq!(s2.aliases("B04"), ["red", "B04"]);
+        assert_eq!(s2.aliases("b4"), ["red", "B04"]);
+        assert_eq!(s2.aliases("NIR08"), ["nir08", "B8A"]);
+        assert_eq!(s2.aliases("scl"), ["scl", "SCL"]);
+        assert_eq!(s2.aliases("thumbnail"), ["thumbnail"]);
+        assert_eq!(s2.band("red").map(|b| b.resolution_m), Some(10));
+        assert_eq!(s2.band("scl").map(|b| b.resolution_m), Some(20));
+        assert_eq!(s2.band("coastal").map(|b| b.resolution_m), Some(60));
+    }
+
+    #[test]
+    fn per_resolution_keys_prefer_the_native_resolution() {
+        let s2 = &SENTINEL2_L2A;
+        let keys = |b: &str| s2.band(b).map(|b| b.keys(AssetLayout::BandNumberResolution)).unwrap_or_default();
+        assert_eq!(keys("red"), ["B04_10m", "B04_20m", "B04_60m"]);
+        assert_eq!(keys("scl"), ["SCL_20m", "SCL_60m"]);
+        assert_eq!(keys("coastal"), ["B01_60m", "B01_20m"]);
+        assert_eq!(keys("nir"), ["B08_10m"]);
+    }
+
+    #[test]
+    fn resolve_tries_common_names_then_numbers_then_per_resolution_keys() {
+        let s2 = &SENTINEL2_L2A;
+        let assets = |keys: &[&str]| -> Map<String, Value> {
+            keys.iter().map(|k| (k.to_string(), json!({"href": format!("{k}.tif")}))).collect()
+        };
+        let es = assets(&["red", "scl", "red-jp2"]);
+        assert_eq!(s2.resolve_asset_key(&es, "B04"), Some("red"));
+        let v0 = assets(&["B04", "SCL", "visual"]);
+        assert_eq!(s2.resolve_asset_key(&v0, "red"), Some("B04"));
+        let cdse = assets(&["B04_20m", "B04_10m", "SCL_60m", "SCL_20m", "TCI_10m"]);
+        assert_eq!(s2.resolve_asset_key(&cdse, "red"), Some("B04_10m"));
+        assert_eq!(s2.resolve_asset_key(&cdse, "scl"), Some("SCL_20m"));
+        assert_eq!(s2.resolve_asset_key(&cdse, "visual"), Some("TCI_10m"));
+        assert_eq!(s2.resolve_asset_key(&cdse, "nir"), None);
+        let jp2_only = assets(&["red-jp2"]);
+        assert_eq!(s2.resolve_asset_key(&jp2_only, "red"), None);
+    }
+
+    #[test]
+    fn every_collection_gets_the_sentinel2_profile_today() {
+        for c in ["sentinel-2-c1-l2a", "sentinel-2-l2a", "sentinel-s2-l2a-cogs", "anything"] {
+            assert_eq!(profile_for(c).name, "Sentinel-2 L2A");
+        }
+    }
+}
