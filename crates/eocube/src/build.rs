@@ -480,16 +480,29 @@ pub async fn build_with_overviews(
 async fn emptiness(cube: &Cube, summary: &Summary, done_before: &BTreeSet<Job>) -> Result<Option<Empty>, StoreError> {
     let (mut found, mut used) = (summary.scenes_found, summary.scenes);
     if !done_before.is_empty() {
-        let (f, u) = scene_counts(&cube.report().await?, done_before);
-        found += f;
-        used += u;
+        let counts = scene_counts(&cube.report().await?, done_before);
+        if counts.unknown > 0 {
+            return Ok(None);
+        }
+        found += counts.found;
+        used += counts.used;
     }
     Ok((used == 0).then_some(Empty { jobs: summary.jobs, scenes_found: found }))
 }
 
-/// `(scenes found, scenes with data)` over the last done record of each job of `jobs` in a run
-/// report.
-fn scene_counts(lines: &[serde_json::Value], jobs: &BTreeSet<Job>) -> (usize, usize) {
+/// Scenes over the last done record of each job of a run report.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct SceneCounts {
+    found: usize,
+    /// Scenes with data.
+    used: usize,
+    /// Jobs without a done record: a kill between the ledger and the report can leave a done job
+    /// without its line, so nothing is known about its scenes and no build is called empty.
+    unknown: usize,
+}
+
+/// The [`SceneCounts`] of `jobs` in the run report `lines`.
+fn scene_counts(lines: &[serde_json::Value], jobs: &BTreeSet<Job>) -> SceneCounts {
     let mut last: std::collections::HashMap<Job, (usize, usize)> = Default::default();
     for r in lines {
         let Some(job) = r.get("job").and_then(|j| serde_json::from_value::<Job>(j.clone()).ok()) else { continue };
@@ -499,7 +512,8 @@ fn scene_counts(lines: &[serde_json::Value], jobs: &BTreeSet<Job>) -> (usize, us
         let n = |k: &str| r.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0) as usize;
         last.insert(job, (n("scenes_found"), n("scenes")));
     }
-    last.values().fold((0, 0), |(f, u), (a, b)| (f + a, u + b))
+    let (found, used) = last.values().fold((0, 0), |(f, u), (a, b)| (f + a, u + b));
+    SceneCounts { found, used, unknown: jobs.len().saturating_sub(last.len()) }
 }
 
 /// Tells the pyramid builder which chunks are final: those of the jobs recorded done.
@@ -779,7 +793,8 @@ pub async fn status(out: impl AsRef<OsStr>, branch: &str, is_land: LandTest<'_>)
     let done = cube.done_jobs().await.map_err(store)?;
     let mut last: std::collections::HashMap<Job, (bool, String)> = Default::default();
     let report = cube.report().await.map_err(store)?;
-    let (scenes_found, scenes) = scene_counts(&report, &done);
+    let counts = scene_counts(&report, &done);
+    let (scenes_found, scenes) = (counts.found, counts.used);
     let mut retries: std::collections::HashMap<String, (u64, u64)> = Default::default();
     for r in report {
         if let Some(run) = r.get("run").and_then(|v| v.as_str()) {
@@ -819,7 +834,7 @@ pub async fn status(out: impl AsRef<OsStr>, branch: &str, is_land: LandTest<'_>)
             s.pending += 1;
         }
     }
-    if s.jobs > 0 && s.done == s.jobs && scenes == 0 {
+    if s.jobs > 0 && s.done == s.jobs && scenes == 0 && counts.unknown == 0 {
         s.empty = Some(Empty { jobs: s.jobs, scenes_found });
     }
     for id in worker::list_runs(&cube).await.map_err(|e| worker_err(path, e))? {
@@ -954,9 +969,9 @@ pub async fn collect(
     cube.record(batch).await.map_err(store)?;
     report.pending = plan.jobs().filter(|j| !done.contains(j)).count();
     if report.pending == 0 {
-        let (found, used) = scene_counts(&cube.report().await.map_err(store)?, &done_before);
-        if used + used_now == 0 {
-            report.empty = Some(Empty { jobs: plan.job_count(), scenes_found: found + found_now });
+        let before = scene_counts(&cube.report().await.map_err(store)?, &done_before);
+        if before.used + used_now == 0 && before.unknown == 0 {
+            report.empty = Some(Empty { jobs: plan.job_count(), scenes_found: before.found + found_now });
         }
     }
     if report.pending == 0 && (report.empty.is_none() || stored.record.allow_empty) {
@@ -966,4 +981,20 @@ pub async fn collect(
         cube.checkpoint().await.map_err(store)?;
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_done_job_without_its_report_line_makes_the_scene_counts_unknown() {
+        let (a, b) = (Job { t: 0, iy: 0, ix: 0 }, Job { t: 0, iy: 0, ix: 1 });
+        let line = |job: Job, outcome: &str, found: u64, used: u64| serde_json::json!({"job": job, "outcome": outcome, "scenes_found": found, "scenes": used});
+        let lines = vec![line(a, "failed", 0, 0), line(a, "done", 3, 2), line(b, "failed", 1, 0)];
+        let jobs: BTreeSet<Job> = [a, b].into();
+        assert_eq!(scene_counts(&lines, &jobs), SceneCounts { found: 3, used: 2, unknown: 1 });
+        let only_a: BTreeSet<Job> = [a].into();
+        assert_eq!(scene_counts(&lines, &only_a), SceneCounts { found: 3, used: 2, unknown: 0 });
+    }
 }
