@@ -993,24 +993,8 @@ impl AuthMoto {
     fn start(free: u32) -> AuthMoto {
         let (child, endpoint) = common::start_auth_moto(free);
         let bucket = "eocube-bad".to_string();
-        let script = r#"
-import sys, json, boto3
-from botocore.config import Config
-ep, bucket = sys.argv[1:3]
-kw = dict(endpoint_url=ep, region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="y")
-iam = boto3.client("iam", **kw)
-iam.create_user(UserName="eocube")
-policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
-iam.put_user_policy(UserName="eocube", PolicyName="all", PolicyDocument=json.dumps(policy))
-k = iam.create_access_key(UserName="eocube")["AccessKey"]
-s3 = boto3.client("s3", endpoint_url=ep, region_name="us-east-1", aws_access_key_id=k["AccessKeyId"],
-                  aws_secret_access_key=k["SecretAccessKey"], config=Config(s3={"addressing_style": "path"}))
-s3.create_bucket(Bucket=bucket)
-print(k["AccessKeyId"], k["SecretAccessKey"])
-"#;
-        let keys = common::run_python(script, &[&endpoint, &bucket], "setting up the auth moto");
-        let (id, secret) = keys.trim().split_once(' ').expect("two keys");
-        AuthMoto { child, endpoint, bucket, key_id: id.to_string(), secret: secret.to_string() }
+        let (key_id, secret) = common::auth_moto_user(&endpoint, &bucket);
+        AuthMoto { child, endpoint, bucket, key_id, secret }
     }
 
     /// The objects under `prefix` that differ from the files under `local` (by relative key),

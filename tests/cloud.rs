@@ -153,27 +153,8 @@ impl AuthMoto {
     fn start() -> AuthMoto {
         let (child, endpoint) = common::start_auth_moto(3);
         let bucket = "eocube-auth".to_string();
-        let script = r#"
-import sys, json, boto3
-from botocore.config import Config
-ep, bucket = sys.argv[1:3]
-kw = dict(endpoint_url=ep, region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="y")
-iam = boto3.client("iam", **kw)
-iam.create_user(UserName="eocube")
-policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
-iam.put_user_policy(UserName="eocube", PolicyName="all", PolicyDocument=json.dumps(policy))
-k = iam.create_access_key(UserName="eocube")["AccessKey"]
-s3 = boto3.client("s3", endpoint_url=ep, region_name="us-east-1", aws_access_key_id=k["AccessKeyId"],
-                  aws_secret_access_key=k["SecretAccessKey"], config=Config(s3={"addressing_style": "path"}))
-s3.create_bucket(Bucket=bucket)
-print(k["AccessKeyId"], k["SecretAccessKey"])
-"#;
-        let mut moto = AuthMoto { child, endpoint, key_id: String::new(), secret: String::new(), bucket };
-        let keys = common::run_python(script, &[&moto.endpoint, &moto.bucket], "setting up the auth moto");
-        let keys = keys.trim();
-        let (id, secret) = keys.split_once(' ').expect("two keys");
-        (moto.key_id, moto.secret) = (id.to_string(), secret.to_string());
-        moto
+        let (key_id, secret) = common::auth_moto_user(&endpoint, &bucket);
+        AuthMoto { child, endpoint, key_id, secret, bucket }
     }
 
     /// Every object under `prefix`, read with the right key.

@@ -208,50 +208,53 @@ impl Reducer {
     /// one small buffer, so nothing is allocated per pixel.
     fn reduce_with(&self, observations: &[&[u16]], out: &mut [u16], keep: impl Fn(usize, usize) -> bool + Sync) {
         let nv = self.values_per_band();
-        // Median (and geomedian given one band) keep the exact loop of the median-only eocube:
-        // it is the default and the hot path of every build.
-        let per_pixel: fn(&Reducer, &mut Vec<u16>, &mut [u16]) = match self {
+        match self {
+            // Median (and geomedian given one band): the default and the hot path of every build.
             Reducer::Median | Reducer::Geomedian => {
-                out.par_chunks_mut(BLOCK).enumerate().for_each(|(b, block)| {
-                    let mut scratch = Vec::with_capacity(observations.len());
-                    let offset = b * BLOCK;
-                    for (i, o) in block.iter_mut().enumerate() {
-                        let p = offset + i;
-                        scratch.clear();
-                        for (k, obs) in observations.iter().enumerate() {
-                            let x = obs[p];
-                            if x != FILL && keep(k, p) {
-                                scratch.push(x);
-                            }
-                        }
-                        *o = median_u16(&mut scratch);
-                    }
-                });
-                return;
+                for_each_pixel(observations, out, 1, &keep, |v, o| o[0] = median_u16(v));
             }
-            Reducer::Mean => |_, v, o| o[0] = mean_u16(v),
-            Reducer::Min => |_, v, o| o[0] = v.iter().copied().min().unwrap_or(FILL),
-            Reducer::Max => |_, v, o| o[0] = v.iter().copied().max().unwrap_or(FILL),
-            Reducer::Std => |_, v, o| o[0] = std_u16(v),
-            Reducer::Count => |_, v, o| o[0] = u16::try_from(v.len()).unwrap_or(u16::MAX),
-            Reducer::Quantiles(_) => |r, v, o| quantiles_u16(v, r.quantiles(), o),
-        };
-        out.par_chunks_mut(BLOCK * nv).enumerate().for_each(|(b, block)| {
-            let mut scratch = Vec::with_capacity(observations.len());
-            let offset = b * BLOCK;
-            for (i, o) in block.chunks_exact_mut(nv).enumerate() {
-                let p = offset + i;
-                scratch.clear();
-                for (k, obs) in observations.iter().enumerate() {
-                    let x = obs[p];
-                    if x != FILL && keep(k, p) {
-                        scratch.push(x);
-                    }
-                }
-                per_pixel(self, &mut scratch, o);
+            Reducer::Mean => for_each_pixel(observations, out, nv, &keep, |v, o| o[0] = mean_u16(v)),
+            Reducer::Min => {
+                for_each_pixel(observations, out, nv, &keep, |v, o| o[0] = v.iter().copied().min().unwrap_or(FILL));
             }
-        });
+            Reducer::Max => {
+                for_each_pixel(observations, out, nv, &keep, |v, o| o[0] = v.iter().copied().max().unwrap_or(FILL));
+            }
+            Reducer::Std => for_each_pixel(observations, out, nv, &keep, |v, o| o[0] = std_u16(v)),
+            Reducer::Count => {
+                for_each_pixel(observations, out, nv, &keep, |v, o| o[0] = u16::try_from(v.len()).unwrap_or(u16::MAX));
+            }
+            Reducer::Quantiles(_) => {
+                let q = self.quantiles();
+                for_each_pixel(observations, out, nv, &keep, |v, o| quantiles_u16(v, q, o));
+            }
+        }
     }
+}
+
+/// Calls `rule` on every pixel's valid values (not the fill value, kept by `keep(k, p)`) with its
+/// `nv` outputs, in parallel over blocks of pixels. Generic in `rule`, so each reducer's loop is
+/// compiled with its rule inlined.
+fn for_each_pixel<K, R>(observations: &[&[u16]], out: &mut [u16], nv: usize, keep: &K, rule: R)
+where
+    K: Fn(usize, usize) -> bool + Sync,
+    R: Fn(&mut Vec<u16>, &mut [u16]) + Sync,
+{
+    out.par_chunks_mut(BLOCK * nv).enumerate().for_each(|(b, block)| {
+        let mut scratch = Vec::with_capacity(observations.len());
+        let offset = b * BLOCK;
+        for (i, o) in block.chunks_exact_mut(nv).enumerate() {
+            let p = offset + i;
+            scratch.clear();
+            for (k, obs) in observations.iter().enumerate() {
+                let x = obs[p];
+                if x != FILL && keep(k, p) {
+                    scratch.push(x);
+                }
+            }
+            rule(&mut scratch, o);
+        }
+    });
 }
 
 /// The number of valid observations of each pixel (`observations[k][b]` as in
