@@ -133,5 +133,50 @@ fn a_landsat_build_equals_the_archives_truth_on_every_pixel() {
         .collect();
     let differ = got.iter().zip(&want).filter(|(g, w)| g != w).count();
     assert!(bad.is_empty(), "{differ} of {} values differ from the truth; first:\n{}", want.len(), bad.join("\n"));
+
+    // `eocube serve` reads the cube's own scale and offset: its summary states them and a
+    // point's values are the truth as Landsat reflectance.
+    let listening = rt
+        .block_on(async {
+            let cubes = eocube::serve::cube_args(&[format!("landsat={}", out.display())])?;
+            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+            eocube::serve::Server::open(cubes, eocube::serve::ServeOptions { addr, ..Default::default() })
+                .await?
+                .bind()
+                .await
+        })
+        .expect("serving the cube");
+    let base = format!("http://{}", listening.local_addr());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = rt.spawn(listening.serve_until(async move {
+        let _ = stopped.await;
+    }));
+    let get = |path: &str| -> serde_json::Value {
+        let out = std::process::Command::new("curl").args(["-sf", &format!("{base}{path}")]).output().expect("curl");
+        assert!(out.status.success(), "GET {path}: {}", out.status);
+        serde_json::from_slice(&out.stdout).expect("JSON")
+    };
+    let summary = get("/cubes/landsat");
+    assert_eq!((summary["scale_factor"].as_f64(), summary["add_offset"].as_f64()), (Some(0.0000275), Some(-0.2)));
+    let (r, c) = (ny / 2, nx / 3);
+    let to_lonlat = eocube::grid::Transformer::new(
+        &eocube::grid::Crs::from_epsg(spec.epsg()).expect("crs"),
+        &eocube::grid::Crs::wgs84(),
+    );
+    let (lon, lat) = to_lonlat.transform(x0 + c as f64 * 30.0, y0 - r as f64 * 30.0).expect("lon/lat");
+    let point = get(&format!("/cubes/landsat/point/{lon},{lat}"));
+    assert_eq!((point["row"].as_u64(), point["col"].as_u64()), (Some(r as u64), Some(c as u64)), "{point}");
+    for t in 0..2 {
+        let dn = want[((t * ny + r) * nx + c) * 2];
+        let shown = &point["series"][t]["values"]["red"];
+        if dn == 0 {
+            assert!(shown.is_null(), "{point}");
+        } else {
+            let refl = f64::from(dn) * 0.0000275 - 0.2;
+            assert!((shown.as_f64().unwrap_or(f64::NAN) - refl).abs() < 1e-5, "t={t}: {shown} vs {refl}");
+        }
+    }
+    let _ = stop.send(());
+    let _ = rt.block_on(serving);
     let _ = std::fs::remove_dir_all(&dir);
 }
