@@ -90,12 +90,14 @@ pub struct LandsatSpec {
 }
 
 impl LandsatSpec {
-    /// A small archive: two months over the Vermont/New Hampshire border at 30 m, 256 px scenes.
+    /// A small archive: the Sentinel-2 demo's two months, in UTM zone 18 just west of its
+    /// region, at 30 m in 256 px scenes.
     pub fn demo() -> LandsatSpec {
+        let s2 = crate::SynthSpec::demo();
         LandsatSpec {
             bbox: Bbox { west: -72.1, south: 44.0, east: -72.0, north: 44.07 },
-            start: NaiveDate::from_ymd_opt(2023, 6, 1).unwrap_or_default(),
-            end: NaiveDate::from_ymd_opt(2023, 7, 31).unwrap_or_default(),
+            start: s2.start,
+            end: s2.end,
             scene_px: 256,
             tile_px: 128,
             bands: vec!["red".into(), "nir08".into()],
