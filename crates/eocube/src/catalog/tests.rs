@@ -727,3 +727,15 @@ fn a_landsat_item_without_qa_pixel_names_the_quality_band_and_the_fix() {
     assert!(msg.contains("`qa_pixel`") && msg.contains("landsat-c2-l2") && msg.contains("--skip-bad-scenes"), "{msg}");
     assert!(msg.contains("qa_radsat"), "the assets it has are listed: {msg}");
 }
+
+#[test]
+fn planetary_computer_landsat_item_parses_with_unsigned_blob_hrefs() {
+    let pc = "shaped/planetary-computer_landsat-c2-l2_LC09_L2SP_014029_20230612_02_T1.json";
+    let s = parse_item(&read(pc), &bands(&["red", "nir08", "qa_pixel"])).unwrap();
+    assert_eq!((s.epsg, s.collection.as_deref()), (32618, Some("landsat-c2-l2")));
+    let red = s.asset("red").unwrap();
+    assert!(red.href.starts_with("https://landsateuwest.blob.core.windows.net/landsat-c2/"), "{}", red.href);
+    assert!(!red.href.contains('?'), "the catalog's hrefs are unsigned: signing is per request");
+    assert_eq!((red.scale, red.offset), (Some(0.0000275), Some(-0.2)));
+    assert_eq!(s.asset("qa_pixel").unwrap().nodata, Some(1.0));
+}
