@@ -110,6 +110,15 @@ const CASES: &[Case] = &[
     case("unknown-band", Area::Flags, "`--bands red,purple`", 1, &["--bands purple: unknown band", "SCL is read for the mask automatically"], |c| {
         plan(c, &["--bands", "red,purple"])
     }),
+    case("landsat-scl-mask", Area::Flags, "`--collection landsat-c2-l2 --mask 4,5,6` (SCL classes on a Landsat cube)", 1, &["--mask 4,5,6", "Sentinel-2 SCL classes", "QA_PIXEL flags", "cloud_shadow:medium"], |c| {
+        plan(c, &["--collection", "landsat-c2-l2", "--bands", "red,nir08", "--mask", "4,5,6"])
+    }),
+    case("landsat-flags-on-s2", Area::Flags, "`--mask cloud,shadow` on a Sentinel-2 cube", 1, &["--mask cloud,shadow", "Landsat QA_PIXEL flags", "4,5,6,7,11"], |c| {
+        plan(c, &["--mask", "cloud,shadow"])
+    }),
+    case("landsat-temperature-band", Area::Flags, "`--collection landsat-c2-l2 --bands red,lwir11`", 1, &["--bands lwir11", "surface temperature", "leave it out"], |c| {
+        plan(c, &["--collection", "landsat-c2-l2", "--bands", "red,lwir11"])
+    }),
     case("unknown-crs", Area::Flags, "`--crs EPSG:999999`", 1, &["--crs EPSG:999999: unknown CRS", "give an EPSG code such as EPSG:4326"], |c| plan(c, &["--crs", "EPSG:999999"])),
     case("resolution-zero", Area::Flags, "`--resolution 0`", 1, &["--resolution 0: must be a number greater than 0"], |c| plan(c, &["--resolution", "0"])),
     case("resolution-negative", Area::Flags, "`--resolution -0.001`", 1, &["--resolution -0.001: must be a number greater than 0"], |c| {

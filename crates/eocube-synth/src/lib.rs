@@ -1,4 +1,5 @@
-//! A synthetic Sentinel-2 L2A archive that looks like Earth Search's `sentinel-2-c1-l2a`: COGs
+//! A synthetic Sentinel-2 L2A archive that looks like Earth Search's `sentinel-2-c1-l2a` (and,
+//! in [`landsat`], a Landsat Collection 2 Level-2 one like `landsat-c2-l2`): COGs
 //! on UTM tile grids plus a STAC 1.1 item collection, with a known true surface ([`truth`]) so a
 //! cube built from it can be checked pixel by pixel. Used by `eocube demo` (offline) and by
 //! benchmarks (`eocube synth`). The archive and the truth are described in `docs/synth.md`.
@@ -19,6 +20,7 @@
 
 pub mod cog;
 pub mod faults;
+pub mod landsat;
 mod scene;
 pub mod server;
 mod truth;
@@ -318,17 +320,7 @@ pub fn generate(spec: &SynthSpec, dir: &Path) -> Result<Archive, SynthError> {
     spec.validate()?;
     let bands = spec.reflectance_bands()?;
     let tiles = tiles(spec)?;
-    match std::fs::read_dir(dir) {
-        Ok(mut entries) => {
-            if entries.next().is_some() {
-                return Err(SynthError::OutDirNotEmpty { path: dir.to_path_buf() });
-            }
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(dir).map_err(io_err(dir, "creating the directory"))?
-        }
-        Err(e) => return Err(io_err(dir, "reading the directory")(e)),
-    }
+    prepare_dir(dir)?;
     let b = spec.bbox;
     let (lon_c, lat_c) = ((b.west + b.east) / 2.0, (b.south + b.north) / 2.0);
     // Sentinel-2 crosses the equator at 10:30 local solar time.
@@ -365,6 +357,22 @@ pub fn generate(spec: &SynthSpec, dir: &Path) -> Result<Archive, SynthError> {
     rebase_hrefs(&mut local, &abs.to_string_lossy());
     bytes += write_json(&dir.join("items-local.json"), &json!({ "type": "FeatureCollection", "features": local }))?;
     Ok(Archive { dir: dir.to_path_buf(), items, files: files + 2, bytes, scenes, zones: zones.into_iter().collect() })
+}
+
+/// Creates `dir`, or checks that it is empty.
+fn prepare_dir(dir: &Path) -> Result<(), SynthError> {
+    match std::fs::read_dir(dir) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                return Err(SynthError::OutDirNotEmpty { path: dir.to_path_buf() });
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir).map_err(io_err(dir, "creating the directory"))
+        }
+        Err(e) => Err(io_err(dir, "reading the directory")(e)),
+    }
 }
 
 fn write_json(path: &Path, v: &Value) -> Result<u64, SynthError> {

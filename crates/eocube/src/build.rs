@@ -282,7 +282,7 @@ pub async fn probe_catalog(spec: &CubeSpec, catalog: &Catalog, allow_empty: bool
     search.bbox = Some(spec.bbox);
     search.max_cloud_cover = spec.cloud_cover_max;
     let mut bands = spec.bands.clone();
-    bands.push(crate::job::SCL_BAND.to_string());
+    bands.push(crate::job::quality_band(spec).to_string());
     let probe = Probe { search, bands, dates: format!("{} to {}", spec.start, spec.end) };
     match crate::catalog::probe::probe(catalog, &probe).await {
         Ok(_) => Ok(Vec::new()),
@@ -306,7 +306,7 @@ pub fn layout(plan: &Plan) -> CubeLayout {
         variable: spec.variable.clone(),
         zarr_format: if spec.zarr_format == 2 { ZarrFormat::V2 } else { ZarrFormat::V3 },
         attrs: spec.identity_json(),
-        values: crate::store::DataValues::of(&spec.reducer, spec.with_count),
+        values: crate::store::DataValues::of(&spec.reducer, spec.with_count).of_collection(&spec.collection),
     }
 }
 

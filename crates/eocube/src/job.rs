@@ -34,6 +34,7 @@ use crate::grid::{Crs, GeoBox, GridError, PixelWindow, Shape, Transformer};
 use crate::mask::{self, MaskError};
 use crate::plan::{Job, Plan};
 use crate::reduce::ReduceError;
+use crate::sensor::landsat::QaDecoder;
 use crate::store::{Cube, Receipt, StoreError};
 use crate::time::solar_day;
 use crate::warp::{
@@ -41,9 +42,15 @@ use crate::warp::{
     source_pixels_per_target_pixel, source_window,
 };
 
-/// The scene classification band, as the Sentinel-2 profile names it; every job reads it for
-/// the mask.
+/// The scene classification band, as the Sentinel-2 profile names it. A job reads the quality
+/// band of its cube's sensor ([`quality_band`]).
 pub const SCL_BAND: &str = crate::sensor::SENTINEL2_L2A.quality.band.name;
+
+/// The band every job of `spec` reads for the mask: its collection's sensor's quality band
+/// (`scl`, `qa_pixel`).
+pub fn quality_band(spec: &crate::spec::CubeSpec) -> &'static str {
+    crate::sensor::profile_for(&spec.collection).quality.band.name
+}
 /// Points per side of the chunk footprint sent to the catalog (UTM → lon/lat edges curve).
 const FOOTPRINT_POINTS_PER_SIDE: usize = 8;
 /// Scenes of one job read at once: enough to keep I/O and decoding overlapped, few enough that
@@ -310,7 +317,7 @@ pub async fn search_bins(ctx: &JobContext, jobs: &[Job]) -> Result<Option<Vec<Sc
 /// The bands every search asks for: the cube's and SCL.
 fn search_bands(ctx: &JobContext) -> Vec<String> {
     let mut bands: Vec<String> = ctx.plan.spec.bands.clone();
-    bands.push(SCL_BAND.to_string());
+    bands.push(quality_band(&ctx.plan.spec).to_string());
     bands
 }
 
@@ -366,6 +373,7 @@ async fn observe_and_reduce(
     let (rows, cols) = (chunk.geobox.shape.ny, chunk.geobox.shape.nx);
     let nb = spec.bands.len();
     let mut stats = JobStats::default();
+    let mask = spec.mask.resolve(crate::sensor::profile_for(&spec.collection))?;
 
     let work = WorkGrid::new(&plan.geobox, chunk.row_offset, chunk.col_offset, chunk.geobox.shape, spec.mask.halo())?;
     let wgs84 = Crs::wgs84();
@@ -435,7 +443,7 @@ async fn observe_and_reduce(
         let mut today = match open.take() {
             Some(day) if day.date == date => day,
             finished => {
-                observations.extend(finish_day(finished, &work, &spec.mask).await?);
+                observations.extend(finish_day(finished, &work, &mask).await?);
                 OpenDay { date, day: Day::new(work.geobox.shape.len(), nb), filled: 0 }
             }
         };
@@ -449,7 +457,7 @@ async fn observe_and_reduce(
         today.filled += filled?;
         open = Some(today);
     }
-    observations.extend(finish_day(open, &work, &spec.mask).await?);
+    observations.extend(finish_day(open, &work, &mask).await?);
     stats.read_seconds = t0.elapsed().as_secs_f64();
     stats.solar_days = observations.len();
 
@@ -545,13 +553,13 @@ struct OpenDay {
 async fn finish_day(
     open: Option<OpenDay>,
     work: &Arc<WorkGrid>,
-    spec: &mask::MaskSpec,
+    mask: &mask::Mask,
 ) -> Result<Option<Vec<Vec<u16>>>, JobError> {
     let Some(OpenDay { day, .. }) = open.filter(|d| d.filled > 0) else { return Ok(None) };
-    let (work, spec) = (Arc::clone(work), spec.clone());
+    let (work, mask) = (Arc::clone(work), mask.clone());
     cpu(move || -> Result<Option<Vec<Vec<u16>>>, JobError> {
         let obs = day.into_observation();
-        let valid = mask::valid_mask(&obs.scl, work.geobox.shape, &spec)?;
+        let valid = mask.valid(&obs.scl, work.geobox.shape)?;
         let whole = work.inner.height == work.geobox.shape.ny && work.inner.width == work.geobox.shape.nx;
         let (valid, mut bands) = if whole {
             (valid, obs.bands)
@@ -742,7 +750,8 @@ struct BandWindow {
 async fn fetch_scene(ctx: &JobContext, scene: Scene, work: &WorkGrid) -> Result<Fetched, JobError> {
     let spec = &ctx.plan.spec;
     let mut names: Vec<&str> = spec.bands.iter().map(String::as_str).collect();
-    names.push(SCL_BAND);
+    let quality = quality_band(spec);
+    names.push(quality);
     let reads = names.iter().map(|&band| {
         let scene = &scene;
         async move {
@@ -750,7 +759,7 @@ async fn fetch_scene(ctx: &JobContext, scene: Scene, work: &WorkGrid) -> Result<
                 id: scene.id.clone(),
                 reason: format!("no asset for band {band}"),
             })?;
-            let scl = band == SCL_BAND;
+            let scl = band == quality;
             let resampling = if scl { Resampling::Nearest } else { spec.resampling };
             // Every band with the reflectance's margin (SCL needs less): bands on one grid read
             // one window, so the scene is sampled in one pass while it is fused.
@@ -781,12 +790,18 @@ async fn decode_scene(fetched: Fetched, plan: &Plan, work: &WorkGrid, grids: &So
         return Ok(Loaded { scene: None, stats });
     };
     let collection = scene.collection.clone().unwrap_or_else(|| plan.spec.collection.clone());
+    let profile = crate::sensor::profile_for(&plan.spec.collection);
     let radiometry = Radiometry {
-        add: fuse::offset_to_add(scene.processing_baseline.as_deref(), scene.boa_offset_applied, &collection),
+        add: profile.harmonization.offset_to_add(
+            scene.processing_baseline.as_deref(),
+            scene.boa_offset_applied,
+            &collection,
+        ),
     };
+    let qa = plan.spec.mask.resolve(profile)?.qa_decoder();
     let decodes = windows.into_iter().map(|w| {
         let id = scene.id.clone();
-        cpu(move || decode_band(&id, w))
+        cpu(move || decode_band(&id, w, qa))
     });
     let mut decoded: Vec<Decoded> =
         futures::future::try_join_all(decodes).await?.into_iter().collect::<Result<Vec<_>, JobError>>()?;
@@ -842,12 +857,22 @@ enum Decoded {
     Scl(Window<u8>),
 }
 
-/// Decodes one band's window into the type the pipeline works in: SCL as u8 classes, reflectance
-/// as u16 digital numbers.
-fn decode_band(id: &str, w: BandWindow) -> Result<Decoded, JobError> {
+/// Decodes one band's window into the type the pipeline works in: SCL as u8 classes, `QA_PIXEL`
+/// as the u8 codes `qa` gives (see [`crate::sensor::landsat`]), reflectance as u16 digital
+/// numbers.
+fn decode_band(id: &str, w: BandWindow, qa: Option<QaDecoder>) -> Result<Decoded, JobError> {
     let bad = |reason: String| JobError::BadScene { id: id.to_string(), reason };
     let raster = w.fetched.decode()?;
     let geobox = raster.geobox;
+    if let (true, Some(qa)) = (w.scl, qa) {
+        let data: Vec<u8> = match raster.data {
+            RasterData::U16(v) => v.into_iter().map(|x| qa.code(x)).collect(),
+            RasterData::U8(v) => v.into_iter().map(|x| qa.code(u16::from(x))).collect(),
+            other => return Err(bad(format!("QA_PIXEL is {:?}; it must be a 16-bit bit-flag raster", other.dtype()))),
+        };
+        // Fill decodes to no data, whatever the COG calls its nodata.
+        return Ok(Decoded::Scl(Window { data, geobox, nodata: Some(crate::sensor::landsat::code::NO_DATA) }));
+    }
     if w.scl {
         let data: Vec<u8> = match raster.data {
             RasterData::U8(v) => v,

@@ -1,6 +1,9 @@
-//! Masking: which pixels of one fused observation are valid, from its Sentinel-2 scene
-//! classification (SCL) band. [`MaskSpec`] is the user's choice (`--mask default | seed | 4,5,6`),
-//! [`valid_mask`] applies it, [`MaskSpec::halo`] says how many pixels of context it needs.
+//! Masking: which pixels of one fused observation are valid, from its quality band: Sentinel-2's
+//! scene classification (SCL), or Landsat's `QA_PIXEL` decoded at read time into valid / invalid
+//! / no data ([`crate::sensor::landsat`]). [`MaskSpec`] is the user's choice (`--mask default |
+//! seed | 4,5,6` for Sentinel-2, `default | cloud,cloud_shadow:medium` for Landsat),
+//! [`MaskSpec::resolve`] checks it against the cube's sensor and gives the [`Mask`] that
+//! [`Mask::valid`] applies, [`MaskSpec::halo`] says how many pixels of context it needs.
 //!
 //! Owns: the SCL classes and the mask rules of DESIGN section 6, and binary morphology with a disk
 //! ([`dilate`], [`erode`], [`close`], [`open`]). Must not touch: reading or warping (the caller hands
@@ -30,6 +33,8 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::grid::Shape;
+use crate::sensor::landsat::{self, QaDecoder, QaTest};
+use crate::sensor::{QualityDecoding, SENTINEL2_L2A, SensorProfile};
 
 // The SCL classes and the default valid set are the Sentinel-2 profile's (`sensor`); the
 // mask rules that use them are this module's.
@@ -54,6 +59,18 @@ pub enum MaskError {
     InvalidDilation { dilation: u32, reason: &'static str },
     #[error("SCL array has {len} values but the shape {ny} x {nx} needs {expected}")]
     ShapeMismatch { len: usize, ny: usize, nx: usize, expected: usize },
+    #[error(
+        "mask {given:?} is made of Sentinel-2 SCL classes, but a {sensor} cube is masked by its QA_PIXEL flags; \
+         give \"default\" (invalid: fill, dilated_cloud, cirrus, cloud, cloud_shadow) or the flags that make a pixel \
+         invalid, e.g. \"fill,dilated_cloud,cirrus,cloud,cloud_shadow:medium\" (flags: {flags}; `:low`, `:medium` or \
+         `:high` tests a confidence pair)"
+    )]
+    ClassesOnBits { given: String, sensor: &'static str, flags: String },
+    #[error(
+        "mask {given:?} is made of Landsat QA_PIXEL flags, but a {sensor} cube is masked by SCL classes; give \
+         \"default\", \"seed\" or a list of valid SCL classes, e.g. \"4,5,6,7,11\""
+    )]
+    FlagsOnClasses { given: String, sensor: &'static str },
 }
 
 /// The user's mask choice (DESIGN section 6).
@@ -71,6 +88,8 @@ pub enum MaskSpec {
     Seed,
     /// Valid classes (sorted, unique, each in 1..=11) and a dilation of the bad mask in pixels.
     Classes { valid: Vec<u8>, dilation: u32 },
+    /// Landsat: the `QA_PIXEL` tests that make a pixel invalid (sorted, unique) and a dilation.
+    Flags { invalid: Vec<QaTest>, dilation: u32 },
 }
 
 impl MaskSpec {
@@ -94,12 +113,30 @@ impl MaskSpec {
         Ok(Self::Classes { valid: valid.into_iter().collect(), dilation })
     }
 
-    /// This spec with the bad mask dilated by `dilation` pixels. `default` becomes its class list
-    /// with the dilation; `seed` refuses, because its own morphology is the point of the preset.
+    /// Landsat `QA_PIXEL` tests with a dilation.
+    pub fn flags(invalid: &[QaTest], dilation: u32) -> Result<Self, MaskError> {
+        check_dilation(dilation)?;
+        let invalid: BTreeSet<QaTest> = invalid.iter().copied().collect();
+        Ok(Self::Flags { invalid: invalid.into_iter().collect(), dilation })
+    }
+
+    /// This spec with the bad mask dilated by `dilation` pixels, for a Sentinel-2 cube (see
+    /// [`with_dilation_for`](Self::with_dilation_for)).
     pub fn with_dilation(self, dilation: u32) -> Result<Self, MaskError> {
+        self.with_dilation_for(dilation, &SENTINEL2_L2A)
+    }
+
+    /// This spec with the bad mask dilated by `dilation` pixels. `default` becomes the sensor's
+    /// default list with the dilation; `seed` refuses, because its own morphology is the point of
+    /// the preset.
+    pub fn with_dilation_for(self, dilation: u32, profile: &SensorProfile) -> Result<Self, MaskError> {
         match self {
-            Self::Default => Self::classes(&DEFAULT_VALID, dilation),
+            Self::Default => match profile.quality.decoding {
+                QualityDecoding::Classes { .. } => Self::classes(&DEFAULT_VALID, dilation),
+                QualityDecoding::Bits { .. } => Self::flags(&landsat::DEFAULT_INVALID, dilation),
+            },
             Self::Classes { valid, .. } => Self::classes(&valid, dilation),
+            Self::Flags { invalid, .. } => Self::flags(&invalid, dilation),
             Self::Seed if dilation == 0 => Ok(Self::Seed),
             Self::Seed => Err(MaskError::InvalidDilation {
                 dilation,
@@ -108,12 +145,41 @@ impl MaskSpec {
         }
     }
 
-    /// The valid SCL classes.
+    /// The valid SCL classes (none for a Landsat flag list).
     pub fn valid_classes(&self) -> &[u8] {
         match self {
             Self::Default => &DEFAULT_VALID,
             Self::Seed => &SEED_VALID,
             Self::Classes { valid, .. } => valid,
+            Self::Flags { .. } => &[],
+        }
+    }
+
+    /// This spec for a cube of `profile`: a Sentinel-2 cube takes presets and SCL classes, a
+    /// Landsat cube `default` and `QA_PIXEL` flags; the other kind is refused, naming the fix.
+    pub fn resolve(&self, profile: &SensorProfile) -> Result<Mask, MaskError> {
+        let given = || self.to_string();
+        match (profile.quality.decoding, self) {
+            (QualityDecoding::Classes { .. }, Self::Flags { .. }) => {
+                Err(MaskError::FlagsOnClasses { given: given(), sensor: profile.name })
+            }
+            (QualityDecoding::Classes { .. }, _) => {
+                Ok(Mask { spec: self.clone(), table: self.valid_table(), qa: None })
+            }
+            (QualityDecoding::Bits { .. }, Self::Default | Self::Flags { .. }) => {
+                let tests = match self {
+                    Self::Flags { invalid, .. } => invalid.as_slice(),
+                    _ => &landsat::DEFAULT_INVALID,
+                };
+                let mut table = [false; 256];
+                table[usize::from(landsat::code::VALID)] = true;
+                Ok(Mask { spec: self.clone(), table, qa: Some(QaDecoder::new(tests)) })
+            }
+            (QualityDecoding::Bits { .. }, Self::Seed | Self::Classes { .. }) => Err(MaskError::ClassesOnBits {
+                given: given(),
+                sensor: profile.name,
+                flags: landsat::QaFlag::ALL.map(landsat::QaFlag::name).join(", "),
+            }),
         }
     }
 
@@ -125,7 +191,7 @@ impl MaskSpec {
         match self {
             Self::Default => 0,
             Self::Seed => 4 * SEED_RADIUS as usize,
-            Self::Classes { dilation, .. } => *dilation as usize,
+            Self::Classes { dilation, .. } | Self::Flags { dilation, .. } => *dilation as usize,
         }
     }
 
@@ -162,6 +228,21 @@ impl FromStr for MaskSpec {
         if t.is_empty() {
             return Err(bad("it is empty".into()));
         }
+        // Landsat flags are words, SCL classes numbers: a list starting with a letter is flags.
+        if t.starts_with(|c: char| c.is_ascii_alphabetic()) {
+            let mut tests = Vec::new();
+            for part in t.split(',') {
+                let test = part.parse::<QaTest>().map_err(|why| {
+                    bad(format!(
+                        "{:?} is not a preset name, a class number or a Landsat QA flag ({why}; flags: {})",
+                        part.trim(),
+                        landsat::QaFlag::ALL.map(landsat::QaFlag::name).join(", ")
+                    ))
+                })?;
+                tests.push(test);
+            }
+            return Self::flags(&tests, 0);
+        }
         let mut classes = Vec::new();
         for part in t.split(',') {
             let p = part.trim();
@@ -186,14 +267,22 @@ impl fmt::Display for MaskSpec {
             Self::Seed => f.write_str("seed"),
             Self::Classes { valid, dilation } => {
                 let list: Vec<String> = valid.iter().map(u8::to_string).collect();
-                f.write_str(&list.join(","))?;
-                if *dilation > 0 {
-                    write!(f, " (dilation {dilation} px)")?;
-                }
-                Ok(())
+                write_list(f, &list, *dilation)
+            }
+            Self::Flags { invalid, dilation } => {
+                let list: Vec<String> = invalid.iter().map(QaTest::to_string).collect();
+                write_list(f, &list, *dilation)
             }
         }
     }
+}
+
+fn write_list(f: &mut fmt::Formatter<'_>, list: &[String], dilation: u32) -> fmt::Result {
+    f.write_str(&list.join(","))?;
+    if dilation > 0 {
+        write!(f, " (dilation {dilation} px)")?;
+    }
+    Ok(())
 }
 
 /// The serialized form of [`MaskSpec`]: a string in the CLI form, or a table with a dilation.
@@ -206,6 +295,11 @@ enum MaskSpecRepr {
         #[serde(default)]
         dilation: u32,
     },
+    Flags {
+        flags: String,
+        #[serde(default)]
+        dilation: u32,
+    },
 }
 
 impl TryFrom<MaskSpecRepr> for MaskSpec {
@@ -214,6 +308,12 @@ impl TryFrom<MaskSpecRepr> for MaskSpec {
         match r {
             MaskSpecRepr::Name(s) => s.parse(),
             MaskSpecRepr::Classes { classes, dilation } => Self::classes(&classes, dilation),
+            MaskSpecRepr::Flags { flags, dilation } => match flags.parse::<MaskSpec>()? {
+                MaskSpec::Flags { invalid, .. } => Self::flags(&invalid, dilation),
+                _ => {
+                    Err(MaskError::InvalidSpec { given: flags, reason: "it is not a list of Landsat QA flags".into() })
+                }
+            },
         }
     }
 }
@@ -222,28 +322,60 @@ impl From<MaskSpec> for MaskSpecRepr {
     fn from(m: MaskSpec) -> Self {
         match m {
             MaskSpec::Classes { valid, dilation } if dilation > 0 => Self::Classes { classes: valid, dilation },
+            MaskSpec::Flags { invalid, dilation } if dilation > 0 => {
+                Self::Flags { flags: invalid.iter().map(QaTest::to_string).collect::<Vec<_>>().join(","), dilation }
+            }
             other => Self::Name(other.to_string()),
         }
     }
 }
 
-/// The valid-pixel mask (row-major, `true` = use this observation) of an SCL array of `shape`.
-///
-/// For a chunk, pass the SCL of the chunk grown by [`MaskSpec::halo`] pixels on every side and keep
-/// the interior of the result.
-pub fn valid_mask(scl: &[u8], shape: Shape, spec: &MaskSpec) -> Result<Vec<bool>, MaskError> {
-    if scl.len() != shape.len() {
-        return Err(MaskError::ShapeMismatch { len: scl.len(), ny: shape.ny, nx: shape.nx, expected: shape.len() });
+/// A [`MaskSpec`] resolved for one sensor ([`MaskSpec::resolve`]): the valid values of the
+/// quality band as the pipeline carries it, the morphology, and for `QA_PIXEL` the decoder that
+/// turns it into that band when it is read. Value 0 is no data for every sensor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mask {
+    spec: MaskSpec,
+    table: [bool; 256],
+    qa: Option<QaDecoder>,
+}
+
+impl Mask {
+    /// How `QA_PIXEL` values become the quality band (`None`: the band is read as it is).
+    pub fn qa_decoder(&self) -> Option<QaDecoder> {
+        self.qa
     }
-    let table = spec.valid_table();
-    let is_bad = |c: u8| c != scl::NO_DATA && !table[usize::from(c)];
-    let bad: Vec<bool> = scl.iter().map(|&c| is_bad(c)).collect();
-    let bad = match spec {
-        MaskSpec::Default => bad,
-        MaskSpec::Seed => open(&close(&bad, shape, SEED_RADIUS), shape, SEED_RADIUS),
-        MaskSpec::Classes { dilation, .. } => dilate(&bad, shape, *dilation),
-    };
-    Ok(scl.iter().zip(&bad).map(|(&c, &b)| c != scl::NO_DATA && !b).collect())
+
+    /// The valid-pixel mask (row-major, `true` = use this observation) of a quality array of
+    /// `shape`.
+    ///
+    /// For a chunk, pass the quality of the chunk grown by [`MaskSpec::halo`] pixels on every
+    /// side and keep the interior of the result.
+    pub fn valid(&self, quality: &[u8], shape: Shape) -> Result<Vec<bool>, MaskError> {
+        if quality.len() != shape.len() {
+            return Err(MaskError::ShapeMismatch {
+                len: quality.len(),
+                ny: shape.ny,
+                nx: shape.nx,
+                expected: shape.len(),
+            });
+        }
+        let table = &self.table;
+        let is_bad = |c: u8| c != scl::NO_DATA && !table[usize::from(c)];
+        let bad: Vec<bool> = quality.iter().map(|&c| is_bad(c)).collect();
+        let bad = match &self.spec {
+            MaskSpec::Default => bad,
+            MaskSpec::Seed => open(&close(&bad, shape, SEED_RADIUS), shape, SEED_RADIUS),
+            MaskSpec::Classes { dilation, .. } | MaskSpec::Flags { dilation, .. } => dilate(&bad, shape, *dilation),
+        };
+        Ok(quality.iter().zip(&bad).map(|(&c, &b)| c != scl::NO_DATA && !b).collect())
+    }
+}
+
+/// The valid-pixel mask of a Sentinel-2 SCL array of `shape` ([`Mask::valid`] of `spec` resolved
+/// for Sentinel-2).
+pub fn valid_mask(scl: &[u8], shape: Shape, spec: &MaskSpec) -> Result<Vec<bool>, MaskError> {
+    spec.resolve(&SENTINEL2_L2A)?.valid(scl, shape)
 }
 
 /// `floor(sqrt(r² - dy²))` for `dy` in `0..=r`: the half-width of the disk's row at `dy`.
@@ -476,6 +608,40 @@ mod tests {
         let valid = valid_mask(&scl, shape(3, 4), &"4,5".parse().unwrap()).unwrap();
         assert_eq!(valid.iter().filter(|&&v| v).count(), 2);
         assert!(valid[4] && valid[5]);
+    }
+
+    #[test]
+    fn landsat_masks_parse_resolve_and_refuse_scl_classes() {
+        use crate::sensor::LANDSAT_C2_L2;
+        let m: MaskSpec = "cloud_shadow:medium, cloud ,fill".parse().unwrap();
+        assert_eq!(m.to_string(), "fill,cloud,cloud_shadow:medium");
+        assert_eq!(m.to_string().parse::<MaskSpec>().unwrap(), m);
+        let dilated = MaskSpec::Default.with_dilation_for(2, &LANDSAT_C2_L2).unwrap();
+        assert_eq!(dilated, MaskSpec::flags(&landsat::DEFAULT_INVALID, 2).unwrap());
+        assert_eq!(dilated.halo(), 2);
+        let json = serde_json::to_string(&dilated).unwrap();
+        assert_eq!(serde_json::from_str::<MaskSpec>(&json).unwrap(), dilated, "{json}");
+        // S2 classes and presets on a Landsat cube, flags on a Sentinel-2 cube: refused with the fix
+        for spec in [MaskSpec::Seed, "4,5".parse().unwrap()] {
+            let msg = spec.resolve(&LANDSAT_C2_L2).unwrap_err().to_string();
+            assert!(msg.contains("Sentinel-2 SCL classes") && msg.contains("cloud_shadow:medium"), "{msg}");
+        }
+        let msg = m.resolve(&SENTINEL2_L2A).unwrap_err().to_string();
+        assert!(msg.contains("Landsat QA_PIXEL flags") && msg.contains("4,5,6,7,11"), "{msg}");
+        let msg = "cloud,4".parse::<MaskSpec>().unwrap_err().to_string();
+        assert!(msg.contains("\"4\" is not a preset name"), "{msg}");
+        // the decoded band: 0 no data, 1 valid, 2 invalid; the dilation grows the invalid pixels
+        let mask = dilated.resolve(&LANDSAT_C2_L2).unwrap();
+        assert!(mask.qa_decoder().is_some());
+        let q = [1, 1, 1, 1, 2, 0, 1, 1, 1];
+        assert_eq!(
+            mask.valid(&q, shape(1, 9)).unwrap(),
+            [true, true, false, false, false, false, false, true, true],
+            "2 px either side of the invalid pixel; no data does not grow"
+        );
+        let plain = MaskSpec::Default.resolve(&LANDSAT_C2_L2).unwrap();
+        assert_eq!(plain.valid(&q, shape(1, 9)).unwrap(), q.map(|c| c == 1));
+        assert!(MaskSpec::Default.resolve(&SENTINEL2_L2A).unwrap().qa_decoder().is_none());
     }
 
     #[test]

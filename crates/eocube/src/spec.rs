@@ -251,18 +251,20 @@ impl SpecInput {
         if bands.is_empty() {
             return Err(bad("bands", "(empty)", "give at least one band, e.g. red,green,blue"));
         }
+        // The sensor is the collection's (presets default to Sentinel-2 collections).
+        let profile = crate::sensor::profile_for(self.collection.as_deref().unwrap_or(DEFAULT_COLLECTION));
         for b in &bands {
-            // A known Sentinel-2 name has two spellings (Earth Search key and band number).
-            if crate::catalog::band_aliases(b).len() != 2 || b.eq_ignore_ascii_case("scl") {
-                return Err(bad(
-                    "bands",
-                    b,
-                    "unknown band; use Earth Search names (coastal, blue, green, red, rededge1, rededge2, rededge3, nir, nir08, nir09, swir16, swir22) or band numbers (B01..B12, B8A); SCL is read for the mask automatically",
-                ));
+            if let Some((_, why)) =
+                profile.not_reflectance.iter().find(|(n, _)| profile.band(b).is_some_and(|i| i.name == *n))
+            {
+                return Err(bad("bands", b, format!("{why}: leave it out")));
+            }
+            if profile.band(b).is_none() || profile.is_quality(b) {
+                return Err(bad("bands", b, format!("unknown band; {}", profile.band_help())));
             }
         }
         let mut seen = std::collections::HashSet::new();
-        if let Some(dup) = bands.iter().find(|b| !seen.insert(crate::catalog::band_aliases(b)[0].clone())) {
+        if let Some(dup) = bands.iter().find(|b| !seen.insert(profile.aliases(b)[0].clone())) {
             return Err(bad("bands", dup, "is listed twice"));
         }
         // `catalog` names the defaults; without it a known `stac-url` names them (so that
@@ -322,8 +324,9 @@ impl SpecInput {
         let mut mask: MaskSpec =
             mask_text.parse().map_err(|e: crate::mask::MaskError| bad("mask", &mask_text, e.to_string()))?;
         if let Some(d) = self.mask_dilation.filter(|&d| d > 0) {
-            mask = mask.with_dilation(d).map_err(|e| bad("mask-dilation", d, e.to_string()))?;
+            mask = mask.with_dilation_for(d, profile).map_err(|e| bad("mask-dilation", d, e.to_string()))?;
         }
+        mask.resolve(profile).map_err(|e| bad("mask", &mask_text, e.to_string()))?;
         let resampling: Resampling = match &self.resampling {
             None => Resampling::default(),
             Some(s) => s.parse().map_err(|e: crate::warp::WarpError| bad("resampling", s, e.to_string()))?,

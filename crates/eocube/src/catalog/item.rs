@@ -60,13 +60,23 @@ pub fn parse_item(item: &Value, bands: &[String]) -> Result<Scene, CatalogError>
     };
 
     let mut assets = Vec::with_capacity(bands.len());
+    // The item's own collection says its sensor (its asset keys, its quality band).
+    let profile = crate::sensor::profile_for(collection.as_deref().unwrap_or_default());
     let item_epsg = p.epsg(props, "properties")?;
     let mut epsg: Option<(u32, String)> = None;
     for band in bands {
         let empty = Map::new();
         let all = assets_obj.unwrap_or(&empty);
-        let Some(key) = resolve_asset_key(all, band) else {
+        let Some(key) = profile.resolve_asset_key(all, band) else {
             let available = all.keys().filter(|k| !k.to_ascii_lowercase().ends_with("-jp2")).cloned().collect();
+            if profile.is_quality(band) && profile.quality.band.name != crate::sensor::SENTINEL2_L2A.quality.band.name {
+                return Err(CatalogError::MissingQuality {
+                    item: id.clone(),
+                    band: profile.describe_keys(band),
+                    sensor: profile.name,
+                    available,
+                });
+            }
             return Err(CatalogError::MissingBand { item: id.clone(), band: band.clone(), available });
         };
         let field = format!("assets.{key}");

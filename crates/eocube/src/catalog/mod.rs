@@ -66,6 +66,12 @@ pub enum CatalogError {
     )]
     MissingBand { item: String, band: String, available: Vec<String> },
     #[error(
+        "STAC item {item} has no quality band {band}, which eocube masks {sensor} scenes with; its assets are \
+         {available:?}: use a catalog whose items carry it (Earth Search or Planetary Computer `landsat-c2-l2` \
+         give `qa_pixel`), or leave such scenes out with `--skip-bad-scenes`"
+    )]
+    MissingQuality { item: String, band: String, sensor: &'static str, available: Vec<String> },
+    #[error(
         "STAC API paging loop at {url}: the `next` link repeats a request already made; the server's paging is broken, report it to the catalog or narrow the search"
     )]
     PagingLoop { url: String },

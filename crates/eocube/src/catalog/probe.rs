@@ -15,8 +15,8 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
-use super::{Catalog, CatalogError, SearchRequest, band_aliases, resolve_asset_key};
-use crate::sensor::{LAYOUTS, SENTINEL2_L2A};
+use super::{Catalog, CatalogError, SearchRequest};
+use crate::sensor::{LAYOUTS, SensorProfile, profile_for};
 
 /// What the probe asks: the build's search over its whole bbox and dates, and its bands (SCL
 /// included).
@@ -218,15 +218,20 @@ fn extent_of(doc: &Value) -> Option<String> {
 
 /// The keys a band is looked for under, one per layout (the native resolution for
 /// per-resolution layouts), for messages: `red/B04/B04_10m`.
-fn known_keys(band: &str) -> Vec<String> {
-    match SENTINEL2_L2A.band(band) {
-        Some(b) => LAYOUTS.iter().filter_map(|l| b.keys(*l).into_iter().next()).collect(),
-        None => band_aliases(band),
+fn known_keys(profile: &SensorProfile, band: &str) -> Vec<String> {
+    match profile.band(band) {
+        Some(b) => {
+            let mut keys: Vec<String> = LAYOUTS.iter().filter_map(|l| b.keys(*l).into_iter().next()).collect();
+            keys.dedup();
+            keys
+        }
+        None => profile.aliases(band),
     }
 }
 
 /// Every band asked for is an asset of at least one item found, under a key eocube resolves.
 fn check_bands(collection: &str, items: &[Value], more: bool, bands: &[String]) -> Result<(), ProbeError> {
+    let profile = profile_for(collection);
     let empty = serde_json::Map::new();
     let assets = |it: &Value| it.get("assets").and_then(Value::as_object).unwrap_or(&empty).clone();
     let all: Vec<serde_json::Map<String, Value>> = items.iter().map(assets).collect();
@@ -238,26 +243,32 @@ fn check_bands(collection: &str, items: &[Value], more: bool, bands: &[String]) 
     let keys: BTreeSet<String> =
         all.iter().flat_map(|a| a.keys().filter(|k| !k.to_ascii_lowercase().ends_with("-jp2")).cloned()).collect();
     let missing: Vec<&String> =
-        bands.iter().filter(|b| !all.iter().any(|a| resolve_asset_key(a, b).is_some())).collect();
+        bands.iter().filter(|b| !all.iter().any(|a| profile.resolve_asset_key(a, b).is_some())).collect();
     let Some(band) = missing.first() else { return Ok(()) };
     if missing.len() == bands.len() {
         return Err(ProbeError::UnknownAssets {
             collection: collection.to_string(),
-            bands: bands.iter().map(|b| known_keys(b).join("/")).collect::<Vec<_>>().join(", "),
+            bands: bands.iter().map(|b| known_keys(profile, b).join("/")).collect::<Vec<_>>().join(", "),
             looked,
             keys: listed(keys),
         });
     }
-    let scl = band.eq_ignore_ascii_case("scl");
-    let keys_of_band = known_keys(band).iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(" or ");
+    let scl = profile.is_quality(band);
+    let keys_of_band = known_keys(profile, band).iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(" or ");
     Err(ProbeError::NoBand {
         setting: if scl { "collection" } else { "bands" },
         band: if scl { collection.to_string() } else { band.to_string() },
-        what: if scl { "the scene classification (SCL) that the cloud mask reads" } else { "this band" },
+        what: match (scl, profile.quality.decoding) {
+            (false, _) => "this band",
+            (true, crate::sensor::QualityDecoding::Classes { .. }) => {
+                "the scene classification (SCL) that the cloud mask reads"
+            }
+            (true, crate::sensor::QualityDecoding::Bits { .. }) => "the QA_PIXEL band that the cloud mask reads",
+        },
         asked: format!("asset {keys_of_band}; {looked}"),
         available: listed(keys),
         fix: if scl {
-            "eocube builds from Sentinel-2 L2A collections, whose items have it"
+            "eocube builds from Sentinel-2 L2A and Landsat Collection 2 Level-2 collections, whose items have it"
         } else {
             "ask for bands the items have with `bands`"
         },

@@ -696,3 +696,46 @@ fn a_band_missing_from_a_cdse_item_names_the_keys_it_has() {
         other => panic!("expected MissingBand, got {other:?}"),
     }
 }
+
+const LANDSAT: &str = "shaped/earth-search_landsat-c2-l2_LC09_L2SP_014029_20230612_02_T1.json";
+
+#[test]
+fn earth_search_landsat_item_parses_by_common_name_and_file_band_name() {
+    let s = parse_item(&read(LANDSAT), &bands(&["red", "SR_B5", "swir16", "qa_pixel"])).unwrap();
+    assert_eq!((s.epsg, s.collection.as_deref()), (32618, Some("landsat-c2-l2")));
+    let keys: Vec<&str> = s.assets.iter().map(|(_, a)| a.key.as_str()).collect();
+    assert_eq!(keys, ["red", "nir08", "swir16", "qa_pixel"]);
+    let red = s.asset("red").unwrap();
+    assert_eq!((red.nodata, red.scale, red.offset), (Some(0.0), Some(0.0000275), Some(-0.2)));
+    assert_eq!(red.shape, Some((7811, 7681)));
+    assert_eq!(red.transform.map(|t| t.a), Some(30.0));
+    assert!(red.href.starts_with("s3://usgs-landsat/") && red.href.ends_with("_SR_B4.TIF"), "{}", red.href);
+    let qa = s.asset("qa_pixel").unwrap();
+    assert_eq!((qa.nodata, qa.data_type.as_deref()), (Some(1.0), Some("uint16")));
+    // Landsat has no BOA offset to add
+    let profile = crate::sensor::profile_for(s.collection.as_deref().unwrap_or_default());
+    assert_eq!(profile.harmonization.offset_to_add(None, None, "landsat-c2-l2"), 0);
+}
+
+#[test]
+fn a_landsat_item_without_qa_pixel_names_the_quality_band_and_the_fix() {
+    let mut item = read(LANDSAT);
+    item["assets"].as_object_mut().unwrap().remove("qa_pixel");
+    let err = parse_item(&item, &bands(&["red", "qa_pixel"])).unwrap_err();
+    assert!(matches!(err, CatalogError::MissingQuality { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.contains("`qa_pixel`") && msg.contains("landsat-c2-l2") && msg.contains("--skip-bad-scenes"), "{msg}");
+    assert!(msg.contains("qa_radsat"), "the assets it has are listed: {msg}");
+}
+
+#[test]
+fn planetary_computer_landsat_item_parses_with_unsigned_blob_hrefs() {
+    let pc = "shaped/planetary-computer_landsat-c2-l2_LC09_L2SP_014029_20230612_02_T1.json";
+    let s = parse_item(&read(pc), &bands(&["red", "nir08", "qa_pixel"])).unwrap();
+    assert_eq!((s.epsg, s.collection.as_deref()), (32618, Some("landsat-c2-l2")));
+    let red = s.asset("red").unwrap();
+    assert!(red.href.starts_with("https://landsateuwest.blob.core.windows.net/landsat-c2/"), "{}", red.href);
+    assert!(!red.href.contains('?'), "the catalog's hrefs are unsigned: signing is per request");
+    assert_eq!((red.scale, red.offset), (Some(0.0000275), Some(-0.2)));
+    assert_eq!(s.asset("qa_pixel").unwrap().nodata, Some(1.0));
+}

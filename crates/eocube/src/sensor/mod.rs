@@ -5,19 +5,21 @@
 //! other names a band goes by, its native resolution) and how each catalog layout spells them
 //! as asset keys ([`AssetLayout`]), its quality band and how to decode it into valid / invalid
 //! ([`QualityDecoding`]), and the radiometric convention the cube is stored in
-//! ([`Harmonization`]). Today there is one profile, [`SENTINEL2_L2A`] ([`sentinel2`]); a
-//! Landsat Collection-2 profile would add a module with its bands, a `QA_PIXEL` quality band
-//! decoded bit by bit ([`QualityDecoding::Bits`], designed but not implemented) and its own
-//! scale and offset.
+//! ([`Harmonization`]). Two profiles: [`SENTINEL2_L2A`] ([`sentinel2`]) and
+//! [`LANDSAT_C2_L2`] ([`landsat`]: a `QA_PIXEL` quality band decoded bit by bit,
+//! [`QualityDecoding::Bits`], and its own scale and offset). [`profile_for`] picks one by the
+//! cube's collection id; every stage asks it rather than naming a sensor.
 //!
 //! Owns: the sensor constants (band tables, asset-key spellings, quality classes, the BOA offset
 //! rule's facts). Must not touch: STAC parsing (`catalog` asks the profile for keys), pixels
 //! (`mask` and `fuse` apply what the profile says), or the network.
 
+pub mod landsat;
 pub mod sentinel2;
 
 use serde_json::{Map, Value};
 
+pub use landsat::LANDSAT_C2_L2;
 pub use sentinel2::SENTINEL2_L2A;
 
 /// How one catalog family names a sensor's assets.
@@ -71,10 +73,10 @@ pub enum QualityDecoding {
     /// Each value is a class (Sentinel-2 SCL): a mask is a set of valid classes. `no_data` is
     /// never valid and is absence of data rather than a bad pixel.
     Classes { no_data: u8, max: u8, default_valid: &'static [u8] },
-    /// Each bit (or bit field) is a flag (Landsat `QA_PIXEL`): a pixel is invalid when any of
-    /// `invalid_bits` is set. Designed for the Landsat profile; no profile uses it yet, and the
-    /// mask code refuses it until one does.
-    Bits { fill_bit: u8, invalid_bits: &'static [u8] },
+    /// Each bit (or bit pair) is a flag (Landsat `QA_PIXEL`): a mask is a set of tests
+    /// ([`landsat::QaTest`]), and the band is decoded into valid / invalid / no data when it is
+    /// read ([`landsat::QaDecoder`]). A pixel with `fill_bit` set is no data.
+    Bits { fill_bit: u8 },
 }
 
 /// The band that says which pixels are usable.
@@ -91,6 +93,34 @@ pub enum Harmonization {
     /// Sentinel-2 L2A: Collection-1 digital numbers with the BOA offset `offset` included
     /// (`scale_factor`, `add_offset` as CF attributes); see [`sentinel2::offset_rule`].
     BoaOffset { offset: u16, scale_factor: f64, add_offset: f64 },
+    /// Digital numbers stored as delivered, with the product's CF scale and offset (Landsat).
+    Scale { scale_factor: f64, add_offset: f64 },
+}
+
+impl Harmonization {
+    /// The cube's CF `(scale_factor, add_offset)`.
+    pub fn scale(&self) -> (f64, f64) {
+        match *self {
+            Harmonization::BoaOffset { scale_factor, add_offset, .. }
+            | Harmonization::Scale { scale_factor, add_offset } => (scale_factor, add_offset),
+        }
+    }
+
+    /// The DN to add to an item's values (Sentinel-2's BOA offset rule; nothing for a product
+    /// delivered in the cube's convention).
+    pub fn offset_to_add(
+        &self,
+        processing_baseline: Option<&str>,
+        boa_offset_applied: Option<bool>,
+        collection: &str,
+    ) -> u16 {
+        match self {
+            Harmonization::BoaOffset { .. } => {
+                sentinel2::offset_rule(processing_baseline, boa_offset_applied, collection).add
+            }
+            Harmonization::Scale { .. } => 0,
+        }
+    }
 }
 
 /// Everything eocube knows about one sensor's products.
@@ -104,6 +134,8 @@ pub struct SensorProfile {
     pub bands: &'static [BandInfo],
     pub quality: QualityBand,
     pub harmonization: Harmonization,
+    /// Bands of the table a cube cannot hold, with the reason (for the spec's message).
+    pub not_reflectance: &'static [(&'static str, &'static str)],
 }
 
 impl SensorProfile {
@@ -165,18 +197,42 @@ impl SensorProfile {
         exact_then_folded(&per_resolution)
     }
 
+    /// Whether `name` is the quality band (read for the mask, never a cube band).
+    pub fn is_quality(&self, name: &str) -> bool {
+        self.band(name).is_some_and(|b| b.name == self.quality.band.name)
+    }
+
+    /// The bands a cube of this profile may hold, for messages: `coastal (SR_B1), blue ...`.
+    pub fn band_help(&self) -> String {
+        let names: Vec<String> = self
+            .bands
+            .iter()
+            .filter(|b| !self.is_quality(b.name) && !self.not_reflectance.iter().any(|(n, _)| *n == b.name))
+            .map(|b| format!("{} ({})", b.name, b.number))
+            .collect();
+        format!(
+            "use {} band names or numbers: {}; {} is read for the mask automatically",
+            self.name,
+            names.join(", "),
+            self.quality.band.number
+        )
+    }
+
     /// The asset keys this profile understands for `bands`, in every layout, for messages.
     pub fn describe_keys(&self, band: &str) -> String {
         self.asset_keys(band).iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(" or ")
     }
 }
 
-/// The profile of the products in `collection`. Every collection eocube can build from today is
-/// Sentinel-2 L2A, so this is [`SENTINEL2_L2A`] for any id: the seam where a second profile is
-/// chosen by collection id.
+/// Every profile eocube knows; a new sensor is a module and an entry here.
+pub const PROFILES: [&SensorProfile; 2] = [&SENTINEL2_L2A, &LANDSAT_C2_L2];
+
+/// The profile of the products in `collection` (case-insensitive). An unknown id gets
+/// [`SENTINEL2_L2A`]: catalogs name their Sentinel-2 collections in many ways, and a build from
+/// an unknown collection has always been read as Sentinel-2.
 pub fn profile_for(collection: &str) -> &'static SensorProfile {
-    const PROFILES: [&SensorProfile; 1] = [&SENTINEL2_L2A];
-    PROFILES.iter().copied().find(|p| p.collections.contains(&collection)).unwrap_or(&SENTINEL2_L2A)
+    let c = collection.trim();
+    PROFILES.iter().copied().find(|p| p.collections.iter().any(|k| k.eq_ignore_ascii_case(c))).unwrap_or(&SENTINEL2_L2A)
 }
 
 #[cfg(test)]
@@ -227,9 +283,36 @@ mod tests {
     }
 
     #[test]
-    fn every_collection_gets_the_sentinel2_profile_today() {
-        for c in ["sentinel-2-c1-l2a", "sentinel-2-l2a", "sentinel-s2-l2a-cogs", "anything"] {
-            assert_eq!(profile_for(c).name, "Sentinel-2 L2A");
+    fn the_profile_is_chosen_by_collection() {
+        for c in ["sentinel-2-c1-l2a", "sentinel-2-l2a", "sentinel-s2-l2a-cogs", "anything", ""] {
+            assert_eq!(profile_for(c).name, "Sentinel-2 L2A", "{c}");
         }
+        for c in ["landsat-c2-l2", "Landsat-C2-L2 "] {
+            assert_eq!(profile_for(c).name, "Landsat Collection 2 Level-2", "{c}");
+        }
+        assert_eq!(profile_for("landsat-c2-l2").quality.band.name, "qa_pixel");
+        assert_eq!(profile_for("sentinel-2-l2a").quality.band.name, "scl");
+        // each profile's harmonization: S2 adds its BOA offset by rule, Landsat never
+        let (s2, ls) = (profile_for("sentinel-2-l2a"), profile_for("landsat-c2-l2"));
+        assert_eq!(s2.harmonization.scale(), (0.0001, -0.1));
+        assert_eq!(s2.harmonization.offset_to_add(Some("02.14"), None, "sentinel-2-l2a"), 1000);
+        assert_eq!(ls.harmonization.offset_to_add(Some("02.14"), None, "landsat-c2-l2"), 0);
+    }
+
+    #[test]
+    fn landsat_items_resolve_common_names_and_file_band_names() {
+        let ls = &LANDSAT_C2_L2;
+        let assets = |keys: &[&str]| -> Map<String, Value> {
+            keys.iter().map(|k| (k.to_string(), json!({"href": format!("{k}.tif")}))).collect()
+        };
+        let es = assets(&["red", "nir08", "qa_pixel", "qa_radsat", "thumbnail"]);
+        assert_eq!(ls.resolve_asset_key(&es, "red"), Some("red"));
+        assert_eq!(ls.resolve_asset_key(&es, "SR_B5"), Some("nir08"));
+        assert_eq!(ls.resolve_asset_key(&es, "qa_pixel"), Some("qa_pixel"));
+        let files = assets(&["SR_B4", "QA_PIXEL"]);
+        assert_eq!(ls.resolve_asset_key(&files, "red"), Some("SR_B4"));
+        assert_eq!(ls.resolve_asset_key(&files, "qa_pixel"), Some("QA_PIXEL"));
+        assert!(ls.is_quality("QA_PIXEL") && !ls.is_quality("red"));
+        assert!(ls.band_help().contains("nir08 (SR_B5)") && !ls.band_help().contains("lwir11"));
     }
 }

@@ -97,6 +97,7 @@ pub const SENTINEL2_L2A: SensorProfile = SensorProfile {
         decoding: QualityDecoding::Classes { no_data: scl::NO_DATA, max: scl::MAX, default_valid: &DEFAULT_VALID },
     },
     harmonization: Harmonization::BoaOffset { offset: BOA_OFFSET, scale_factor: 0.0001, add_offset: -0.1 },
+    not_reflectance: &[],
 };
 
 /// Earth Search v0's L2A collection. Its COGs are the objects Earth Search v1's `sentinel-2-l2a`

@@ -9,7 +9,7 @@
 use super::canvas::{self, BLACK, Canvas, Rgb, WHITE};
 use super::encode::{self, Format};
 use super::params::{self, ParamError, Query};
-use super::render::Style;
+use super::render::{DnScale, Style};
 use crate::grid::{Bbox, Crs, GeoBox, PixelWindow, Shape, Transformer};
 use crate::store::StoreError;
 use crate::store::view::CubeView;
@@ -110,7 +110,7 @@ pub async fn preview(view: &CubeView, req: &PreviewRequest) -> Result<Vec<u8>, P
         }
         values.push(sub);
     }
-    let rgba = style.render(&values, oh * ow);
+    let rgba = style.render(&values, oh * ow, DnScale::of(&layout.values));
     let lg = levels[level].geobox.window(&w);
     let geobox = GeoBox::new(lg.crs.clone(), lg.affine.scaled(step as f64, step as f64), Shape { ny: oh, nx: ow });
     let date = crate::time::date_of_days(layout.times[t])

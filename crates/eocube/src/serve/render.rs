@@ -8,7 +8,7 @@
 use super::colormap::Colormap;
 use super::expr::Expr;
 use super::tms::{OUTSIDE, SampleMap};
-use crate::store::meta::{ADD_OFFSET, SCALE_FACTOR};
+use crate::store::DataValues;
 
 /// Default stretch of reflectance bands (what `default_rescale` in the cube summary says).
 pub const DEFAULT_RESCALE: (f32, f32) = (0.0, 0.3);
@@ -61,8 +61,8 @@ impl Style {
     }
 
     /// RGBA of `n` pixels from the DNs of [`Style::bands`] (`values[i]` holds `n` DNs of the
-    /// i-th of them).
-    pub fn render(&self, values: &[Vec<u16>], n: usize) -> Vec<u8> {
+    /// i-th of them), read as reflectance with the cube's `scale`.
+    pub fn render(&self, values: &[Vec<u16>], n: usize, scale: DnScale) -> Vec<u8> {
         let mut out = vec![0u8; n * 4];
         if values.iter().any(|v| v.len() != n) {
             return out;
@@ -76,7 +76,7 @@ impl Style {
                         continue;
                     }
                     for k in 0..3 {
-                        px[k] = stretch[k].byte(reflectance(dn[k]));
+                        px[k] = stretch[k].byte(scale.reflectance(dn[k]));
                     }
                     px[3] = 255;
                 }
@@ -86,13 +86,13 @@ impl Style {
                     if dn == 0 {
                         continue;
                     }
-                    px[..3].copy_from_slice(&colormap.at(stretch.unit(reflectance(dn))));
+                    px[..3].copy_from_slice(&colormap.at(stretch.unit(scale.reflectance(dn))));
                     px[3] = 255;
                 }
             }
             Style::Expression { expr, stretch, colormap } => {
                 let refl: Vec<Vec<f32>> =
-                    values.iter().map(|v| v.iter().map(|&d| reflectance_or_nan(d)).collect()).collect();
+                    values.iter().map(|v| v.iter().map(|&d| scale.reflectance_or_nan(d)).collect()).collect();
                 let used = expr.bands();
                 let lookup = |band: usize| -> &[f32] {
                     used.iter().position(|&b| b == band).and_then(|i| refl.get(i)).map_or(&[][..], |v| &v[..])
@@ -111,16 +111,35 @@ impl Style {
     }
 }
 
-/// Reflectance of a DN (CF `scale_factor` and `add_offset` of the cube).
-#[inline]
-pub fn reflectance(dn: u16) -> f32 {
-    (f64::from(dn) * SCALE_FACTOR + ADD_OFFSET) as f32
+/// A cube's CF `scale_factor` and `add_offset` (its sensor's: Sentinel-2 and Landsat differ).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DnScale {
+    pub scale_factor: f64,
+    pub add_offset: f64,
 }
 
-/// Reflectance, or `NaN` for fill (DN 0).
-#[inline]
-pub fn reflectance_or_nan(dn: u16) -> f32 {
-    if dn == 0 { f32::NAN } else { reflectance(dn) }
+impl DnScale {
+    /// The scale of a cube's values.
+    pub fn of(values: &DataValues) -> DnScale {
+        DnScale { scale_factor: values.scale_factor, add_offset: values.add_offset }
+    }
+
+    /// Reflectance of a DN.
+    #[inline]
+    pub fn reflectance(&self, dn: u16) -> f32 {
+        (f64::from(dn) * self.scale_factor + self.add_offset) as f32
+    }
+
+    /// Reflectance, or `NaN` for fill (DN 0).
+    #[inline]
+    pub fn reflectance_or_nan(&self, dn: u16) -> f32 {
+        if dn == 0 { f32::NAN } else { self.reflectance(dn) }
+    }
+
+    /// Decimals that show one DN step (4 for 0.0001, 5 for Landsat's 0.0000275).
+    pub fn decimals(&self) -> i32 {
+        (-self.scale_factor.abs().log10()).ceil().clamp(0.0, 12.0) as i32
+    }
 }
 
 /// The DNs a sample map takes from a window read (`window` row-major, as the map's window);
@@ -134,16 +153,24 @@ mod tests {
     use super::*;
     use crate::grid::PixelWindow;
 
+    const S2: DnScale = DnScale { scale_factor: 0.0001, add_offset: -0.1 };
+
     fn dn(refl: f32) -> u16 {
-        ((f64::from(refl) - ADD_OFFSET) / SCALE_FACTOR).round() as u16
+        ((f64::from(refl) - S2.add_offset) / S2.scale_factor).round() as u16
     }
 
     #[test]
     fn dn_to_reflectance_is_the_cf_decoding() {
-        assert!((reflectance(1000) - 0.0).abs() < 1e-7);
-        assert!((reflectance(4000) - 0.3).abs() < 1e-6);
-        assert!(reflectance_or_nan(0).is_nan());
+        assert!((S2.reflectance(1000) - 0.0).abs() < 1e-7);
+        assert!((S2.reflectance(4000) - 0.3).abs() < 1e-6);
+        assert!(S2.reflectance_or_nan(0).is_nan());
         assert_eq!(dn(0.3), 4000);
+        assert_eq!(S2.decimals(), 4);
+        // Landsat Collection 2: DN 7273 (0.2 / 0.0000275 = 7272.7) is reflectance 0
+        let landsat =
+            DnScale::of(&DataValues::of(&crate::reduce::Reducer::Median, false).of_collection("landsat-c2-l2"));
+        assert!(landsat.reflectance(7273).abs() < 1e-4 && (landsat.reflectance(18182) - 0.3).abs() < 1e-4);
+        assert_eq!(landsat.decimals(), 5);
     }
 
     #[test]
@@ -153,7 +180,7 @@ mod tests {
         let r = vec![dn(0.0), dn(0.15), dn(0.3), 0, dn(0.5)];
         let g = vec![dn(0.3), dn(0.15), dn(0.0), dn(0.1), dn(-0.05)];
         let b = vec![dn(0.3), dn(0.3), dn(0.6), dn(0.1), dn(0.0)];
-        let px = style.render(&[r, g, b], 5);
+        let px = style.render(&[r, g, b], 5, S2);
         assert_eq!(&px[0..4], &[0, 255, 128, 255]);
         assert_eq!(&px[4..8], &[128, 128, 128, 255]);
         assert_eq!(&px[8..12], &[255, 0, 255, 255]);
@@ -165,7 +192,7 @@ mod tests {
     fn one_band_goes_through_the_colormap() {
         let cm = Colormap::named("viridis").unwrap();
         let style = Style::Band { band: 3, stretch: Stretch::new((0.0, 0.5)), colormap: cm.clone() };
-        let px = style.render(&[vec![dn(0.0), dn(0.5), 0]], 3);
+        let px = style.render(&[vec![dn(0.0), dn(0.5), 0]], 3, S2);
         assert_eq!(&px[0..3], &cm.at(0.0));
         assert_eq!(&px[4..7], &cm.at(1.0));
         assert_eq!(px[11], 0);
@@ -181,7 +208,7 @@ mod tests {
         // red, nir: ndvi 0.6 -> (0.6+1)/2 = 0.8 -> 204; nir+red = 0 -> no data; fill -> no data
         let red = vec![dn(0.1), dn(0.0), 0];
         let nir = vec![dn(0.4), dn(0.0), dn(0.4)];
-        let px = style.render(&[red, nir], 3);
+        let px = style.render(&[red, nir], 3, S2);
         assert_eq!(&px[0..4], &[204, 204, 204, 255]);
         assert_eq!(px[7], 0, "division by zero is transparent");
         assert_eq!(px[11], 0, "fill is transparent");

@@ -36,7 +36,6 @@ use super::params::{self, ParamError, Query};
 use super::render::{self, DEFAULT_RESCALE, Style};
 use super::tms::{self, CubeFrame, TILE_SIZE, TileError, TileId};
 use crate::grid::{Crs, GeoBox, PixelWindow, Transformer};
-use crate::store::meta::{ADD_OFFSET, SCALE_FACTOR};
 use crate::store::view::{ChunkCache, CubeView, Resolved, VersionRef};
 use crate::store::{OutLocation, StoreError};
 
@@ -790,8 +789,8 @@ fn summary(cube: &Cube, version: &VersionRef, o: &Opened, base: &str) -> Value {
         "version": resolved,
         "minzoom": o.zooms.0,
         "maxzoom": o.zooms.1,
-        "scale_factor": SCALE_FACTOR,
-        "add_offset": ADD_OFFSET,
+        "scale_factor": layout.values.scale_factor,
+        "add_offset": layout.values.add_offset,
         "default_rescale": [DEFAULT_RESCALE.0, DEFAULT_RESCALE.1],
         "links": {
             "self": cube_url,
@@ -1055,9 +1054,10 @@ async fn tile(
     };
     let bands = style.bands();
     let windows = read_bands(&cube, &o, map.level, t, &bands, map.window).await?;
+    let scale = render::DnScale::of(&o.view.layout().values);
     let bytes = blocking(move || {
         let values: Vec<Vec<u16>> = windows.iter().map(|w| render::sample(&map, w)).collect();
-        let rgba = style.render(&values, TILE_SIZE * TILE_SIZE);
+        let rgba = style.render(&values, TILE_SIZE * TILE_SIZE, scale);
         encode::encode(&rgba, TILE_SIZE, TILE_SIZE, format)
     })
     .await?
@@ -1118,6 +1118,7 @@ async fn render_thumbnail(app: &App, cube: &Cube, o: &Opened, style: &Style, t: 
     let window = PixelWindow { row: 0, col: 0, height: shape.ny, width: shape.nx };
     let windows = read_bands(cube, o, level, t, &style.bands(), window).await?;
     let style = style.clone();
+    let scale = render::DnScale::of(&o.view.layout().values);
     blocking(move || {
         let index: Vec<u32> = (0..oh * ow)
             .map(|i| {
@@ -1129,19 +1130,21 @@ async fn render_thumbnail(app: &App, cube: &Cube, o: &Opened, style: &Style, t: 
             .collect();
         let map = tms::SampleMap { level, window, index };
         let values: Vec<Vec<u16>> = windows.iter().map(|w| render::sample(&map, w)).collect();
-        encode::encode(&style.render(&values, oh * ow), ow, oh, Format::Png)
+        encode::encode(&style.render(&values, oh * ow, scale), ow, oh, Format::Png)
     })
     .await?
     .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
-/// Reflectance rounded to the DN step (1e-4), so JSON shows 0.0734, not 0.07340000000000001.
-fn rounded(dn: u16) -> Value {
+/// Reflectance rounded to the DN step (1e-4 for Sentinel-2), so JSON shows 0.0734, not
+/// 0.07340000000000001.
+fn rounded(dn: u16, scale: render::DnScale) -> Value {
     if dn == 0 {
         return Value::Null;
     }
-    let v = f64::from(dn) * SCALE_FACTOR + ADD_OFFSET;
-    json!((v * 1e4).round() / 1e4)
+    let v = f64::from(dn) * scale.scale_factor + scale.add_offset;
+    let k = 10f64.powi(scale.decimals());
+    json!((v * k).round() / k)
 }
 
 async fn point(
@@ -1192,8 +1195,12 @@ async fn point(
         .into_iter()
         .enumerate()
         .map(|(t, (label, date))| {
-            let vals: serde_json::Map<String, Value> =
-                layout.bands.iter().enumerate().map(|(b, name)| (name.clone(), rounded(values[t * nb + b]))).collect();
+            let vals: serde_json::Map<String, Value> = layout
+                .bands
+                .iter()
+                .enumerate()
+                .map(|(b, name)| (name.clone(), rounded(values[t * nb + b], render::DnScale::of(&layout.values))))
+                .collect();
             json!({"label": label, "date": date, "values": vals})
         })
         .collect();
@@ -1251,7 +1258,10 @@ mod tests {
 
     #[test]
     fn reflectance_is_rounded_to_the_dn_step() {
-        assert_eq!(rounded(1734), json!(0.0734));
-        assert_eq!(rounded(0), Value::Null);
+        let s2 = render::DnScale { scale_factor: 0.0001, add_offset: -0.1 };
+        assert_eq!(rounded(1734, s2), json!(0.0734));
+        assert_eq!(rounded(0, s2), Value::Null);
+        let landsat = render::DnScale { scale_factor: 0.0000275, add_offset: -0.2 };
+        assert_eq!(rounded(10000, landsat), json!(0.075));
     }
 }

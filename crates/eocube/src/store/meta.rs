@@ -9,9 +9,10 @@ use super::{CubeLayout, VALID_COUNT_VARIABLE, ZarrFormat};
 use crate::grid::Crs;
 use crate::reduce::{Encoding, GEOMEDIAN_EPS_DN, GEOMEDIAN_MAX_ITERS};
 
-/// CF scale of the stored digital numbers (DESIGN §7): reflectance = dn * 0.0001 - 0.1.
+/// CF scale of a Sentinel-2 cube's digital numbers (DESIGN §7): reflectance = dn * 0.0001 - 0.1.
+/// A cube's own scale is its sensor's ([`super::DataValues::scale_factor`]).
 pub const SCALE_FACTOR: f64 = 0.0001;
-/// CF offset of the stored digital numbers (the Collection-1 BOA offset of +1000).
+/// CF offset of a Sentinel-2 cube's digital numbers (the Collection-1 BOA offset of +1000).
 pub const ADD_OFFSET: f64 = -0.1;
 /// zstd level of the data chunks: level 5 is within a few percent of 9 in size on reflectance
 /// and several times faster to write.
@@ -52,13 +53,14 @@ fn data_attrs(layout: &CubeLayout) -> Map<String, Value> {
     let kind = v.reducer.split(':').next().unwrap_or("median");
     match v.encoding {
         Encoding::Reflectance => {
-            a.insert("scale_factor".into(), json!(SCALE_FACTOR));
-            a.insert("add_offset".into(), json!(ADD_OFFSET));
+            a.insert("scale_factor".into(), json!(v.scale_factor));
+            a.insert("add_offset".into(), json!(v.add_offset));
             a.insert("long_name".into(), json!(format!("{kind} surface reflectance ({bands})")));
         }
         Encoding::Spread => {
-            a.insert("scale_factor".into(), json!(SCALE_FACTOR));
-            a.insert("add_offset".into(), json!(SPREAD_ADD_OFFSET));
+            // stored = round(std in DN) + 1: one DN below zero
+            a.insert("scale_factor".into(), json!(v.scale_factor));
+            a.insert("add_offset".into(), json!(-v.scale_factor));
             a.insert("long_name".into(), json!(format!("standard deviation of surface reflectance ({bands})")));
         }
         Encoding::Count => {
@@ -68,7 +70,7 @@ fn data_attrs(layout: &CubeLayout) -> Map<String, Value> {
     a.insert("units".into(), json!("1"));
     a.insert("eocube:reducer".into(), json!(v.reducer));
     if kind == "geomedian" {
-        a.insert("eocube:geomedian_eps".into(), json!(GEOMEDIAN_EPS_DN * SCALE_FACTOR));
+        a.insert("eocube:geomedian_eps".into(), json!(GEOMEDIAN_EPS_DN * v.scale_factor));
         a.insert("eocube:geomedian_max_iters".into(), json!(GEOMEDIAN_MAX_ITERS));
     }
     if !v.quantiles.is_empty() {

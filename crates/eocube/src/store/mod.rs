@@ -97,6 +97,10 @@ pub struct DataValues {
     pub quantiles: Vec<f64>,
     /// `valid_count (time, y, x)` is stored beside the data variable.
     pub valid_count: bool,
+    /// The CF `scale_factor` and `add_offset` of reflectance DNs: the sensor's
+    /// ([`crate::sensor::Harmonization::scale`]).
+    pub scale_factor: f64,
+    pub add_offset: f64,
 }
 
 impl Default for DataValues {
@@ -115,14 +119,22 @@ impl std::fmt::Display for DataValues {
 }
 
 impl DataValues {
-    /// The values `reducer` makes, with `valid_count` beside them or not.
+    /// The values `reducer` makes, with `valid_count` beside them or not, in Sentinel-2 DNs.
     pub fn of(reducer: &Reducer, valid_count: bool) -> DataValues {
         DataValues {
             reducer: reducer.to_string(),
             encoding: reducer.encoding(),
             quantiles: reducer.quantiles().to_vec(),
             valid_count,
+            scale_factor: meta::SCALE_FACTOR,
+            add_offset: meta::ADD_OFFSET,
         }
+    }
+
+    /// These values in the DNs of the sensor of `collection`.
+    pub fn of_collection(self, collection: &str) -> DataValues {
+        let (scale_factor, add_offset) = crate::sensor::profile_for(collection).harmonization.scale();
+        DataValues { scale_factor, add_offset, ..self }
     }
 
     /// Values per pixel and band in a data chunk (the number of quantiles, else 1).
@@ -573,7 +585,8 @@ impl Cube {
             None => Reducer::Median,
             Some(r) => r.parse().map_err(|e: crate::reduce::ReduceError| not_cube(&format!("bad spec: {e}")))?,
         };
-        let values = DataValues::of(&reducer, record.valid_count);
+        let collection = spec.get("collection").and_then(Value::as_str).unwrap_or_default();
+        let values = DataValues::of(&reducer, record.valid_count).of_collection(collection);
         if values.quantiles != record.quantiles {
             return Err(not_cube("`eocube_layout` and the spec name different quantiles"));
         }
