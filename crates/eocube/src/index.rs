@@ -58,7 +58,9 @@ pub enum IndexError {
         "{name:?} is not a usable index name; give letters, digits and _ (starting with a letter), e.g. evi=2.5*(nir-red)/(nir+6*red-7.5*blue+1)"
     )]
     BadName { name: String },
-    #[error("index {name}: {source}; expressions use the band names {} and numbers, + - * / ( ) and abs, sqrt, min, max", band_names().join(", "))]
+    #[error(
+        "index {name}: {source}; an expression is reflectance band names, numbers, + - * / ( ) and abs, sqrt, min, max"
+    )]
     Expression { name: String, source: ExprError },
     #[error("index {name} is given twice; give each index once")]
     Duplicate { name: String },
