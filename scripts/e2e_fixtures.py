@@ -323,6 +323,19 @@ def write_cog(path: Path, data: np.ndarray, epsg: int, transform: Affine, tile: 
         assert src.overviews(1), f"{path}: no overviews"
 
 
+def band_values(sc: dict, tv: np.ndarray, status: np.ndarray) -> np.ndarray:
+    """A band's stored pixels from the truth `tv` under each pixel and its SCL `status`: clouds
+    brighten, shadows darken, the scene's bias and removed offset apply, no data is 0."""
+    if sc.get("wild"):
+        v = np.full(tv.shape, 60000, np.int64)
+    else:
+        v = tv + sc.get("bias", 0)
+        v = np.where(np.isin(status, CLOUD_CLASSES), np.minimum(tv + 4000, 20000), v)
+        v = np.where(status == 3, tv // 2 + 600, v)
+        v = v - sc.get("offset", 0)
+    return np.where(status != 0, v, 0).astype(np.uint16)
+
+
 def write_scene(out: Path, sc: dict, idx: int, truth: np.ndarray):
     """Rasterize the cell description: SCL per 20 m pixel (status by its centre's cell), each
     10 m pixel = the cell value of its own centre, with the status of its 20 m pixel."""
@@ -346,22 +359,13 @@ def write_scene(out: Path, sc: dict, idx: int, truth: np.ndarray):
     # per-pixel value from the truth of its own cell, with the parent's status
     m = bin_of(solar_day(sc["dt"]))
     t = truth[m if m is not None else 0]
-    off, bias = sc.get("offset", 0), sc.get("bias", 0)
     d = out / "cogs" / sc["id"]
     d.mkdir(parents=True, exist_ok=True)
     t10 = from_origin(x0, y1, 10, 10)
     t20 = from_origin(x0, y1, 20, 20)
     assets = {}
     for b, name in enumerate(BANDS):
-        tv = lookup(t[b], cx, cy, fill=1500)
-        if sc.get("wild"):
-            v = np.full((h, w), 60000, np.int64)
-        else:
-            v = tv + bias
-            v = np.where(np.isin(parent, CLOUD_CLASSES), np.minimum(tv + 4000, 20000), v)
-            v = np.where(parent == 3, tv // 2 + 600, v)
-            v = v - off
-        v = np.where(parent != 0, v, 0).astype(np.uint16)
+        v = band_values(sc, lookup(t[b], cx, cy, fill=1500), parent)
         write_cog(d / f"{name}.tif", v, epsg, t10, 512, "average")
         assets[name] = dict(file=f"cogs/{sc['id']}/{name}.tif", shape=[h, w], transform=list(t10)[:6], gsd=10)
     tn = truth_native()[m if m is not None else 0]
@@ -373,16 +377,8 @@ def write_scene(out: Path, sc: dict, idx: int, truth: np.ndarray):
         ys_n = y1 - (np.arange(hn) + 0.5) * res
         Xn, Yn = np.meshgrid(xs_n, ys_n)
         cxn, cyn = cells_of(epsg, Xn.ravel(), Yn.ravel())
-        tv = lookup(tn[b], cxn, cyn, fill=1500).reshape(hn, wn)
         st = scl[k // 2::k, k // 2::k][:hn, :wn]
-        if sc.get("wild"):
-            v = np.full((hn, wn), 60000, np.int64)
-        else:
-            v = tv + bias
-            v = np.where(np.isin(st, CLOUD_CLASSES), np.minimum(tv + 4000, 20000), v)
-            v = np.where(st == 3, tv // 2 + 600, v)
-            v = v - off
-        v = np.where(st != 0, v, 0).astype(np.uint16)
+        v = band_values(sc, lookup(tn[b], cxn, cyn, fill=1500).reshape(hn, wn), st)
         tr = from_origin(x0, y1, res, res)
         write_cog(d / f"{name}.tif", v, epsg, tr, 256 if res == 20 else 64, "average")  # 60 m: ~120 px
         assets[name] = dict(file=f"cogs/{sc['id']}/{name}.tif", shape=[hn, wn], transform=list(tr)[:6], gsd=res)
