@@ -185,13 +185,13 @@ const CASES: &[Case] = &[
     case("index-unknown-band", Area::Flags, "`--index 'x=(nir-rde)/2'` (no band `rde`)", 1, &["--index x=(nir-rde)/2: index x: unknown band \"rde\"", "at character 6: (nir-^rde)/2"], |c| {
         plan(c, &["--index", "x=(nir-rde)/2"])
     }),
-    case("index-bad-syntax", Area::Flags, "`--index 'x=(nir-red'`", 1, &["index x: expected a closing ')', found the end at character 9"], |c| {
+    case("index-bad-syntax", Area::Flags, "`--index 'x=(nir-red'`", 1, &["--index x=(nir-red: index x: expected a closing ')', found the end at character 9"], |c| {
         plan(c, &["--index", "x=(nir-red"])
     }),
-    case("index-duplicate", Area::Flags, "`--index ndvi --index NDVI`", 1, &["index ndvi is given twice; give each index once"], |c| {
+    case("index-duplicate", Area::Flags, "`--index ndvi --index NDVI`", 1, &["--index ndvi,NDVI: index ndvi is given twice; give each index once"], |c| {
         plan(c, &["--index", "ndvi", "--index", "NDVI"])
     }),
-    case("index-bad-name", Area::Flags, "`--index '1x=nir'`", 1, &["\"1x\" is not a usable index name", "starting with a letter"], |c| {
+    case("index-bad-name", Area::Flags, "`--index '1x=nir'`", 1, &["--index 1x=nir: \"1x\" is not a usable index name", "starting with a letter"], |c| {
         plan(c, &["--index", "1x=nir"])
     }),
     case("index-geomedian", Area::Flags, "`--index ndvi --reducer geomedian`", 1, &["--index ndvi: the geomedian reducer", "has no per-index form", "another reducer (e.g. median)"], |c| {
@@ -256,9 +256,9 @@ const CASES: &[Case] = &[
     case(
         "band-no-item-has",
         Area::Items,
-        "`--bands rededge1`; the items have red, green, blue, nir, scl",
+        "`--bands rededge1`; the items have red, green, blue, nir, scl, swir16, swir22, coastal",
         1,
-        &["--bands rededge1: no item has this band (asset `rededge1` or `B05` or `B05_20m`", "the items have: blue, green, nir, red, scl"],
+        &["--bands rededge1: no item has this band (asset `rededge1` or `B05` or `B05_20m`", "the items have: blue, coastal, green, nir, red, scl, swir16, swir22"],
         |c| c.build_out(&["--bands", "rededge1"]).checked_absent(&c.out()),
     ),
     case(
