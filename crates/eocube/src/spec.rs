@@ -262,7 +262,7 @@ impl SpecInput {
                 return Err(bad(
                     "bands",
                     b,
-                    "unknown band; use Earth Search names (coastal, blue, green, red, rededge1, rededge2, rededge3, nir, nir08, nir09, swir16, swir22, wvp, aot) or band numbers (B01..B12, B8A, WVP, AOT); SCL is read for the mask automatically",
+                    "unknown band; use Earth Search names (coastal, blue, green, red, rededge1, rededge2, rededge3, nir, nir08, nir09, swir16, swir22) or band numbers (B01..B12, B8A); SCL is read for the mask automatically",
                 ));
             }
         }
