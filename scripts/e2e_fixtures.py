@@ -8,6 +8,9 @@ Writes into $EOCUBE_FIXTURES/e2e (default <repo>/target/eocube-fixtures/e2e), se
 nginx under /e2e/ and loaded into the test pgstac by scripts/stac-server.sh:
   cogs/<item id>/{red,green,blue,nir}.tif   10 m uint16 COGs (DEFLATE, predictor 2, tiles 512, overviews)
   cogs/<item id>/scl.tif                    20 m uint8 SCL COG (tiles 256, nearest overviews)
+  cogs/<item id>/{swir16,swir22}.tif        20 m uint16 COGs, and coastal.tif at 60 m (tiles 64): bands
+                                            read from their own grids (each pixel: the cell of its
+                                            centre, status from the SCL pixel under its centre)
   collection.json, items.ndjson.in          STAC 1.1 collection and items; hrefs start with @HTTP@
                                             (stac-server.sh puts the nginx base URL there)
   items-local.json                          the same items as a FeatureCollection, hrefs = local paths
@@ -56,7 +59,14 @@ CELL = 36  # cube pixels per 0.01-degree cell
 START, END = "2023-05-17", "2023-07-24"  # first bin starts mid-month, last ends before the month does
 BINS = [("2023-05-01", "2023-05-31"), ("2023-06-01", "2023-06-30"), ("2023-07-01", "2023-07-31")]
 BANDS = ["red", "green", "blue", "nir"]
-BAND_IDS = {"red": "B04", "green": "B03", "blue": "B02", "nir": "B08"}
+BAND_IDS = {"red": "B04", "green": "B03", "blue": "B02", "nir": "B08", "swir16": "B11", "swir22": "B12",
+            "coastal": "B01"}
+# bands at their own coarser resolution (metres); their truth comes from truth_native()
+NATIVE = {"swir16": 20, "swir22": 20, "coastal": 60}
+# the index cube of tests/build.rs: --bands red,nir --index ndvi,nbr (reads swir22 too)
+INDEX_READ = ["red", "nir", "swir22"]
+INDICES = {"ndvi": ("nir", "red"), "nbr": ("nir", "swir22")}
+INDEX_REDUCERS = ("max", "median")
 COLLECTION = "e2e-s2-l2a"
 VALID = (2, 4, 5, 6, 7, 11)  # DESIGN section 6, --mask default
 SOLAR_OFFSET_H = -4  # trunc(lon / 15) for every chunk centre (lon -72.05 .. -71.95)
@@ -138,6 +148,12 @@ def truth_table() -> np.ndarray:
     return rng.integers(1500, 9000, size=(len(BINS), len(BANDS), CY1 - CY0, CX1 - CX0)).astype(np.int64)
 
 
+def truth_native() -> np.ndarray:
+    """As truth_table() for the NATIVE bands (its own generator: the 10 m truth stays as it was)."""
+    rng = np.random.default_rng(2024)
+    return rng.integers(1500, 9000, size=(len(BINS), len(NATIVE), CY1 - CY0, CX1 - CX0)).astype(np.int64)
+
+
 def scene_cells(sc: dict, idx: int, truth: np.ndarray):
     """(scl[cy, cx] uint8, vals[b, cy, cx] int64) of one scene on the cell table, as stored in
     its files (before harmonization)."""
@@ -197,8 +213,9 @@ def median_floor(vals: np.ndarray, ok: np.ndarray) -> np.ndarray:
     return np.where(n > 0, (lo + hi) // 2, 0)
 
 
-def reduce_month(obs, valid=VALID, first_wins=True, utc_days=False, mask=True, harmonize=True):
-    """obs: [(scene, scl[...], vals[nb, ...])] of one bin. Returns (cube[..., nb], nobs[...])."""
+def fuse_days(obs, valid=VALID, first_wins=True, utc_days=False, mask=True, harmonize=True):
+    """obs: [(scene, scl[...], vals[nb, ...])] of one bin. Returns the observations (solar days)
+    in order: values [(..., nb)] (harmonized) and whether each is valid [(..., 1)]."""
     groups: dict = {}
     for sc, scl, vals in obs:
         key = parse_dt(sc["dt"]).date() if utc_days else solar_day(sc["dt"])
@@ -223,7 +240,13 @@ def reduce_month(obs, valid=VALID, first_wins=True, utc_days=False, mask=True, h
         ok = np.isin(f_scl, valid) if mask else f_scl != 0
         days_v.append(np.moveaxis(f_vals, 0, -1))
         days_ok.append(ok[..., None] & (np.moveaxis(f_vals, 0, -1) != 0))
-    nb = len(BANDS)
+    return days_v, days_ok
+
+
+def reduce_month(obs, **kw):
+    """obs: [(scene, scl[...], vals[nb, ...])] of one bin. Returns (cube[..., nb], nobs[...])."""
+    days_v, days_ok = fuse_days(obs, **kw)
+    nb = obs[0][2].shape[0] if obs else len(BANDS)
     if not days_v:
         shape = obs[0][1].shape if obs else (NY, NX)
         return np.zeros(shape + (nb,), np.int64), np.zeros(shape, np.int64)
@@ -300,6 +323,19 @@ def write_cog(path: Path, data: np.ndarray, epsg: int, transform: Affine, tile: 
         assert src.overviews(1), f"{path}: no overviews"
 
 
+def band_values(sc: dict, tv: np.ndarray, status: np.ndarray) -> np.ndarray:
+    """A band's stored pixels from the truth `tv` under each pixel and its SCL `status`: clouds
+    brighten, shadows darken, the scene's bias and removed offset apply, no data is 0."""
+    if sc.get("wild"):
+        v = np.full(tv.shape, 60000, np.int64)
+    else:
+        v = tv + sc.get("bias", 0)
+        v = np.where(np.isin(status, CLOUD_CLASSES), np.minimum(tv + 4000, 20000), v)
+        v = np.where(status == 3, tv // 2 + 600, v)
+        v = v - sc.get("offset", 0)
+    return np.where(status != 0, v, 0).astype(np.uint16)
+
+
 def write_scene(out: Path, sc: dict, idx: int, truth: np.ndarray):
     """Rasterize the cell description: SCL per 20 m pixel (status by its centre's cell), each
     10 m pixel = the cell value of its own centre, with the status of its 20 m pixel."""
@@ -323,24 +359,29 @@ def write_scene(out: Path, sc: dict, idx: int, truth: np.ndarray):
     # per-pixel value from the truth of its own cell, with the parent's status
     m = bin_of(solar_day(sc["dt"]))
     t = truth[m if m is not None else 0]
-    off, bias = sc.get("offset", 0), sc.get("bias", 0)
     d = out / "cogs" / sc["id"]
     d.mkdir(parents=True, exist_ok=True)
     t10 = from_origin(x0, y1, 10, 10)
     t20 = from_origin(x0, y1, 20, 20)
     assets = {}
     for b, name in enumerate(BANDS):
-        tv = lookup(t[b], cx, cy, fill=1500)
-        if sc.get("wild"):
-            v = np.full((h, w), 60000, np.int64)
-        else:
-            v = tv + bias
-            v = np.where(np.isin(parent, CLOUD_CLASSES), np.minimum(tv + 4000, 20000), v)
-            v = np.where(parent == 3, tv // 2 + 600, v)
-            v = v - off
-        v = np.where(parent != 0, v, 0).astype(np.uint16)
+        v = band_values(sc, lookup(t[b], cx, cy, fill=1500), parent)
         write_cog(d / f"{name}.tif", v, epsg, t10, 512, "average")
         assets[name] = dict(file=f"cogs/{sc['id']}/{name}.tif", shape=[h, w], transform=list(t10)[:6], gsd=10)
+    tn = truth_native()[m if m is not None else 0]
+    for b, (name, res) in enumerate(NATIVE.items()):
+        # each pixel: the cell of its centre, the status of the SCL pixel its centre falls in
+        k = res // 20
+        hn, wn = h2 // k, w2 // k
+        xs_n = x0 + (np.arange(wn) + 0.5) * res
+        ys_n = y1 - (np.arange(hn) + 0.5) * res
+        Xn, Yn = np.meshgrid(xs_n, ys_n)
+        cxn, cyn = cells_of(epsg, Xn.ravel(), Yn.ravel())
+        st = scl[k // 2::k, k // 2::k][:hn, :wn]
+        v = band_values(sc, lookup(tn[b], cxn, cyn, fill=1500).reshape(hn, wn), st)
+        tr = from_origin(x0, y1, res, res)
+        write_cog(d / f"{name}.tif", v, epsg, tr, 256 if res == 20 else 64, "average")  # 60 m: ~120 px
+        assets[name] = dict(file=f"cogs/{sc['id']}/{name}.tif", shape=[hn, wn], transform=list(tr)[:6], gsd=res)
     write_cog(d / "scl.tif", scl.astype(np.uint8), epsg, t20, 256, "nearest")
     assets["scl"] = dict(file=f"cogs/{sc['id']}/scl.tif", shape=[h2, w2], transform=list(t20)[:6], gsd=20)
     cov = scl_c != 0
@@ -365,7 +406,7 @@ def stac_item(sc: dict, assets: dict, cloud_cover: float, base: str) -> dict:
             roles = ["data"]
         else:
             bands = [{"name": BAND_IDS[name], "eo:common_name": name, "nodata": 0, "data_type": "uint16",
-                      "raster:scale": 0.0001, "raster:offset": -0.1, "raster:spatial_resolution": 10}]
+                      "raster:scale": 0.0001, "raster:offset": -0.1, "raster:spatial_resolution": a["gsd"]}]
             roles = ["data", "reflectance"]
         out[name] = {"href": f"{base}/{a['file']}", "type": "image/tiff; application=geotiff; profile=cloud-optimized",
                      "title": name, "roles": roles, "gsd": a["gsd"], "proj:code": props["proj:code"],
@@ -412,17 +453,54 @@ def gdal_warp(path: Path, resampling: str, level: int) -> np.ndarray:
         return vrt.read(1).astype(np.int64)
 
 
-def gdal_obs(out: Path, resampling: str, scl_resampling: str = "nearest"):
+def gdal_obs(out: Path, resampling: str, scl_resampling: str = "nearest", bands=BANDS):
+    """Every scene warped by GDAL: each band from its own file at its own overview level."""
     obs, levels = [], {}
     for sc in SCENES:
         d = out / "cogs" / sc["id"]
-        lv = pick_level(d / "red.tif")
+        lv = {b: pick_level(d / f"{b}.tif") for b in bands}
         ls = pick_level(d / "scl.tif")
-        levels = {"reflectance_10m": lv, "scl_20m": ls}
-        vals = np.stack([gdal_warp(d / f"{b}.tif", resampling, lv) for b in BANDS])
+        levels = {**{f"{b}_{NATIVE.get(b, 10)}m": lv[b] for b in bands}, "scl_20m": ls}
+        vals = np.stack([gdal_warp(d / f"{b}.tif", resampling, lv[b]) for b in bands])
         scl = gdal_warp(d / "scl.tif", scl_resampling, ls)
         obs.append((sc, scl, vals))
     return obs, levels
+
+
+def index_encode(v: np.ndarray) -> np.ndarray:
+    """eocube's stored index (crate::index::encode): floor(v * 10000 + 0.5) + 32768 in [1, 65535],
+    0 where v is NaN."""
+    v64 = v.astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        e = np.clip(np.floor(v64 * 1e4 + 0.5) + 32768, 1, 65535)
+    return np.where(np.isnan(v64), 0, e).astype(np.int64)
+
+
+def index_cubes(obs):
+    """The index cubes of INDICES from GDAL's per-scene warps of INDEX_READ: per observation
+    (fused, masked) reflectance = dn * 0.0001 - 0.1 in float64 cast to float32, the normalized
+    difference in float32, encoded; then each reducer of INDEX_REDUCERS over the observations.
+    Returns {(index, reducer): cube[t, y, x]}."""
+    out = {}
+    for m in range(len(BINS)):
+        days_v, days_ok = fuse_days([o for o in obs if bin_of(solar_day(o[0]["dt"])) == m])
+        enc = {}
+        for name, (a, b) in INDICES.items():
+            per_day = []
+            for v, ok in zip(days_v, days_ok):
+                refl = {k: np.where(ok[..., 0] & (v[..., i] != 0),
+                                    (v[..., i].astype(np.float64) * 0.0001 - 0.1), np.nan).astype(np.float32)
+                        for i, k in enumerate(INDEX_READ)}
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    x = (refl[a] - refl[b]) / (refl[a] + refl[b])
+                x = np.where(refl[a] + refl[b] == 0, np.float32(np.nan), x)
+                per_day.append(index_encode(x))
+            enc[name] = np.stack(per_day)
+        for name, e in enc.items():
+            valid = e != 0
+            out.setdefault((name, "max"), []).append(np.where(valid.any(0), np.where(valid, e, 0).max(0), 0))
+            out.setdefault((name, "median"), []).append(median_floor(e[..., None], valid[..., None])[..., 0])
+    return {k: np.stack(v) for k, v in out.items()}
 
 
 def le(a: np.ndarray, dtype: str) -> bytes:
@@ -524,6 +602,23 @@ def generate(out: Path):
             figures["masked_boundary_pixels"] = int(boundary.sum())
             figures["boundary_pixels_filled_if_scl_bilinear"] = filled
             assert filled > 0.05 * boundary.sum(), f"self-check: bilinear SCL fills only {filled} boundary pixels"
+    # bands at their own resolution (20 m swir16 / swir22, 60 m coastal), nearest, each read from
+    # its own grid; and the index cubes from the warps of the bands they read
+    native = list(NATIVE)
+    obs, levels = gdal_obs(tmp, "nearest", bands=native)
+    c, n = cube_from(obs)
+    (tmp / "oracle/gdal_nearest_native.bin").write_bytes(le(c, "u2"))
+    files["gdal_nearest_native"] = "oracle/gdal_nearest_native.bin"
+    figures["native_bands"] = native
+    figures["native_src_levels"] = levels
+    figures["native_valid_fraction"] = round(float((n > 0).mean()), 4)
+    obs, _ = gdal_obs(tmp, "nearest", bands=INDEX_READ)
+    for (name, red), cube in index_cubes(obs).items():
+        key = f"gdal_nearest_{name}_{red}"
+        (tmp / f"oracle/{key}.bin").write_bytes(le(cube, "u2"))
+        files[key] = f"oracle/{key}.bin"
+        v = cube[cube != 0] * 0.0001 - 3.2768
+        figures[f"{key}_range"] = [round(float(v.min()), 4), round(float(v.max()), 4)]
     (tmp / "oracle/lattice.bin").write_bytes(le(px_cube, "u2"))
     (tmp / "oracle/lattice_nobs.bin").write_bytes(le(px_nobs, "u1"))
     (tmp / "oracle/truth.bin").write_bytes(le(t_px, "u2"))
@@ -541,7 +636,9 @@ def generate(out: Path):
         times=[a for a, _ in BINS], bands=BANDS, valid_classes=list(VALID),
         oracle_layout="raw little-endian, row-major: cubes uint16 (time, latitude, longitude, band) with band "
                       "in the order of `bands`; *_nobs uint8 (time, latitude, longitude) = valid solar days; "
-                      "edge uint8 (latitude, longitude) = 1 within one pixel of a cell edge",
+                      "edge uint8 (latitude, longitude) = 1 within one pixel of a cell edge; "
+                      "gdal_nearest_native: bands `native_bands` of figures; gdal_nearest_<index>_<reducer>: "
+                      "uint16 (time, latitude, longitude), eocube's index encoding",
         oracle=files, scenes=scenes, figures=figures,
     )
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")

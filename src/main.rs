@@ -598,6 +598,12 @@ struct SpecArgs {
     /// Also store `valid_count`, the number of valid observations of each pixel and time bin.
     #[arg(long)]
     with_count: bool,
+    /// Spectral indices computed per observation before the reducer, each stored as its own
+    /// variable <index>_<reducer> (e.g. ndvi_max): built-ins ndvi, ndwi, nbr, ndmi, ndbi, savi,
+    /// or name=expression over reflectance, e.g. 'evi=2.5*(nir-red)/(nir+6*red-7.5*blue+1)'.
+    /// Comma-separated (commas inside parentheses stay in the expression); may be repeated.
+    #[arg(long, value_name = "INDICES")]
+    index: Vec<String>,
     /// Data variable name (default rgb_<reducer> for red,green,blue, else the reducer's name).
     #[arg(long)]
     variable: Option<String>,
@@ -654,6 +660,7 @@ impl SpecArgs {
             resampling: self.resampling,
             reducer: self.reducer,
             with_count: self.with_count.then_some(true),
+            index: (!self.index.is_empty()).then_some(self.index),
             variable: self.variable,
             zarr_format: self.zarr_format,
             out: self.out,

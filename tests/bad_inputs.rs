@@ -188,12 +188,36 @@ const CASES: &[Case] = &[
     case("commit-every-zero", Area::Flags, "`--commit-every 0`", 1, &["--commit-every 0: give at least 1 job between commits"], |c| {
         c.build_out(&["--commit-every", "0"])
     }),
+    case("index-unknown", Area::Flags, "`--index ndvi,foo`", 1, &["--index ndvi,foo: unknown index \"foo\"", "the built-in indices are ndvi, ndwi, nbr, ndmi, ndbi, savi", "name=expression"], |c| {
+        plan(c, &["--index", "ndvi,foo"])
+    }),
+    case("index-unknown-band", Area::Flags, "`--index 'x=(nir-rde)/2'` (no band `rde`)", 1, &["--index x=(nir-rde)/2: index x: unknown band \"rde\"", "at character 6: (nir-^rde)/2"], |c| {
+        plan(c, &["--index", "x=(nir-rde)/2"])
+    }),
+    case("index-bad-syntax", Area::Flags, "`--index 'x=(nir-red'`", 1, &["--index x=(nir-red: index x: expected a closing ')', found the end at character 9"], |c| {
+        plan(c, &["--index", "x=(nir-red"])
+    }),
+    case("index-duplicate", Area::Flags, "`--index ndvi --index NDVI`", 1, &["--index ndvi,NDVI: index ndvi is given twice; give each index once"], |c| {
+        plan(c, &["--index", "ndvi", "--index", "NDVI"])
+    }),
+    case("index-bad-name", Area::Flags, "`--index '1x=nir'`", 1, &["--index 1x=nir: \"1x\" is not a usable index name", "starting with a letter"], |c| {
+        plan(c, &["--index", "1x=nir"])
+    }),
+    case("index-geomedian", Area::Flags, "`--index ndvi --reducer geomedian`", 1, &["--index ndvi: the geomedian reducer", "has no per-index form", "another reducer (e.g. median)"], |c| {
+        plan(c, &["--index", "ndvi", "--reducer", "geomedian"])
+    }),
+    case("index-clashes-with-variable", Area::Flags, "`--index ndvi --variable ndvi_median`", 1, &["--index ndvi: its variable ndvi_median clashes"], |c| {
+        plan(c, &["--index", "ndvi", "--variable", "ndvi_median"])
+    }),
     // ---- config ----------------------------------------------------------------------------
     case("config-misspelled-key", Area::Config, "`chunksize = 3` in the file", 1, &["--config", "unknown field `chunksize`, expected one of"], |c| {
         c.with_config("bbox = [1, 2, 3, 4]\nchunksize = 3\n")
     }),
     case("config-wrong-type", Area::Config, "`chunk_size = \"big\"`", 1, &["--config", "invalid type: string \"big\", expected i64"], |c| {
         c.with_config("bbox = [-73, 44, -72, 45]\nchunk_size = \"big\"\n")
+    }),
+    case("config-index-unknown", Area::Config, "`index = [\"ndvi\", \"ndvj\"]`", 1, &["index ndvi,ndvj: unknown index \"ndvj\""], |c| {
+        c.with_config("bbox = [-73, 44, -72, 45]\nstart = \"2020-01-01\"\nend = \"2020-01-31\"\nindex = [\"ndvi\", \"ndvj\"]\n")
     }),
     case("config-not-toml", Area::Config, "a file that is not TOML", 1, &["--config", "not a valid eocube config: TOML parse error"], |c| {
         c.with_config("{\"bbox\": [1, 2, 3, 4]}\n")
@@ -241,9 +265,9 @@ const CASES: &[Case] = &[
     case(
         "band-no-item-has",
         Area::Items,
-        "`--bands rededge1`; the items have red, green, blue, nir, scl",
+        "`--bands rededge1`; the items have red, green, blue, nir, scl, swir16, swir22, coastal",
         1,
-        &["--bands rededge1: no item has this band (asset `rededge1` or `B05` or `B05_20m`", "the items have: blue, green, nir, red, scl"],
+        &["--bands rededge1: no item has this band (asset `rededge1` or `B05` or `B05_20m`", "the items have: blue, coastal, green, nir, red, scl, swir16, swir22"],
         |c| c.build_out(&["--bands", "rededge1"]).checked_absent(&c.out()),
     ),
     case(

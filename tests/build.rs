@@ -568,3 +568,72 @@ fn invalid_input_exits_1_names_the_flag_and_writes_nothing() {
     assert!(failures.is_empty(), "invalid input cases:\n{}", failures.join("\n"));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Bands at their own resolution and spectral indices (issue 14, item 2)
+// ---------------------------------------------------------------------------------------------
+
+/// Equal values (within `tol`) of two arrays of one layout; prints the figure and returns it.
+fn agreement(what: &str, got: &[u16], want: &[u16], tol: u16) -> f64 {
+    assert_eq!(got.len(), want.len(), "{what}: sizes");
+    let equal = got.iter().zip(want).filter(|(g, w)| g.abs_diff(**w) <= tol).count();
+    let f = equal as f64 / want.len() as f64;
+    let bad: Vec<String> = got
+        .iter()
+        .zip(want)
+        .enumerate()
+        .filter(|(_, (g, w))| g.abs_diff(**w) > tol)
+        .take(8)
+        .map(|(i, (g, w))| format!("value {i}: cube {g}, oracle {w}"))
+        .collect();
+    println!("{what}: {equal}/{} values equal to the oracle ({:.4} %) {bad:?}", want.len(), 100.0 * f);
+    f
+}
+
+#[test]
+fn e2e_20m_and_60m_bands_read_from_their_own_grids_equal_gdals_nearest_warp() {
+    let m = e2e_manifest();
+    let native: Vec<&str> =
+        m["figures"]["native_bands"].as_array().expect("native_bands").iter().filter_map(Value::as_str).collect();
+    assert_eq!(native, ["swir16", "swir22", "coastal"]);
+    let dir = scratch_dir("native-bands");
+    let cube = dir.join("cube.zarr");
+    let bands = native.join(",");
+    let t0 = Instant::now();
+    eocube_build_ok(&e2e_build_args(&cube, &["--bands", &bands, "--resampling", "nearest", "--chunk-size", "128"]));
+    println!("native bands build: {:.1} s", t0.elapsed().as_secs_f64());
+    let values =
+        read_cube_xarray(&cube, &CubeExpect { variable: "median", bands: &native, chunk_size: 128, times: None });
+    let f = agreement("20 m / 60 m bands, nearest", &values, &e2e_oracle_u16("gdal_nearest_native"), 0);
+    assert!(f >= 0.999, "only {:.4} % equal to GDAL's nearest warp (>= 99.9 % expected)", 100.0 * f);
+}
+
+#[test]
+fn e2e_index_cubes_equal_numpy_on_gdals_warps_for_max_and_median() {
+    for reducer in ["max", "median"] {
+        let dir = scratch_dir(&format!("index-{reducer}"));
+        let cube = dir.join("cube.zarr");
+        let flags = ["--bands", "red,nir", "--index", "ndvi,nbr", "--reducer", reducer];
+        let t0 = Instant::now();
+        eocube_build_ok(&e2e_build_args(
+            &cube,
+            &[&flags[..], &["--resampling", "nearest", "--chunk-size", "128"]].concat(),
+        ));
+        println!("index build ({reducer}): {:.1} s", t0.elapsed().as_secs_f64());
+        let names = [format!("ndvi_{reducer}"), format!("nbr_{reducer}")];
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let (data, indices) = read_cube_and_indices_xarray(
+            &cube,
+            &CubeExpect { variable: reducer, bands: &["red", "nir"], chunk_size: 128, times: None },
+            &names,
+        );
+        assert!(data.iter().any(|&v| v != 0), "the bands are stored too");
+        for (name, values) in names.iter().zip(&indices) {
+            let f = agreement(name, values, &e2e_oracle_u16(&format!("gdal_nearest_{name}")), 0);
+            assert!(f >= 0.999, "{name}: only {:.4} % equal to the numpy oracle (>= 99.9 % expected)", 100.0 * f);
+        }
+        // swir22 was read for nbr, but only the cube's bands are in the data variable.
+        let st = status(&cube);
+        assert_eq!((st.get("failed"), st.get("pending")), (Some(&0), Some(&0)), "eocube status {st:?}");
+    }
+}

@@ -365,6 +365,12 @@ pub struct CubeExpect<'a> {
 /// Check a built cube with xarray (`tests/py/e2e_cube.py`: dims, coordinates, time labels, CRS,
 /// scale/offset, bands, variable) and return its raw values, (time, latitude, longitude, band).
 pub fn read_cube_xarray(cube: &Path, expect: &CubeExpect) -> Vec<u16> {
+    read_cube_and_indices_xarray(cube, expect, &[]).0
+}
+
+/// [`read_cube_xarray`] of a cube with index variables `indices` (checked too: dims, encoding,
+/// fill): the data variable's raw values and each index's, (time, latitude, longitude).
+pub fn read_cube_and_indices_xarray(cube: &Path, expect: &CubeExpect, indices: &[&str]) -> (Vec<u16>, Vec<Vec<u16>>) {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let python = root.join(".venv/bin/python");
     assert!(python.is_file(), "{} is missing: run scripts/setup.sh", python.display());
@@ -376,6 +382,7 @@ pub fn read_cube_xarray(cube: &Path, expect: &CubeExpect) -> Vec<u16> {
         "variable": expect.variable,
         "bands": expect.bands,
         "chunk_size": expect.chunk_size,
+        "indices": indices,
         "times": times,
         "epsg": 4326,
         "nx": m["nx"], "ny": m["ny"], "origin_index": m["origin_index"],
@@ -399,7 +406,8 @@ pub fn read_cube_xarray(cube: &Path, expect: &CubeExpect) -> Vec<u16> {
         cube.display(),
         out.status
     );
-    read_le_u16(&export)
+    let index_values = indices.iter().map(|name| read_le_u16(format!("{}.{name}", export.display()))).collect();
+    (read_le_u16(&export), index_values)
 }
 
 /// An oracle file of the e2e manifest (`oracle.<key>`), raw little-endian u8 or u16.

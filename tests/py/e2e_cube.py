@@ -4,7 +4,8 @@ tests/build.rs from the e2e manifest), then export its raw values for the oracle
 Usage: e2e_cube.py CUBE EXPECT.json EXPORT.bin
 
 EXPORT.bin: the data variable with mask_and_scale=False, uint16 little-endian, row-major
-(time, latitude, longitude, band). Prints every check; exits non-zero at the first mismatch.
+(time, latitude, longitude, band); EXPORT.bin.<name>: each index variable of EXPECT's `indices`
+likewise, (time, latitude, longitude). Prints every check; exits non-zero at the first mismatch.
 """
 
 import json
@@ -31,7 +32,8 @@ def main(cube, expect_path, export):
         ds = xr.open_zarr(cube, consolidated=True)
     noisy = [str(w.message) for w in caught if "_eocube" in str(w.message)]
     check(not noisy, f"consolidated open says nothing about _eocube {noisy}")
-    check(set(ds.data_vars) == {var}, f"data variables {sorted(ds.data_vars)} == [{var}]")
+    indices = exp.get("indices", [])
+    check(set(ds.data_vars) == {var, *indices}, f"data variables {sorted(ds.data_vars)} == {[var, *indices]}")
     da = ds[var]
     check(da.dims == ("time", "latitude", "longitude", "band"), f"dims {da.dims}")
     check(da.shape == (len(exp["times"]), exp["ny"], exp["nx"], nb), f"shape {da.shape}")
@@ -86,6 +88,23 @@ def main(cube, expect_path, export):
           "values after mask_and_scale = dn * 0.0001 - 0.1")
     dn.astype("<u2").tofile(export)
     print(f"exported {dn.shape} to {export}")
+    for name in indices:
+        ix = ds[name]
+        check(ix.dims == ("time", "latitude", "longitude"), f"{name} dims {ix.dims}")
+        e = ix.encoding
+        check(e.get("scale_factor") == 0.0001 and e.get("add_offset") == -3.2768,
+              f"{name} scale/offset {e.get('scale_factor')} {e.get('add_offset')}")
+        v = ix.values
+        raw = xr.open_zarr(cube, consolidated=True, mask_and_scale=False)[name].values
+        check(raw.dtype == np.uint16, f"{name} raw dtype {raw.dtype}")
+        check(bool(np.array_equal(np.isnan(v), raw == 0)), f"{name}: NaN exactly where the raw value is 0")
+        check(bool(np.allclose(v[raw != 0], raw[raw != 0] * 0.0001 - 3.2768, rtol=0, atol=1e-6)),
+              f"{name}: values = raw * 0.0001 - 3.2768")
+        fin = v[np.isfinite(v)]
+        check(fin.size > 0 and fin.min() >= -1 and fin.max() <= 1,
+              f"{name} in [-1, 1] ({fin.min():.4f} .. {fin.max():.4f})")
+        raw.astype("<u2").tofile(f"{export}.{name}")
+        print(f"exported {name} {raw.shape} to {export}.{name}")
     print("all checks passed")
 
 

@@ -306,7 +306,9 @@ pub fn layout(plan: &Plan) -> CubeLayout {
         variable: spec.variable.clone(),
         zarr_format: if spec.zarr_format == 2 { ZarrFormat::V2 } else { ZarrFormat::V3 },
         attrs: spec.identity_json(),
-        values: crate::store::DataValues::of(&spec.reducer, spec.with_count).of_collection(&spec.collection),
+        values: crate::store::DataValues::of(&spec.reducer, spec.with_count)
+            .of_collection(&spec.collection)
+            .with_indices(spec.index_variables()),
     }
 }
 

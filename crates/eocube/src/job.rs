@@ -260,12 +260,15 @@ pub async fn run_with(
     let (data, shape, mut stats) = observe_and_reduce(ctx, job, found).await?;
     let t0 = Instant::now();
     let chunks = match data {
-        Some(Reduced { data, count }) => {
+        Some(Reduced { data, count, indices }) => {
             let encoder = Arc::clone(cube);
             cpu(move || -> Result<Vec<(String, Option<bytes::Bytes>)>, StoreError> {
                 let mut chunks = vec![encoder.encode_chunk(job, &data, shape)?];
                 if let Some(count) = count {
                     chunks.push(encoder.encode_count_chunk(job, &count, shape)?);
+                }
+                for (i, values) in indices.iter().enumerate() {
+                    chunks.push(encoder.encode_index_chunk(job, i, values, shape)?);
                 }
                 Ok(chunks)
             })
@@ -275,6 +278,7 @@ pub async fn run_with(
         None => {
             let mut keys = vec![(cube.chunk_key(job.t, job.iy, job.ix), None)];
             keys.extend(cube.count_chunk_key(job.t, job.iy, job.ix).map(|k| (k, None)));
+            keys.extend(cube.index_chunk_keys(job.t, job.iy, job.ix).into_iter().map(|k| (k, None)));
             keys
         }
     };
@@ -314,9 +318,9 @@ pub async fn search_bins(ctx: &JobContext, jobs: &[Job]) -> Result<Option<Vec<Sc
     Ok(Some(ctx.catalog.search(&req, &search_bands(ctx)).await?))
 }
 
-/// The bands every search asks for: the cube's and SCL.
+/// The bands every search asks for: those the job reads (the cube's and its indices') and SCL.
 fn search_bands(ctx: &JobContext) -> Vec<String> {
-    let mut bands: Vec<String> = ctx.plan.spec.bands.clone();
+    let mut bands: Vec<String> = ctx.plan.spec.read_bands();
     bands.push(quality_band(&ctx.plan.spec).to_string());
     bands
 }
@@ -372,8 +376,17 @@ async fn observe_and_reduce(
     let chunk = plan.chunks.chunk(job.iy, job.ix).map_err(|e| not_in_plan(e.to_string()))?;
     let (rows, cols) = (chunk.geobox.shape.ny, chunk.geobox.shape.nx);
     let nb = spec.bands.len();
+    // Bands only the indices need are read and fused too, and dropped once the indices are made.
+    let read = spec.read_bands().len();
+    let profile = crate::sensor::profile_for(&spec.collection);
+    let indices = Arc::new(Indices {
+        exprs: crate::index::compile(&spec.index, &spec.read_band_names())
+            .map_err(|e| JobError::Internal(format!("an index the spec accepted does not compile: {e}")))?,
+        bands: nb,
+        reflectance: profile.harmonization.scale(),
+    });
     let mut stats = JobStats::default();
-    let mask = spec.mask.resolve(crate::sensor::profile_for(&spec.collection))?;
+    let mask = spec.mask.resolve(profile)?;
 
     let work = WorkGrid::new(&plan.geobox, chunk.row_offset, chunk.col_offset, chunk.geobox.shape, spec.mask.halo())?;
     let wgs84 = Crs::wgs84();
@@ -443,8 +456,8 @@ async fn observe_and_reduce(
         let mut today = match open.take() {
             Some(day) if day.date == date => day,
             finished => {
-                observations.extend(finish_day(finished, &work, &mask).await?);
-                OpenDay { date, day: Day::new(work.geobox.shape.len(), nb), filled: 0 }
+                observations.extend(finish_day(finished, &work, &mask, &indices).await?);
+                OpenDay { date, day: Day::new(work.geobox.shape.len(), read), filled: 0 }
             }
         };
         let (day, filled) = cpu(move || {
@@ -457,7 +470,7 @@ async fn observe_and_reduce(
         today.filled += filled?;
         open = Some(today);
     }
-    observations.extend(finish_day(open, &work, &mask).await?);
+    observations.extend(finish_day(open, &work, &mask, &indices).await?);
     stats.read_seconds = t0.elapsed().as_secs_f64();
     stats.solar_days = observations.len();
 
@@ -467,19 +480,29 @@ async fn observe_and_reduce(
     }
     let reducer = spec.reducer.clone();
     let with_count = spec.with_count;
+    let ni = spec.index.len();
     let data = cpu(move || -> Result<Reduced, ReduceError> {
         let n = rows * cols;
         let obs: Vec<Vec<&[u16]>> = observations.iter().map(|o| o.iter().map(Vec::as_slice).collect()).collect();
+        let bands: Vec<Vec<&[u16]>> = obs.iter().map(|o| o[..nb].to_vec()).collect();
         let mut out = vec![0u16; n * nb * reducer.values_per_band()];
-        reducer.reduce_bands(&obs, nb, &mut out)?;
+        reducer.reduce_bands(&bands, nb, &mut out)?;
         let count = if with_count {
             let mut count = vec![0u16; n];
-            crate::reduce::count_valid(&obs, &mut count)?;
+            crate::reduce::count_valid(&bands, &mut count)?;
             Some(count)
         } else {
             None
         };
-        Ok(Reduced { data: out, count })
+        // Each index is one more band to the reducer (geomedian is refused with indices).
+        let mut indices = Vec::with_capacity(ni);
+        for i in nb..nb + ni {
+            let values: Vec<&[u16]> = obs.iter().map(|o| o[i]).collect();
+            let mut reduced = vec![0u16; n * reducer.values_per_band()];
+            reducer.reduce_masked(&values, &mut reduced)?;
+            indices.push(reduced);
+        }
+        Ok(Reduced { data: out, count, indices })
     })
     .await??;
     stats.reduce_seconds = t0.elapsed().as_secs_f64();
@@ -491,6 +514,18 @@ async fn observe_and_reduce(
 pub struct Reduced {
     pub data: Vec<u16>,
     pub count: Option<Vec<u16>>,
+    /// Per index variable, its values in (row, col, value) order.
+    pub indices: Vec<Vec<u16>>,
+}
+
+/// How a job turns an observation's read bands into the cube's bands and its indices.
+struct Indices {
+    /// The index formulas over the read bands.
+    exprs: Vec<crate::expr::Expr>,
+    /// The cube's bands: the first read bands.
+    bands: usize,
+    /// The sensor's `(scale_factor, add_offset)`: indices are formulas of reflectance.
+    reflectance: (f64, f64),
 }
 
 /// The grid a job warps onto: the chunk grown by the mask halo on every side, clipped to the
@@ -548,15 +583,17 @@ struct OpenDay {
 
 /// A fused solar day → one observation on the chunk: masked (invalid pixels set to the fill
 /// value, which the reducer skips), cropped to the chunk when the work grid has a halo. One `Vec`
-/// per band; `None` for no day, or a day no scene filled a pixel of (it adds nothing to any
-/// reducer, so it is no observation).
+/// per band of the cube, then one per index (computed from the masked read bands, so a masked
+/// pixel is fill in every index); `None` for no day, or a day no scene filled a pixel of (it
+/// adds nothing to any reducer, so it is no observation).
 async fn finish_day(
     open: Option<OpenDay>,
     work: &Arc<WorkGrid>,
     mask: &mask::Mask,
+    indices: &Arc<Indices>,
 ) -> Result<Option<Vec<Vec<u16>>>, JobError> {
     let Some(OpenDay { day, .. }) = open.filter(|d| d.filled > 0) else { return Ok(None) };
-    let (work, mask) = (Arc::clone(work), mask.clone());
+    let (work, mask, indices) = (Arc::clone(work), mask.clone(), Arc::clone(indices));
     cpu(move || -> Result<Option<Vec<Vec<u16>>>, JobError> {
         let obs = day.into_observation();
         let valid = mask.valid(&obs.scl, work.geobox.shape)?;
@@ -572,6 +609,14 @@ async fn finish_day(
                     *v = fuse::NODATA;
                 }
             }
+        }
+        if !indices.exprs.is_empty() {
+            let made = {
+                let (scale, offset) = indices.reflectance;
+                crate::index::compute(&indices.exprs, &bands, scale, offset)
+            };
+            bands.truncate(indices.bands);
+            bands.extend(made);
         }
         Ok(Some(bands))
     })
@@ -746,10 +791,11 @@ struct BandWindow {
     scl: bool,
 }
 
-/// Fetches the windows of every band of `scene` (the cube's bands, then SCL) that cover `work`.
+/// Fetches the windows of every band of `scene` (the bands it reads, then SCL) that cover `work`.
 async fn fetch_scene(ctx: &JobContext, scene: Scene, work: &WorkGrid) -> Result<Fetched, JobError> {
     let spec = &ctx.plan.spec;
-    let mut names: Vec<&str> = spec.bands.iter().map(String::as_str).collect();
+    let read = spec.read_bands();
+    let mut names: Vec<&str> = read.iter().map(String::as_str).collect();
     let quality = quality_band(spec);
     names.push(quality);
     let reads = names.iter().map(|&band| {

@@ -20,11 +20,13 @@ pub mod catalog;
 pub mod cloud;
 pub mod cog;
 pub mod executor;
+pub mod expr;
 mod fifo;
 pub mod fuse;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzz;
 pub mod grid;
+pub mod index;
 pub mod job;
 pub mod landmask;
 pub mod mask;

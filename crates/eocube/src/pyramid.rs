@@ -240,8 +240,9 @@ pub fn level_attrs(layout: &CubeLayout, level: usize, g: &GeoBox) -> Value {
 /// The cube's layout with the grid of one level: the coordinate documents of the cube, made
 /// for that grid.
 fn level_layout(layout: &CubeLayout, g: &GeoBox) -> CubeLayout {
-    // The levels hold the bands of the data variable only: no `quantile` dim, no `valid_count`.
-    let values = DataValues { quantiles: Vec::new(), valid_count: false, ..layout.values.clone() };
+    // The levels hold the bands of the data variable only: no `quantile` dim, no `valid_count`,
+    // no index variables.
+    let values = DataValues { quantiles: Vec::new(), valid_count: false, indices: Vec::new(), ..layout.values.clone() };
     CubeLayout { geobox: g.clone(), chunk_size: TILE, values, ..layout.clone() }
 }
 

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::catalog::preset::{CatalogPreset, PLANETARY_COMPUTER_TOKEN_URL};
 use crate::grid::{Bbox, Crs, GeoBox};
+use crate::index::SpectralIndex;
 use crate::mask::MaskSpec;
 use crate::reduce::Reducer;
 use crate::time::{Date, TimeStep, time_bins};
@@ -107,6 +108,9 @@ pub struct SpecInput {
     pub reducer: Option<String>,
     /// Also store `valid_count`, the number of valid observations per pixel.
     pub with_count: Option<bool>,
+    /// Spectral indices computed per observation, each its own variable (`ndvi`, `nbr`, or
+    /// `name=expression`; [`crate::index`]).
+    pub index: Option<Vec<String>>,
     pub variable: Option<String>,
     pub zarr_format: Option<u8>,
     pub out: Option<String>,
@@ -160,6 +164,7 @@ impl SpecInput {
             resampling,
             reducer,
             with_count,
+            index,
             variable,
             zarr_format,
             out,
@@ -343,10 +348,7 @@ impl SpecInput {
         if variable.is_empty()
             || !variable.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
             || variable.starts_with(|c: char| c.is_ascii_digit())
-            || matches!(
-                variable.as_str(),
-                "time" | "latitude" | "longitude" | "x" | "y" | "band" | "spatial_ref" | "quantile" | "valid_count"
-            )
+            || RESERVED_NAMES.contains(&variable.as_str())
         {
             return Err(bad(
                 "variable",
@@ -354,6 +356,7 @@ impl SpecInput {
                 "must be a name of letters, digits and _ (not starting with a digit) that is not a coordinate name",
             ));
         }
+        let index = self.indices(&reducer, &variable, profile)?;
         let zarr_format = self.zarr_format.unwrap_or(3);
         if !matches!(zarr_format, 2 | 3) {
             return Err(bad("zarr-format", zarr_format, "must be 2 or 3"));
@@ -377,6 +380,7 @@ impl SpecInput {
             resampling,
             reducer,
             with_count: self.with_count.unwrap_or(false),
+            index,
             variable,
             zarr_format,
             all_chunks: self.all_chunks.unwrap_or(false),
@@ -386,6 +390,69 @@ impl SpecInput {
         time_bins(start, end, time_step).map_err(|e| bad("time-step", time_step, e.to_string()))?;
         Ok(spec)
     }
+}
+
+/// Names no data variable may take: the coordinates and `valid_count`.
+const RESERVED_NAMES: [&str; 9] =
+    ["time", "latitude", "longitude", "x", "y", "band", "spatial_ref", "quantile", "valid_count"];
+
+impl SpecInput {
+    /// The `index` setting, checked: known names or valid expressions, each once, a reducer that
+    /// works per index, and variable names (`<index>_<reducer>`) that clash with nothing.
+    fn indices(
+        &self,
+        reducer: &Reducer,
+        variable: &str,
+        profile: &crate::sensor::SensorProfile,
+    ) -> Result<Vec<SpectralIndex>, SpecError> {
+        let Some(items) = &self.index else { return Ok(Vec::new()) };
+        let shown = items.join(",");
+        let index = crate::index::parse_list(items).map_err(|e| bad("index", &shown, e.to_string()))?;
+        if !index.is_empty() && *reducer == Reducer::Geomedian {
+            return Err(bad(
+                "index",
+                &shown,
+                "the geomedian reducer takes the bands of a pixel together and has no per-index form; \
+                 build the indices with another reducer (e.g. median) in a cube of their own",
+            ));
+        }
+        for i in &index {
+            // Formulas name Sentinel-2's bands; another sensor may lack one (Landsat has `nir08`
+            // but no `nir`).
+            let missing = i.bands().into_iter().find(|b| {
+                profile.band(b).is_none_or(|info| {
+                    profile.is_quality(info.name) || profile.not_reflectance.iter().any(|(n, _)| *n == info.name)
+                })
+            });
+            if let Some(band) = missing {
+                return Err(bad(
+                    "index",
+                    &i.to_string(),
+                    format!(
+                        "it reads `{band}`, which is not a reflectance band of {}; give the formula with its bands \
+                         as name=expression, e.g. ndvi=(nir08-red)/(nir08+red)",
+                        profile.name
+                    ),
+                ));
+            }
+            let name = index_variable(i, reducer);
+            if name == variable || RESERVED_NAMES.contains(&name.as_str()) {
+                return Err(bad(
+                    "index",
+                    &i.name,
+                    format!(
+                        "its variable {name} clashes with the data variable or a coordinate; rename the index or give another `variable`"
+                    ),
+                ));
+            }
+        }
+        Ok(index)
+    }
+}
+
+/// The data variable of an index: `<index>_<reducer>`, e.g. `ndvi_max`.
+pub fn index_variable(index: &SpectralIndex, reducer: &Reducer) -> String {
+    format!("{}_{}", index.name, reducer.name())
 }
 
 fn is_rgb(bands: &[String]) -> bool {
@@ -440,6 +507,9 @@ pub struct CubeSpec {
     /// Absent from the stored spec when false, so cubes made before it keep their identity.
     #[serde(default, skip_serializing_if = "is_false")]
     pub with_count: bool,
+    /// Absent from the stored spec when empty, so cubes made before indices keep their identity.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub index: Vec<SpectralIndex>,
     pub variable: String,
     pub zarr_format: u8,
     pub all_chunks: bool,
@@ -450,6 +520,31 @@ fn is_false(b: &bool) -> bool {
 }
 
 impl CubeSpec {
+    /// The bands a job reads: the cube's, then (by canonical name) those only its indices need.
+    pub fn read_bands(&self) -> Vec<String> {
+        let mut read = self.bands.clone();
+        let profile = crate::sensor::profile_for(&self.collection);
+        let mut canonical: Vec<String> = self.bands.iter().map(|b| profile.aliases(b)[0].clone()).collect();
+        for band in self.index.iter().flat_map(SpectralIndex::bands) {
+            if !canonical.contains(&band) {
+                canonical.push(band.clone());
+                read.push(band);
+            }
+        }
+        read
+    }
+
+    /// The canonical names of [`CubeSpec::read_bands`]: what index expressions name.
+    pub fn read_band_names(&self) -> Vec<String> {
+        let profile = crate::sensor::profile_for(&self.collection);
+        self.read_bands().iter().map(|b| profile.aliases(b)[0].clone()).collect()
+    }
+
+    /// The data variables of the indices, in the order given.
+    pub fn index_variables(&self) -> Vec<String> {
+        self.index.iter().map(|i| index_variable(i, &self.reducer)).collect()
+    }
+
     /// The spec as stored in the cube and compared on resume.
     pub fn identity_json(&self) -> serde_json::Value {
         serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
@@ -648,6 +743,51 @@ mod tests {
         assert_eq!((s.chunk_size, s.resolution, s.mask), (900, 1.0 / 3600.0, MaskSpec::Seed));
         let e = toml::from_str::<SpecInput>("chunksize = 3").unwrap_err().to_string();
         assert!(e.contains("chunksize"), "{e}");
+    }
+
+    #[test]
+    fn indices_are_checked_and_read_the_bands_they_need() {
+        let with = |index: &[&str], reducer: Option<&str>| SpecInput {
+            index: Some(index.iter().map(|s| s.to_string()).collect()),
+            reducer: reducer.map(String::from),
+            bands: Some(vec!["B04".into(), "nir".into()]),
+            ..vermont()
+        };
+        let s = with(&["ndvi,nbr", "evi=2.5*(nir-red)/(nir+6*red-7.5*blue+1)"], Some("max")).validate().unwrap();
+        assert_eq!(s.index_variables(), ["ndvi_max", "nbr_max", "evi_max"]);
+        assert_eq!(s.read_bands(), ["B04", "nir", "swir22", "blue"]);
+        assert_eq!(s.read_band_names(), ["red", "nir", "swir22", "blue"]);
+        let stored = s.identity_json();
+        assert_eq!(stored["index"][0], "ndvi=(nir-red)/(nir+red)");
+        assert!(vermont().validate().unwrap().identity_json().get("index").is_none(), "no key without indices");
+        let back: CubeSpec = serde_json::from_value(stored).unwrap();
+        assert_eq!(back, s);
+        let e = err(with(&["ndvi"], Some("geomedian")));
+        assert!(e.to_string().starts_with("index ndvi: the geomedian reducer"), "{e}");
+        let e = err(with(&["ndvi,ndvi"], None));
+        assert!(e.to_string().contains("given twice"), "{e}");
+        let e = err(with(&["valid=nir"], Some("count")));
+        assert!(e.to_string().contains("clashes"), "{e}");
+        let e = err(SpecInput { variable: Some("ndvi_median".into()), ..with(&["ndvi"], None) });
+        assert!(e.to_string().contains("clashes"), "{e}");
+    }
+
+    #[test]
+    fn landsat_indices_read_landsat_bands_and_a_sentinel_2_formula_is_refused() {
+        let landsat = |index: &str| SpecInput {
+            collection: Some("landsat-c2-l2".into()),
+            index: Some(vec![index.into()]),
+            bands: Some(vec!["red".into()]),
+            ..vermont()
+        };
+        let e = err(landsat("ndvi"));
+        assert!(e.to_string().contains("reads `nir`, which is not a reflectance band of Landsat"), "{e}");
+        assert!(e.to_string().contains("ndvi=(nir08-red)/(nir08+red)"), "{e}");
+        let s = landsat("ndvi=(nir08-red)/(nir08+red)").validate().unwrap();
+        assert_eq!(s.read_bands(), ["red", "nir08"]);
+        assert_eq!(s.read_band_names(), ["red", "nir08"]);
+        let e = err(landsat("t=lwir11"));
+        assert!(e.to_string().contains("lwir11"), "{e}");
     }
 
     #[test]

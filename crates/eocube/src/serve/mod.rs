@@ -24,7 +24,8 @@ pub mod canvas;
 pub mod colormap;
 pub mod docs;
 pub mod encode;
-pub mod expr;
+/// The band-maths evaluator lives in [`crate::expr`] (cube indices use it too).
+pub use crate::expr;
 pub mod pages;
 pub mod params;
 pub mod quicklook;

@@ -217,7 +217,60 @@ pub fn array_docs(layout: &CubeLayout) -> Vec<ArrayDoc> {
             count_attrs(),
         ));
     }
+    for (i, name) in layout.values.indices.iter().enumerate() {
+        let (mut dims, mut shape, mut chunks) = (vec!["time", yname, xname], vec![nt, ny, nx], vec![1, cs, cs]);
+        if nq > 0 {
+            dims.push("quantile");
+            shape.push(nq);
+            chunks.push(nq);
+        }
+        docs.push(spec(name, dims, shape, chunks, Kind::U16Data, index_attrs(layout, i)));
+    }
     docs
+}
+
+/// Attributes of index variable `i`: its formula (from the spec) and the encoding of
+/// [`crate::index`] (a spread or a count is stored as the reflectance's are).
+fn index_attrs(layout: &CubeLayout, i: usize) -> Map<String, Value> {
+    let v = &layout.values;
+    let formula = layout.attrs.pointer(&format!("/index/{i}")).and_then(Value::as_str).unwrap_or_default();
+    let index: Option<crate::index::SpectralIndex> = formula.parse().ok();
+    let what = index.map_or_else(|| formula.to_string(), |x| format!("{} ({})", x.long_name(), x.expression));
+    let kind = v.reducer.split(':').next().unwrap_or("median");
+    let mut a = as_map(json!({
+        "grid_mapping": "spatial_ref",
+        "coordinates": "spatial_ref",
+        "units": "1",
+        "eocube:reducer": v.reducer,
+        "eocube:index": formula,
+    }));
+    match v.encoding {
+        Encoding::Count => {
+            a.insert("long_name".into(), json!(format!("number of valid observations of {what}")));
+        }
+        Encoding::Spread => {
+            a.insert("scale_factor".into(), json!(crate::index::SCALE_FACTOR));
+            a.insert("add_offset".into(), json!(SPREAD_ADD_OFFSET));
+            a.insert("long_name".into(), json!(format!("standard deviation of {what}")));
+        }
+        Encoding::Reflectance => {
+            a.insert("scale_factor".into(), json!(crate::index::SCALE_FACTOR));
+            a.insert("add_offset".into(), json!(crate::index::ADD_OFFSET));
+            a.insert("valid_range".into(), json!(crate::index::VALID_RANGE));
+            a.insert("long_name".into(), json!(format!("{kind} of {what}")));
+            a.insert(
+                "eocube:encoding".into(),
+                json!("stored = floor(index * 10000 + 0.5) + 32768, clipped to [1, 65535]; 0 = no data"),
+            );
+        }
+    }
+    if layout.zarr_format == ZarrFormat::V3 && v.encoding != Encoding::Count {
+        a.insert("_FillValue".into(), json!(0));
+    }
+    if !v.quantiles.is_empty() {
+        a.insert("eocube:quantile_method".into(), json!("linear"));
+    }
+    a
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]

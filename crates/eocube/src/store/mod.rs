@@ -101,6 +101,9 @@ pub struct DataValues {
     /// ([`crate::sensor::Harmonization::scale`]).
     pub scale_factor: f64,
     pub add_offset: f64,
+    /// The variables of the spectral indices (`ndvi_max`, ...: `time, y, x[, quantile]`, one
+    /// each, stored as [`crate::index`] says), in the order of the spec's `index`.
+    pub indices: Vec<String>,
 }
 
 impl Default for DataValues {
@@ -114,7 +117,13 @@ impl std::fmt::Display for DataValues {
     /// As the flags say it: `quantiles:0.1,0.9 with valid_count`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.reducer)?;
-        if self.valid_count { f.write_str(" with valid_count") } else { Ok(()) }
+        if self.valid_count {
+            f.write_str(" with valid_count")?;
+        }
+        if !self.indices.is_empty() {
+            write!(f, " with {}", self.indices.join(", "))?;
+        }
+        Ok(())
     }
 }
 
@@ -128,6 +137,7 @@ impl DataValues {
             valid_count,
             scale_factor: meta::SCALE_FACTOR,
             add_offset: meta::ADD_OFFSET,
+            indices: Vec::new(),
         }
     }
 
@@ -135,6 +145,11 @@ impl DataValues {
     pub fn of_collection(self, collection: &str) -> DataValues {
         let (scale_factor, add_offset) = crate::sensor::profile_for(collection).harmonization.scale();
         DataValues { scale_factor, add_offset, ..self }
+    }
+
+    /// These values with the index variables `indices` beside them.
+    pub fn with_indices(self, indices: Vec<String>) -> DataValues {
+        DataValues { indices, ..self }
     }
 
     /// Values per pixel and band in a data chunk (the number of quantiles, else 1).
@@ -185,6 +200,9 @@ struct LayoutRecord {
     /// `valid_count` is stored; absent when not.
     #[serde(default, skip_serializing_if = "is_false")]
     valid_count: bool,
+    /// The index variables; absent when there are none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    indices: Vec<String>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -205,6 +223,7 @@ impl LayoutRecord {
             zarr_format: layout.zarr_format,
             quantiles: layout.values.quantiles.clone(),
             valid_count: layout.values.valid_count,
+            indices: layout.values.indices.clone(),
         }
     }
 }
@@ -462,6 +481,8 @@ pub struct Cube {
     encoder: Array<MemoryStore>,
     /// The `valid_count` variable likewise, when the cube has it.
     count_encoder: Option<Array<MemoryStore>>,
+    /// The index variables likewise, in the order of [`DataValues::indices`].
+    index_encoders: Vec<Array<MemoryStore>>,
     memory: Arc<MemoryStore>,
 }
 
@@ -529,18 +550,24 @@ impl Cube {
             parse_metadata(&root, data_doc)?,
         )
         .map_err(|e| zarr_err(&root, &layout.variable, e))?;
-        let count_encoder = match docs.iter().find(|d| d.name == VALID_COUNT_VARIABLE) {
-            Some(doc) if layout.values.valid_count => Some(
-                Array::new_with_metadata(
-                    memory.clone(),
-                    &format!("/{VALID_COUNT_VARIABLE}"),
-                    parse_metadata(&root, doc)?,
-                )
-                .map_err(|e| zarr_err(&root, VALID_COUNT_VARIABLE, e))?,
-            ),
-            _ => None,
+        let encoder_of = |name: &str| -> Result<Option<Array<MemoryStore>>> {
+            let Some(doc) = docs.iter().find(|d| d.name == name) else { return Ok(None) };
+            let array = Array::new_with_metadata(memory.clone(), &format!("/{name}"), parse_metadata(&root, doc)?)
+                .map_err(|e| zarr_err(&root, name, e))?;
+            Ok(Some(array))
         };
-        Ok(Cube { store, layout, encoder, count_encoder, memory })
+        let count_encoder = match layout.values.valid_count {
+            true => encoder_of(VALID_COUNT_VARIABLE)?,
+            false => None,
+        };
+        let mut index_encoders = Vec::with_capacity(layout.values.indices.len());
+        for name in &layout.values.indices {
+            index_encoders.push(encoder_of(name)?.ok_or_else(|| StoreError::InvalidLayout {
+                path: root.clone(),
+                reason: format!("no array for the index variable {name}"),
+            })?);
+        }
+        Ok(Cube { store, layout, encoder, count_encoder, index_encoders, memory })
     }
 
     /// Reads the layout back from the group attributes of the cube in `store`.
@@ -586,7 +613,8 @@ impl Cube {
             Some(r) => r.parse().map_err(|e: crate::reduce::ReduceError| not_cube(&format!("bad spec: {e}")))?,
         };
         let collection = spec.get("collection").and_then(Value::as_str).unwrap_or_default();
-        let values = DataValues::of(&reducer, record.valid_count).of_collection(collection);
+        let values =
+            DataValues::of(&reducer, record.valid_count).of_collection(collection).with_indices(record.indices);
         if values.quantiles != record.quantiles {
             return Err(not_cube("`eocube_layout` and the spec name different quantiles"));
         }
@@ -676,6 +704,21 @@ impl Cube {
         self.count_encoder.as_ref().map(|e| e.chunk_key(&[t as u64, iy as u64, ix as u64]).as_str().to_string())
     }
 
+    /// The store keys of the index variables' chunks of `(t, iy, ix)`, in their order.
+    pub fn index_chunk_keys(&self, t: usize, iy: usize, ix: usize) -> Vec<String> {
+        let idx = self.index_indices(t, iy, ix);
+        self.index_encoders.iter().map(|e| e.chunk_key(&idx).as_str().to_string()).collect()
+    }
+
+    /// Chunk indices of an index variable: (time, y, x), then the quantiles in one chunk.
+    fn index_indices(&self, t: usize, iy: usize, ix: usize) -> Vec<u64> {
+        let mut idx = vec![t as u64, iy as u64, ix as u64];
+        if !self.layout.values.quantiles.is_empty() {
+            idx.push(0);
+        }
+        idx
+    }
+
     /// Chunk indices of the data variable: one chunk spans the bands (and the quantiles).
     fn data_indices(&self, t: usize, iy: usize, ix: usize) -> Vec<u64> {
         let mut idx = vec![t as u64, iy as u64, ix as u64, 0];
@@ -709,6 +752,27 @@ impl Cube {
             reason: "this cube has no valid_count variable".into(),
         })?;
         self.encode_with(encoder, job, &[t as u64, iy as u64, ix as u64], data, shape, 1)
+    }
+
+    /// Encodes the chunk of index variable `i` of `job` (values per pixel as the data variable
+    /// has per band, row-major), as [`Cube::encode_chunk`] does the data.
+    pub fn encode_index_chunk(
+        &self,
+        job: Job,
+        i: usize,
+        data: &[u16],
+        shape: (usize, usize),
+    ) -> Result<(String, Option<Bytes>)> {
+        let Job { t, iy, ix } = job;
+        let encoder = self.index_encoders.get(i).ok_or_else(|| StoreError::BadChunk {
+            path: self.path(),
+            t,
+            iy,
+            ix,
+            reason: format!("this cube has {} index variables, not {}", self.index_encoders.len(), i + 1),
+        })?;
+        let indices = self.index_indices(t, iy, ix);
+        self.encode_with(encoder, job, &indices, data, shape, self.layout.values.per_band())
     }
 
     fn encode_with(
@@ -821,9 +885,10 @@ impl Cube {
         if (a.epsg, a.affine, a.shape, a.chunk_size) != (b.epsg, b.affine, b.shape, b.chunk_size)
             || a.bands != b.bands
             || a.variable != b.variable
+            || a.indices != b.indices
             || a.zarr_format != b.zarr_format
         {
-            return mismatch("grid, bands, variable or format", format!("{a:?}"), format!("{b:?}"));
+            return mismatch("grid, bands, variables or format", format!("{a:?}"), format!("{b:?}"));
         }
         if b.times.len() < a.times.len() || b.times[..a.times.len()] != a.times[..] {
             return mismatch("time bins", format!("{:?}", a.times), format!("{:?}", b.times));
@@ -881,6 +946,13 @@ fn validate(path: &Path, layout: &CubeLayout) -> Result<()> {
     ];
     if layout.variable.is_empty() || layout.variable.contains('/') || reserved.contains(&layout.variable.as_str()) {
         return bad("the variable name must be non-empty, without '/', and not a coordinate name");
+    }
+    let mut seen = vec![layout.variable.as_str()];
+    for name in &layout.values.indices {
+        if name.is_empty() || name.contains('/') || reserved.contains(&name.as_str()) || seen.contains(&name.as_str()) {
+            return bad("an index variable's name must be non-empty, without '/', unique and not a coordinate name");
+        }
+        seen.push(name);
     }
     if layout.geobox.shape.ny == 0 || layout.geobox.shape.nx == 0 {
         return bad("empty grid");

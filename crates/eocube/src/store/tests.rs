@@ -589,3 +589,36 @@ async fn a_quantile_cube_with_count_writes_both_chunks_and_reads_its_values_back
     assert!(matches!(Cube::check_matching(reopened, &other), Err(StoreError::LayoutMismatch { .. })));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn an_index_cube_writes_one_variable_per_index_and_reads_its_layout_back() {
+    let reducer: crate::reduce::Reducer = "quantiles:0.5,0.9".parse().unwrap();
+    let attrs = json!({"reducer": "quantiles:0.5,0.9", "index": ["ndvi=(nir-red)/(nir+red)", "x=red*2"]});
+    let values = DataValues::of(&reducer, false).with_indices(vec!["ndvi_quantiles".into(), "x_quantiles".into()]);
+    let l = CubeLayout { values, attrs, ..layout(ZarrFormat::V3) };
+    let docs = array_docs(&l);
+    let ndvi = docs.iter().find(|d| d.name == "ndvi_quantiles").unwrap();
+    assert_eq!(ndvi.dims, ["time", "latitude", "longitude", "quantile"]);
+    assert_eq!(ndvi.metadata["shape"], json!([2, 150, 170, 2]));
+    let a = &ndvi.metadata["attributes"];
+    assert_eq!((a["scale_factor"].as_f64(), a["add_offset"].as_f64()), (Some(0.0001), Some(-3.2768)));
+    assert_eq!((a["_FillValue"].as_u64(), a["valid_range"].clone()), (Some(0), json!([1, 65535])));
+    assert_eq!(a["eocube:index"], "ndvi=(nir-red)/(nir+red)");
+    assert!(a["long_name"].as_str().unwrap().starts_with("quantiles of normalized difference vegetation index"));
+    let dir = tmp("indices");
+    let cube = Cube::create(&dir, &l).await.unwrap();
+    assert_eq!(cube.index_chunk_keys(1, 2, 2), ["ndvi_quantiles/c/1/2/2/0", "x_quantiles/c/1/2/2/0"]);
+    let (rows, cols) = (22, 42);
+    assert!(cube.encode_index_chunk(job(1, 2, 2), 0, &vec![7; rows * cols], (rows, cols)).is_err(), "two quantiles");
+    assert!(cube.encode_index_chunk(job(1, 2, 2), 2, &vec![7; rows * cols * 2], (rows, cols)).is_err(), "no third");
+    let chunk = cube.encode_index_chunk(job(1, 2, 2), 1, &vec![7; rows * cols * 2], (rows, cols)).unwrap();
+    cube.store().write_chunks(job(1, 2, 2), vec![chunk]).await.unwrap();
+    assert!(dir.join("x_quantiles/c/1/2/2/0").is_file());
+    let reopened = Cube::open(dir.to_str().unwrap()).await.unwrap();
+    assert_eq!(reopened.layout().values, l.values);
+    let fewer = CubeLayout { values: l.values.clone().with_indices(vec!["ndvi_quantiles".into()]), ..l.clone() };
+    assert!(matches!(Cube::check_matching(reopened, &fewer), Err(StoreError::LayoutMismatch { .. })));
+    let clash = CubeLayout { values: l.values.clone().with_indices(vec!["valid_count".into()]), ..l.clone() };
+    assert!(matches!(Cube::create(tmp("clash"), &clash).await, Err(StoreError::InvalidLayout { .. })));
+    let _ = std::fs::remove_dir_all(&dir);
+}

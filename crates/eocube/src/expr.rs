@@ -1,4 +1,5 @@
-//! Band maths for `expression=`: a small parser and a vectorized evaluator.
+//! Band maths: a small parser and a vectorized evaluator, shared by the tile server's
+//! `expression=` and the cube's spectral indices (`--index`, [`crate::index`]).
 //!
 //! Owns: the grammar (band names, numbers, `+ - * /`, unary minus, parentheses, `abs`, `sqrt`,
 //! `min`, `max`) and its error messages, which say at which character the expression goes wrong.
