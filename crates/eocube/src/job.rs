@@ -4,10 +4,12 @@
 //!
 //! ```text
 //! search (chunk footprint + halo, bin's UTC interval) ─▶ per scene, at most `scene_concurrency`
-//! at once: open each band's COG, pick the overview, fetch the window (bounded by `io`) ─▶ on the
-//! CPU pool: decode, warp onto the chunk grid grown by the mask halo (SCL always nearest) ─▶
-//! scenes arrive in (solar day, datetime, id) order: each finished solar day is fused, masked,
-//! cropped to the chunk and kept as one observation ─▶ median per band ─▶ write the chunk
+//! at once: open each band's COG (the cube's bands, those its indices need, and the sensor's
+//! quality band), pick the overview, fetch the window (bounded by `io`) ─▶ on the CPU pool:
+//! decode (Landsat's QA_PIXEL into quality codes), warp onto the chunk grid grown by the mask
+//! halo (quality always nearest) ─▶ scenes arrive in (solar day, datetime, id) order: each
+//! finished solar day is fused, masked, cropped to the chunk, its indices computed, and kept as
+//! one observation ─▶ the reducer per band and per index ─▶ write the chunk
 //! ```
 //!
 //! Owns: the order of those steps, which overview and window each band reads, what a job

@@ -427,7 +427,7 @@ impl SpecInput {
             if let Some(band) = missing {
                 return Err(bad(
                     "index",
-                    &i.to_string(),
+                    i.to_string(),
                     format!(
                         "it reads `{band}`, which is not a reflectance band of {}; give the formula with its bands \
                          as name=expression, e.g. ndvi=(nir08-red)/(nir08+red)",
