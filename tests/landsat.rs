@@ -31,6 +31,22 @@ print(json.dumps({
 }))
 "#;
 
+/// Writes the raw values of the index variable argv[2] (time, y, x) to argv[3] and prints its
+/// CF attributes.
+const READ_INDEX: &str = r#"
+import sys, json
+import xarray as xr
+ds = xr.open_zarr(sys.argv[1], consolidated=True, mask_and_scale=False)
+v = ds[sys.argv[2]]
+assert v.dims == ("time", "y", "x"), v.dims
+assert str(v.dtype) == "uint16", v.dtype
+v.values.astype("<u2").tofile(sys.argv[3])
+print(json.dumps({"scale_factor": v.attrs["scale_factor"], "add_offset": v.attrs["add_offset"]}))
+"#;
+
+/// The NDVI formula of a Landsat cube (Landsat has `nir08`, no `nir`).
+const NDVI: &str = "ndvi=(nir08-red)/(nir08+red)";
+
 fn build_args(spec: &LandsatSpec, url: &str, out: &Path, extra: &[&str]) -> Vec<String> {
     let b = spec.bbox;
     let mut args: Vec<String> = ["build", "--bbox"].map(String::from).to_vec();
@@ -87,7 +103,7 @@ fn a_landsat_build_equals_the_archives_truth_on_every_pixel() {
         .block_on(ArchiveServer::start(archive.dir.clone(), archive.items.clone(), Vec::new()))
         .expect("archive server");
     let out = dir.join("cube.zarr");
-    eocube_build_ok(&build_args(&spec, &server.url(), &out, &["--workers", "2"]));
+    eocube_build_ok(&build_args(&spec, &server.url(), &out, &["--workers", "2", "--index", NDVI]));
 
     // A Sentinel-2 mask on a Landsat cube is refused before anything is written, naming the fix.
     let refused = dir.join("refused.zarr");
@@ -133,6 +149,38 @@ fn a_landsat_build_equals_the_archives_truth_on_every_pixel() {
         .collect();
     let differ = got.iter().zip(&want).filter(|(g, w)| g != w).count();
     assert!(bad.is_empty(), "{differ} of {} values differ from the truth; first:\n{}", want.len(), bad.join("\n"));
+
+    // NDVI per observation on Landsat reflectance (DN * 0.0000275 - 0.2): every valid
+    // observation of a pixel is its truth, so the median NDVI is the truth's NDVI.
+    let raw_ndvi = out.with_extension("ndvi.bin");
+    let attrs = run_python(
+        READ_INDEX,
+        &[&out.display().to_string(), "ndvi_median", &raw_ndvi.display().to_string()],
+        "reading the NDVI variable",
+    );
+    let attrs: serde_json::Value = serde_json::from_str(attrs.trim()).expect("index attributes JSON");
+    assert_eq!(attrs["scale_factor"], serde_json::json!(eocube::index::SCALE_FACTOR));
+    assert_eq!(attrs["add_offset"], serde_json::json!(eocube::index::ADD_OFFSET));
+    let ndvi = read_le_u16(&raw_ndvi);
+    assert_eq!(ndvi.len(), want.len() / 2);
+    let reflectance = |dn: u16| (f64::from(dn) * 0.0000275 - 0.2) as f32;
+    let mut checked = 0;
+    for (px, &got) in ndvi.iter().enumerate() {
+        let (red, nir) = (want[px * 2], want[px * 2 + 1]);
+        let expected = if red == 0 || nir == 0 {
+            0
+        } else {
+            let (r, n) = (reflectance(red), reflectance(nir));
+            if n + r == 0.0 { 0 } else { eocube::index::encode((n - r) / (n + r)) }
+        };
+        assert!(
+            got.abs_diff(expected) <= 1,
+            "pixel {px}: ndvi_median {got}, truth's NDVI {expected} (red {red}, nir08 {nir})"
+        );
+        checked += usize::from(expected != 0);
+    }
+    println!("ndvi_median: {checked} values equal the truth's NDVI (within 1 DN of 1e-4)");
+    assert!(checked > ndvi.len() / 2, "{checked} of {} pixels have an NDVI", ndvi.len());
 
     // `eocube serve` reads the cube's own scale and offset: its summary states them and a
     // point's values are the truth as Landsat reflectance.
