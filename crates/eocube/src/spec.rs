@@ -773,6 +773,17 @@ mod tests {
     }
 
     #[test]
+    fn sentinel_2_atmosphere_products_are_refused_as_bands_with_the_reason() {
+        for (band, what) in [("aot", "aerosol optical thickness"), ("WVP", "water vapour")] {
+            let e = err(SpecInput { bands: Some(vec!["red".into(), band.into()]), ..vermont() });
+            assert!(e.to_string().contains(what) && e.to_string().contains("leave it out"), "{e}");
+        }
+        let s =
+            SpecInput { bands: Some(["coastal", "rededge1", "nir09", "B12"].map(String::from).to_vec()), ..vermont() };
+        assert!(s.validate().is_ok(), "every reflectance band at 20 and 60 m is a band");
+    }
+
+    #[test]
     fn landsat_indices_read_landsat_bands_and_a_sentinel_2_formula_is_refused() {
         let landsat = |index: &str| SpecInput {
             collection: Some("landsat-c2-l2".into()),

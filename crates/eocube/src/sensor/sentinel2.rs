@@ -97,7 +97,18 @@ pub const SENTINEL2_L2A: SensorProfile = SensorProfile {
         decoding: QualityDecoding::Classes { no_data: scl::NO_DATA, max: scl::MAX, default_valid: &DEFAULT_VALID },
     },
     harmonization: Harmonization::BoaOffset { offset: BOA_OFFSET, scale_factor: 0.0001, add_offset: -0.1 },
-    not_reflectance: &[],
+    // Their DNs are / 1000 with no BOA offset (ESA's L2A product format; Earth Search's
+    // `raster:bands` scale 0.001), so neither the reflectance scale nor the offset rule fits.
+    not_reflectance: &[
+        (
+            "aot",
+            "is the aerosol optical thickness (AOT = DN / 1000, no BOA offset), not reflectance, and a cube has one scale",
+        ),
+        (
+            "wvp",
+            "is the water vapour column (cm = DN / 1000, no BOA offset), not reflectance, and a cube has one scale",
+        ),
+    ],
 };
 
 /// Earth Search v0's L2A collection. Its COGs are the objects Earth Search v1's `sentinel-2-l2a`
