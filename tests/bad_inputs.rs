@@ -116,7 +116,7 @@ const CASES: &[Case] = &[
     case("landsat-flags-on-s2", Area::Flags, "`--mask cloud,shadow` on a Sentinel-2 cube", 1, &["--mask cloud,shadow", "Landsat QA_PIXEL flags", "4,5,6,7,11"], |c| {
         plan(c, &["--mask", "cloud,shadow"])
     }),
-    case("landsat-temperature-band", Area::Flags, "`--collection landsat-c2-l2 --bands red,lwir11`", 1, &["--bands lwir11", "surface temperature", "leave it out"], |c| {
+    case("landsat-temperature-band", Area::Flags, "`--collection landsat-c2-l2 --bands red,lwir11`", 1, &["--bands red,lwir11", "surface temperature", "cannot share a cube with red", "--bands lwir11"], |c| {
         plan(c, &["--collection", "landsat-c2-l2", "--bands", "red,lwir11"])
     }),
     case("unknown-crs", Area::Flags, "`--crs EPSG:999999`", 1, &["--crs EPSG:999999: unknown CRS", "give an EPSG code such as EPSG:4326"], |c| plan(c, &["--crs", "EPSG:999999"])),

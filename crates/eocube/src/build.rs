@@ -307,7 +307,7 @@ pub fn layout(plan: &Plan) -> CubeLayout {
         zarr_format: if spec.zarr_format == 2 { ZarrFormat::V2 } else { ZarrFormat::V3 },
         attrs: spec.identity_json(),
         values: crate::store::DataValues::of(&spec.reducer, spec.with_count)
-            .of_collection(&spec.collection)
+            .of_sensor(&spec.collection, &spec.bands)
             .with_indices(spec.index_variables()),
     }
 }

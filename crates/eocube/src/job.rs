@@ -839,12 +839,18 @@ async fn decode_scene(fetched: Fetched, plan: &Plan, work: &WorkGrid, grids: &So
     };
     let collection = scene.collection.clone().unwrap_or_else(|| plan.spec.collection.clone());
     let profile = crate::sensor::profile_for(&plan.spec.collection);
+    // Quantities (aerosol optical thickness, ...) are stored as delivered: no BOA offset.
+    let reflectance = matches!(profile.cube_quantity(&plan.spec.bands), Ok(crate::sensor::CubeQuantity::Reflectance));
     let radiometry = Radiometry {
-        add: profile.harmonization.offset_to_add(
-            scene.processing_baseline.as_deref(),
-            scene.boa_offset_applied,
-            &collection,
-        ),
+        add: if reflectance {
+            profile.harmonization.offset_to_add(
+                scene.processing_baseline.as_deref(),
+                scene.boa_offset_applied,
+                &collection,
+            )
+        } else {
+            0
+        },
     };
     let qa = plan.spec.mask.resolve(profile)?.qa_decoder();
     let decodes = windows.into_iter().map(|w| {

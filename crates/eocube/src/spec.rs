@@ -259,15 +259,11 @@ impl SpecInput {
         // The sensor is the collection's (presets default to Sentinel-2 collections).
         let profile = crate::sensor::profile_for(self.collection.as_deref().unwrap_or(DEFAULT_COLLECTION));
         for b in &bands {
-            if let Some((_, why)) =
-                profile.not_reflectance.iter().find(|(n, _)| profile.band(b).is_some_and(|i| i.name == *n))
-            {
-                return Err(bad("bands", b, format!("{why}: leave it out")));
-            }
             if profile.band(b).is_none() || profile.is_quality(b) {
                 return Err(bad("bands", b, format!("unknown band; {}", profile.band_help())));
             }
         }
+        let quantity = profile.cube_quantity(&bands).map_err(|why| bad("bands", bands.join(","), why))?;
         let mut seen = std::collections::HashSet::new();
         if let Some(dup) = bands.iter().find(|b| !seen.insert(profile.aliases(b)[0].clone())) {
             return Err(bad("bands", dup, "is listed twice"));
@@ -357,6 +353,18 @@ impl SpecInput {
             ));
         }
         let index = self.indices(&reducer, &variable, profile)?;
+        if let (crate::sensor::CubeQuantity::Other(q), Some(first)) = (quantity, index.first()) {
+            // A job harmonizes every band it reads as the cube's bands are: reflectance bands
+            // read beside a quantity would miss the BOA offset rule.
+            return Err(bad(
+                "index",
+                first.to_string(),
+                format!(
+                    "indices are formulas of reflectance, and this cube holds the {}; build the indices in a cube of reflectance bands",
+                    q.what
+                ),
+            ));
+        }
         let zarr_format = self.zarr_format.unwrap_or(3);
         if !matches!(zarr_format, 2 | 3) {
             return Err(bad("zarr-format", zarr_format, "must be 2 or 3"));
@@ -420,9 +428,9 @@ impl SpecInput {
             // Formulas name Sentinel-2's bands; another sensor may lack one (Landsat has `nir08`
             // but no `nir`).
             let missing = i.bands().into_iter().find(|b| {
-                profile.band(b).is_none_or(|info| {
-                    profile.is_quality(info.name) || profile.not_reflectance.iter().any(|(n, _)| *n == info.name)
-                })
+                profile
+                    .band(b)
+                    .is_none_or(|info| profile.is_quality(info.name) || profile.quantity(info.name).is_some())
             });
             if let Some(band) = missing {
                 return Err(bad(
@@ -773,11 +781,21 @@ mod tests {
     }
 
     #[test]
-    fn sentinel_2_atmosphere_products_are_refused_as_bands_with_the_reason() {
+    fn quantities_get_a_cube_of_their_own_scale_and_never_share_one_with_reflectance() {
+        let with =
+            |bands: &[&str]| SpecInput { bands: Some(bands.iter().map(|b| b.to_string()).collect()), ..vermont() };
         for (band, what) in [("aot", "aerosol optical thickness"), ("WVP", "water vapour")] {
-            let e = err(SpecInput { bands: Some(vec!["red".into(), band.into()]), ..vermont() });
-            assert!(e.to_string().contains(what) && e.to_string().contains("leave it out"), "{e}");
+            let e = err(with(&["red", band]));
+            let text = e.to_string();
+            assert!(text.contains(what) && text.contains("cannot share a cube with red"), "{e}");
+            assert!(text.contains(&format!("--bands {}", band.to_ascii_lowercase())), "{e}");
         }
+        let s = with(&["aot", "wvp"]).validate().unwrap();
+        let profile = crate::sensor::profile_for(&s.collection);
+        assert_eq!(profile.scale_of(&s.bands), (0.001, 0.0));
+        assert_eq!(profile.scale_of(&["red".to_string()]), (0.0001, -0.1));
+        let e = err(SpecInput { index: Some(vec!["ndvi".into()]), ..with(&["aot"]) });
+        assert!(e.to_string().contains("indices are formulas of reflectance"), "{e}");
         let s =
             SpecInput { bands: Some(["coastal", "rededge1", "nir09", "B12"].map(String::from).to_vec()), ..vermont() };
         assert!(s.validate().is_ok(), "every reflectance band at 20 and 60 m is a band");
@@ -799,6 +817,9 @@ mod tests {
         assert_eq!(s.read_band_names(), ["red", "nir08"]);
         let e = err(landsat("t=lwir11"));
         assert!(e.to_string().contains("lwir11"), "{e}");
+        let temperature = SpecInput { index: None, bands: Some(vec!["lwir11".into()]), ..landsat("ndvi") };
+        let s = temperature.validate().unwrap();
+        assert_eq!(crate::sensor::profile_for(&s.collection).scale_of(&s.bands), (0.00341802, 149.0));
     }
 
     #[test]

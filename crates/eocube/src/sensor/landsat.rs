@@ -30,7 +30,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use super::{BandInfo, Harmonization, QualityBand, QualityDecoding, SensorProfile};
+use super::{BandInfo, Harmonization, QualityBand, QualityDecoding, Quantity, SensorProfile};
 
 const fn band(name: &'static str, number: &'static str) -> BandInfo {
     BandInfo { name, number, resolution_m: 30, resolutions_m: &[30] }
@@ -281,10 +281,13 @@ pub const LANDSAT_C2_L2: SensorProfile = SensorProfile {
     bands: &BANDS,
     quality: QualityBand { band: QA_PIXEL, decoding: QualityDecoding::Bits { fill_bit: 0 } },
     harmonization: Harmonization::Scale { scale_factor: SCALE_FACTOR, add_offset: ADD_OFFSET },
-    not_reflectance: &[(
-        "lwir11",
-        "is surface temperature (kelvin = DN * 0.00341802 + 149.0), not reflectance, and a cube has one scale",
-    )],
+    // Collection 2 Level-2 surface temperature (the USGS product guide's ST_B10 scale).
+    quantities: &[Quantity {
+        band: "lwir11",
+        what: "surface temperature in kelvin",
+        scale_factor: 0.00341802,
+        add_offset: 149.0,
+    }],
 };
 
 #[cfg(test)]

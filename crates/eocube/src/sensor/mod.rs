@@ -134,8 +134,29 @@ pub struct SensorProfile {
     pub bands: &'static [BandInfo],
     pub quality: QualityBand,
     pub harmonization: Harmonization,
-    /// Bands of the table a cube cannot hold, with the reason (for the spec's message).
-    pub not_reflectance: &'static [(&'static str, &'static str)],
+    /// Bands that are not surface reflectance: each has its own CF scale and offset and no
+    /// harmonization, so a cube holds them only with bands of the same scale.
+    pub quantities: &'static [Quantity],
+}
+
+/// A band that is not surface reflectance (Sentinel-2's aerosol optical thickness, Landsat's
+/// surface temperature): stored as delivered, decoded by its own `scale_factor` and `add_offset`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Quantity {
+    /// The band's canonical name.
+    pub band: &'static str,
+    /// What it is, for messages and the variable's `long_name`, e.g. `aerosol optical thickness`.
+    pub what: &'static str,
+    pub scale_factor: f64,
+    pub add_offset: f64,
+}
+
+/// What the bands of one cube are: reflectance (the sensor's harmonized DNs) or one scale of
+/// non-reflectance quantities.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum CubeQuantity {
+    Reflectance,
+    Other(&'static Quantity),
 }
 
 impl SensorProfile {
@@ -197,6 +218,42 @@ impl SensorProfile {
         exact_then_folded(&per_resolution)
     }
 
+    /// The non-reflectance quantity band `name` is, if it is one.
+    pub fn quantity(&self, name: &str) -> Option<&'static Quantity> {
+        let band = self.band(name)?;
+        self.quantities.iter().find(|q| q.band == band.name)
+    }
+
+    /// What a cube of `bands` holds: reflectance, or quantities sharing one scale and offset. A
+    /// mix is refused with what each band is and the fix (a cube has one scale).
+    pub fn cube_quantity(&self, bands: &[String]) -> Result<CubeQuantity, String> {
+        let kinds: Vec<(&String, Option<&'static Quantity>)> = bands.iter().map(|b| (b, self.quantity(b))).collect();
+        let Some((_, first)) = kinds.first() else { return Ok(CubeQuantity::Reflectance) };
+        let scale = |q: Option<&Quantity>| q.map(|q| (q.scale_factor, q.add_offset));
+        if let Some((band, q)) = kinds.iter().find(|(_, q)| scale(*q) != scale(*first)) {
+            let (one, other) = match (q, first) {
+                (Some(q), _) => (q, &bands[0]),
+                (None, Some(q)) => (q, *band),
+                (None, None) => return Ok(CubeQuantity::Reflectance),
+            };
+            return Err(format!(
+                "{} is the {} (value = DN * {} + {}), which cannot share a cube with {other} (a cube has one \
+                 scale_factor and add_offset); build it in a cube of its own, e.g. --bands {}",
+                one.band, one.what, one.scale_factor, one.add_offset, one.band
+            ));
+        }
+        Ok(first.map_or(CubeQuantity::Reflectance, CubeQuantity::Other))
+    }
+
+    /// The CF `(scale_factor, add_offset)` of a cube of `bands` (reflectance's for a mix, which
+    /// the spec refuses).
+    pub fn scale_of(&self, bands: &[String]) -> (f64, f64) {
+        match self.cube_quantity(bands) {
+            Ok(CubeQuantity::Other(q)) => (q.scale_factor, q.add_offset),
+            _ => self.harmonization.scale(),
+        }
+    }
+
     /// Whether `name` is the quality band (read for the mask, never a cube band).
     pub fn is_quality(&self, name: &str) -> bool {
         self.band(name).is_some_and(|b| b.name == self.quality.band.name)
@@ -207,7 +264,7 @@ impl SensorProfile {
         let names: Vec<String> = self
             .bands
             .iter()
-            .filter(|b| !self.is_quality(b.name) && !self.not_reflectance.iter().any(|(n, _)| *n == b.name))
+            .filter(|b| !self.is_quality(b.name))
             .map(|b| format!("{} ({})", b.name, b.number))
             .collect();
         format!(
@@ -313,6 +370,6 @@ mod tests {
         assert_eq!(ls.resolve_asset_key(&files, "red"), Some("SR_B4"));
         assert_eq!(ls.resolve_asset_key(&files, "qa_pixel"), Some("QA_PIXEL"));
         assert!(ls.is_quality("QA_PIXEL") && !ls.is_quality("red"));
-        assert!(ls.band_help().contains("nir08 (SR_B5)") && !ls.band_help().contains("lwir11"));
+        assert!(ls.band_help().contains("nir08 (SR_B5)") && ls.band_help().contains("lwir11"));
     }
 }

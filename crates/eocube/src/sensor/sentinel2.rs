@@ -6,7 +6,7 @@
 //! Owns: these facts and [`offset_rule`]. Must not touch: pixels (`fuse` adds what the rule
 //! says, `mask` applies the classes) or STAC parsing.
 
-use super::{BandInfo, Harmonization, QualityBand, QualityDecoding, SensorProfile};
+use super::{BandInfo, Harmonization, QualityBand, QualityDecoding, Quantity, SensorProfile};
 
 const fn band(name: &'static str, number: &'static str, resolution_m: u32, resolutions_m: &'static [u32]) -> BandInfo {
     BandInfo { name, number, resolution_m, resolutions_m }
@@ -99,15 +99,9 @@ pub const SENTINEL2_L2A: SensorProfile = SensorProfile {
     harmonization: Harmonization::BoaOffset { offset: BOA_OFFSET, scale_factor: 0.0001, add_offset: -0.1 },
     // Their DNs are / 1000 with no BOA offset (ESA's L2A product format; Earth Search's
     // `raster:bands` scale 0.001), so neither the reflectance scale nor the offset rule fits.
-    not_reflectance: &[
-        (
-            "aot",
-            "is the aerosol optical thickness (AOT = DN / 1000, no BOA offset), not reflectance, and a cube has one scale",
-        ),
-        (
-            "wvp",
-            "is the water vapour column (cm = DN / 1000, no BOA offset), not reflectance, and a cube has one scale",
-        ),
+    quantities: &[
+        Quantity { band: "aot", what: "aerosol optical thickness", scale_factor: 0.001, add_offset: 0.0 },
+        Quantity { band: "wvp", what: "water vapour column in cm", scale_factor: 0.001, add_offset: 0.0 },
     ],
 };
 

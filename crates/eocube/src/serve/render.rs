@@ -167,8 +167,9 @@ mod tests {
         assert_eq!(dn(0.3), 4000);
         assert_eq!(S2.decimals(), 4);
         // Landsat Collection 2: DN 7273 (0.2 / 0.0000275 = 7272.7) is reflectance 0
-        let landsat =
-            DnScale::of(&DataValues::of(&crate::reduce::Reducer::Median, false).of_collection("landsat-c2-l2"));
+        let landsat = DnScale::of(
+            &DataValues::of(&crate::reduce::Reducer::Median, false).of_sensor("landsat-c2-l2", &["red".to_string()]),
+        );
         assert!(landsat.reflectance(7273).abs() < 1e-4 && (landsat.reflectance(18182) - 0.3).abs() < 1e-4);
         assert_eq!(landsat.decimals(), 5);
     }

@@ -55,13 +55,15 @@ fn data_attrs(layout: &CubeLayout) -> Map<String, Value> {
         Encoding::Reflectance => {
             a.insert("scale_factor".into(), json!(v.scale_factor));
             a.insert("add_offset".into(), json!(v.add_offset));
-            a.insert("long_name".into(), json!(format!("{kind} surface reflectance ({bands})")));
+            let what = v.quantity.as_deref().unwrap_or("surface reflectance");
+            a.insert("long_name".into(), json!(format!("{kind} {what} ({bands})")));
         }
         Encoding::Spread => {
             // stored = round(std in DN) + 1: one DN below zero
             a.insert("scale_factor".into(), json!(v.scale_factor));
             a.insert("add_offset".into(), json!(-v.scale_factor));
-            a.insert("long_name".into(), json!(format!("standard deviation of surface reflectance ({bands})")));
+            let what = v.quantity.as_deref().unwrap_or("surface reflectance");
+            a.insert("long_name".into(), json!(format!("standard deviation of {what} ({bands})")));
         }
         Encoding::Count => {
             a.insert("long_name".into(), json!(format!("number of valid observations ({bands})")));

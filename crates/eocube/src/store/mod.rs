@@ -101,6 +101,9 @@ pub struct DataValues {
     /// ([`crate::sensor::Harmonization::scale`]).
     pub scale_factor: f64,
     pub add_offset: f64,
+    /// What the bands are when not surface reflectance (`aerosol optical thickness`), for the
+    /// data variable's `long_name`.
+    pub quantity: Option<String>,
     /// The variables of the spectral indices (`ndvi_max`, ...: `time, y, x[, quantile]`, one
     /// each, stored as [`crate::index`] says), in the order of the spec's `index`.
     pub indices: Vec<String>,
@@ -137,14 +140,21 @@ impl DataValues {
             valid_count,
             scale_factor: meta::SCALE_FACTOR,
             add_offset: meta::ADD_OFFSET,
+            quantity: None,
             indices: Vec::new(),
         }
     }
 
-    /// These values in the DNs of the sensor of `collection`.
-    pub fn of_collection(self, collection: &str) -> DataValues {
-        let (scale_factor, add_offset) = crate::sensor::profile_for(collection).harmonization.scale();
-        DataValues { scale_factor, add_offset, ..self }
+    /// These values in the DNs of the sensor of `collection` (the reflectance's, or the scale of
+    /// the quantity `bands` are, e.g. aerosol optical thickness).
+    pub fn of_sensor(self, collection: &str, bands: &[String]) -> DataValues {
+        let profile = crate::sensor::profile_for(collection);
+        let (scale_factor, add_offset) = profile.scale_of(bands);
+        let quantity = match profile.cube_quantity(bands) {
+            Ok(crate::sensor::CubeQuantity::Other(q)) => Some(q.what.to_string()),
+            _ => None,
+        };
+        DataValues { scale_factor, add_offset, quantity, ..self }
     }
 
     /// These values with the index variables `indices` beside them.
@@ -613,8 +623,9 @@ impl Cube {
             Some(r) => r.parse().map_err(|e: crate::reduce::ReduceError| not_cube(&format!("bad spec: {e}")))?,
         };
         let collection = spec.get("collection").and_then(Value::as_str).unwrap_or_default();
-        let values =
-            DataValues::of(&reducer, record.valid_count).of_collection(collection).with_indices(record.indices);
+        let values = DataValues::of(&reducer, record.valid_count)
+            .of_sensor(collection, &record.bands)
+            .with_indices(record.indices);
         if values.quantiles != record.quantiles {
             return Err(not_cube("`eocube_layout` and the spec name different quantiles"));
         }

@@ -64,6 +64,16 @@ fn v3_metadata_of_the_data_variable() {
 }
 
 #[test]
+fn a_cube_of_aerosol_optical_thickness_states_its_own_scale_and_name() {
+    let bands = vec!["aot".to_string()];
+    let values = crate::store::DataValues::default().of_sensor("sentinel-2-c1-l2a", &bands);
+    let docs = array_docs(&CubeLayout { bands, values, ..layout(ZarrFormat::V3) });
+    let a = &docs[0].metadata["attributes"];
+    assert_eq!((a["scale_factor"].as_f64(), a["add_offset"].as_f64()), (Some(0.001), Some(0.0)));
+    assert_eq!(a["long_name"], "median aerosol optical thickness (aot)");
+}
+
+#[test]
 fn v2_metadata_of_the_data_variable() {
     let docs = array_docs(&layout(ZarrFormat::V2));
     let m = &docs[0].metadata;
