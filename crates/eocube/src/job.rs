@@ -44,10 +44,6 @@ use crate::warp::{
     source_pixels_per_target_pixel, source_window,
 };
 
-/// The scene classification band, as the Sentinel-2 profile names it. A job reads the quality
-/// band of its cube's sensor ([`quality_band`]).
-pub const SCL_BAND: &str = crate::sensor::SENTINEL2_L2A.quality.band.name;
-
 /// The band every job of `spec` reads for the mask: its collection's sensor's quality band
 /// (`scl`, `qa_pixel`).
 pub fn quality_band(spec: &crate::spec::CubeSpec) -> &'static str {
