@@ -34,6 +34,8 @@ pub mod plan;
 pub mod pyramid;
 pub mod reduce;
 pub mod report;
+#[cfg(test)]
+mod scratch;
 pub mod sensor;
 pub mod serve;
 pub mod spec;

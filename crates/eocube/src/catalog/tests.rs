@@ -546,8 +546,7 @@ fn local_files_in_every_accepted_shape_and_bad_files_give_typed_errors() {
     let one = load_item_collection(data(C1_20EPT)).unwrap();
     assert_eq!(one.len(), 1);
     // a JSON array of items, and the Earth Search search page (FeatureCollection, mixed collections)
-    let dir = std::env::temp_dir().join(format!("eocube-catalog-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = crate::scratch::ScratchDir::new("catalog-test");
     let arr = dir.join("array.json");
     std::fs::write(&arr, serde_json::to_string(&vec![read(C1_20EPT), read(OLD_20EPT)]).unwrap()).unwrap();
     let c = load_item_collection(&arr).unwrap();
@@ -599,7 +598,6 @@ fn local_files_in_every_accepted_shape_and_bad_files_give_typed_errors() {
         load_item_collection(write("bad-geom.json", &bad.to_string())),
         Err(CatalogError::InvalidItem { field, .. }) if field == "geometry"
     ));
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

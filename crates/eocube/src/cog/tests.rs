@@ -100,9 +100,7 @@ fn test_tiff(big_endian: bool, compression: u16, predictor: u16) -> (Vec<u8>, Ve
     (mk(offsets).0, truth)
 }
 
-fn write_tmp(name: &str, bytes: &[u8]) -> String {
-    let dir = std::env::temp_dir().join(format!("eocube-cog-unit-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+fn write_tmp(dir: &std::path::Path, name: &str, bytes: &[u8]) -> String {
     let p = dir.join(name);
     std::fs::write(&p, bytes).unwrap();
     p.to_string_lossy().into_owned()
@@ -136,6 +134,7 @@ fn header_of_a_hand_made_tiff() {
 
 #[tokio::test]
 async fn windows_of_every_codec_and_byte_order_match_the_truth() {
+    let dir = crate::scratch::ScratchDir::new("cog-codecs");
     let fetcher = Fetcher::new(FetchConfig::default());
     let windows = [
         PixelWindow { row: 0, col: 0, height: 20, width: 40 },
@@ -146,7 +145,7 @@ async fn windows_of_every_codec_and_byte_order_match_the_truth() {
     for be in [false, true] {
         for (comp, pred) in [(1, 1), (8, 1), (8, 2), (32946, 2), (5, 2), (50000, 2), (50000, 1)] {
             let (bytes, truth) = test_tiff(be, comp, pred);
-            let href = write_tmp(&format!("t-{be}-{comp}-{pred}.tif"), &bytes);
+            let href = write_tmp(&dir, &format!("t-{be}-{comp}-{pred}.tif"), &bytes);
             let cog = fetcher.open(&href).await.unwrap();
             assert_eq!(cog.stats().requests, 1, "header in one request");
             for win in windows {
@@ -167,8 +166,9 @@ async fn windows_of_every_codec_and_byte_order_match_the_truth() {
 
 #[tokio::test]
 async fn one_window_coalesces_its_tiles() {
+    let dir = crate::scratch::ScratchDir::new("cog-coalesce");
     let (bytes, _) = test_tiff(false, 8, 2);
-    let href = write_tmp("coalesce.tif", &bytes);
+    let href = write_tmp(&dir, "coalesce.tif", &bytes);
     let cog = Fetcher::new(FetchConfig::default()).open(&href).await.unwrap();
     let f = cog.fetch_window(0, PixelWindow { row: 0, col: 0, height: 20, width: 40 }).await.unwrap();
     assert_eq!(f.stats().requests, 1, "six adjacent tiles, one request");
@@ -183,8 +183,9 @@ async fn one_window_coalesces_its_tiles() {
 
 #[tokio::test]
 async fn a_header_read_once_is_not_fetched_again_by_the_same_fetcher() {
+    let dir = crate::scratch::ScratchDir::new("cog-header-cache");
     let (bytes, truth) = test_tiff(false, 8, 2);
-    let href = write_tmp("header-cache.tif", &bytes);
+    let href = write_tmp(&dir, "header-cache.tif", &bytes);
     let fetcher = Fetcher::new(FetchConfig::default());
     let first = fetcher.open(&href).await.unwrap();
     assert_eq!(first.stats().requests, 1);
@@ -198,7 +199,7 @@ async fn a_header_read_once_is_not_fetched_again_by_the_same_fetcher() {
     let other = Fetcher::new(FetchConfig::default()).open(&href).await.unwrap();
     assert_eq!(other.stats().requests, 1, "another fetcher reads the header itself");
     // A file that failed to open is not remembered.
-    let bad = write_tmp("header-cache-bad.tif", b"not a tiff");
+    let bad = write_tmp(&dir, "header-cache-bad.tif", b"not a tiff");
     assert!(fetcher.open(&bad).await.is_err());
     std::fs::write(&bad, &bytes).unwrap();
     assert_eq!(fetcher.open(&bad).await.unwrap().stats().requests, 1);
@@ -279,6 +280,7 @@ fn overviews_and_masks_are_told_apart() {
 
 #[test]
 fn stripped_files_read_like_full_width_tiles() {
+    let dir = crate::scratch::ScratchDir::new("cog-stripped");
     // 10 x 5 uint8, 2 rows per strip (3 strips, the last one row), uncompressed.
     let (w, h) = (10usize, 5usize);
     let truth: Vec<u8> = (0..w * h).map(|i| i as u8).collect();
@@ -299,7 +301,7 @@ fn stripped_files_read_like_full_width_tiles() {
     let (bytes, _) = mk(vec![at as u64, at as u64 + 20, at as u64 + 40]);
     let hd = parse_header_bytes(&bytes).unwrap();
     assert!(hd.levels[0].is_stripped());
-    let href = write_tmp("stripped.tif", &bytes);
+    let href = write_tmp(&dir, "stripped.tif", &bytes);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let cog = Fetcher::new(FetchConfig::default()).open(&href).await.unwrap();
@@ -321,9 +323,10 @@ fn stripped_files_read_like_full_width_tiles() {
 
 #[tokio::test]
 async fn empty_and_tiny_local_files_are_truncated() {
+    let dir = crate::scratch::ScratchDir::new("cog-tiny");
     let fetcher = Fetcher::new(FetchConfig::default());
     for (name, bytes) in [("empty.tif", &b""[..]), ("five.tif", &b"II*\0\x08"[..])] {
-        let href = write_tmp(name, bytes);
+        let href = write_tmp(&dir, name, bytes);
         let e = fetcher.open(&href).await.unwrap_err();
         assert!(matches!(e, CogError::Truncated { .. }), "{name}: {e:?}");
         assert!(e.to_string().contains(&href), "{e}");
@@ -334,6 +337,7 @@ async fn empty_and_tiny_local_files_are_truncated() {
 /// here in a big-endian BigTIFF.
 #[tokio::test]
 async fn sparse_tiles_read_as_nodata_in_a_big_endian_bigtiff() {
+    let dir = crate::scratch::ScratchDir::new("cog-sparse");
     let (w, h, t) = (40usize, 20usize, 16usize);
     // 3 x 2 tiles; only tile 4 (row 1, column 1) is stored: uncompressed, every sample 7.
     let data: Vec<u8> = std::iter::repeat_n([0u8, 7], t * t).flatten().collect();
@@ -351,7 +355,7 @@ async fn sparse_tiles_read_as_nodata_in_a_big_endian_bigtiff() {
     };
     let (_, at) = mk(0);
     let (bytes, _) = mk(at as u64);
-    let href = write_tmp("sparse.tif", &bytes);
+    let href = write_tmp(&dir, "sparse.tif", &bytes);
     let cog = Fetcher::new(FetchConfig::default()).open(&href).await.unwrap();
     assert_eq!((cog.nodata(), cog.levels()[0].tile_byte_range(0, 0)), (Some(9.0), Some(0..0)));
     let r = cog.read_window(0, PixelWindow { row: 0, col: 0, height: h, width: w }).await.unwrap();

@@ -3,6 +3,7 @@ use serde_json::{Value, json};
 use super::meta::{array_docs, spatial_ref_attrs};
 use super::*;
 use crate::grid::{Affine, Crs, GeoBox, PixelWindow, Shape};
+use crate::scratch::ScratchDir;
 
 /// 150 x 170 px of 1/3600 degree in 64 px chunks: 3 x 3 chunks, the last row/column clipped.
 fn layout(format: ZarrFormat) -> CubeLayout {
@@ -19,10 +20,9 @@ fn layout(format: ZarrFormat) -> CubeLayout {
     }
 }
 
-fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("eocube-store-unit-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+/// An empty directory for one test's cube, removed when the test ends.
+fn tmp(name: &str) -> ScratchDir {
+    ScratchDir::new(&format!("store-unit-{name}"))
 }
 
 fn job(t: usize, iy: usize, ix: usize) -> Job {
@@ -132,7 +132,6 @@ async fn edge_chunks_are_clipped_but_keep_their_offset() {
     // All fill: not stored, and a previous chunk is removed.
     cube.write_chunk(job(1, 2, 2), &vec![0; 22 * 42 * 3], (22, 42)).await.unwrap();
     assert!(!dir.join("rgb_median/c/1/2/2/0").exists());
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[tokio::test]
@@ -147,7 +146,6 @@ async fn v2_chunk_keys_use_dots() {
     let zm = read_json(&dir.join(".zmetadata"));
     assert_eq!(zm["zarr_consolidated_format"], 1);
     assert_eq!(zm["metadata"]["time/.zattrs"]["_ARRAY_DIMENSIONS"], json!(["time"]));
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[tokio::test]
@@ -168,7 +166,6 @@ async fn template_and_consolidated_metadata_v3() {
     assert_eq!(cm["kind"], "inline");
     assert_eq!(cm["metadata"]["rgb_median"]["dimension_names"][1], "latitude");
     assert_eq!(cm["metadata"].as_object().unwrap().len(), 6);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[tokio::test]
@@ -199,7 +196,6 @@ async fn ledger_round_trip() {
     let lines = reopened.report().await.unwrap();
     assert_eq!(lines.len(), 5);
     assert_eq!(lines[0]["job"], json!([9, 9, 9]));
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[tokio::test]
@@ -228,13 +224,13 @@ async fn open_reads_the_layout_back_and_open_matching_refuses_another() {
         assert!(matches!(Cube::open_matching(&dir, &other).await, Err(StoreError::LayoutMismatch { .. })));
         // create refuses to overwrite it.
         assert!(matches!(Cube::create(&dir, &l).await, Err(StoreError::AlreadyExists { .. })));
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
 
 #[tokio::test]
 async fn a_path_holding_something_else_is_refused() {
-    let dir = tmp("else");
+    let scratch = tmp("else");
+    let dir = scratch.join("cube");
     assert!(matches!(Cube::open(&dir).await, Err(StoreError::NotFound { .. })));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("notes.txt"), "hello").unwrap();
@@ -249,12 +245,12 @@ async fn a_path_holding_something_else_is_refused() {
     // A file.
     let file = dir.join("notes.txt");
     assert!(matches!(Cube::open(&file).await, Err(StoreError::NotACube { .. })));
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[tokio::test]
 async fn invalid_layouts_are_refused() {
-    let dir = tmp("invalid");
+    let scratch = tmp("invalid");
+    let dir = scratch.join("cube");
     let mut l = layout(ZarrFormat::V3);
     l.times.clear();
     assert!(matches!(Cube::create(&dir, &l).await, Err(StoreError::InvalidLayout { .. })));
@@ -274,7 +270,6 @@ async fn rewriting_a_chunk_gives_the_same_bytes() {
     let first = std::fs::read(&key).unwrap();
     cube.write_chunk(job(0, 0, 1), &data, (64, 64)).await.unwrap();
     assert_eq!(first, std::fs::read(&key).unwrap());
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[tokio::test]
@@ -297,7 +292,6 @@ async fn an_all_fill_chunk_is_not_stored_and_removes_what_was_there() {
     // A rerun that finds nothing leaves fill, not the old values.
     cube.write_chunk(job(0, 0, 1), &vec![0; 64 * 64 * 3], (64, 64)).await.unwrap();
     assert!(!key.exists());
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -333,7 +327,6 @@ async fn concurrent_jobs_write_disjoint_chunks_and_one_report() {
     for j in &jobs {
         assert!(dir.join(cube.chunk_key(j.t, j.iy, j.ix)).is_file());
     }
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[tokio::test]
@@ -423,7 +416,6 @@ async fn icechunk_jobs_write_in_forks_merged_when_done() {
     let (rows, cols) = again.chunk_shape(0, 0).unwrap();
     write_done(&again, job(0, 0, 0), &vec![0; rows * cols * 3], (rows, cols), json!({"scenes": 0})).await;
     assert!(again.store().read(&again.chunk_key(0, 0, 0)).await.unwrap().is_none());
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The value a test cube holds at (t, row, col, band): distinct everywhere, never fill.
@@ -433,7 +425,7 @@ fn probe(t: usize, r: usize, c: usize, b: usize) -> u16 {
 
 /// A finished cube of `layout(format)` whose every chunk holds [`probe`] except chunk (0, 1, 1),
 /// left unwritten (all fill).
-async fn finished_probe_cube(format: ZarrFormat, name: &str) -> (PathBuf, CubeLayout) {
+async fn finished_probe_cube(format: ZarrFormat, name: &str) -> (ScratchDir, CubeLayout) {
     let dir = tmp(name);
     let l = layout(format);
     let cube = Cube::create(&dir, &l).await.unwrap();
@@ -547,7 +539,6 @@ async fn an_icechunk_view_pins_a_snapshot_a_tag_or_a_branch() {
     assert_eq!(versions.branches, vec![("main".to_string(), snapshot.clone())]);
     assert_eq!(versions.tags, vec![("v1".to_string(), snapshot.clone())]);
     assert_eq!(versions.snapshots.first().map(|v| v.snapshot.as_str()), Some(snapshot.as_str()));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -597,7 +588,6 @@ async fn a_quantile_cube_with_count_writes_both_chunks_and_reads_its_values_back
     // A spec naming other quantiles than the record is not this eocube's cube.
     let other = CubeLayout { attrs: json!({"reducer": "quantiles:0.2,0.9"}), ..l.clone() };
     assert!(matches!(Cube::check_matching(reopened, &other), Err(StoreError::LayoutMismatch { .. })));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
@@ -630,5 +620,4 @@ async fn an_index_cube_writes_one_variable_per_index_and_reads_its_layout_back()
     assert!(matches!(Cube::check_matching(reopened, &fewer), Err(StoreError::LayoutMismatch { .. })));
     let clash = CubeLayout { values: l.values.clone().with_indices(vec!["valid_count".into()]), ..l.clone() };
     assert!(matches!(Cube::create(tmp("clash"), &clash).await, Err(StoreError::InvalidLayout { .. })));
-    let _ = std::fs::remove_dir_all(&dir);
 }

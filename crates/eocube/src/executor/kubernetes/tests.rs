@@ -272,11 +272,8 @@ fn status_changes_are_reported_once_started_before_ended() {
     assert_eq!(t.observe(&empty), vec![Change::Ended(0, Ending::Gone), Change::Ended(1, Ending::Gone)]);
 }
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("eocube-kubernetes-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+fn temp_dir(name: &str) -> crate::scratch::ScratchDir {
+    crate::scratch::ScratchDir::new(&format!("kubernetes-{name}"))
 }
 
 fn no_results() -> ResultReader {
@@ -286,17 +283,16 @@ fn no_results() -> ResultReader {
 #[tokio::test]
 async fn without_kubectl_the_error_says_to_emit_and_apply() {
     let empty = temp_dir("no-kubectl");
-    let exec = KubernetesExecutor::new(array(vec![0, 1]), options(), no_results()).unwrap().with_path(&empty);
+    let exec = KubernetesExecutor::new(array(vec![0, 1]), options(), no_results()).unwrap().with_path(&*empty);
     let (tx, _rx) = mpsc::unbounded_channel();
     let e = exec.launch(vec![0, 1], tx).await.unwrap_err().to_string();
     assert!(e.starts_with("kubernetes: kubectl was not found"), "{e}");
     assert!(e.contains("(`emit`)") && e.contains("kubectl apply -f FILE"), "{e}");
-    let e = Kubectl { program: "kubectl".into(), namespace: None, path: Some(empty.clone().into()) }
+    let e = Kubectl { program: "kubectl".into(), namespace: None, path: Some(empty.to_path_buf().into()) }
         .run(&["version"], None)
         .await
         .unwrap_err();
     assert!(matches!(e, KubernetesError::NoKubectl { .. }), "{e}");
-    let _ = std::fs::remove_dir_all(empty);
 }
 
 /// A stand-in kubectl: logs its arguments, keeps what `apply` is given, answers `get` with
@@ -314,7 +310,7 @@ case "$*" in
 esac
 "#;
 
-fn fake_kubectl(name: &str) -> PathBuf {
+fn fake_kubectl(name: &str) -> crate::scratch::ScratchDir {
     use std::os::unix::fs::PermissionsExt;
     let dir = temp_dir(name);
     let path = dir.join("kubectl");
@@ -392,7 +388,6 @@ async fn a_fake_cluster_is_applied_polled_cancelled_and_deleted() {
     exec.shutdown().await;
     let calls = std::fs::read_to_string(dir.join("calls.log")).unwrap();
     assert!(calls.contains(&format!("delete job {name} {retry} --cascade=background")), "{calls}");
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test]
@@ -402,5 +397,4 @@ async fn a_refused_connection_is_unreachable_and_says_to_emit() {
     let exec = KubernetesExecutor::new(array(vec![0]), options(), no_results()).unwrap().with_path(&dir);
     let e = exec.launch(vec![0], mpsc::unbounded_channel().0).await.unwrap_err().to_string();
     assert!(e.contains("cannot be reached") && e.contains("was refused") && e.contains("(`emit`)"), "{e}");
-    let _ = std::fs::remove_dir_all(dir);
 }
