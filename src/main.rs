@@ -7,6 +7,7 @@ mod demo;
 mod errors;
 #[cfg(feature = "lambda")]
 mod lambda;
+mod malloc;
 mod progress;
 
 use std::process::ExitCode;
@@ -674,6 +675,7 @@ impl SpecArgs {
 }
 
 fn main() -> ExitCode {
+    malloc::tune();
     #[cfg(feature = "lambda")]
     if lambda::started_as_function() {
         return lambda::serve();

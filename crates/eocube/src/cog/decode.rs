@@ -138,6 +138,9 @@ fn lzw(src: &[u8], dst: &mut [u8]) -> Result<usize, String> {
 
 /// A pixel type we decode into.
 pub(crate) trait Sample: bytemuck::Pod + Default + Send + 'static {
+    /// Whether `wrapping_add` is exact integer arithmetic (any order of additions gives the same
+    /// bits), unlike f32's.
+    const INTEGER: bool;
     fn swap(self) -> Self;
     fn wrapping_add(self, o: Self) -> Self;
     fn from_f64(v: f64) -> Self;
@@ -146,6 +149,7 @@ pub(crate) trait Sample: bytemuck::Pod + Default + Send + 'static {
 macro_rules! int_sample {
     ($t:ty) => {
         impl Sample for $t {
+            const INTEGER: bool = true;
             #[inline]
             fn swap(self) -> Self {
                 self.swap_bytes()
@@ -165,6 +169,7 @@ int_sample!(u16);
 int_sample!(i16);
 
 impl Sample for f32 {
+    const INTEGER: bool = false;
     #[inline]
     fn swap(self) -> Self {
         f32::from_bits(self.to_bits().swap_bytes())
@@ -258,8 +263,21 @@ pub(crate) fn decode_tile<T: Sample>(
             p.tile_w, p.valid_rows
         ));
     }
+    let native = codec.big_endian == cfg!(target_endian = "big") || size == 1;
     for r in p.r0..p.r1 {
         let row = &mut tile_buf[r * p.tile_w..(r + 1) * p.tile_w];
+        let o = (p.out_row + r - p.r0) * out_w + p.out_col;
+        if let (Predictor::Horizontal, true, true) = (codec.predictor, native, T::INTEGER) {
+            // Only columns c0..c1 are kept, so the differences before c0 count only by their sum
+            // (wrapping: any order, so it vectorises) and the running sum over c0..c1 goes
+            // straight into the window: a third less work than undoing the whole row and copying.
+            let mut acc = row[..p.c0].iter().fold(T::default(), |a, &v| a.wrapping_add(v));
+            for (dst, &v) in out[o..o + (p.c1 - p.c0)].iter_mut().zip(&row[p.c0..p.c1]) {
+                acc = acc.wrapping_add(v);
+                *dst = acc;
+            }
+            continue;
+        }
         match codec.predictor {
             Predictor::Float => {
                 let rb: &mut [u8] = bytemuck::cast_slice_mut(row);
@@ -277,7 +295,6 @@ pub(crate) fn decode_tile<T: Sample>(
                 }
             }
         }
-        let o = (p.out_row + r - p.r0) * out_w + p.out_col;
         out[o..o + (p.c1 - p.c0)].copy_from_slice(&row[p.c0..p.c1]);
     }
     Ok(())
@@ -382,6 +399,58 @@ mod tests {
         assert_eq!(d.decompress(Compression::Zstd, &packed, &mut out).unwrap(), data.len());
         assert_eq!(out, data);
         assert!(d.decompress(Compression::Zstd, &[1, 2, 3], &mut out).is_err());
+    }
+
+    /// Every sub-window of a differenced tile, in both byte orders and both integer widths,
+    /// equals the tile's values (the native path sums the columns before the window instead of
+    /// undoing them).
+    fn predictor_2_windows_match<T: Sample + PartialEq + std::fmt::Debug>(
+        values: &[T],
+        w: usize,
+        h: usize,
+        big_endian: bool,
+        to_bytes: impl Fn(T) -> Vec<u8>,
+        sub: impl Fn(T, T) -> T,
+    ) {
+        let mut src = vec![];
+        for row in values.chunks_exact(w) {
+            let mut prev = T::default();
+            for &v in row {
+                src.extend(to_bytes(sub(v, prev)));
+                prev = v;
+            }
+        }
+        let dtype = if std::mem::size_of::<T>() == 1 { DataType::U8 } else { DataType::U16 };
+        let codec = Codec { compression: Compression::None, predictor: Predictor::Horizontal, dtype, big_endian };
+        for (r0, r1) in [(0, h), (1, h - 1), (h - 1, h)] {
+            for c0 in 0..w {
+                for c1 in c0 + 1..=w {
+                    let p = Placement { tile_w: w, tile_h: h, valid_rows: h, r0, r1, c0, c1, out_row: 0, out_col: 0 };
+                    let mut out = vec![T::default(); (r1 - r0) * (c1 - c0)];
+                    let (mut tb, mut sc) = (vec![], vec![]);
+                    decode_tile(&mut Decoders::new(), &codec, &src, &p, &mut tb, &mut sc, &mut out, c1 - c0).unwrap();
+                    let want: Vec<T> = (r0..r1).flat_map(|r| values[r * w + c0..r * w + c1].to_vec()).collect();
+                    assert_eq!(out, want, "rows {r0}..{r1}, columns {c0}..{c1}, big endian {big_endian}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn predictor_2_sub_windows_equal_the_tile_in_both_byte_orders() {
+        let (w, h) = (37, 5);
+        let mut x = 7u32;
+        let mut next = || {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            x >> 8
+        };
+        let wide: Vec<u16> = (0..w * h).map(|_| next() as u16).collect();
+        let narrow: Vec<u8> = (0..w * h).map(|_| next() as u8).collect();
+        for be in [false, true] {
+            let bytes16 = |v: u16| if be { v.to_be_bytes().to_vec() } else { v.to_le_bytes().to_vec() };
+            predictor_2_windows_match(&wide, w, h, be, bytes16, u16::wrapping_sub);
+            predictor_2_windows_match(&narrow, w, h, be, |v: u8| vec![v], u8::wrapping_sub);
+        }
     }
 
     #[test]
