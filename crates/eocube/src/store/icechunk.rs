@@ -299,16 +299,46 @@ async fn connect(repo: &IcechunkRepo, location: &str, create: bool) -> Result<Co
                     }
                     tokio::time::sleep(CREATE_RACE_POLL).await;
                 }
-                if !appeared {
+                if appeared {
+                    Repository::open(storage).execute().await.map_err(|e| classify(&loc, "open", e.to_string()))?
+                } else if interrupted_creation(storage.as_ref()).await.unwrap_or(false) {
+                    // A build killed while it created the repository: write the first commit
+                    // (the same bytes) and the `main` branch again.
+                    Repository::create(storage.clone())
+                        .spec_version(icechunk::format::format_constants::SpecVersionBin::V1)
+                        .check_clean_root(false)
+                        .execute()
+                        .await
+                        .map_err(|e| classify(&loc, "create", e.to_string()))?
+                } else {
                     return Err(classify(&loc, "create", e.to_string()));
                 }
-                Repository::open(storage).execute().await.map_err(|e| classify(&loc, "open", e.to_string()))?
             }
         }
     } else {
         return Err(StoreError::NotFound { path: PathBuf::from(&loc) });
     };
     Ok(Connected { repo: Arc::new(repository), files: files_of(repo, location)?, profile_keys })
+}
+
+/// Whether the prefix holds exactly what a killed creation of a format 1 repository leaves: the
+/// initial snapshot, written before the `main` branch that makes the repository exist, and
+/// nothing else. Such a prefix holds no data, so creating the repository over it loses nothing;
+/// anything more is someone else's and is left alone.
+async fn interrupted_creation(storage: &dyn icechunk::Storage) -> std::result::Result<bool, icechunk::StorageError> {
+    use futures::StreamExt;
+    let settings = storage.default_settings().await?;
+    let ctx = icechunk::storage::StorageContext::unattributed(&settings);
+    let initial = format!("snapshots/{}", icechunk::format::snapshot::Snapshot::INITIAL_SNAPSHOT_ID);
+    let mut listing = storage.list_objects(&ctx, "").await?;
+    let mut seen = false;
+    while let Some(object) = listing.next().await {
+        if object?.id != initial {
+            return Ok(false);
+        }
+        seen = true;
+    }
+    Ok(seen)
 }
 
 /// How long a build waits for a repository that another process is creating: polls of

@@ -363,6 +363,37 @@ async fn output_locations_parse_once() {
     assert!(matches!(Cube::open("ftp://b/c").await, Err(StoreError::Location(_))));
 }
 
+/// A build killed while it created an Icechunk repository leaves only the first commit's snapshot
+/// (the `main` branch is written after it): the next build creates the repository over it.
+/// Anything else in the prefix is still refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_icechunk_creation_is_created_again_and_a_foreign_prefix_refused() {
+    let whole = tmp("ic-whole");
+    let l = layout(ZarrFormat::V3);
+    let opts = IcechunkOptions::default();
+    let url = |d: &Path| OutLocation::parse(format!("icechunk://{}", d.display())).unwrap();
+    drop(Cube::create_or_open(&url(&whole), &l, &opts).await.unwrap());
+    // The first commit of every repository has this fixed id; a killed creation leaves it alone.
+    let initial = whole.join("snapshots").join(::icechunk::format::snapshot::Snapshot::INITIAL_SNAPSHOT_ID.to_string());
+    assert!(initial.exists(), "{}", initial.display());
+
+    let killed = tmp("ic-killed");
+    std::fs::create_dir_all(killed.join("snapshots")).unwrap();
+    std::fs::copy(&initial, killed.join("snapshots").join(initial.file_name().unwrap())).unwrap();
+    let (cube, resumed) = Cube::create_or_open(&url(&killed), &l, &opts).await.unwrap();
+    assert!(!resumed);
+    drop(cube);
+    assert!(killed.join("refs").exists(), "the main branch was written");
+
+    let foreign = tmp("ic-foreign");
+    std::fs::create_dir_all(foreign.join("snapshots")).unwrap();
+    std::fs::copy(&initial, foreign.join("snapshots").join(initial.file_name().unwrap())).unwrap();
+    std::fs::write(foreign.join("notes.txt"), "mine").unwrap();
+    let e = Cube::create_or_open(&url(&foreign), &l, &opts).await.err().unwrap();
+    assert!(e.to_string().contains("clean prefixes"), "{e}");
+    assert_eq!(std::fs::read_to_string(foreign.join("notes.txt")).unwrap(), "mine");
+}
+
 /// Icechunk: each job writes its chunk in a fork of the build branch's session; the fork is
 /// merged only when the job is recorded done, so a job that fails after writing leaves nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
