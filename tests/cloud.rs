@@ -19,7 +19,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use eocube::store::OutLocation;
-use futures::TryStreamExt;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use serde_json::Value;
 const FLAGS: [&str; 6] = ["--resampling", "nearest", "--chunk-size", "64", "--workers", "2"];
@@ -86,17 +85,7 @@ fn block_on<T>(fut: impl std::future::Future<Output = T>) -> T {
 
 /// Every object under `prefix` of `store`, by key relative to the prefix.
 fn objects(store: &dyn ObjectStore, prefix: &str) -> BTreeMap<String, Vec<u8>> {
-    block_on(async {
-        let p = object_store::path::Path::from(prefix);
-        let metas: Vec<_> = store.list(Some(&p)).try_collect().await.expect("listing");
-        let mut out = BTreeMap::new();
-        for m in metas {
-            let key = m.location.to_string();
-            let bytes = store.get(&m.location).await.expect("get").bytes().await.expect("body");
-            out.insert(key[prefix.len() + 1..].to_string(), bytes.to_vec());
-        }
-        out
-    })
+    common::objects_under(store, prefix)
 }
 
 fn data_chunks(objs: &BTreeMap<String, Vec<u8>>) -> BTreeMap<&String, &Vec<u8>> {

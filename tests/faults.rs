@@ -147,40 +147,12 @@ fn runtime() -> tokio::runtime::Runtime {
 
 /// A fresh bucket on the test moto.
 fn fresh_bucket(tag: &str) -> String {
-    let bucket = format!("eocube-faults-{tag}-{}", std::process::id());
-    let out = Command::new("curl")
-        .args(["-fsS", "-X", "PUT", "--max-time", "20", &format!("{}/{bucket}", common::s3().endpoint)])
-        .output()
-        .expect("running curl");
-    assert!(out.status.success(), "creating bucket {bucket}: {}", String::from_utf8_lossy(&out.stderr));
-    bucket
+    common::s3().create_bucket(&format!("eocube-faults-{tag}-{}", std::process::id()))
 }
 
 /// Every object under `prefix` of `bucket` on the test moto, by key relative to the prefix.
 fn s3_raw(bucket: &str, prefix: &str) -> BTreeMap<String, Vec<u8>> {
-    use object_store::ObjectStoreExt;
-    let s3 = common::s3();
-    let store = object_store::aws::AmazonS3Builder::new()
-        .with_bucket_name(bucket)
-        .with_endpoint(&s3.endpoint)
-        .with_region(&s3.region)
-        .with_access_key_id(&s3.access_key)
-        .with_secret_access_key(&s3.secret_key)
-        .with_allow_http(true)
-        .with_virtual_hosted_style_request(false)
-        .build()
-        .expect("test S3 client");
-    runtime().block_on(async {
-        let p = object_store::path::Path::from(prefix);
-        let metas: Vec<_> = object_store::ObjectStore::list(&store, Some(&p)).try_collect().await.expect("listing");
-        let mut out = BTreeMap::new();
-        for m in metas {
-            let key = m.location.to_string();
-            let bytes = store.get(&m.location).await.expect("get").bytes().await.expect("body");
-            out.insert(key[prefix.len() + 1..].to_string(), bytes.to_vec());
-        }
-        out
-    })
+    common::objects_under(&common::s3().store(bucket), prefix)
 }
 
 /// The chunks on `main` of the Icechunk repository at `url` (`icechunk:///path`, or
@@ -191,20 +163,7 @@ fn icechunk_chunks(url: &str) -> BTreeMap<String, Vec<u8>> {
         let storage = match url.strip_prefix("icechunk+s3://") {
             Some(rest) => {
                 let (bucket, prefix) = rest.split_once('/').expect("icechunk+s3://bucket/prefix");
-                let s3 = common::s3();
-                let mut o = icechunk::storage::S3Options::default();
-                o.region = Some(s3.region.clone());
-                o.endpoint_url = Some(s3.endpoint.clone());
-                o.allow_http = true;
-                o.force_path_style = true;
-                let creds = icechunk::storage::S3Credentials::Static(icechunk::storage::S3StaticCredentials {
-                    access_key_id: s3.access_key.clone(),
-                    secret_access_key: s3.secret_key.clone(),
-                    session_token: None,
-                    expires_after: None,
-                });
-                let (bucket, prefix) = (bucket.to_string(), Some(prefix.to_string()));
-                icechunk::new_s3_object_store_storage(o, bucket, prefix, Some(creds), vec![], vec![]).await
+                Ok(common::s3().icechunk_storage(bucket, prefix).await)
             }
             None => icechunk::new_local_filesystem_storage(Path::new(url.trim_start_matches("icechunk://"))).await,
         }

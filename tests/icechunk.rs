@@ -150,13 +150,7 @@ impl Repo {
 
     /// A fresh bucket on the test moto (moto accepts unsigned requests).
     fn s3(tag: &str) -> Repo {
-        let s3 = common::s3();
-        let bucket = format!("eocube-ic-{tag}-{}", std::process::id());
-        let out = Command::new("curl")
-            .args(["-fsS", "-X", "PUT", "--max-time", "20", &format!("{}/{bucket}", s3.endpoint)])
-            .output()
-            .expect("running curl");
-        assert!(out.status.success(), "creating bucket {bucket}: {}", String::from_utf8_lossy(&out.stderr));
+        let bucket = common::s3().create_bucket(&format!("eocube-ic-{tag}-{}", std::process::id()));
         Repo::S3 { bucket, prefix: "repos/cube".into() }
     }
 
@@ -199,30 +193,7 @@ impl Repo {
         rt.block_on(async {
             let storage = match self {
                 Repo::Local(p) => icechunk::new_local_filesystem_storage(p).await.expect("local storage"),
-                Repo::S3 { bucket, prefix } => {
-                    let s3 = common::s3();
-                    let mut o = icechunk::storage::S3Options::default();
-                    o.region = Some(s3.region.clone());
-                    o.endpoint_url = Some(s3.endpoint.clone());
-                    o.allow_http = true;
-                    o.force_path_style = true;
-                    let creds = icechunk::storage::S3Credentials::Static(icechunk::storage::S3StaticCredentials {
-                        access_key_id: s3.access_key.clone(),
-                        secret_access_key: s3.secret_key.clone(),
-                        session_token: None,
-                        expires_after: None,
-                    });
-                    icechunk::new_s3_object_store_storage(
-                        o,
-                        bucket.clone(),
-                        Some(prefix.clone()),
-                        Some(creds),
-                        vec![],
-                        vec![],
-                    )
-                    .await
-                    .expect("s3 storage")
-                }
+                Repo::S3 { bucket, prefix } => common::s3().icechunk_storage(bucket, prefix).await,
             };
             let repo = icechunk::Repository::open(storage).execute().await.expect("open repository");
             let session = repo.readonly_session(&version).await.expect("session");

@@ -23,8 +23,6 @@ use eocube::store::{
     Cube, CubeLayout, DEFAULT_VARIABLE, Finished, IcechunkOptions, Job, OutLocation, Receipt, StoreError, ZarrFormat,
 };
 use eocube::{Affine, Crs, GeoBox, Shape};
-use futures::TryStreamExt;
-use object_store::{ObjectStore, ObjectStoreExt};
 use serde_json::{Value, json};
 
 const CS: usize = 64;
@@ -95,51 +93,15 @@ fn s3_env() -> common::S3Env {
     s3
 }
 
-/// A fresh bucket on the test moto, created through the S3 API (moto accepts unsigned requests).
+/// A fresh bucket on the test moto.
 fn fresh_bucket(tag: &str) -> String {
     static N: AtomicUsize = AtomicUsize::new(0);
-    let s3 = s3_env();
-    let bucket = format!("eocube-st-{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
-    let out = Command::new("curl")
-        .args(["-fsS", "-X", "PUT", "--max-time", "20", &format!("{}/{bucket}", s3.endpoint)])
-        .output()
-        .expect("running curl");
-    assert!(out.status.success(), "creating bucket {bucket}: {}", String::from_utf8_lossy(&out.stderr));
-    bucket
+    s3_env().create_bucket(&format!("eocube-st-{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)))
 }
 
 /// Every object of the test moto's `bucket` under `prefix`, by key relative to the prefix.
 fn s3_objects(bucket: &str, prefix: &str) -> BTreeMap<String, Vec<u8>> {
-    let s3 = s3_env();
-    let store = object_store::aws::AmazonS3Builder::new()
-        .with_bucket_name(bucket)
-        .with_endpoint(&s3.endpoint)
-        .with_region(&s3.region)
-        .with_access_key_id(&s3.access_key)
-        .with_secret_access_key(&s3.secret_key)
-        .with_allow_http(true)
-        .with_virtual_hosted_style_request(false)
-        .build()
-        .expect("test S3 client");
-    list_all(&store, prefix)
-}
-
-/// Every object of `store` under `prefix`, by key relative to the prefix.
-fn list_all(store: &dyn ObjectStore, prefix: &str) -> BTreeMap<String, Vec<u8>> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    rt.block_on(async {
-        let p = object_store::path::Path::from(prefix);
-        let metas: Vec<_> =
-            store.list(if prefix.is_empty() { None } else { Some(&p) }).try_collect().await.expect("listing");
-        let mut out = BTreeMap::new();
-        for m in metas {
-            let key = m.location.to_string();
-            let rel = if prefix.is_empty() { key.clone() } else { key[prefix.len() + 1..].to_string() };
-            let bytes = store.get(&m.location).await.expect("get").bytes().await.expect("body");
-            out.insert(rel, bytes.to_vec());
-        }
-        out
-    })
+    common::objects_under(&s3_env().store(bucket), prefix)
 }
 
 /// One back end of the conformance suite: where a cube goes and how to see every object of it.
@@ -201,7 +163,7 @@ impl Target {
             (_, OutLocation::Icechunk(IcechunkRepo::Local(dir))) => common::files_under(&dir),
             (Some(bucket), OutLocation::Icechunk(IcechunkRepo::S3 { prefix, .. })) => s3_objects(bucket, &prefix),
             (Some(container), OutLocation::Azure { prefix, .. }) => {
-                list_all(&common::az_store(&common::azurite(), container), &prefix)
+                common::objects_under(&common::az_store(&common::azurite(), container), &prefix)
             }
             _ => panic!("bad target"),
         }

@@ -97,6 +97,84 @@ impl S3Env {
     pub fn url(&self, rel: &str) -> String {
         format!("s3://{}/{}", self.bucket, rel.trim_start_matches('/'))
     }
+
+    /// Creates the bucket `name` on the test moto through the S3 API (moto accepts unsigned
+    /// requests) and returns its name.
+    pub fn create_bucket(&self, name: &str) -> String {
+        let out = std::process::Command::new("curl")
+            .args(["-fsS", "-X", "PUT", "--max-time", "20", &format!("{}/{name}", self.endpoint)])
+            .output()
+            .expect("running curl");
+        assert!(out.status.success(), "creating bucket {name}: {}", String::from_utf8_lossy(&out.stderr));
+        name.to_string()
+    }
+
+    /// An object_store client of `bucket` on the test moto, with the test's key (path style).
+    pub fn store(&self, bucket: &str) -> object_store::aws::AmazonS3 {
+        object_store::aws::AmazonS3Builder::new()
+            .with_bucket_name(bucket)
+            .with_endpoint(&self.endpoint)
+            .with_region(&self.region)
+            .with_access_key_id(&self.access_key)
+            .with_secret_access_key(&self.secret_key)
+            .with_allow_http(true)
+            .with_virtual_hosted_style_request(false)
+            .build()
+            .expect("test S3 client")
+    }
+
+    /// The `icechunk` crate's own storage for `bucket`/`prefix` on the test moto (to read a
+    /// repository without eocube's store).
+    pub async fn icechunk_storage(
+        &self,
+        bucket: &str,
+        prefix: &str,
+    ) -> std::sync::Arc<dyn icechunk::Storage + Send + Sync> {
+        let mut o = icechunk::storage::S3Options::default();
+        o.region = Some(self.region.clone());
+        o.endpoint_url = Some(self.endpoint.clone());
+        o.allow_http = true;
+        o.force_path_style = true;
+        let creds = icechunk::storage::S3Credentials::Static(icechunk::storage::S3StaticCredentials {
+            access_key_id: self.access_key.clone(),
+            secret_access_key: self.secret_key.clone(),
+            session_token: None,
+            expires_after: None,
+        });
+        icechunk::new_s3_object_store_storage(
+            o,
+            bucket.to_string(),
+            Some(prefix.to_string()),
+            Some(creds),
+            vec![],
+            vec![],
+        )
+        .await
+        .expect("icechunk S3 storage")
+    }
+}
+
+/// Every object of `store` under `prefix` ("" for all), by key relative to the prefix.
+pub fn objects_under(
+    store: &dyn object_store::ObjectStore,
+    prefix: &str,
+) -> std::collections::BTreeMap<String, Vec<u8>> {
+    use futures::TryStreamExt;
+    use object_store::ObjectStoreExt;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let p = object_store::path::Path::from(prefix);
+        let metas: Vec<_> =
+            store.list(if prefix.is_empty() { None } else { Some(&p) }).try_collect().await.expect("listing");
+        let mut out = std::collections::BTreeMap::new();
+        for m in metas {
+            let key = m.location.to_string();
+            let rel = if prefix.is_empty() { key.clone() } else { key[prefix.len() + 1..].to_string() };
+            let bytes = store.get(&m.location).await.expect("get").bytes().await.expect("body");
+            out.insert(rel, bytes.to_vec());
+        }
+        out
+    })
 }
 
 pub fn s3() -> S3Env {
