@@ -262,6 +262,8 @@ impl Day {
                             continue;
                         }
                         let Some(taps) = Taps::at(xs[t], ys[t], source.nx, source.ny) else { continue };
+                        // The taps and weights once, for every band.
+                        let taps = taps.prepare();
                         filled += take(scene, &mut values, scl, out, t, smp.source as usize, |band| taps.apply(band));
                     }
                 }

@@ -247,9 +247,15 @@ impl Taps {
     /// tap carries weight (GDAL's threshold).
     #[inline(always)]
     pub(crate) fn apply<T: Pixel>(&self, src: &SourceImage<'_, T>) -> Option<T> {
+        self.prepare().apply(src)
+    }
+
+    /// The taps that carry weight and lie inside the source, with their weights: what every band
+    /// sampled at this point shares, so a scene's bands work it out once.
+    #[inline(always)]
+    pub(crate) fn prepare(&self) -> PreparedTaps {
         let stride = self.w as usize;
-        let mut acc = 0.0;
-        let mut wsum = 0.0;
+        let mut p = PreparedTaps { at: [0; 4], weight: [0.0; 4], n: 0 };
         for (ii, wy) in [(self.i0, 1.0 - self.fv), (self.i0 + 1, self.fv)] {
             if wy == 0.0 || ii < 0 || ii >= self.h {
                 continue;
@@ -259,12 +265,35 @@ impl Taps {
                 if wx == 0.0 || jj < 0 || jj >= self.w {
                     continue;
                 }
-                let val = src.data[base + jj as usize];
-                if src.is_valid(val) {
-                    let wgt = wx * wy;
-                    acc += val.to_f64() * wgt;
-                    wsum += wgt;
-                }
+                p.at[p.n] = base + jj as usize;
+                p.weight[p.n] = wx * wy;
+                p.n += 1;
+            }
+        }
+        p
+    }
+}
+
+/// The taps of one bilinear sample that carry weight and lie inside the source ([`Taps::prepare`]),
+/// in row-major order.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PreparedTaps {
+    at: [usize; 4],
+    weight: [f64; 4],
+    n: usize,
+}
+
+impl PreparedTaps {
+    /// [`Taps::apply`]: the same sums in the same order, so the same bits.
+    #[inline(always)]
+    pub(crate) fn apply<T: Pixel>(&self, src: &SourceImage<'_, T>) -> Option<T> {
+        let mut acc = 0.0;
+        let mut wsum = 0.0;
+        for (&at, &wgt) in self.at.iter().zip(&self.weight).take(self.n) {
+            let val = src.data[at];
+            if src.is_valid(val) {
+                acc += val.to_f64() * wgt;
+                wsum += wgt;
             }
         }
         (wsum >= 1e-5).then(|| T::from_f64(acc / wsum))
