@@ -153,16 +153,14 @@ impl AuthMoto {
 
     /// A client with the right key.
     fn store(&self) -> object_store::aws::AmazonS3 {
-        object_store::aws::AmazonS3Builder::new()
-            .with_bucket_name(&self.bucket)
-            .with_endpoint(&self.endpoint)
-            .with_region("us-east-1")
-            .with_access_key_id(&self.key_id)
-            .with_secret_access_key(&self.secret)
-            .with_allow_http(true)
-            .with_virtual_hosted_style_request(false)
-            .build()
-            .expect("test S3 client")
+        let user = common::S3Env {
+            endpoint: self.endpoint.clone(),
+            bucket: self.bucket.clone(),
+            access_key: self.key_id.clone(),
+            secret_key: self.secret.clone(),
+            region: "us-east-1".into(),
+        };
+        user.store(&self.bucket)
     }
 }
 

@@ -385,6 +385,11 @@ async fn observe_and_reduce(
     });
     let mut stats = JobStats::default();
     let mask = spec.mask.resolve(profile)?;
+    let rules = SceneRules {
+        qa: mask.qa_decoder(),
+        // Quantities (aerosol optical thickness, ...) are stored as delivered: no BOA offset.
+        boa_offset: matches!(profile.cube_quantity(&spec.bands), Ok(crate::sensor::CubeQuantity::Reflectance)),
+    };
 
     let work = WorkGrid::new(&plan.geobox, chunk.row_offset, chunk.col_offset, chunk.geobox.shape, spec.mask.halo())?;
     let wgs84 = Crs::wgs84();
@@ -436,7 +441,7 @@ async fn observe_and_reduce(
     // solar day as it arrives, and a day is masked once its last scene is in.
     let t0 = Instant::now();
     let work = Arc::new(work);
-    let mut scenes = Pipeline::new(ctx, Arc::clone(&work), scenes, lon_center);
+    let mut scenes = Pipeline::new(ctx, Arc::clone(&work), rules, scenes, lon_center);
     let mut observations: Vec<Vec<Vec<u16>>> = Vec::new();
     let mut open: Option<OpenDay> = None;
     while let Some((date, id, loaded)) = scenes.next().await {
@@ -681,6 +686,7 @@ impl<T: Copy> Window<T> {
 struct Pipeline {
     ctx: JobContext,
     work: Arc<WorkGrid>,
+    rules: SceneRules,
     grids: Arc<SourceGrids>,
     lon_center: f64,
     waiting: std::vec::IntoIter<Scene>,
@@ -712,10 +718,11 @@ impl<T> Task<T> {
 }
 
 impl Pipeline {
-    fn new(ctx: &JobContext, work: Arc<WorkGrid>, scenes: Vec<Scene>, lon_center: f64) -> Pipeline {
+    fn new(ctx: &JobContext, work: Arc<WorkGrid>, rules: SceneRules, scenes: Vec<Scene>, lon_center: f64) -> Pipeline {
         let mut p = Pipeline {
             ctx: ctx.clone(),
             work,
+            rules,
             grids: Arc::new(SourceGrids::default()),
             lon_center,
             waiting: scenes.into_iter(),
@@ -738,9 +745,9 @@ impl Pipeline {
                 break;
             };
             let (grids, work) = (Arc::clone(&self.grids), Arc::clone(&self.work));
-            let spec = Arc::clone(&self.ctx.plan);
+            let (spec, rules) = (Arc::clone(&self.ctx.plan), self.rules);
             let task = Task(tokio::spawn(in_this_job(async move {
-                decode_scene(fetch.join().await??, &spec, &work, &grids).await
+                decode_scene(fetch.join().await??, &spec, &work, rules, &grids).await
             })));
             self.decoding.push_back(InFlight { date, id, task });
         }
@@ -772,6 +779,15 @@ impl Pipeline {
         };
         Some((date, id, loaded))
     }
+}
+
+/// How every scene of a job is read, resolved once per job from its spec: how the quality band
+/// decodes (`QA_PIXEL`'s bits under the cube's mask; `None` for SCL's classes) and whether the
+/// bands take the sensor's BOA offset rule (reflectance, not a quantity such as `aot`).
+#[derive(Debug, Clone, Copy)]
+struct SceneRules {
+    qa: Option<QaDecoder>,
+    boa_offset: bool,
 }
 
 /// A scene's band windows, fetched (compressed); `None` for a band whose image does not touch
@@ -823,7 +839,13 @@ async fn fetch_scene(ctx: &JobContext, scene: Scene, work: &WorkGrid) -> Result<
 /// Decodes a fetched scene's windows (each band on the CPU pool at once) and prepares its pixels
 /// for fusion: sampled from one grid when every band lies on it (the usual case: the bands and
 /// SCL of a 20 m read), else warped band by band.
-async fn decode_scene(fetched: Fetched, plan: &Plan, work: &WorkGrid, grids: &SourceGrids) -> Result<Loaded, JobError> {
+async fn decode_scene(
+    fetched: Fetched,
+    plan: &Plan,
+    work: &WorkGrid,
+    rules: SceneRules,
+    grids: &SourceGrids,
+) -> Result<Loaded, JobError> {
     let Fetched { scene, bands } = fetched;
     let mut stats = RequestStats::default();
     for (_, s) in bands.iter().flatten() {
@@ -835,10 +857,8 @@ async fn decode_scene(fetched: Fetched, plan: &Plan, work: &WorkGrid, grids: &So
     };
     let collection = scene.collection.clone().unwrap_or_else(|| plan.spec.collection.clone());
     let profile = crate::sensor::profile_for(&plan.spec.collection);
-    // Quantities (aerosol optical thickness, ...) are stored as delivered: no BOA offset.
-    let reflectance = matches!(profile.cube_quantity(&plan.spec.bands), Ok(crate::sensor::CubeQuantity::Reflectance));
     let radiometry = Radiometry {
-        add: if reflectance {
+        add: if rules.boa_offset {
             profile.harmonization.offset_to_add(
                 scene.processing_baseline.as_deref(),
                 scene.boa_offset_applied,
@@ -848,7 +868,7 @@ async fn decode_scene(fetched: Fetched, plan: &Plan, work: &WorkGrid, grids: &So
             0
         },
     };
-    let qa = plan.spec.mask.resolve(profile)?.qa_decoder();
+    let qa = rules.qa;
     let decodes = windows.into_iter().map(|w| {
         let id = scene.id.clone();
         cpu(move || decode_band(&id, w, qa))
