@@ -35,7 +35,7 @@ use crate::fuse::{self, Day, FuseError, Radiometry, SampledScene, WarpedScene};
 use crate::grid::{Crs, GeoBox, GridError, PixelWindow, Shape, Transformer};
 use crate::mask::{self, MaskError};
 use crate::plan::{Job, Plan};
-use crate::reduce::ReduceError;
+use crate::reduce::{ReduceError, Stack};
 use crate::sensor::landsat::QaDecoder;
 use crate::store::{Cube, Receipt, StoreError};
 use crate::time::solar_day;
@@ -442,7 +442,7 @@ async fn observe_and_reduce(
     let t0 = Instant::now();
     let work = Arc::new(work);
     let mut scenes = Pipeline::new(ctx, Arc::clone(&work), rules, scenes, lon_center);
-    let mut observations: Vec<Vec<Vec<u16>>> = Vec::new();
+    let mut stack = Stack::new(rows * cols, nb + indices.exprs.len());
     let mut open: Option<OpenDay> = None;
     while let Some((date, id, loaded)) = scenes.next().await {
         let loaded = match loaded {
@@ -459,7 +459,7 @@ async fn observe_and_reduce(
         let mut today = match open.take() {
             Some(day) if day.date == date => day,
             finished => {
-                observations.extend(finish_day(finished, &work, &mask, &indices).await?);
+                stack = finish_day(finished, &work, &mask, &indices, stack).await?;
                 OpenDay { date, day: Day::new(work.geobox.shape.len(), read), filled: 0 }
             }
         };
@@ -473,38 +473,47 @@ async fn observe_and_reduce(
         today.filled += filled?;
         open = Some(today);
     }
-    observations.extend(finish_day(open, &work, &mask, &indices).await?);
+    let stack = finish_day(open, &work, &mask, &indices, stack).await?;
     stats.read_seconds = t0.elapsed().as_secs_f64();
-    stats.solar_days = observations.len();
+    stats.solar_days = stack.days();
 
     let t0 = Instant::now();
-    if observations.is_empty() {
+    if stack.is_empty() {
         return Ok((None, (rows, cols), stats));
     }
     let reducer = spec.reducer.clone();
     let with_count = spec.with_count;
     let ni = spec.index.len();
     let data = cpu(move || -> Result<Reduced, ReduceError> {
-        let n = rows * cols;
-        let obs: Vec<Vec<&[u16]>> = observations.iter().map(|o| o.iter().map(Vec::as_slice).collect()).collect();
-        let bands: Vec<Vec<&[u16]>> = obs.iter().map(|o| o[..nb].to_vec()).collect();
-        let mut out = vec![0u16; n * nb * reducer.values_per_band()];
-        reducer.reduce_bands(&bands, nb, &mut out)?;
-        let count = if with_count {
-            let mut count = vec![0u16; n];
-            crate::reduce::count_valid(&bands, &mut count)?;
-            Some(count)
-        } else {
-            None
-        };
-        // Each index is one more band to the reducer (geomedian is refused with indices).
-        let mut indices = Vec::with_capacity(ni);
-        for i in nb..nb + ni {
-            let values: Vec<&[u16]> = obs.iter().map(|o| o[i]).collect();
-            let mut reduced = vec![0u16; n * reducer.values_per_band()];
-            reducer.reduce_masked(&values, &mut reduced)?;
-            indices.push(reduced);
-        }
+        let (n, nv) = (rows * cols, reducer.values_per_band());
+        let mut out = vec![0u16; n * nb * nv];
+        let mut count = with_count.then(|| vec![0u16; n]);
+        let mut indices = vec![vec![0u16; n * nv]; ni];
+        // Each strip of pixels writes its own part of every output.
+        let strip = crate::reduce::stack::STRIP;
+        let mut index_parts: Vec<std::slice::ChunksMut<'_, u16>> =
+            indices.iter_mut().map(|i| i.chunks_mut(strip * nv)).collect();
+        let mut count_parts = count.as_mut().map(|c| c.chunks_mut(strip));
+        let parts: Vec<_> = out
+            .chunks_mut(strip * nb * nv)
+            .map(|data| {
+                let count = count_parts.as_mut().and_then(Iterator::next);
+                (data, count, index_parts.iter_mut().filter_map(Iterator::next).collect::<Vec<_>>())
+            })
+            .collect();
+        stack.for_each_strip(parts, |_, days, (data, count, indices)| {
+            let bands: Vec<Vec<&[u16]>> = days.iter().map(|d| d[..nb].to_vec()).collect();
+            reducer.reduce_bands(&bands, nb, data)?;
+            if let Some(count) = count {
+                crate::reduce::count_valid(&bands, count)?;
+            }
+            // Each index is one more band to the reducer (geomedian is refused with indices).
+            for (i, reduced) in indices.into_iter().enumerate() {
+                let values: Vec<&[u16]> = days.iter().map(|d| d[nb + i]).collect();
+                reducer.reduce_masked(&values, reduced)?;
+            }
+            Ok(())
+        })?;
         Ok(Reduced { data: out, count, indices })
     })
     .await??;
@@ -584,20 +593,21 @@ struct OpenDay {
     filled: usize,
 }
 
-/// A fused solar day → one observation on the chunk: masked (invalid pixels set to the fill
-/// value, which the reducer skips), cropped to the chunk when the work grid has a halo. One `Vec`
-/// per band of the cube, then one per index (computed from the masked read bands, so a masked
-/// pixel is fill in every index); `None` for no day, or a day no scene filled a pixel of (it
-/// adds nothing to any reducer, so it is no observation).
+/// A fused solar day → one observation on the chunk, pushed onto `stack`: masked (invalid
+/// pixels are fill, which the reducer skips), cropped to the chunk when the work grid has a halo.
+/// Its bands are the cube's, then one per index (computed from the masked read bands, so a
+/// masked pixel is fill in every index). No day, or a day no scene filled a pixel of, adds
+/// nothing to any reducer, so it is no observation.
 async fn finish_day(
     open: Option<OpenDay>,
     work: &Arc<WorkGrid>,
     mask: &mask::Mask,
     indices: &Arc<Indices>,
-) -> Result<Option<Vec<Vec<u16>>>, JobError> {
-    let Some(OpenDay { day, .. }) = open.filter(|d| d.filled > 0) else { return Ok(None) };
+    mut stack: Stack,
+) -> Result<Stack, JobError> {
+    let Some(OpenDay { day, .. }) = open.filter(|d| d.filled > 0) else { return Ok(stack) };
     let (work, mask, indices) = (Arc::clone(work), mask.clone(), Arc::clone(indices));
-    cpu(move || -> Result<Option<Vec<Vec<u16>>>, JobError> {
+    cpu(move || -> Result<Stack, JobError> {
         let obs = day.into_observation();
         let valid = mask.valid(&obs.scl, work.geobox.shape)?;
         let whole = work.inner.height == work.geobox.shape.ny && work.inner.width == work.geobox.shape.nx;
@@ -606,14 +616,15 @@ async fn finish_day(
         } else {
             (work.crop(&valid), obs.bands.iter().map(|b| work.crop(b)).collect())
         };
-        for band in &mut bands {
-            for (v, ok) in band.iter_mut().zip(&valid) {
-                if !ok {
-                    *v = fuse::NODATA;
+        if !indices.exprs.is_empty() {
+            // The stack drops invalid pixels by itself; the indices need them as fill first.
+            for band in &mut bands {
+                for (v, ok) in band.iter_mut().zip(&valid) {
+                    if !ok {
+                        *v = fuse::NODATA;
+                    }
                 }
             }
-        }
-        if !indices.exprs.is_empty() {
             let made = {
                 let (scale, offset) = indices.reflectance;
                 crate::index::compute(&indices.exprs, &bands, scale, offset)
@@ -621,7 +632,8 @@ async fn finish_day(
             bands.truncate(indices.bands);
             bands.extend(made);
         }
-        Ok(Some(bands))
+        stack.push(&bands, &valid)?;
+        Ok(stack)
     })
     .await?
 }

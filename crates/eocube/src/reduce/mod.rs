@@ -16,6 +16,9 @@
 use std::fmt;
 use std::str::FromStr;
 
+pub mod stack;
+pub use stack::Stack;
+
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
