@@ -1621,7 +1621,9 @@ fn synth(
     Ok(())
 }
 
-fn land_test(ring: &[(f64, f64)], buffer: f64) -> Result<bool, String> {
+/// The embedded land mask as the land test of one plan: decoded for it (about 0.1 s) and freed
+/// with it, so a build does not hold the mask's 13 MB while it reads scenes.
+fn land_test() -> Result<eocube::plan::IsLand, String> {
     let mask = eocube::landmask::LandMask::embedded().map_err(|e| e.to_string())?;
-    Ok(mask.intersects(ring, buffer))
+    Ok(Box::new(move |ring, buffer| mask.intersects(ring, buffer)))
 }

@@ -35,7 +35,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         decode.push(t.elapsed());
         std::hint::black_box(mask);
     }
-    let mask = LandMask::embedded()?;
+    let mask = &LandMask::embedded()?;
     let s = mask.stats();
     let (dmin, dmed) = min_median(decode);
     println!(

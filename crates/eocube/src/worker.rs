@@ -459,7 +459,7 @@ pub async fn run_stored_task(
     let spec: CubeSpec = serde_json::from_value(rec.spec.clone())
         .map_err(|e| WorkerError::Plan { run: run.to_string(), reason: e.to_string() })?;
     // The job list is the run's: the land test was the coordinator's, so every chunk is "land".
-    let plan = Plan::new(&spec, &|_, _| Ok(true))
+    let plan = Plan::new(&spec, &|| Ok(Box::new(|_, _| true)))
         .map_err(|e| WorkerError::Plan { run: run.to_string(), reason: e.to_string() })?;
     let previous = read_result(&cube, run, index).await.ok().flatten();
     // Jobs an earlier attempt of this task finished keep their results; the rest run again.

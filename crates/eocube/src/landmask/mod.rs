@@ -30,8 +30,6 @@ mod geom;
 #[cfg(test)]
 mod tests;
 
-use std::sync::OnceLock;
-
 use geom::{Box2, Pt, horizontal_crossing, ring_contains, segment_dist2};
 
 /// The compact land mask compiled into the binary.
@@ -88,13 +86,13 @@ fn row(lat: f64) -> usize {
 }
 
 impl LandMask {
-    /// The embedded mask, decoded once per process (about 0.1 s) on first use.
+    /// The embedded mask, decoded (about 0.1 s). Not cached: the mask is 13 MB and a build only
+    /// needs it while planning, so the caller holds it as long as it needs it.
     ///
-    /// A corrupt asset is a build defect; it is reported as a typed error on every call rather
-    /// than panicking or silently treating everything as land.
-    pub fn embedded() -> Result<&'static LandMask, LandMaskError> {
-        static MASK: OnceLock<Result<LandMask, LandMaskError>> = OnceLock::new();
-        MASK.get_or_init(|| LandMask::from_bytes(EMBEDDED_ASSET)).as_ref().map_err(Clone::clone)
+    /// A corrupt asset is a build defect; it is reported as a typed error rather than panicking
+    /// or silently treating everything as land.
+    pub fn embedded() -> Result<LandMask, LandMaskError> {
+        LandMask::from_bytes(EMBEDDED_ASSET)
     }
 
     /// Decode an asset in the `land-10m.bin` format and build the index.
