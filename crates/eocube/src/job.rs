@@ -9,7 +9,7 @@
 //! decode (Landsat's QA_PIXEL into quality codes), warp onto the chunk grid grown by the mask
 //! halo (quality always nearest) ─▶ scenes arrive in (solar day, datetime, id) order: each
 //! finished solar day is fused, masked, cropped to the chunk, its indices computed, and kept as
-//! one observation ─▶ the reducer per band and per index ─▶ write the chunk
+//! one packed observation ─▶ the reducer per band and per index, strip by strip ─▶ write the chunk
 //! ```
 //!
 //! Owns: the order of those steps, which overview and window each band reads, what a job
@@ -18,7 +18,8 @@
 //! themselves (`fuse`, `mask`, `reduce`, `warp`).
 //!
 //! Memory: a scene is held only as windows on the chunk grid (never whole), and only until its
-//! solar day is fused; a job holds one masked observation per solar day of its bin.
+//! solar day is fused; a job holds one masked observation per solar day of its bin, packed to
+//! its valid pixels ([`Stack`]).
 
 use crate::cloud::retries::in_this_job;
 use std::collections::HashMap;
