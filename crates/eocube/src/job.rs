@@ -36,6 +36,7 @@ use crate::fuse::{self, Day, FuseError, Radiometry, SampledScene, WarpedScene};
 use crate::grid::{Crs, GeoBox, GridError, PixelWindow, Shape, Transformer};
 use crate::mask::{self, MaskError};
 use crate::plan::{Job, Plan};
+pub use crate::reduce::Reduced;
 use crate::reduce::{ReduceError, Stack};
 use crate::sensor::landsat::QaDecoder;
 use crate::store::{Cube, Receipt, StoreError};
@@ -482,53 +483,10 @@ async fn observe_and_reduce(
     if stack.is_empty() {
         return Ok((None, (rows, cols), stats));
     }
-    let reducer = spec.reducer.clone();
-    let with_count = spec.with_count;
-    let ni = spec.index.len();
-    let data = cpu(move || -> Result<Reduced, ReduceError> {
-        let (n, nv) = (rows * cols, reducer.values_per_band());
-        let mut out = vec![0u16; n * nb * nv];
-        let mut count = with_count.then(|| vec![0u16; n]);
-        let mut indices = vec![vec![0u16; n * nv]; ni];
-        // Each strip of pixels writes its own part of every output.
-        let strip = crate::reduce::stack::STRIP;
-        let mut index_parts: Vec<std::slice::ChunksMut<'_, u16>> =
-            indices.iter_mut().map(|i| i.chunks_mut(strip * nv)).collect();
-        let mut count_parts = count.as_mut().map(|c| c.chunks_mut(strip));
-        let parts: Vec<_> = out
-            .chunks_mut(strip * nb * nv)
-            .map(|data| {
-                let count = count_parts.as_mut().and_then(Iterator::next);
-                (data, count, index_parts.iter_mut().filter_map(Iterator::next).collect::<Vec<_>>())
-            })
-            .collect();
-        stack.for_each_strip(parts, |_, days, (data, count, indices)| {
-            let bands: Vec<Vec<&[u16]>> = days.iter().map(|d| d[..nb].to_vec()).collect();
-            reducer.reduce_bands(&bands, nb, data)?;
-            if let Some(count) = count {
-                crate::reduce::count_valid(&bands, count)?;
-            }
-            // Each index is one more band to the reducer (geomedian is refused with indices).
-            for (i, reduced) in indices.into_iter().enumerate() {
-                let values: Vec<&[u16]> = days.iter().map(|d| d[nb + i]).collect();
-                reducer.reduce_masked(&values, reduced)?;
-            }
-            Ok(())
-        })?;
-        Ok(Reduced { data: out, count, indices })
-    })
-    .await??;
+    let (reducer, with_count) = (spec.reducer.clone(), spec.with_count);
+    let data = cpu(move || stack.reduce(&reducer, nb, with_count)).await??;
     stats.reduce_seconds = t0.elapsed().as_secs_f64();
     Ok((Some(data), (rows, cols), stats))
-}
-
-/// What a job's reducer made: the data variable's values in (row, col, band, value) order and,
-/// with `with-count`, the `valid_count` of each pixel.
-pub struct Reduced {
-    pub data: Vec<u16>,
-    pub count: Option<Vec<u16>>,
-    /// Per index variable, its values in (row, col, value) order.
-    pub indices: Vec<Vec<u16>>,
 }
 
 /// How a job turns an observation's read bands into the cube's bands and its indices.

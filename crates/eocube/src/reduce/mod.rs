@@ -16,8 +16,8 @@
 use std::fmt;
 use std::str::FromStr;
 
-pub mod stack;
-pub use stack::Stack;
+mod stack;
+pub use stack::{Reduced, STRIP, Stack};
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};

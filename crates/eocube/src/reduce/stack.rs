@@ -15,7 +15,7 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use super::{FILL, ReduceError};
+use super::{FILL, ReduceError, Reducer, count_valid};
 
 /// Pixels per strip: a multiple of 64, so a strip starts on a word of the validity bits, and
 /// small enough that a strip of 13 days of 3 bands (640 KB) stays in the cache between being
@@ -28,6 +28,15 @@ pub struct Stack {
     pixels: usize,
     bands: usize,
     days: Vec<Packed>,
+}
+
+/// What a job's reducer made of a [`Stack`]: the data variable's values in (row, col, band,
+/// value) order and, with `with-count`, the `valid_count` of each pixel.
+pub struct Reduced {
+    pub data: Vec<u16>,
+    pub count: Option<Vec<u16>>,
+    /// Per index variable, its values in (row, col, value) order.
+    pub indices: Vec<Vec<u16>>,
 }
 
 /// One packed day.
@@ -89,6 +98,41 @@ impl Stack {
             .collect();
         self.days.push(Packed { valid: words, starts, values });
         Ok(())
+    }
+
+    /// Reduces the stack with `reducer`: its first `bands` bands are the cube's (reduced
+    /// together, as [`Reducer::reduce_bands`] does, and counted with `with_count`), the rest
+    /// are index variables, each reduced on its own.
+    pub fn reduce(&self, reducer: &Reducer, bands: usize, with_count: bool) -> Result<Reduced, ReduceError> {
+        let (n, nv, nb) = (self.pixels, reducer.values_per_band(), bands.min(self.bands));
+        let mut data = vec![FILL; n * nb * nv];
+        let mut count = with_count.then(|| vec![FILL; n]);
+        let mut indices = vec![vec![FILL; n * nv]; self.bands - nb];
+        // Each strip of pixels writes its own part of every output.
+        let mut index_parts: Vec<std::slice::ChunksMut<'_, u16>> =
+            indices.iter_mut().map(|i| i.chunks_mut(STRIP * nv)).collect();
+        let mut count_parts = count.as_mut().map(|c| c.chunks_mut(STRIP));
+        let parts: Vec<_> = data
+            .chunks_mut(STRIP * nb.max(1) * nv)
+            .map(|data| {
+                let count = count_parts.as_mut().and_then(Iterator::next);
+                (data, count, index_parts.iter_mut().filter_map(Iterator::next).collect::<Vec<_>>())
+            })
+            .collect();
+        self.for_each_strip(parts, |_, days, (data, count, indices)| {
+            let cube: Vec<Vec<&[u16]>> = days.iter().map(|d| d[..nb].to_vec()).collect();
+            reducer.reduce_bands(&cube, nb, data)?;
+            if let Some(count) = count {
+                count_valid(&cube, count)?;
+            }
+            // Each index is one more band to the reducer (geomedian is refused with indices).
+            for (i, reduced) in indices.into_iter().enumerate() {
+                let values: Vec<&[u16]> = days.iter().map(|d| d[nb + i]).collect();
+                reducer.reduce_masked(&values, reduced)?;
+            }
+            Ok(())
+        })?;
+        Ok(Reduced { data, count, indices })
     }
 
     /// The strips [`Stack::for_each_strip`] goes over: consecutive ranges of [`STRIP`] pixels
@@ -192,6 +236,43 @@ mod tests {
             })
             .unwrap();
         assert_eq!(seen.into_inner(), pixels, "every pixel once");
+    }
+
+    /// Reducing the stack equals reducing the full bands it was made of: the cube's bands
+    /// together (median, quantiles), their valid count, and an index band on its own.
+    #[test]
+    fn reducing_the_stack_equals_reducing_the_full_bands() {
+        let pixels = 2 * STRIP + 77;
+        let (nb, days) = (2, 5usize);
+        let mut stack = Stack::new(pixels, nb + 1);
+        let mut full: Vec<Vec<Vec<u16>>> = Vec::new();
+        for k in 0..days {
+            let valid: Vec<bool> = (0..pixels).map(|p| (p * 13 + k * 5) % 7 < 4).collect();
+            let bands: Vec<Vec<u16>> = (0..=nb)
+                .map(|b| {
+                    (0..pixels)
+                        .map(|p| if valid[p] { ((p * 17 + k * 29 + b * 3) % 9000) as u16 + 1 } else { 0 })
+                        .collect()
+                })
+                .collect();
+            stack.push(&bands, &valid).unwrap();
+            full.push(bands);
+        }
+        for reducer in [Reducer::Median, "quantiles:0.1,0.9".parse().unwrap()] {
+            let got = stack.reduce(&reducer, nb, true).unwrap();
+            let nv = reducer.values_per_band();
+            let cube: Vec<Vec<&[u16]>> = full.iter().map(|d| d[..nb].iter().map(Vec::as_slice).collect()).collect();
+            let mut data = vec![0; pixels * nb * nv];
+            reducer.reduce_bands(&cube, nb, &mut data).unwrap();
+            let mut count = vec![0; pixels];
+            count_valid(&cube, &mut count).unwrap();
+            let index: Vec<&[u16]> = full.iter().map(|d| d[nb].as_slice()).collect();
+            let mut reduced = vec![0; pixels * nv];
+            reducer.reduce_masked(&index, &mut reduced).unwrap();
+            assert!(got.data == data, "{reducer:?}: data");
+            assert_eq!(got.count, Some(count), "{reducer:?}: count");
+            assert!(got.indices == vec![reduced], "{reducer:?}: index");
+        }
     }
 
     #[test]
