@@ -247,6 +247,31 @@ async fn a_path_holding_something_else_is_refused() {
     assert!(matches!(Cube::open(&file).await, Err(StoreError::NotACube { .. })));
 }
 
+/// A build killed before its first object was in place leaves directories and a staging
+/// file: a new cube is made there; a tree holding any other file is still refused.
+#[tokio::test]
+async fn a_tree_of_only_directories_and_staging_files_is_empty() {
+    let scratch = tmp("killed-early");
+    let dir = scratch.join("cube");
+    std::fs::create_dir_all(dir.join("_eocube")).unwrap();
+    std::fs::write(dir.join("_eocube").join("plan.json#7"), "{\"half").unwrap();
+    let l = layout(ZarrFormat::V3);
+    let (cube, resumed) =
+        Cube::create_or_open(&OutLocation::parse(&dir).unwrap(), &l, &IcechunkOptions::default()).await.unwrap();
+    assert!(!resumed);
+    assert_eq!(cube.layout(), &l);
+    assert!(!dir.join("_eocube").join("plan.json#7").exists(), "the staging file is removed");
+    assert!(dir.join("zarr.json").is_file());
+
+    let other = scratch.join("other");
+    std::fs::create_dir_all(other.join("sub")).unwrap();
+    std::fs::write(other.join("sub").join("notes.txt"), "hello").unwrap();
+    assert!(matches!(Cube::create(&other, &l).await, Err(StoreError::AlreadyExists { .. })));
+    let e = Cube::create_or_open(&OutLocation::parse(&other).unwrap(), &l, &IcechunkOptions::default()).await;
+    assert!(matches!(e, Err(StoreError::NotACube { .. })), "{:?}", e.err());
+    assert_eq!(std::fs::read_to_string(other.join("sub").join("notes.txt")).unwrap(), "hello");
+}
+
 #[tokio::test]
 async fn invalid_layouts_are_refused() {
     let scratch = tmp("invalid");

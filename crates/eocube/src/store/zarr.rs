@@ -63,7 +63,14 @@ impl ZarrStore {
     async fn is_empty_at(loc: &OutLocation) -> Result<bool> {
         match loc {
             OutLocation::Local(path) if path.is_file() => Ok(false),
-            OutLocation::Local(path) => Ok(std::fs::read_dir(path).map(|mut d| d.next().is_none()).unwrap_or(true)),
+            OutLocation::Local(path) if !path.exists() => Ok(true),
+            OutLocation::Local(path) => {
+                let at = path.clone();
+                tokio::task::spawn_blocking(move || holds_no_object(&at))
+                    .await
+                    .map_err(|e| StoreError::Io { path: path.clone(), source: std::io::Error::other(e) })?
+                    .map_err(|source| StoreError::Io { path: path.clone(), source })
+            }
             _ => {
                 let b = ObjectBackend::new(loc)?;
                 b.check().await?;
@@ -106,6 +113,11 @@ impl ZarrStore {
     /// `created`, which is not rewritten once there (tests/faults.rs, the kill seeds).
     pub async fn create_or_open(loc: &OutLocation, layout: &CubeLayout) -> Result<(Cube, bool)> {
         if ZarrStore::is_empty_at(loc).await? {
+            if let OutLocation::Local(root) = loc
+                && root.exists()
+            {
+                remove_staging_files(root.clone()).await?;
+            }
             return Ok((ZarrStore::create(loc, layout).await?, false));
         }
         let store = std::sync::Arc::new(ZarrStore::open(loc).await?);
@@ -189,6 +201,26 @@ async fn remove_staging_files(root: PathBuf) -> Result<()> {
         .await
         .map_err(|e| StoreError::Io { path: root.clone(), source: std::io::Error::other(e) })?
         .map_err(|source| StoreError::Io { path: root, source })
+}
+
+/// Whether a local tree holds no object: only directories and staging files, which is all a
+/// build killed before its first object was in place leaves (object_store's local backend makes
+/// the parent directories, then writes `KEY#N` and renames it). As on an object store, where a
+/// prefix without objects is empty, such a tree is made a cube again rather than refused.
+fn holds_no_object(dir: &Path) -> std::io::Result<bool> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        let empty = if kind.is_dir() {
+            holds_no_object(&entry.path())?
+        } else {
+            kind.is_file() && entry.file_name().to_str().is_some_and(is_staging_name)
+        };
+        if !empty {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// `KEY#N`: a staging file of object_store's local backend. No key eocube writes has a `#`.
