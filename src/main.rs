@@ -1203,6 +1203,15 @@ fn executor_choice(e: &EngineArgs) -> anyhow::Result<eocube::build::ExecutorChoi
     }
 }
 
+/// `" (N more not read: their solar day was already covered)"`, or nothing for none.
+fn covered_text(covered: usize) -> String {
+    if covered == 0 {
+        String::new()
+    } else {
+        format!(" ({covered} more not read: their solar day was already covered)")
+    }
+}
+
 fn default_workers() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get())
 }
@@ -1248,13 +1257,14 @@ fn print_report(report: &eocube::build::BuildReport, branch: &str) -> anyhow::Re
         return Ok(());
     }
     println!(
-        "{} jobs: {} done now, {} done before, {} failed, {} not run; {} scenes, {:.1} MB in {} requests, {} retries, {} request retries, {:.1} s",
+        "{} jobs: {} done now, {} done before, {} failed, {} not run; {} scenes{}, {:.1} MB in {} requests, {} retries, {} request retries, {:.1} s",
         s.jobs,
         s.done,
         s.already_done,
         s.failed,
         s.not_run,
         s.scenes,
+        covered_text(s.scenes_covered),
         s.bytes as f64 / 1e6,
         s.requests,
         s.retries,
@@ -1358,10 +1368,11 @@ async fn demo(out: &std::path::Path, workers: Option<usize>, quiet: bool) -> any
         r.synth_seconds
     );
     println!(
-        "build:   {} jobs ({} failed) from {} scenes, {:.1} MB in {} HTTP range requests, {:.1} s",
+        "build:   {} jobs ({} failed) from {} scenes{}, {:.1} MB in {} HTTP range requests, {:.1} s",
         s.jobs,
         s.failed,
         s.scenes,
+        covered_text(s.scenes_covered),
         s.bytes as f64 / 1e6,
         s.requests,
         r.build_seconds

@@ -145,8 +145,12 @@ fn line(s: &Summary, r: &JobRecord) -> String {
     }
     match r.outcome {
         Outcome::Done => format!(
-            "{head} done: {} scenes, {} solar days, {:.1} MB in {} requests, {:.2} s{retries}",
+            "{head} done: {} scenes{}, {} solar days, {:.1} MB in {} requests, {:.2} s{retries}",
             r.stats.scenes,
+            match r.stats.scenes_covered {
+                0 => String::new(),
+                n => format!(" (+{n} not read, day covered)"),
+            },
             r.stats.solar_days,
             r.stats.bytes as f64 / 1e6,
             r.stats.requests,

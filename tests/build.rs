@@ -238,23 +238,31 @@ fn e2e_v3_via_stac_api_reads_back_in_xarray_and_matches_the_oracles() {
     assert_eq!(ledger_len(&b.cube), jobs, "ledger files");
     let lines = report(&b.cube);
     let mut done = BTreeSet::new();
+    let mut covered = 0;
     for l in &lines {
-        for k in ["job", "outcome", "scenes", "solar_days", "bytes", "requests", "seconds", "retries"] {
+        for k in ["job", "outcome", "scenes", "scenes_covered", "solar_days", "bytes", "requests", "seconds", "retries"]
+        {
             assert!(l.get(k).is_some(), "report line without {k}: {l}");
         }
         assert_eq!(l["outcome"], "done", "a job failed: {l}");
         let (t, iy, ix) = job_of(l);
         let (scenes, days) = expected_scenes(t as usize, iy as usize, ix as usize, 128);
+        // A scene whose solar day earlier scenes filled wholly is skipped, not used.
+        let used = l["scenes"].as_u64().zip(l["scenes_covered"].as_u64()).map(|(a, b)| a + b);
         assert_eq!(
-            (l["scenes"].as_u64(), l["solar_days"].as_u64()),
+            (used, l["solar_days"].as_u64()),
             (Some(scenes as u64), Some(days as u64)),
-            "job {:?}: scenes / solar days used (in-window scenes meeting the chunk; 06-13T15:46Z and \
-             06-14T02:10Z are one solar day at lon -72): {l}",
+            "job {:?}: scenes used or skipped as covered / solar days (in-window scenes meeting the \
+             chunk; 06-13T15:46Z and 06-14T02:10Z are one solar day at lon -72): {l}",
             (t, iy, ix)
         );
+        covered += l["scenes_covered"].as_u64().unwrap_or(0);
         done.insert((t, iy, ix));
     }
     assert_eq!(done.len(), jobs, "report.jsonl has done lines for {} of {jobs} jobs", done.len());
+    // 2023-05-19: 18TXP (first by id) has data on every pixel of the western chunks, so 19TBJ,
+    // which meets them too, is not read there; the oracles above saw it, so it changed nothing.
+    assert!(covered > 0, "no job skipped a scene of an already covered solar day: {lines:?}");
     let st = status(&b.cube);
     assert_eq!(
         (st.get("done"), st.get("pending"), st.get("failed")),

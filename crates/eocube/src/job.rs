@@ -182,12 +182,16 @@ impl SharedSearches {
 pub struct JobStats {
     /// Scenes the catalog returned for the bin's days.
     pub scenes_found: usize,
-    /// Scenes whose windows covered the chunk and were read and fused (a scene of a solar day
-    /// may still fill no pixel when an earlier scene of that day filled them all).
+    /// Scenes whose windows covered the chunk and were read and fused (one may still fill no
+    /// pixel, where earlier scenes of its day filled all it covers).
     pub scenes: usize,
+    /// Scenes not fused because earlier scenes of their solar day had filled every pixel of
+    /// the chunk (and its mask halo): they could not change it, so they are not read.
+    pub scenes_covered: usize,
     /// Observations (solar days) the median saw.
     pub solar_days: usize,
-    /// Range requests and bytes received, headers included.
+    /// Range requests and bytes received, headers included, of the scenes fused (a covered
+    /// scene whose read was under way when it was dropped is not counted).
     pub requests: u64,
     pub bytes: u64,
     /// Catalog searches made for this job: 1, or 0 when it used the one search of its chunk's
@@ -473,6 +477,9 @@ async fn observe_and_reduce(
         today = day;
         stats.scenes += 1;
         today.filled += filled?;
+        if today.filled == work.geobox.shape.len() {
+            stats.scenes_covered += scenes.skip_day(date);
+        }
         open = Some(today);
     }
     let stack = finish_day(open, &work, &mask, &indices, stack).await?;
@@ -654,23 +661,47 @@ impl<T: Copy> Window<T> {
 /// requests must be in flight to hide latency); of those, the first `decode_ahead` also decode
 /// (CPU: decoded windows are large, so only as many as keep the cores busy). Memory is bounded
 /// by those two numbers, not by the number of scenes. Dropping the pipeline aborts its tasks.
+///
+/// A solar day whose scenes have filled every pixel of the work grid takes nothing from its
+/// later scenes (fusion fills only open pixels), so the job drops them ([`Pipeline::skip_day`]).
+/// Where one scene's footprint holds the whole work grid (two tiles of one pass over a tile
+/// overlap or a UTM zone boundary), the later scenes of its day are held back, not read ahead,
+/// until that day is fused: most of them are then dropped unread. Holding back only delays a
+/// read; which scenes are fused, and so the cube, is the same.
 struct Pipeline {
     ctx: JobContext,
     work: Arc<WorkGrid>,
+    /// The work grid's lon/lat bounds, to compare with the scenes' bboxes; `None` when the
+    /// grid does not project to lon/lat (nothing is held back then).
+    work_lonlat: Option<crate::grid::Bbox>,
     rules: SceneRules,
     grids: Arc<SourceGrids>,
     lon_center: f64,
-    waiting: std::vec::IntoIter<Scene>,
+    waiting: std::collections::VecDeque<Scene>,
     fetching: std::collections::VecDeque<InFlight<Fetched>>,
     decoding: std::collections::VecDeque<InFlight<Loaded>>,
     decode_ahead: usize,
+    /// The solar day of the last scene taken from `waiting` whose bbox holds the work grid.
+    covering: Option<crate::time::Date>,
 }
 
-/// A scene in a stage of the [`Pipeline`]: its solar day, id and the task working on it.
+/// A scene in a stage of the [`Pipeline`]: its solar day, id and the task working on it, or
+/// the scene itself while it is held back.
 struct InFlight<T> {
     date: crate::time::Date,
     id: String,
-    task: Task<Result<T, JobError>>,
+    stage: Stage<T>,
+}
+
+enum Stage<T> {
+    Started(Task<Result<T, JobError>>),
+    Held(Box<Scene>),
+}
+
+impl<T> InFlight<T> {
+    fn started(&self) -> bool {
+        matches!(self.stage, Stage::Started(_))
+    }
 }
 
 /// A spawned task that is aborted when dropped (a job that times out stops its reads).
@@ -690,65 +721,117 @@ impl<T> Task<T> {
 
 impl Pipeline {
     fn new(ctx: &JobContext, work: Arc<WorkGrid>, rules: SceneRules, scenes: Vec<Scene>, lon_center: f64) -> Pipeline {
+        let work_lonlat = work.geobox.footprint(&Crs::wgs84(), 8).ok().and_then(|f| f.bbox());
         let mut p = Pipeline {
             ctx: ctx.clone(),
             work,
+            work_lonlat,
             rules,
             grids: Arc::new(SourceGrids::default()),
             lon_center,
-            waiting: scenes.into_iter(),
+            waiting: scenes.into(),
             fetching: Default::default(),
             decoding: Default::default(),
             // Each decoding scene gives the pool a task per band, and the scene being fused keeps
             // it busy too: one scene per core is enough, and a decoded scene is 10-20 MB.
             decode_ahead: rayon::current_num_threads().max(2),
+            covering: None,
         };
         p.refill();
         p
     }
 
-    /// Starts fetches up to `fetch_ahead` scenes ahead and decodes up to `decode_ahead`.
+    /// Starts fetches up to `fetch_ahead` scenes ahead and decodes up to `decode_ahead`; held
+    /// scenes take no place in either.
     fn refill(&mut self) {
         let fetch_ahead = self.ctx.scene_concurrency.max(self.decode_ahead);
-        while self.decoding.len() < self.decode_ahead {
-            let Some(InFlight { date, id, task: fetch }) = self.fetching.pop_front().or_else(|| self.start_fetch())
-            else {
+        let started = |q: &std::collections::VecDeque<InFlight<_>>| q.iter().filter(|f| f.started()).count();
+        while self.decoding.iter().filter(|f| f.started()).count() < self.decode_ahead {
+            let Some(InFlight { date, id, stage }) = self.fetching.pop_front().or_else(|| self.take_next()) else {
                 break;
             };
-            let (grids, work) = (Arc::clone(&self.grids), Arc::clone(&self.work));
-            let (spec, rules) = (Arc::clone(&self.ctx.plan), self.rules);
-            let task = Task(tokio::spawn(in_this_job(async move {
-                decode_scene(fetch.join().await??, &spec, &work, rules, &grids).await
-            })));
-            self.decoding.push_back(InFlight { date, id, task });
+            let stage = match stage {
+                Stage::Held(scene) => Stage::Held(scene),
+                Stage::Started(fetch) => {
+                    let (ctx, work, rules, grids) = self.decode_inputs();
+                    Stage::Started(Task(tokio::spawn(in_this_job(async move {
+                        decode_scene(fetch.join().await??, &ctx.plan, &work, rules, &grids).await
+                    }))))
+                }
+            };
+            self.decoding.push_back(InFlight { date, id, stage });
         }
-        while self.decoding.len() + self.fetching.len() < fetch_ahead {
-            let Some(next) = self.start_fetch() else { break };
+        while self.decoding.iter().filter(|f| f.started()).count() + started(&self.fetching) < fetch_ahead {
+            let Some(next) = self.take_next() else { break };
             self.fetching.push_back(next);
         }
     }
 
-    fn start_fetch(&mut self) -> Option<InFlight<Fetched>> {
-        let scene = self.waiting.next()?;
-        let date = solar_day(scene.datetime, self.lon_center);
-        let id = scene.id.clone();
-        let (ctx, work) = (self.ctx.clone(), Arc::clone(&self.work));
-        Some(InFlight {
-            date,
-            id,
-            task: Task(tokio::spawn(in_this_job(async move { fetch_scene(&ctx, scene, &work).await }))),
-        })
+    fn decode_inputs(&self) -> (JobContext, Arc<WorkGrid>, SceneRules, Arc<SourceGrids>) {
+        (self.ctx.clone(), Arc::clone(&self.work), self.rules, Arc::clone(&self.grids))
     }
 
-    /// The next scene in fusion order: its solar day, id and what reading it gave.
+    /// The next waiting scene: held back when an earlier scene of its day may cover the work
+    /// grid, else with its fetch started.
+    fn take_next(&mut self) -> Option<InFlight<Fetched>> {
+        let scene = self.waiting.pop_front()?;
+        let date = solar_day(scene.datetime, self.lon_center);
+        let id = scene.id.clone();
+        if self.covering == Some(date) {
+            return Some(InFlight { date, id, stage: Stage::Held(Box::new(scene)) });
+        }
+        if self.work_lonlat.is_some_and(|w| scene.bbox.contains(&w)) {
+            self.covering = Some(date);
+        }
+        let (ctx, work) = (self.ctx.clone(), Arc::clone(&self.work));
+        let task = Task(tokio::spawn(in_this_job(async move { fetch_scene(&ctx, scene, &work).await })));
+        Some(InFlight { date, id, stage: Stage::Started(task) })
+    }
+
+    /// The next scene in fusion order: its solar day, id and what reading it gave. A held scene
+    /// whose day was not covered after all is read now.
     async fn next(&mut self) -> Option<(crate::time::Date, String, Result<Loaded, JobError>)> {
-        let InFlight { date, id, task } = self.decoding.pop_front()?;
+        let InFlight { date, id, stage } = self.decoding.pop_front()?;
+        let task = match stage {
+            Stage::Started(task) => task,
+            Stage::Held(scene) => {
+                let (ctx, work, rules, grids) = self.decode_inputs();
+                Task(tokio::spawn(in_this_job(async move {
+                    let fetched = fetch_scene(&ctx, *scene, &work).await?;
+                    decode_scene(fetched, &ctx.plan, &work, rules, &grids).await
+                })))
+            }
+        };
         self.refill();
         let loaded = match task.join().await {
             Ok(r) => r,
             Err(e) => Err(e),
         };
         Some((date, id, loaded))
+    }
+
+    /// Drops the scenes of solar day `date` not handed out yet, their reads aborted (scenes
+    /// come in fusion order, so they are the first in line); returns how many.
+    fn skip_day(&mut self, date: crate::time::Date) -> usize {
+        let mut dropped = 0;
+        while self.decoding.front().is_some_and(|f| f.date == date) {
+            self.decoding.pop_front();
+            dropped += 1;
+        }
+        if self.decoding.is_empty() {
+            while self.fetching.front().is_some_and(|f| f.date == date) {
+                self.fetching.pop_front();
+                dropped += 1;
+            }
+        }
+        if self.decoding.is_empty() && self.fetching.is_empty() {
+            while self.waiting.front().is_some_and(|s| solar_day(s.datetime, self.lon_center) == date) {
+                self.waiting.pop_front();
+                dropped += 1;
+            }
+        }
+        self.refill();
+        dropped
     }
 }
 

@@ -196,8 +196,10 @@ pub struct Summary {
     pub interrupted: bool,
     /// Scenes the catalog returned for the jobs of this run (`JobStats::scenes_found`)...
     pub scenes_found: usize,
-    /// ...and those that had data on a chunk (`JobStats::scenes`).
+    /// ...those that had data on a chunk (`JobStats::scenes`)...
     pub scenes: usize,
+    /// ...and those not read because their solar day was already covered (`JobStats::scenes_covered`).
+    pub scenes_covered: usize,
     pub requests: u64,
     pub bytes: u64,
     /// Job attempts after the first, and failed request attempts sent again, over all jobs.

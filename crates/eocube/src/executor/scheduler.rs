@@ -247,6 +247,7 @@ fn count(summary: &mut Summary, record: &JobRecord, t0: Instant) {
     summary.not_run = summary.not_run.saturating_sub(1);
     summary.scenes_found += record.stats.scenes_found;
     summary.scenes += record.stats.scenes;
+    summary.scenes_covered += record.stats.scenes_covered;
     summary.requests += record.stats.requests;
     summary.bytes += record.stats.bytes;
     summary.retries += u64::from(record.retries);

@@ -240,6 +240,22 @@ mod tests {
     }
 
     #[test]
+    fn a_bbox_contains_itself_and_what_lies_inside_not_what_crosses_an_edge() {
+        let outer = Bbox::new(-72.5, 44.0, -71.0, 45.5).unwrap();
+        assert!(outer.contains(&outer));
+        assert!(outer.contains(&Bbox::new(-72.2, 44.5, -71.9, 44.8).unwrap()));
+        for crossing in [
+            Bbox::new(-72.6, 44.5, -71.9, 44.8).unwrap(),
+            Bbox::new(-72.2, 43.9, -71.9, 44.8).unwrap(),
+            Bbox::new(-72.2, 44.5, -70.9, 44.8).unwrap(),
+            Bbox::new(-72.2, 44.5, -71.9, 45.6).unwrap(),
+        ] {
+            assert!(!outer.contains(&crossing), "{crossing:?}");
+            assert!(outer.intersects(&crossing));
+        }
+    }
+
+    #[test]
     fn from_bbox_is_edge_anchored() {
         let r = 1.0 / 3600.0;
         let bbox = Bbox::new(-73.43, 42.72, -71.47, 45.02).unwrap();

@@ -92,6 +92,11 @@ impl Bbox {
         self.west < other.east && other.west < self.east && self.south < other.north && other.south < self.north
     }
 
+    /// Whether `other` lies wholly inside (edges may touch).
+    pub fn contains(&self, other: &Bbox) -> bool {
+        self.west <= other.west && other.east <= self.east && self.south <= other.south && other.north <= self.north
+    }
+
     /// The smallest bbox holding every point, or `None` for no (finite) points.
     pub fn from_points(points: impl IntoIterator<Item = (f64, f64)>) -> Option<Bbox> {
         let mut it = points.into_iter().filter(|(x, y)| x.is_finite() && y.is_finite());

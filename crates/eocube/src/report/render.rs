@@ -344,7 +344,12 @@ pub fn html(report: &RunReport, cost: &Cost) -> String {
         report.request_retries()
     );
     let scenes: usize = report.jobs.iter().map(|j| j.stats.scenes).sum();
-    w!(out, "<tr><td>scenes used</td><td class=\"n\">{scenes}</td></tr></table>\n");
+    let covered: usize = report.jobs.iter().map(|j| j.stats.scenes_covered).sum();
+    w!(out, "<tr><td>scenes used</td><td class=\"n\">{scenes}</td></tr>");
+    w!(
+        out,
+        "<tr><td>scenes not read (their solar day already covered the chunk)</td><td class=\"n\">{covered}</td></tr></table>\n"
+    );
     let p = cost.prices;
     w!(
         out,
