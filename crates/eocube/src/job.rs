@@ -698,10 +698,9 @@ enum Stage<T> {
     Held(Box<Scene>),
 }
 
-impl<T> InFlight<T> {
-    fn started(&self) -> bool {
-        matches!(self.stage, Stage::Started(_))
-    }
+/// How many scenes of a stage have a task (held scenes have none).
+fn started<T>(stage: &std::collections::VecDeque<InFlight<T>>) -> usize {
+    stage.iter().filter(|f| matches!(f.stage, Stage::Started(_))).count()
 }
 
 /// A spawned task that is aborted when dropped (a job that times out stops its reads).
@@ -745,8 +744,7 @@ impl Pipeline {
     /// scenes take no place in either.
     fn refill(&mut self) {
         let fetch_ahead = self.ctx.scene_concurrency.max(self.decode_ahead);
-        let started = |q: &std::collections::VecDeque<InFlight<_>>| q.iter().filter(|f| f.started()).count();
-        while self.decoding.iter().filter(|f| f.started()).count() < self.decode_ahead {
+        while started(&self.decoding) < self.decode_ahead {
             let Some(InFlight { date, id, stage }) = self.fetching.pop_front().or_else(|| self.take_next()) else {
                 break;
             };
@@ -761,7 +759,7 @@ impl Pipeline {
             };
             self.decoding.push_back(InFlight { date, id, stage });
         }
-        while self.decoding.iter().filter(|f| f.started()).count() + started(&self.fetching) < fetch_ahead {
+        while started(&self.decoding) + started(&self.fetching) < fetch_ahead {
             let Some(next) = self.take_next() else { break };
             self.fetching.push_back(next);
         }
