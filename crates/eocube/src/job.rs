@@ -190,7 +190,7 @@ pub struct JobStats {
     pub scenes_covered: usize,
     /// Observations (solar days) the median saw.
     pub solar_days: usize,
-    /// Range requests and bytes received, headers included, of the scenes fused (a covered
+    /// Range requests and bytes received, headers included, of the scenes read (a covered
     /// scene whose read was under way when it was dropped is not counted).
     pub requests: u64,
     pub bytes: u64,
@@ -664,7 +664,7 @@ impl<T: Copy> Window<T> {
 ///
 /// A solar day whose scenes have filled every pixel of the work grid takes nothing from its
 /// later scenes (fusion fills only open pixels), so the job drops them ([`Pipeline::skip_day`]).
-/// Where one scene's footprint holds the whole work grid (two tiles of one pass over a tile
+/// Where one scene's STAC bbox holds the whole work grid (two tiles of one pass over a tile
 /// overlap or a UTM zone boundary), the later scenes of its day are held back, not read ahead,
 /// until that day is fused: most of them are then dropped unread. Holding back only delays a
 /// read; which scenes are fused, and so the cube, is the same.
