@@ -750,12 +750,7 @@ impl Pipeline {
             };
             let stage = match stage {
                 Stage::Held(scene) => Stage::Held(scene),
-                Stage::Started(fetch) => {
-                    let (ctx, work, rules, grids) = self.decode_inputs();
-                    Stage::Started(Task(tokio::spawn(in_this_job(async move {
-                        decode_scene(fetch.join().await??, &ctx.plan, &work, rules, &grids).await
-                    }))))
-                }
+                Stage::Started(fetch) => Stage::Started(self.decode(async move { fetch.join().await? })),
             };
             self.decoding.push_back(InFlight { date, id, stage });
         }
@@ -765,8 +760,15 @@ impl Pipeline {
         }
     }
 
-    fn decode_inputs(&self) -> (JobContext, Arc<WorkGrid>, SceneRules, Arc<SourceGrids>) {
-        (self.ctx.clone(), Arc::clone(&self.work), self.rules, Arc::clone(&self.grids))
+    /// A task that decodes the scene `fetched` gives, once it has it.
+    fn decode(
+        &self,
+        fetched: impl Future<Output = Result<Fetched, JobError>> + Send + 'static,
+    ) -> Task<Result<Loaded, JobError>> {
+        let (ctx, work, rules, grids) = (self.ctx.clone(), Arc::clone(&self.work), self.rules, Arc::clone(&self.grids));
+        Task(tokio::spawn(in_this_job(
+            async move { decode_scene(fetched.await?, &ctx.plan, &work, rules, &grids).await },
+        )))
     }
 
     /// The next waiting scene: held back when an earlier scene of its day may cover the work
@@ -793,11 +795,8 @@ impl Pipeline {
         let task = match stage {
             Stage::Started(task) => task,
             Stage::Held(scene) => {
-                let (ctx, work, rules, grids) = self.decode_inputs();
-                Task(tokio::spawn(in_this_job(async move {
-                    let fetched = fetch_scene(&ctx, *scene, &work).await?;
-                    decode_scene(fetched, &ctx.plan, &work, rules, &grids).await
-                })))
+                let (ctx, work) = (self.ctx.clone(), Arc::clone(&self.work));
+                self.decode(async move { fetch_scene(&ctx, *scene, &work).await })
             }
         };
         self.refill();
