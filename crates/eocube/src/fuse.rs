@@ -17,9 +17,10 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 
 // The rule and its facts belong to the sensor profile; re-exported where callers found them.
+use crate::grid::Shape;
 pub use crate::sensor::sentinel2::{BOA_OFFSET, OffsetDecision, OffsetSource, is_collection_1, offset_rule};
 use crate::time::{Date, solar_day};
-use crate::warp::{OUTSIDE, Resampling, Sample, SamplePlan, SourceImage, Taps};
+use crate::warp::{OUTSIDE, PreparedTaps, Resampling, Sample, SamplePlan, SourceImage, Taps};
 
 /// The nodata value of Sentinel-2 L2A reflectance bands and the fill value of the cube.
 pub const NODATA: u16 = 0;
@@ -226,124 +227,152 @@ impl Day {
         let block_len = plan.block_len();
         let nx = plan.target_shape().nx;
         Ok(for_blocks(&mut self.obs, block_len, |offset, scl, out| {
-            let mut values = vec![NODATA; scene.bands.len()];
-            let mut filled = 0;
             let Some(samples) = plan.blocks().get(offset / block_len) else { return 0 };
+            let block = Block { scene, samples, scl, out };
             // In the plan's source order: every window is read front to back.
             match scene.resampling {
-                Resampling::Nearest => match scene.bands.len() {
-                    1 => filled = nearest_block::<1>(scene, samples, scl, out),
-                    2 => filled = nearest_block::<2>(scene, samples, scl, out),
-                    3 => filled = nearest_block::<3>(scene, samples, scl, out),
-                    4 => filled = nearest_block::<4>(scene, samples, scl, out),
-                    _ => {
-                        for smp in samples {
-                            let t = smp.target as usize;
-                            if scl[t] != 0 || smp.source == OUTSIDE {
-                                continue;
-                            }
-                            let src = smp.source as usize;
-                            let value =
-                                |band: &SourceImage<'_, u16>| Some(band.data[src]).filter(|&v| band.is_valid(v));
-                            filled += take(scene, &mut values, scl, out, t, src, value);
-                        }
-                    }
-                },
+                Resampling::Nearest => block.fill(&Nearest),
                 _ => {
                     // The block's coordinates row by row first (the map interpolates along rows),
                     // then read in source order from this small buffer.
-                    let (mut xs, mut ys) = (vec![0.0; scl.len()], vec![0.0; scl.len()]);
+                    let (mut xs, mut ys) = (vec![0.0; block.scl.len()], vec![0.0; block.scl.len()]);
                     for ((r, x), y) in xs.chunks_mut(nx.max(1)).enumerate().zip(ys.chunks_mut(nx.max(1))) {
                         plan.map().row(offset / nx.max(1) + r, x, y);
                     }
-                    for smp in samples {
-                        let t = smp.target as usize;
-                        if scl[t] != 0 || smp.source == OUTSIDE {
-                            continue;
-                        }
-                        let Some(taps) = Taps::at(xs[t], ys[t], source.nx, source.ny) else { continue };
-                        // The taps and weights once, for every band.
-                        let taps = taps.prepare();
-                        filled += take(scene, &mut values, scl, out, t, smp.source as usize, |band| taps.apply(band));
-                    }
+                    block.fill(&Bilinear { xs: &xs, ys: &ys, source })
                 }
             }
-            filled
         }))
     }
 }
 
-/// [`Day::add_sampled`]'s nearest pass over one block for a scene of `N` bands (the usual
-/// counts): the same rule as [`take`], with the bands in arrays so the per-sample work is straight
-/// code, no loop over a list of bands (this pass is a fifth of a nearest job's CPU).
-fn nearest_block<const N: usize>(
-    scene: &SampledScene<'_>,
-    samples: &[Sample],
-    scl: &mut [u8],
-    out: &mut [&mut [u16]],
-) -> usize {
-    let (Ok(bands), Ok(out)) =
-        (<&[SourceImage<'_, u16>; N]>::try_from(scene.bands.as_slice()), <&mut [&mut [u16]; N]>::try_from(out))
-    else {
-        return 0;
-    };
-    let mut filled = 0;
-    'samples: for smp in samples {
-        let t = smp.target as usize;
-        if smp.source == OUTSIDE || scl[t] != 0 {
-            continue;
-        }
-        let src = smp.source as usize;
-        let class = scene.scl.data[src];
-        if class == 0 || !scene.scl.is_valid(class) {
-            continue;
-        }
-        let mut values = [NODATA; N];
-        for (v, band) in values.iter_mut().zip(bands) {
-            let x = band.data[src];
-            if x == NODATA || !band.is_valid(x) {
-                continue 'samples;
-            }
-            *v = x;
-        }
-        scl[t] = class;
-        for (o, v) in out.iter_mut().zip(values) {
-            o[t] = harmonized(v, scene.radiometry);
-        }
-        filled += 1;
-    }
-    filled
+/// How [`Day::add_sampled`] reads a band's value for a target pixel: `prepare` the work the bands
+/// share (`None`: no data there), then `value` per band (`None`: no valid value).
+trait Kernel {
+    type Prepared;
+    fn prepare(&self, target: usize) -> Option<Self::Prepared>;
+    fn value(&self, prepared: &Self::Prepared, source: usize, band: &SourceImage<'_, u16>) -> Option<u16>;
 }
 
-/// Takes target pixel `t` (of a block: `scl`, `out`) from `scene` when the scene has data there:
-/// SCL (nearest, source pixel `src`) not 0 and not nodata, and every band's `value` not 0 and not
-/// nodata. Returns 1 when it took the pixel. `values` is scratch, one per band.
+/// The sample's own source pixel.
+struct Nearest;
+
+impl Kernel for Nearest {
+    type Prepared = ();
+    #[inline(always)]
+    fn prepare(&self, _: usize) -> Option<()> {
+        Some(())
+    }
+    #[inline(always)]
+    fn value(&self, _: &(), source: usize, band: &SourceImage<'_, u16>) -> Option<u16> {
+        Some(band.data[source]).filter(|&v| band.is_valid(v))
+    }
+}
+
+/// The 2 x 2 source pixels around the target pixel's centre, at `(xs[t], ys[t])` in the windows'
+/// pixel coordinates (`t` the pixel's offset in the block).
+struct Bilinear<'b> {
+    xs: &'b [f64],
+    ys: &'b [f64],
+    source: Shape,
+}
+
+impl Kernel for Bilinear<'_> {
+    type Prepared = PreparedTaps;
+    #[inline(always)]
+    fn prepare(&self, t: usize) -> Option<PreparedTaps> {
+        Taps::at(self.xs[t], self.ys[t], self.source.nx, self.source.ny).map(|taps| taps.prepare())
+    }
+    #[inline(always)]
+    fn value(&self, taps: &PreparedTaps, _: usize, band: &SourceImage<'_, u16>) -> Option<u16> {
+        taps.apply(band)
+    }
+}
+
+/// One block of target pixels of [`Day::add_sampled`]: the scene, the block's samples (in source
+/// order) and the block's slices of the day's SCL and bands.
+struct Block<'s, 'a, 'o, 'b> {
+    scene: &'s SampledScene<'a>,
+    samples: &'s [Sample],
+    scl: &'o mut [u8],
+    out: &'o mut [&'b mut [u16]],
+}
+
+impl Block<'_, '_, '_, '_> {
+    /// Takes every open target pixel of the block from the scene where the scene has data there:
+    /// its SCL (nearest: the sample's source pixel) not 0 and valid, then every band's value (by
+    /// `kernel`) not 0 and valid. Returns the pixels taken. The usual band counts run as arrays,
+    /// the per-pixel work straight code: this pass is most of a job's CPU after the inflate.
+    fn fill<K: Kernel>(self, kernel: &K) -> usize {
+        match self.scene.bands.len() {
+            1 => self.fill_n::<1, K>(kernel),
+            2 => self.fill_n::<2, K>(kernel),
+            3 => self.fill_n::<3, K>(kernel),
+            4 => self.fill_n::<4, K>(kernel),
+            _ => {
+                let Block { scene, samples, scl, out } = self;
+                let mut values = vec![NODATA; scene.bands.len()];
+                let mut filled = 0;
+                for smp in samples {
+                    let Some((t, src, class)) = open_with_data(scene, scl, smp) else { continue };
+                    let Some(p) = kernel.prepare(t) else { continue };
+                    let complete = scene.bands.iter().zip(values.iter_mut()).all(|(band, v)| {
+                        *v = kernel.value(&p, src, band).unwrap_or(NODATA);
+                        *v != NODATA
+                    });
+                    if complete {
+                        scl[t] = class;
+                        for (o, &v) in out.iter_mut().zip(&values) {
+                            o[t] = harmonized(v, scene.radiometry);
+                        }
+                        filled += 1;
+                    }
+                }
+                filled
+            }
+        }
+    }
+
+    fn fill_n<const N: usize, K: Kernel>(self, kernel: &K) -> usize {
+        let Block { scene, samples, scl, out } = self;
+        let (Ok(bands), Ok(out)) =
+            (<&[SourceImage<'_, u16>; N]>::try_from(scene.bands.as_slice()), <&mut [&mut [u16]; N]>::try_from(out))
+        else {
+            return 0;
+        };
+        let mut filled = 0;
+        'samples: for smp in samples {
+            let Some((t, src, class)) = open_with_data(scene, scl, smp) else { continue };
+            let Some(p) = kernel.prepare(t) else { continue };
+            let mut values = [NODATA; N];
+            for (v, band) in values.iter_mut().zip(bands) {
+                match kernel.value(&p, src, band) {
+                    Some(x) if x != NODATA => *v = x,
+                    _ => continue 'samples,
+                }
+            }
+            scl[t] = class;
+            for (o, v) in out.iter_mut().zip(values) {
+                o[t] = harmonized(v, scene.radiometry);
+            }
+            filled += 1;
+        }
+        filled
+    }
+}
+
+/// The target pixel, source pixel and SCL class of a sample whose target pixel is still open and
+/// whose source pixel has a valid SCL class: the test every scene pixel passes first, before any
+/// band is read.
 #[inline(always)]
-fn take(
-    scene: &SampledScene<'_>,
-    values: &mut [u16],
-    scl: &mut [u8],
-    out: &mut [&mut [u16]],
-    t: usize,
-    src: usize,
-    value: impl Fn(&SourceImage<'_, u16>) -> Option<u16>,
-) -> usize {
+fn open_with_data(scene: &SampledScene<'_>, scl: &[u8], smp: &Sample) -> Option<(usize, usize, u8)> {
+    let t = smp.target as usize;
+    if smp.source == OUTSIDE || scl[t] != 0 {
+        return None;
+    }
+    let src = smp.source as usize;
     let class = scene.scl.data[src];
-    if class == 0 || !scene.scl.is_valid(class) {
-        return 0;
-    }
-    let complete = scene.bands.iter().zip(values.iter_mut()).all(|(band, v)| {
-        *v = value(band).unwrap_or(NODATA);
-        *v != NODATA
-    });
-    if !complete {
-        return 0;
-    }
-    scl[t] = class;
-    for (o, &v) in out.iter_mut().zip(values.iter()) {
-        o[t] = harmonized(v, scene.radiometry);
-    }
-    1
+    (class != 0 && scene.scl.is_valid(class)).then_some((t, src, class))
 }
 
 /// Pixels per parallel block of [`Day::add_warped`].

@@ -36,7 +36,7 @@ use zarrs::storage::store::MemoryStore;
 use crate::fifo::Fifo;
 use crate::grid::{GeoBox, Shape};
 use crate::plan::Job;
-use crate::store::view::decode_u16;
+use crate::store::codec::decode_u16;
 use crate::store::{Cube, CubeLayout, CubeStore, DataValues, OutLocation, StoreError, ZarrFormat, meta};
 
 /// Edge of a level chunk in pixels, and the size below which the pyramid stops: one tile is

@@ -16,14 +16,17 @@
 //! Containment is even-odd over all rings in the lon/lat plane; distances are planar degrees.
 //!
 //! Speed comes from a uniform 0.25° grid over the globe. Each cell lists the land segments whose
-//! bounding box touches it; a cell with none is wholly land or wholly ocean, decided once at load
-//! time, so most footprints are answered from a handful of cells and only coastal ones look at
-//! segments. Point containment casts a ray east along a row of cells and stops at the first empty
-//! cell, whose state is known.
+//! bounding box touches it; a cell with none is wholly land or wholly ocean, decided when its row
+//! is indexed, so most footprints are answered from a handful of cells and only coastal ones look
+//! at segments. Point containment casts a ray east along a row of cells and stops at the first
+//! empty cell, whose state is known. A row is indexed the first time a question reaches it: a
+//! build asks about a few rows, and indexing all 720 was most of a small build's start-up.
 //!
 //! Antimeridian: footprints are rings with longitudes in [-180, 180]; a footprint that crosses the
 //! antimeridian must be given as two rings (one per side) and the answers ORed. Land polygons that
 //! cross it were cut at build time.
+
+use std::sync::OnceLock;
 
 mod format;
 mod geom;
@@ -64,17 +67,34 @@ pub struct LandMaskStats {
     pub index_entries: usize,
 }
 
-/// Natural Earth land rings with a grid index. Immutable and `Sync`: share one across threads.
+/// Natural Earth land rings with a grid index. `Sync`: share one across threads (a row's index
+/// is built once, by whichever thread first needs it).
 pub struct LandMask {
     /// All rings, each stored closed; segment `s` runs from `vertices[s]` to `vertices[s + 1]`.
     vertices: Vec<Pt>,
     ring_starts: Vec<u32>,
     polygons: usize,
-    /// CSR lists: cell `c` holds segments `cell_segs[cell_offsets[c]..cell_offsets[c + 1]]`.
-    cell_offsets: Vec<u32>,
-    cell_segs: Vec<u32>,
+    /// CSR lists: index row `iy` may meet segments `row_segs[row_offsets[iy]..row_offsets[iy + 1]]`
+    /// (those whose bounding box reaches into it), in segment order.
+    row_offsets: Vec<u32>,
+    row_segs: Vec<u32>,
+    /// The cells of each row, indexed on first use.
+    rows: Vec<OnceLock<Row>>,
+}
+
+/// The cells of one index row.
+struct Row {
+    /// CSR lists: cell `ix` holds segments `segs[offsets[ix]..offsets[ix + 1]]`.
+    offsets: Vec<u32>,
+    segs: Vec<u32>,
     /// Meaningful for cells without segments only: the whole cell is land.
-    cell_land: Vec<bool>,
+    land: Vec<bool>,
+}
+
+impl Row {
+    fn cell(&self, ix: usize) -> &[u32] {
+        &self.segs[self.offsets[ix] as usize..self.offsets[ix + 1] as usize]
+    }
 }
 
 fn col(lon: f64) -> usize {
@@ -103,48 +123,40 @@ impl LandMask {
 
     fn index(rings: format::Rings) -> LandMask {
         let format::Rings { vertices, ring_starts, polygons } = rings;
-        let segments = || {
-            ring_starts
-                .windows(2)
-                .flat_map(|w| (w[0] as usize)..(w[1] as usize - 1))
-                .map(|s| (s, Box2::of_points([vertices[s], vertices[s + 1]])))
+        let segments = || ring_starts.windows(2).flat_map(|w| (w[0] as usize)..(w[1] as usize - 1));
+        let rows_of = |s: usize| {
+            let b = Box2::of_points([vertices[s], vertices[s + 1]]);
+            row(b.min[1])..=row(b.max[1])
         };
-        let cells_of = |b: Box2| {
-            (row(b.min[1])..=row(b.max[1]))
-                .flat_map(move |iy| (col(b.min[0])..=col(b.max[0])).map(move |ix| iy * NX + ix))
+        let (row_offsets, row_segs) = csr(NY, || segments().flat_map(|s| rows_of(s).map(move |iy| (iy, s as u32))));
+        let rows = (0..NY).map(|_| OnceLock::new()).collect();
+        LandMask { vertices, ring_starts, polygons, row_offsets, row_segs, rows }
+    }
+
+    /// Row `iy`'s cells, indexed the first time they are asked for.
+    fn row(&self, iy: usize) -> &Row {
+        self.rows[iy].get_or_init(|| self.index_row(iy))
+    }
+
+    fn index_row(&self, iy: usize) -> Row {
+        let segs = &self.row_segs[self.row_offsets[iy] as usize..self.row_offsets[iy + 1] as usize];
+        let cols_of = |s: u32| {
+            let (a, b) = self.segment(s);
+            let b = Box2::of_points([a, b]);
+            col(b.min[0])..=col(b.max[0])
         };
-        // Two passes (count, fill) build compact CSR lists without a Vec per cell.
-        let mut cell_offsets = vec![0u32; NX * NY + 1];
-        for (_, b) in segments() {
-            for c in cells_of(b) {
-                cell_offsets[c + 1] += 1;
+        let (offsets, segs) = csr(NX, || segs.iter().flat_map(|&s| cols_of(s).map(move |ix| (ix, s))));
+        let mut row = Row { offsets, segs, land: vec![false; NX] };
+        // East to west, so the ray from an empty cell's centre stops at the next empty cell to
+        // its east, whose state is already known: linear in the number of segments.
+        let y = (iy as f64 + 0.5) / CELLS_PER_DEG - 90.0;
+        for ix in (0..NX).rev() {
+            if row.cell(ix).is_empty() {
+                let x = (ix as f64 + 0.5) / CELLS_PER_DEG - 180.0;
+                row.land[ix] = self.walk_east(&row, [x, y], ix + 1);
             }
         }
-        for c in 0..NX * NY {
-            cell_offsets[c + 1] += cell_offsets[c];
-        }
-        let mut fill: Vec<u32> = cell_offsets[..NX * NY].to_vec();
-        let mut cell_segs = vec![0u32; cell_offsets[NX * NY] as usize];
-        for (s, b) in segments() {
-            for c in cells_of(b) {
-                cell_segs[fill[c] as usize] = s as u32;
-                fill[c] += 1;
-            }
-        }
-        let mut mask =
-            LandMask { vertices, ring_starts, polygons, cell_offsets, cell_segs, cell_land: vec![false; NX * NY] };
-        // East to west per row, so the ray from an empty cell's centre stops at the next empty
-        // cell to its east, whose state is already known: linear in the number of segments.
-        for iy in 0..NY {
-            let y = (iy as f64 + 0.5) / CELLS_PER_DEG - 90.0;
-            for ix in (0..NX).rev() {
-                if mask.cell(iy * NX + ix).is_empty() {
-                    let x = (ix as f64 + 0.5) / CELLS_PER_DEG - 180.0;
-                    mask.cell_land[iy * NX + ix] = mask.walk_east([x, y], iy, ix + 1);
-                }
-            }
-        }
-        mask
+        row
     }
 
     pub fn stats(&self) -> LandMaskStats {
@@ -153,28 +165,23 @@ impl LandMask {
             polygons: self.polygons,
             rings,
             vertices: self.vertices.len() - rings,
-            index_entries: self.cell_segs.len(),
+            index_entries: (0..NY).map(|iy| self.row(iy).segs.len()).sum(),
         }
-    }
-
-    fn cell(&self, c: usize) -> &[u32] {
-        &self.cell_segs[self.cell_offsets[c] as usize..self.cell_offsets[c + 1] as usize]
     }
 
     fn segment(&self, s: u32) -> (Pt, Pt) {
         (self.vertices[s as usize], self.vertices[s as usize + 1])
     }
 
-    /// Even-odd parity of the ray from `p` east, over cells `from_ix..` of row `iy`, stopping at
-    /// the first empty cell. A crossing is counted only in the cell whose column contains it, so a
-    /// segment listed in several cells is counted once.
-    fn walk_east(&self, p: Pt, iy: usize, from_ix: usize) -> bool {
+    /// Even-odd parity of the ray from `p` east, over cells `from_ix..` of `row` (the row of
+    /// `p`), stopping at the first empty cell. A crossing is counted only in the cell whose column
+    /// contains it, so a segment listed in several cells is counted once.
+    fn walk_east(&self, row: &Row, p: Pt, from_ix: usize) -> bool {
         let mut inside = false;
         for ix in from_ix..NX {
-            let c = iy * NX + ix;
-            let segs = self.cell(c);
+            let segs = row.cell(ix);
             if segs.is_empty() {
-                return inside ^ self.cell_land[c];
+                return inside ^ row.land[ix];
             }
             for &s in segs {
                 let (a, b) = self.segment(s);
@@ -191,9 +198,8 @@ impl LandMask {
 
     /// Is the point (lon, lat) on land (even-odd; points exactly on a coastline may go either way)?
     pub fn contains_point(&self, lon: f64, lat: f64) -> bool {
-        let (ix, iy) = (col(lon), row(lat));
-        let c = iy * NX + ix;
-        if self.cell(c).is_empty() { self.cell_land[c] } else { self.walk_east([lon, lat], iy, ix) }
+        let (ix, r) = (col(lon), self.row(row(lat)));
+        if r.cell(ix).is_empty() { r.land[ix] } else { self.walk_east(r, [lon, lat], ix) }
     }
 
     /// Does the footprint ring (lon/lat vertices, closed or not), buffered by `buffer_deg` degrees,
@@ -213,16 +219,16 @@ impl LandMask {
             return false;
         }
         let (ix0, ix1, iy0, iy1) = (col(bbox.min[0]), col(bbox.max[0]), row(bbox.min[1]), row(bbox.max[1]));
-        let cells = || (iy0..=iy1).flat_map(move |iy| (ix0..=ix1).map(move |ix| iy * NX + ix));
+        let cells = || (iy0..=iy1).map(|iy| self.row(iy)).flat_map(move |r| (ix0..=ix1).map(move |ix| (r, ix)));
 
         // Fast path: no coastline near the footprint's box, so the box is uniformly land or ocean.
         let (mut any_segments, mut any_land, mut any_ocean) = (false, false, false);
-        for c in cells() {
-            if !self.cell(c).is_empty() {
+        for (r, ix) in cells() {
+            if !r.cell(ix).is_empty() {
                 any_segments = true;
                 break;
             }
-            if self.cell_land[c] { any_land = true } else { any_ocean = true }
+            if r.land[ix] { any_land = true } else { any_ocean = true }
         }
         // (Land and ocean cells side by side without a coast between them cannot happen, but
         // would simply fall through to the exact test.)
@@ -232,8 +238,8 @@ impl LandMask {
 
         let d2 = buffer_deg * buffer_deg;
         let n = ring.len();
-        for c in cells() {
-            for &s in self.cell(c) {
+        for (r, ix) in cells() {
+            for &s in r.cell(ix) {
                 let (a, b) = self.segment(s);
                 if bbox.overlaps_segment(a, b) && (0..n).any(|i| segment_dist2(ring[i], ring[(i + 1) % n], a, b) <= d2)
                 {
@@ -244,8 +250,8 @@ impl LandMask {
         // No coast within the buffer: either a whole land ring sits inside the footprint (an
         // islet; all its vertices then lie in these cells), or the footprint is wholly land or
         // wholly ocean and any one of its points decides.
-        for c in cells() {
-            for &s in self.cell(c) {
+        for (r, ix) in cells() {
+            for &s in r.cell(ix) {
                 let a = self.vertices[s as usize];
                 if fbox.contains(a) && ring_contains(&ring, a) {
                     return true;
@@ -260,6 +266,26 @@ impl LandMask {
     pub fn intersects_box(&self, west: f64, south: f64, east: f64, north: f64, buffer_deg: f64) -> bool {
         self.intersects(&[(west, south), (east, south), (east, north), (west, north)], buffer_deg)
     }
+}
+
+/// Compressed lists of `n` buckets from `(bucket, value)` pairs (made twice: counted, then
+/// filled), values in the order given: `(offsets, values)`, bucket `i` holding
+/// `values[offsets[i]..offsets[i + 1]]`.
+fn csr<I: Iterator<Item = (usize, u32)>>(n: usize, pairs: impl Fn() -> I) -> (Vec<u32>, Vec<u32>) {
+    let mut offsets = vec![0u32; n + 1];
+    for (i, _) in pairs() {
+        offsets[i + 1] += 1;
+    }
+    for i in 0..n {
+        offsets[i + 1] += offsets[i];
+    }
+    let mut fill: Vec<u32> = offsets[..n].to_vec();
+    let mut values = vec![0u32; offsets[n] as usize];
+    for (i, v) in pairs() {
+        values[fill[i] as usize] = v;
+        fill[i] += 1;
+    }
+    (offsets, values)
 }
 
 /// The footprint as points, or `None` when it cannot be judged (non-finite input).

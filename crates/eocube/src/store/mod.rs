@@ -25,6 +25,7 @@
 //! and commits every few jobs, with the ledger in the commit properties. Nothing is intercepted by
 //! key: every operation says what it means. The choices and their reasons are in `docs/cube.md`.
 
+pub mod codec;
 pub mod icechunk;
 mod ledger;
 pub mod location;
@@ -486,14 +487,13 @@ pub trait CubeStore: Send + Sync {
 pub struct Cube {
     store: Arc<dyn CubeStore>,
     layout: CubeLayout,
-    /// The data variable bound to an in-memory store: zarrs encodes a chunk there, and the bytes
-    /// are then written whole by the store.
+    /// The data variable as zarrs parsed it (bound to an empty in-memory store): it names a
+    /// chunk's key; [`codec`] encodes the chunk's bytes, which the store then writes whole.
     encoder: Array<MemoryStore>,
     /// The `valid_count` variable likewise, when the cube has it.
     count_encoder: Option<Array<MemoryStore>>,
     /// The index variables likewise, in the order of [`DataValues::indices`].
     index_encoders: Vec<Array<MemoryStore>>,
-    memory: Arc<MemoryStore>,
 }
 
 impl Cube {
@@ -577,7 +577,7 @@ impl Cube {
                 reason: format!("no array for the index variable {name}"),
             })?);
         }
-        Ok(Cube { store, layout, encoder, count_encoder, index_encoders, memory })
+        Ok(Cube { store, layout, encoder, count_encoder, index_encoders })
     }
 
     /// Reads the layout back from the group attributes of the cube in `store`.
@@ -825,13 +825,8 @@ impl Cube {
             full
         };
         let key = encoder.chunk_key(indices);
-        encoder.store_chunk(indices, full).map_err(|e| bad(format!("encoding failed: {e}")))?;
-        let encoded = zarrs::storage::ReadableStorageTraits::get(&*self.memory, &key)
-            .map_err(|e| bad(format!("encoding failed: {e}")))?;
-        // Free the staging copy at once: the memory store is only a codec pipeline.
-        zarrs::storage::WritableStorageTraits::erase(&*self.memory, &key)
-            .map_err(|e| bad(format!("encoding failed: {e}")))?;
-        Ok((key.as_str().to_string(), encoded.map(|b| Bytes::from(b.to_vec()))))
+        let encoded = codec::encode_u16(&full).map_err(|e| bad(format!("encoding failed: {e}")))?;
+        Ok((key.as_str().to_string(), Some(Bytes::from(encoded))))
     }
 
     /// Encodes and writes chunk `job` (see [`Cube::encode_chunk`]); the receipt goes to

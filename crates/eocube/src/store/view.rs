@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use serde_json::Value;
 
+use super::codec::decode_u16;
 use super::{Cube, CubeLayout, CubeStore, OutLocation, StoreError, ZarrFormat, icechunk, zarr};
 use crate::grid::{Affine, GeoBox, PixelWindow, Shape};
 
@@ -418,17 +419,6 @@ impl CubeView {
             .map_err(|e| bad(format!("decoding stopped: {e}")))?;
         decoded.map_err(bad)
     }
-}
-
-/// `bytes` as zstd of `len` little-endian u16 values: the codec chain of the data variable and
-/// of the pyramid levels. The output is bounded by `len`: a corrupt frame cannot allocate more.
-pub(crate) fn decode_u16(bytes: &[u8], len: usize) -> std::result::Result<Vec<u16>, String> {
-    let raw =
-        zstd::bulk::decompress(bytes, len * 2).map_err(|e| format!("not zstd of at most {} bytes: {e}", len * 2))?;
-    if raw.len() != len * 2 {
-        return Err(format!("{} bytes decoded, expected {}", raw.len(), len * 2));
-    }
-    Ok(raw.chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]])).collect())
 }
 
 /// The metadata document of the data variable (v3 `zarr.json`, v2 `.zarray`).

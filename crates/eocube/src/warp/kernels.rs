@@ -19,7 +19,7 @@ pub trait Pixel: Copy + PartialEq + Send + Sync + 'static {
 }
 
 macro_rules! int_pixel {
-    ($($t:ty),*) => {$(
+    ($round:path: $($t:ty),*) => {$(
         impl Pixel for $t {
             #[inline]
             fn to_f64(self) -> f64 {
@@ -28,12 +28,14 @@ macro_rules! int_pixel {
             #[inline]
             fn from_f64(v: f64) -> Self {
                 // `as` saturates at the type's bounds, which is the clamp GDAL applies.
-                floor(v + 0.5) as $t
+                $round(v + 0.5) as $t
             }
         }
     )*};
 }
-int_pixel!(u8, u16, i16, u32, i32);
+int_pixel!(floor: i16, i32);
+// For an unsigned type, truncation is floor: they differ only below 0, where both saturate to 0.
+int_pixel!(std::convert::identity: u8, u16, u32);
 
 impl Pixel for f32 {
     #[inline]
@@ -251,25 +253,37 @@ impl Taps {
     }
 
     /// The taps that carry weight and lie inside the source, with their weights: what every band
-    /// sampled at this point shares, so a scene's bands work it out once.
+    /// sampled at this point shares, so a scene's bands work it out once. Four weighted taps inside
+    /// the source, the usual case, are set out without a branch per tap.
     #[inline(always)]
     pub(crate) fn prepare(&self) -> PreparedTaps {
         let stride = self.w as usize;
-        let mut p = PreparedTaps { at: [0; 4], weight: [0.0; 4], n: 0 };
-        for (ii, wy) in [(self.i0, 1.0 - self.fv), (self.i0 + 1, self.fv)] {
-            if wy == 0.0 || ii < 0 || ii >= self.h {
-                continue;
-            }
-            let base = ii as usize * stride;
-            for (jj, wx) in [(self.j0, 1.0 - self.fu), (self.j0 + 1, self.fu)] {
-                if wx == 0.0 || jj < 0 || jj >= self.w {
+        let mut p = PreparedTaps { at: [0; 4], weight: [0.0; 4], n: 0, wsum: 0.0 };
+        let (wx, wy) = ([1.0 - self.fu, self.fu], [1.0 - self.fv, self.fv]);
+        let inside = self.i0 >= 0 && self.j0 >= 0 && self.i0 + 1 < self.h && self.j0 + 1 < self.w;
+        // 1 - fu and 1 - fv are never 0 (fu, fv < 1).
+        if inside && self.fu != 0.0 && self.fv != 0.0 {
+            let at = self.i0 as usize * stride + self.j0 as usize;
+            p.at = [at, at + 1, at + stride, at + stride + 1];
+            p.weight = [wx[0] * wy[0], wx[1] * wy[0], wx[0] * wy[1], wx[1] * wy[1]];
+            p.n = 4;
+        } else {
+            for (ii, wy) in [(self.i0, wy[0]), (self.i0 + 1, wy[1])] {
+                if wy == 0.0 || ii < 0 || ii >= self.h {
                     continue;
                 }
-                p.at[p.n] = base + jj as usize;
-                p.weight[p.n] = wx * wy;
-                p.n += 1;
+                let base = ii as usize * stride;
+                for (jj, wx) in [(self.j0, wx[0]), (self.j0 + 1, wx[1])] {
+                    if wx == 0.0 || jj < 0 || jj >= self.w {
+                        continue;
+                    }
+                    p.at[p.n] = base + jj as usize;
+                    p.weight[p.n] = wx * wy;
+                    p.n += 1;
+                }
             }
         }
+        p.wsum = p.weight.iter().take(p.n).fold(0.0, |sum, w| sum + w);
         p
     }
 }
@@ -281,12 +295,25 @@ pub(crate) struct PreparedTaps {
     at: [usize; 4],
     weight: [f64; 4],
     n: usize,
+    /// The sum of the weights: the renormaliser when every tap is valid.
+    wsum: f64,
 }
 
 impl PreparedTaps {
     /// [`Taps::apply`]: the same sums in the same order, so the same bits.
     #[inline(always)]
     pub(crate) fn apply<T: Pixel>(&self, src: &SourceImage<'_, T>) -> Option<T> {
+        // Four valid taps, the usual case, in straight code: the loop's sums in the loop's order.
+        if self.n == 4 {
+            let [a, b, c, d] = self.at.map(|at| src.data[at]);
+            if src.is_valid(a) && src.is_valid(b) && src.is_valid(c) && src.is_valid(d) {
+                let [wa, wb, wc, wd] = self.weight;
+                let acc = a.to_f64() * wa + b.to_f64() * wb + c.to_f64() * wc + d.to_f64() * wd;
+                // The weights of four taps often sum to exactly 1, and x / 1 is x: the division
+                // is a tenth of a bilinear build's CPU otherwise.
+                return Some(T::from_f64(if self.wsum == 1.0 { acc } else { acc / self.wsum }));
+            }
+        }
         let mut acc = 0.0;
         let mut wsum = 0.0;
         for (&at, &wgt) in self.at.iter().zip(&self.weight).take(self.n) {

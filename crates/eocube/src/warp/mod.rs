@@ -16,8 +16,8 @@ mod kernels;
 mod map;
 mod plan;
 
-pub(crate) use kernels::Taps;
 pub use kernels::{Pixel, SourceImage, gather, warp_into, warp_with_map};
+pub(crate) use kernels::{PreparedTaps, Taps};
 pub use map::{OUTSIDE, PixelMap, Sampling};
 pub use plan::{Sample, SamplePlan};
 
