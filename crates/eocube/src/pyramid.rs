@@ -36,7 +36,7 @@ use zarrs::storage::store::MemoryStore;
 use crate::fifo::Fifo;
 use crate::grid::{GeoBox, Shape};
 use crate::plan::Job;
-use crate::store::codec::decode_u16;
+use crate::store::codec::{self, decode_u16};
 use crate::store::{Cube, CubeLayout, CubeStore, DataValues, OutLocation, StoreError, ZarrFormat, meta};
 
 /// Edge of a level chunk in pixels, and the size below which the pyramid stops: one tile is
@@ -490,10 +490,10 @@ pub struct PyramidSummary {
     pub seconds: f64,
 }
 
-/// The encoder of every band array of every level: zarrs arrays bound to an in-memory store,
-/// as [`Cube`] encodes its chunks, so level chunks have the data variable's exact codecs.
+/// The encoder of every band array of every level: zarrs arrays (bound to an empty in-memory
+/// store) name the chunks, and [`codec::encode_u16`] encodes them, as [`Cube`] does its chunks,
+/// so level chunks have the data variable's exact codecs.
 struct Encoders {
-    memory: Arc<MemoryStore>,
     /// `[level][band]`
     arrays: Vec<Vec<Array<MemoryStore>>>,
 }
@@ -525,7 +525,7 @@ impl Encoders {
             }
             arrays.push(per_band);
         }
-        Ok(Encoders { memory, arrays })
+        Ok(Encoders { arrays })
     }
 
     /// The key and bytes of chunk `(t, ty, tx)` of a band at a level; `None`: all fill.
@@ -536,12 +536,13 @@ impl Encoders {
         idx: [u64; 3],
         data: Vec<u16>,
     ) -> Result<(String, Option<Bytes>), String> {
-        let a = self.arrays.get(level).and_then(|b| b.get(band)).ok_or("no such level or band")?;
-        let key = a.chunk_key(&idx);
-        a.store_chunk(&idx, data).map_err(|e| e.to_string())?;
-        let got = zarrs::storage::ReadableStorageTraits::get(&*self.memory, &key).map_err(|e| e.to_string())?;
-        zarrs::storage::WritableStorageTraits::erase(&*self.memory, &key).map_err(|e| e.to_string())?;
-        Ok((key.as_str().to_string(), got.map(|b| Bytes::from(b.to_vec()))))
+        let key = self.key(level, band, idx).ok_or("no such level or band")?;
+        // All fill (0): not stored, as for the cube's chunks.
+        if data.iter().all(|&v| v == 0) {
+            return Ok((key, None));
+        }
+        let bytes = codec::encode_u16(&data).map_err(|e| e.to_string())?;
+        Ok((key, Some(Bytes::from(bytes))))
     }
 
     fn key(&self, level: usize, band: usize, idx: [u64; 3]) -> Option<String> {
