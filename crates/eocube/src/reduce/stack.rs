@@ -91,8 +91,20 @@ impl Stack {
         let values = bands
             .par_iter()
             .map(|band| {
+                // Word by word, as `unpack` reads them back: clouds and swath edges come in
+                // runs, so most words are all valid (one copy) or all invalid (nothing).
                 let mut v = Vec::with_capacity(kept);
-                v.extend(band.iter().zip(valid).filter(|(_, ok)| **ok).map(|(x, _)| *x));
+                for (pixels, &word) in band.chunks(64).zip(&words) {
+                    if word == u64::MAX && pixels.len() == 64 {
+                        v.extend_from_slice(pixels);
+                        continue;
+                    }
+                    let mut bits = word;
+                    while bits != 0 {
+                        v.push(pixels[bits.trailing_zeros() as usize]);
+                        bits &= bits - 1;
+                    }
+                }
                 v
             })
             .collect();
