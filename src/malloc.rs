@@ -11,7 +11,7 @@
 //!
 //! Freed memory at the top of the heap is kept up to [`TRIM_THRESHOLD`] instead of glibc's 128 KB:
 //! a job frees its buffers and the next allocates them again, and each return to the system made
-//! the next buffer fault its pages in again (a seventh of a seed-bilinear job's page faults).
+//! the next buffer fault its pages in again (a sixth of a seed-bilinear job's page faults).
 //!
 //! A user who sets `MALLOC_ARENA_MAX`, `MALLOC_MMAP_THRESHOLD_`, `MALLOC_TRIM_THRESHOLD_` or
 //! `GLIBC_TUNABLES` keeps their setting: then nothing is changed. Other C libraries (musl builds for Lambda) are left alone.

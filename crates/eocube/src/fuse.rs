@@ -16,8 +16,8 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 
-// The rule and its facts belong to the sensor profile; re-exported where callers found them.
 use crate::grid::Shape;
+// The rule and its facts belong to the sensor profile; re-exported where callers found them.
 pub use crate::sensor::sentinel2::{BOA_OFFSET, OffsetDecision, OffsetSource, is_collection_1, offset_rule};
 use crate::time::{Date, solar_day};
 use crate::warp::{OUTSIDE, PreparedTaps, Resampling, Sample, SamplePlan, SourceImage, Taps};
@@ -562,7 +562,8 @@ mod tests {
     }
 
     /// Two scenes of one solar day sampled from their windows while fused give the day that
-    /// warping each band first and fusing the warped scenes gives, for nearest and bilinear.
+    /// warping each band first and fusing the warped scenes gives, for nearest and bilinear, for
+    /// a band count of the array path (3) and of the general one (5).
     #[test]
     fn sampling_while_fusing_equals_warping_then_fusing() {
         use crate::grid::{Affine, Bbox, Crs, GeoBox, Shape};
@@ -588,18 +589,20 @@ mod tests {
             state % m
         };
         let n_src = src_g.shape.len();
-        // Per scene: 3 bands (one value in 20 is 0, some are the nodata 7) and SCL (0 a tenth).
-        let windows: Vec<(Vec<Vec<u16>>, Vec<u8>)> = (0..2)
-            .map(|_| {
-                let bands = (0..3)
-                    .map(|_| (0..n_src).map(|_| if next(20) == 0 { 0 } else { next(4000) as u16 + 1 }).collect())
-                    .collect();
-                let scl = (0..n_src).map(|_| if next(10) == 0 { 0 } else { next(11) as u8 + 1 }).collect();
-                (bands, scl)
-            })
-            .collect();
-        for resampling in [Resampling::Nearest, Resampling::Bilinear] {
-            let (mut sampled, mut warped) = (Day::new(work.shape.len(), 3), Day::new(work.shape.len(), 3));
+        for (nbands, resampling) in
+            [3, 5].into_iter().flat_map(|n| [(n, Resampling::Nearest), (n, Resampling::Bilinear)])
+        {
+            // Per scene: the bands (one value in 20 is 0, some are the nodata 7) and SCL (0 a tenth).
+            let windows: Vec<(Vec<Vec<u16>>, Vec<u8>)> = (0..2)
+                .map(|_| {
+                    let bands = (0..nbands)
+                        .map(|_| (0..n_src).map(|_| if next(20) == 0 { 0 } else { next(4000) as u16 + 1 }).collect())
+                        .collect();
+                    let scl = (0..n_src).map(|_| if next(10) == 0 { 0 } else { next(11) as u8 + 1 }).collect();
+                    (bands, scl)
+                })
+                .collect();
+            let (mut sampled, mut warped) = (Day::new(work.shape.len(), nbands), Day::new(work.shape.len(), nbands));
             for (k, (bands, scl)) in windows.iter().enumerate() {
                 let radiometry = Radiometry { add: [1000, 0][k] };
                 fn image<'a>(b: &'a [u16], g: &'a GeoBox) -> SourceImage<'a, u16> {
@@ -637,12 +640,12 @@ mod tests {
                     scl: out_scl,
                 };
                 let b = warped.add_warped(&scene).unwrap();
-                assert_eq!(a, b, "{resampling}: pixels filled by scene {k}");
-                assert!(a > 0, "{resampling}: scene {k} fills something");
+                assert_eq!(a, b, "{resampling}, {nbands} bands: pixels filled by scene {k}");
+                assert!(a > 0, "{resampling}, {nbands} bands: scene {k} fills something");
             }
-            assert_eq!(sampled, warped, "{resampling}");
+            assert_eq!(sampled, warped, "{resampling}, {nbands} bands");
             let obs = sampled.into_observation();
-            assert!(obs.scl.contains(&0), "{resampling}: some pixels stay open");
+            assert!(obs.scl.contains(&0), "{resampling}, {nbands} bands: some pixels stay open");
         }
     }
 
