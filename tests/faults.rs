@@ -157,7 +157,8 @@ fn s3_raw(bucket: &str, prefix: &str) -> BTreeMap<String, Vec<u8>> {
 
 /// The chunks on `main` of the Icechunk repository at `url` (`icechunk:///path`, or
 /// `icechunk+s3://bucket/prefix` on the test moto), read with the `icechunk` crate, not eocube's
-/// store, keyed as [`chunk_objects`]; empty when `main` has no cube.
+/// store, keyed as [`chunk_objects`]; empty when `main` has no cube (or there is no repository
+/// yet: a kill can come before the build creates it).
 fn icechunk_chunks(url: &str) -> BTreeMap<String, Vec<u8>> {
     runtime().block_on(async {
         let storage = match url.strip_prefix("icechunk+s3://") {
@@ -168,6 +169,10 @@ fn icechunk_chunks(url: &str) -> BTreeMap<String, Vec<u8>> {
             None => icechunk::new_local_filesystem_storage(Path::new(url.trim_start_matches("icechunk://"))).await,
         }
         .expect("storage");
+        // Killed before the repository was created: `main` has no cube.
+        if !icechunk::Repository::exists(storage.clone(), None).await.expect("repository check") {
+            return BTreeMap::new();
+        }
         let repo = icechunk::Repository::open(storage).execute().await.expect("open repository");
         let version = icechunk::repository::VersionInfo::BranchTipRef("main".into());
         let session = repo.readonly_session(&version).await.expect("session");
