@@ -305,46 +305,25 @@ impl Block<'_, '_, '_, '_> {
     /// the per-pixel work straight code: this pass is most of a job's CPU after the inflate.
     fn fill<K: Kernel>(self, kernel: &K) -> usize {
         match self.scene.bands.len() {
-            1 => self.fill_n::<1, K>(kernel),
-            2 => self.fill_n::<2, K>(kernel),
-            3 => self.fill_n::<3, K>(kernel),
-            4 => self.fill_n::<4, K>(kernel),
-            _ => {
-                let Block { scene, samples, scl, out } = self;
-                let mut values = vec![NODATA; scene.bands.len()];
-                let mut filled = 0;
-                for smp in samples {
-                    let Some((t, src, class)) = open_with_data(scene, scl, smp) else { continue };
-                    let Some(p) = kernel.prepare(t) else { continue };
-                    let complete = scene.bands.iter().zip(values.iter_mut()).all(|(band, v)| {
-                        *v = kernel.value(&p, src, band).unwrap_or(NODATA);
-                        *v != NODATA
-                    });
-                    if complete {
-                        scl[t] = class;
-                        for (o, &v) in out.iter_mut().zip(&values) {
-                            o[t] = harmonized(v, scene.radiometry);
-                        }
-                        filled += 1;
-                    }
-                }
-                filled
-            }
+            1 => self.fill_with(kernel, &mut [NODATA; 1]),
+            2 => self.fill_with(kernel, &mut [NODATA; 2]),
+            3 => self.fill_with(kernel, &mut [NODATA; 3]),
+            4 => self.fill_with(kernel, &mut [NODATA; 4]),
+            n => self.fill_with(kernel, &mut vec![NODATA; n]),
         }
     }
 
-    fn fill_n<const N: usize, K: Kernel>(self, kernel: &K) -> usize {
+    /// [`Block::fill`] with `values`, one per band, as scratch. Inlined into each arm above, so
+    /// for an array the band count is a constant and the loops over the bands are straight code.
+    #[inline(always)]
+    fn fill_with<K: Kernel>(self, kernel: &K, values: &mut [u16]) -> usize {
         let Block { scene, samples, scl, out } = self;
-        let (Ok(bands), Ok(out)) =
-            (<&[SourceImage<'_, u16>; N]>::try_from(scene.bands.as_slice()), <&mut [&mut [u16]; N]>::try_from(out))
-        else {
-            return 0;
-        };
+        let n = values.len();
+        let (Some(bands), Some(out)) = (scene.bands.get(..n), out.get_mut(..n)) else { return 0 };
         let mut filled = 0;
         'samples: for smp in samples {
             let Some((t, src, class)) = open_with_data(scene, scl, smp) else { continue };
             let Some(p) = kernel.prepare(t) else { continue };
-            let mut values = [NODATA; N];
             for (v, band) in values.iter_mut().zip(bands) {
                 match kernel.value(&p, src, band) {
                     Some(x) if x != NODATA => *v = x,
@@ -352,7 +331,7 @@ impl Block<'_, '_, '_, '_> {
                 }
             }
             scl[t] = class;
-            for (o, v) in out.iter_mut().zip(values) {
+            for (o, &v) in out.iter_mut().zip(values.iter()) {
                 o[t] = harmonized(v, scene.radiometry);
             }
             filled += 1;

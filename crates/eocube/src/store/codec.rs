@@ -22,9 +22,13 @@ const JOB_BYTES: i32 = 2 << 20;
 /// `encodes_the_same_bytes_with_any_number_of_workers` checks, so the bytes depend only on
 /// the values.
 pub fn encode_u16(values: &[u16]) -> std::io::Result<Vec<u8>> {
-    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
-    encode_bytes(&bytes, workers as u32)
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(4)) as u32;
+    // In memory, u16 are already little-endian bytes on every machine eocube is built for.
+    if cfg!(target_endian = "little") {
+        encode_bytes(bytemuck::cast_slice(values), workers)
+    } else {
+        encode_bytes(&values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>(), workers)
+    }
 }
 
 fn encode_bytes(bytes: &[u8], workers: u32) -> std::io::Result<Vec<u8>> {

@@ -815,14 +815,15 @@ impl Cube {
             return Ok((encoder.chunk_key(indices).as_str().to_string(), None));
         }
         let cs = self.layout.chunk_size;
-        let full: Vec<u16> = if (rows, cols) == (cs, cs) {
-            data.to_vec()
+        // A chunk clipped at the grid edge is stored padded to the full chunk; a full one as it is.
+        let full: std::borrow::Cow<'_, [u16]> = if (rows, cols) == (cs, cs) {
+            data.into()
         } else {
             let mut full = vec![0u16; cs * cs * nb];
             for r in 0..rows {
                 full[r * cs * nb..(r * cs + cols) * nb].copy_from_slice(&data[r * cols * nb..(r + 1) * cols * nb]);
             }
-            full
+            full.into()
         };
         let key = encoder.chunk_key(indices);
         let encoded = codec::encode_u16(&full).map_err(|e| bad(format!("encoding failed: {e}")))?;
