@@ -159,16 +159,28 @@ fn s3_raw(bucket: &str, prefix: &str) -> BTreeMap<String, Vec<u8>> {
 /// `icechunk+s3://bucket/prefix` on the test moto), read with the `icechunk` crate, not eocube's
 /// store, keyed as [`chunk_objects`]; empty when `main` has no cube (or there is no repository
 /// yet: a kill can come before the build creates it).
+async fn icechunk_storage(url: &str) -> Arc<dyn icechunk::Storage + Send + Sync> {
+    match url.strip_prefix("icechunk+s3://") {
+        Some(rest) => {
+            let (bucket, prefix) = rest.split_once('/').expect("icechunk+s3://bucket/prefix");
+            Ok(common::s3().icechunk_storage(bucket, prefix).await)
+        }
+        None => icechunk::new_local_filesystem_storage(Path::new(url.trim_start_matches("icechunk://"))).await,
+    }
+    .expect("storage")
+}
+
+/// Whether the Icechunk repository at `url` exists: a build killed while it created the
+/// repository leaves files in the prefix but no `main` branch, so no repository.
+fn icechunk_exists(url: &str) -> bool {
+    runtime().block_on(async {
+        icechunk::Repository::exists(icechunk_storage(url).await, None).await.expect("repository check")
+    })
+}
+
 fn icechunk_chunks(url: &str) -> BTreeMap<String, Vec<u8>> {
     runtime().block_on(async {
-        let storage = match url.strip_prefix("icechunk+s3://") {
-            Some(rest) => {
-                let (bucket, prefix) = rest.split_once('/').expect("icechunk+s3://bucket/prefix");
-                Ok(common::s3().icechunk_storage(bucket, prefix).await)
-            }
-            None => icechunk::new_local_filesystem_storage(Path::new(url.trim_start_matches("icechunk://"))).await,
-        }
-        .expect("storage");
+        let storage = icechunk_storage(url).await;
         // Killed before the repository was created: `main` has no cube.
         if !icechunk::Repository::exists(storage.clone(), None).await.expect("repository check") {
             return BTreeMap::new();
@@ -612,7 +624,8 @@ fn kill_and_resume(target: Target, first_seed: u64) {
             finished += 1;
         }
         let mut seen = String::new();
-        if target == Target::Icechunk && Path::new(out.trim_start_matches("icechunk://")).join("refs").exists() {
+        // (A kill while the build created the repository leaves no repository: nothing to read.)
+        if target == Target::Icechunk && icechunk_exists(&out) {
             // Before the resume: main is either as it was (no cube) or the whole cube.
             let chunks = t.objects(&out);
             let versions = main_versions(&out);

@@ -405,10 +405,13 @@ async fn an_interrupted_icechunk_creation_is_created_again_and_a_foreign_prefix_
     let killed = tmp("ic-killed");
     std::fs::create_dir_all(killed.join("snapshots")).unwrap();
     std::fs::copy(&initial, killed.join("snapshots").join(initial.file_name().unwrap())).unwrap();
+    // Killed while the branch was being written: its directory and a half-written staging file.
+    std::fs::create_dir_all(killed.join("refs").join("branch.main")).unwrap();
+    std::fs::write(killed.join("refs").join("branch.main").join("ref.json#1"), "{\"snap").unwrap();
     let (cube, resumed) = Cube::create_or_open(&url(&killed), &l, &opts).await.unwrap();
     assert!(!resumed);
     drop(cube);
-    assert!(killed.join("refs").exists(), "the main branch was written");
+    assert!(killed.join("refs").join("branch.main").join("ref.json").exists(), "the main branch was written");
 
     let foreign = tmp("ic-foreign");
     std::fs::create_dir_all(foreign.join("snapshots")).unwrap();
