@@ -144,10 +144,16 @@ pub(crate) trait Sample: bytemuck::Pod + Default + Send + 'static {
     fn swap(self) -> Self;
     fn wrapping_add(self, o: Self) -> Self;
     fn from_f64(v: f64) -> Self;
+    /// `out[i] = acc + src[0] + .. + src[i]` by `wrapping_add`, for `i` below the shorter
+    /// length: predictor 2 undone over a run.
+    #[inline]
+    fn running_sum(out: &mut [Self], src: &[Self], acc: Self) {
+        super::prefix::scalar(out, src, acc)
+    }
 }
 
 macro_rules! int_sample {
-    ($t:ty) => {
+    ($t:ty $(, $running_sum:expr)?) => {
         impl Sample for $t {
             const INTEGER: bool = true;
             #[inline]
@@ -161,12 +167,23 @@ macro_rules! int_sample {
             fn from_f64(v: f64) -> Self {
                 v as $t
             }
+            $(
+                #[inline]
+                fn running_sum(out: &mut [Self], src: &[Self], acc: Self) {
+                    $running_sum(out, src, acc)
+                }
+            )?
         }
     };
 }
-int_sample!(u8);
-int_sample!(u16);
-int_sample!(i16);
+int_sample!(u8, super::prefix::running_sum_u8);
+int_sample!(u16, super::prefix::running_sum_u16);
+// The same bits as u16 (two's complement wraps alike).
+int_sample!(i16, |out: &mut [i16], src: &[i16], acc: i16| super::prefix::running_sum_u16(
+    bytemuck::cast_slice_mut(out),
+    bytemuck::cast_slice(src),
+    acc as u16
+));
 
 impl Sample for f32 {
     const INTEGER: bool = false;
@@ -271,11 +288,8 @@ pub(crate) fn decode_tile<T: Sample>(
             // Only columns c0..c1 are kept, so the differences before c0 count only by their sum
             // (wrapping: any order, so it vectorises) and the running sum over c0..c1 goes
             // straight into the window: a third less work than undoing the whole row and copying.
-            let mut acc = row[..p.c0].iter().fold(T::default(), |a, &v| a.wrapping_add(v));
-            for (dst, &v) in out[o..o + (p.c1 - p.c0)].iter_mut().zip(&row[p.c0..p.c1]) {
-                acc = acc.wrapping_add(v);
-                *dst = acc;
-            }
+            let acc = row[..p.c0].iter().fold(T::default(), |a, &v| a.wrapping_add(v));
+            T::running_sum(&mut out[o..o + (p.c1 - p.c0)], &row[p.c0..p.c1], acc);
             continue;
         }
         match codec.predictor {

@@ -28,6 +28,7 @@
 //! one immutable object for the life of the process, as a STAC asset does.
 
 mod decode;
+mod prefix;
 mod source;
 pub(crate) mod tiff;
 
