@@ -97,12 +97,15 @@ impl Row {
     }
 }
 
+// The cell of a coordinate, clamped to the grid. A float-to-integer cast truncates, which is the
+// floor for the non-negative values that matter, and saturates below 0 (and NaN) at 0: the same
+// as flooring and clamping, without a call into libm per coordinate.
 fn col(lon: f64) -> usize {
-    ((lon + 180.0) * CELLS_PER_DEG).floor().clamp(0.0, (NX - 1) as f64) as usize
+    (((lon + 180.0) * CELLS_PER_DEG) as usize).min(NX - 1)
 }
 
 fn row(lat: f64) -> usize {
-    ((lat + 90.0) * CELLS_PER_DEG).floor().clamp(0.0, (NY - 1) as f64) as usize
+    (((lat + 90.0) * CELLS_PER_DEG) as usize).min(NY - 1)
 }
 
 impl LandMask {
@@ -123,12 +126,16 @@ impl LandMask {
 
     fn index(rings: format::Rings) -> LandMask {
         let format::Rings { vertices, ring_starts, polygons } = rings;
-        let segments = || ring_starts.windows(2).flat_map(|w| (w[0] as usize)..(w[1] as usize - 1));
-        let rows_of = |s: usize| {
-            let b = Box2::of_points([vertices[s], vertices[s + 1]]);
-            row(b.min[1])..=row(b.max[1])
-        };
-        let (row_offsets, row_segs) = csr(NY, || segments().flat_map(|s| rows_of(s).map(move |iy| (iy, s as u32))));
+        // A segment's bounding box spans the rows between its ends' rows (`row` never decreases).
+        let vertex_rows: Vec<u16> = vertices.iter().map(|v| row(v[1]) as u16).collect();
+        let mut pairs: Vec<(usize, u32)> = Vec::with_capacity(vertices.len() + vertices.len() / 8);
+        for w in ring_starts.windows(2) {
+            for s in w[0]..w[1] - 1 {
+                let (a, b) = (vertex_rows[s as usize], vertex_rows[s as usize + 1]);
+                pairs.extend((a.min(b)..=a.max(b)).map(|iy| (iy as usize, s)));
+            }
+        }
+        let (row_offsets, row_segs) = csr(NY, &pairs);
         let rows = (0..NY).map(|_| OnceLock::new()).collect();
         LandMask { vertices, ring_starts, polygons, row_offsets, row_segs, rows }
     }
@@ -140,12 +147,13 @@ impl LandMask {
 
     fn index_row(&self, iy: usize) -> Row {
         let segs = &self.row_segs[self.row_offsets[iy] as usize..self.row_offsets[iy + 1] as usize];
-        let cols_of = |s: u32| {
+        let mut pairs = Vec::with_capacity(segs.len() + segs.len() / 8);
+        for &s in segs {
             let (a, b) = self.segment(s);
-            let b = Box2::of_points([a, b]);
-            col(b.min[0])..=col(b.max[0])
-        };
-        let (offsets, segs) = csr(NX, || segs.iter().flat_map(|&s| cols_of(s).map(move |ix| (ix, s))));
+            let (a, b) = (col(a[0]), col(b[0]));
+            pairs.extend((a.min(b)..=a.max(b)).map(|ix| (ix, s)));
+        }
+        let (offsets, segs) = csr(NX, &pairs);
         let mut row = Row { offsets, segs, land: vec![false; NX] };
         // East to west, so the ray from an empty cell's centre stops at the next empty cell to
         // its east, whose state is already known: linear in the number of segments.
@@ -268,20 +276,19 @@ impl LandMask {
     }
 }
 
-/// Compressed lists of `n` buckets from `(bucket, value)` pairs (made twice: counted, then
-/// filled), values in the order given: `(offsets, values)`, bucket `i` holding
-/// `values[offsets[i]..offsets[i + 1]]`.
-fn csr<I: Iterator<Item = (usize, u32)>>(n: usize, pairs: impl Fn() -> I) -> (Vec<u32>, Vec<u32>) {
+/// Compressed lists of `n` buckets from `(bucket, value)` pairs, values in the order given:
+/// `(offsets, values)`, bucket `i` holding `values[offsets[i]..offsets[i + 1]]`.
+fn csr(n: usize, pairs: &[(usize, u32)]) -> (Vec<u32>, Vec<u32>) {
     let mut offsets = vec![0u32; n + 1];
-    for (i, _) in pairs() {
+    for &(i, _) in pairs {
         offsets[i + 1] += 1;
     }
     for i in 0..n {
         offsets[i + 1] += offsets[i];
     }
     let mut fill: Vec<u32> = offsets[..n].to_vec();
-    let mut values = vec![0u32; offsets[n] as usize];
-    for (i, v) in pairs() {
+    let mut values = vec![0u32; pairs.len()];
+    for &(i, v) in pairs {
         values[fill[i] as usize] = v;
         fill[i] += 1;
     }
