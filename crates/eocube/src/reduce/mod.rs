@@ -16,6 +16,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+mod network;
 mod stack;
 pub use stack::{Reduced, STRIP, Stack};
 
@@ -163,7 +164,11 @@ impl Reducer {
             return Err(ReduceError::OutputLength { len: out.len(), expected: out.len() / nv * nv });
         }
         check_lengths(observations, out.len() / nv)?;
-        self.reduce_with(observations, out, |_, _| true);
+        if matches!(self, Reducer::Median | Reducer::Geomedian) && observations.len() <= network::MAX_OBSERVATIONS {
+            network::median_masked(observations, out);
+        } else {
+            self.reduce_with(observations, out, |_, _| true);
+        }
         Ok(())
     }
 
