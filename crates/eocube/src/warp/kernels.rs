@@ -258,29 +258,29 @@ impl Taps {
     #[inline(always)]
     pub(crate) fn prepare(&self) -> PreparedTaps {
         let stride = self.w as usize;
-        let mut p = PreparedTaps { at: [0; 4], weight: [0.0; 4], n: 0, wsum: 0.0 };
         let (wx, wy) = ([1.0 - self.fu, self.fu], [1.0 - self.fv, self.fv]);
         let inside = self.i0 >= 0 && self.j0 >= 0 && self.i0 + 1 < self.h && self.j0 + 1 < self.w;
         // 1 - fu and 1 - fv are never 0 (fu, fv < 1).
         if inside && self.fu != 0.0 && self.fv != 0.0 {
             let at = self.i0 as usize * stride + self.j0 as usize;
-            p.at = [at, at + 1, at + stride, at + stride + 1];
-            p.weight = [wx[0] * wy[0], wx[1] * wy[0], wx[0] * wy[1], wx[1] * wy[1]];
-            p.n = 4;
-        } else {
-            for (ii, wy) in [(self.i0, wy[0]), (self.i0 + 1, wy[1])] {
-                if wy == 0.0 || ii < 0 || ii >= self.h {
+            let weight = [wx[0] * wy[0], wx[1] * wy[0], wx[0] * wy[1], wx[1] * wy[1]];
+            // The sum below in its order, without its loop (0 + w is w: a weight is never -0).
+            let wsum = weight[0] + weight[1] + weight[2] + weight[3];
+            return PreparedTaps { at: [at, at + 1, at + stride, at + stride + 1], weight, n: 4, wsum };
+        }
+        let mut p = PreparedTaps { at: [0; 4], weight: [0.0; 4], n: 0, wsum: 0.0 };
+        for (ii, wy) in [(self.i0, wy[0]), (self.i0 + 1, wy[1])] {
+            if wy == 0.0 || ii < 0 || ii >= self.h {
+                continue;
+            }
+            let base = ii as usize * stride;
+            for (jj, wx) in [(self.j0, wx[0]), (self.j0 + 1, wx[1])] {
+                if wx == 0.0 || jj < 0 || jj >= self.w {
                     continue;
                 }
-                let base = ii as usize * stride;
-                for (jj, wx) in [(self.j0, wx[0]), (self.j0 + 1, wx[1])] {
-                    if wx == 0.0 || jj < 0 || jj >= self.w {
-                        continue;
-                    }
-                    p.at[p.n] = base + jj as usize;
-                    p.weight[p.n] = wx * wy;
-                    p.n += 1;
-                }
+                p.at[p.n] = base + jj as usize;
+                p.weight[p.n] = wx * wy;
+                p.n += 1;
             }
         }
         p.wsum = p.weight.iter().take(p.n).fold(0.0, |sum, w| sum + w);
