@@ -6,8 +6,9 @@
 //! the number of solar days): a fixed list of compare-exchanges, each a lane-wise min and max the
 //! compiler turns into vector instructions, with no branch on the values. The fill value sorts
 //! last (values are taken minus one, wrapping, so 0 becomes the largest), and each pixel then reads
-//! its middle values at its own count of observations. The result is [`super::median_u16`]'s,
-//! bit for bit.
+//! its middle values at its own count of observations. Days with no observation in any of the
+//! group's pixels are left out, so the network is as long as the group's days with data. The
+//! result is [`super::median_u16`]'s, bit for bit.
 //!
 //! Owns: only this way of computing the median. Must not touch: which values are observations (the
 //! caller's mask made invalid pixels the fill value) or the rule for the median itself.
@@ -27,7 +28,9 @@ pub(super) const MAX_OBSERVATIONS: usize = 32;
 /// observations are all `out.len()` long (the caller checked), and at most [`MAX_OBSERVATIONS`].
 pub(super) fn median_masked(observations: &[&[u16]], out: &mut [u16]) {
     let k = observations.len();
-    let network = odd_even_merge_sort(k);
+    // A network per count: a group's days with no observation at all are left out (clouds and
+    // swath edges come in patches, so most groups have a few).
+    let networks: Vec<Vec<(usize, usize)>> = (0..=k).map(odd_even_merge_sort).collect();
     out.par_chunks_mut(BLOCK).enumerate().for_each(|(b, block)| {
         let first = b * BLOCK;
         let len = block.len();
@@ -36,13 +39,19 @@ pub(super) fn median_masked(observations: &[&[u16]], out: &mut [u16]) {
         for (g, o) in (&mut groups).enumerate() {
             let p = first + g * LANES;
             let mut counts = [0u16; LANES];
-            for (row, obs) in rows.iter_mut().zip(observations) {
-                for ((r, c), &v) in row.iter_mut().zip(&mut counts).zip(&obs[p..p + LANES]) {
+            let mut used = 0;
+            for obs in observations {
+                let values = &obs[p..p + LANES];
+                if values.iter().all(|&v| v == FILL) {
+                    continue;
+                }
+                for ((r, c), &v) in rows[used].iter_mut().zip(&mut counts).zip(values) {
                     *c += u16::from(v != FILL);
                     *r = v.wrapping_sub(1);
                 }
+                used += 1;
             }
-            for &(i, j) in &network {
+            for &(i, j) in &networks[used] {
                 let (a, b) = (rows[i], rows[j]);
                 for l in 0..LANES {
                     rows[i][l] = a[l].min(b[l]);
@@ -144,9 +153,10 @@ mod tests {
         }
     }
 
-    /// Every count of observations, fills anywhere (also all fill), values at both ends of the
-    /// range (1 and 65535), a pixel count that is neither a multiple of the lanes nor of a block:
-    /// the same medians as `median_u16` pixel by pixel.
+    /// Every count of observations, fills anywhere (also all fill, and days without data over
+    /// whole groups), values at both ends of the range (1 and 65535), a pixel count that is
+    /// neither a multiple of the lanes nor of a block: the same medians as `median_u16` pixel by
+    /// pixel.
     #[test]
     fn equals_median_u16_pixel_by_pixel() {
         let pixels = BLOCK + 3 * LANES + 5;
@@ -159,9 +169,11 @@ mod tests {
         };
         for k in 0..=MAX_OBSERVATIONS {
             let days: Vec<Vec<u16>> = (0..k)
-                .map(|_| {
+                .map(|d| {
                     (0..pixels)
                         .map(|p| match (p % 7, next() % 10) {
+                            // Whole groups without data on some days, as under a cloud.
+                            _ if d % 3 == 1 && (p / LANES) % 4 != 0 => FILL,
                             (0, _) => FILL,
                             (1, r) if r < 5 => 65535,
                             (2, r) if r < 5 => 1,
