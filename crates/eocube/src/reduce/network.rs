@@ -173,7 +173,7 @@ mod tests {
                     (0..pixels)
                         .map(|p| match (p % 7, next() % 10) {
                             // Whole groups without data on some days, as under a cloud.
-                            _ if d % 3 == 1 && (p / LANES) % 4 != 0 => FILL,
+                            _ if d % 3 == 1 && !(p / LANES).is_multiple_of(4) => FILL,
                             (0, _) => FILL,
                             (1, r) if r < 5 => 65535,
                             (2, r) if r < 5 => 1,
