@@ -1,7 +1,7 @@
 //! The median of masked observations, [`LANES`] pixels at a time: the hot path of every build.
 //!
-//! Sorting each pixel's few values apart (insertion sort) branches on the data, and those
-//! branches mispredict about every other time. Here the observations of [`LANES`] neighbouring
+//! Sorting each pixel's few values apart (insertion sort) branches on the data, and on values in
+//! no particular order those branches mispredict often. Here the observations of [`LANES`] neighbouring
 //! pixels are sorted together by one sorting network (Batcher's odd-even merge sort, pruned to
 //! the number of solar days): a fixed list of compare-exchanges, each a lane-wise min and max the
 //! compiler turns into vector instructions, with no branch on the values. The fill value sorts

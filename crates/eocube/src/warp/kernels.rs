@@ -564,6 +564,30 @@ mod tests {
         assert!(matches!(e, Err(WarpError::BufferSize { what: "target", .. })));
     }
 
+    /// The four-tap path's weight sum, written out, has the general path's bits: points all
+    /// over a source, at pixel centres and edges as well as in between.
+    #[test]
+    fn the_four_tap_weight_sum_equals_the_general_sum() {
+        let (w, h) = (37usize, 23usize);
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut four = 0;
+        for i in 0..20_000u32 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let unit = (state >> 11) as f64 / (1u64 << 53) as f64;
+            // Every 8th point on a pixel centre or a half-pixel, the rest anywhere.
+            let x = if i % 8 == 0 { (i % w as u32) as f64 + 0.5 } else { unit * w as f64 };
+            let y = if i % 8 == 4 { (i % h as u32) as f64 } else { ((unit * 7919.0) % 1.0) * h as f64 };
+            let Some(taps) = Taps::at(x, y, w, h) else { continue };
+            let p = taps.prepare();
+            let general = p.weight.iter().take(p.n).fold(0.0, |sum: f64, w| sum + w);
+            assert_eq!(p.wsum.to_bits(), general.to_bits(), "({x}, {y}): {p:?}");
+            four += usize::from(p.n == 4);
+        }
+        assert!(four > 15_000, "the four-tap path was taken {four} times");
+    }
+
     #[test]
     fn floor_equals_libm_floor() {
         for v in [-2.5, -2.0, -1.0 - 1e-12, -0.5, -0.0, 0.0, 1e-300, 0.49999999999, 0.5, 1.0, 7.999_999_999, 1e9 + 0.5]
