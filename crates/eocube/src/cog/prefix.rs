@@ -47,57 +47,74 @@ pub(crate) fn scalar<T: Sample>(out: &mut [T], src: &[T], mut acc: T) {
 #[cfg(target_arch = "x86_64")]
 mod sse2 {
     use std::arch::x86_64::{
-        __m128i, _mm_add_epi8, _mm_add_epi16, _mm_set1_epi8, _mm_set1_epi16, _mm_shuffle_epi32, _mm_shufflehi_epi16,
-        _mm_slli_si128, _mm_unpackhi_epi8,
+        __m128i, _mm_add_epi8, _mm_add_epi16, _mm_shuffle_epi32, _mm_shufflehi_epi16, _mm_slli_si128, _mm_unpackhi_epi8,
     };
 
-    /// Lanes of a register.
-    const U16_LANES: usize = 8;
-    const U8_LANES: usize = 16;
+    use super::Sample;
 
     #[target_feature(enable = "sse2")]
     pub(super) fn running_sum_u16(out: &mut [u16], src: &[u16], acc: u16) {
-        let n = out.len().min(src.len());
-        let (mut out, mut src) = (out[..n].chunks_exact_mut(U16_LANES), src[..n].chunks_exact(U16_LANES));
-        // Every lane holds the running sum so far.
-        let mut carry = _mm_set1_epi16(acc as i16);
-        for (o, s) in (&mut out).zip(&mut src) {
-            let mut lanes = [0u16; U16_LANES];
-            lanes.copy_from_slice(s);
-            let mut x: __m128i = bytemuck::cast(lanes);
-            // After the shift by k lanes, each lane holds the sum of the 2k lanes up to it.
-            x = _mm_add_epi16(x, _mm_slli_si128::<2>(x));
-            x = _mm_add_epi16(x, _mm_slli_si128::<4>(x));
-            x = _mm_add_epi16(x, _mm_slli_si128::<8>(x));
-            x = _mm_add_epi16(x, carry);
-            // The last lane into every lane: into lanes 4-7, then 32-bit lane 3 into all.
-            carry = _mm_shuffle_epi32::<0xFF>(_mm_shufflehi_epi16::<0xFF>(x));
-            o.copy_from_slice(&bytemuck::cast::<__m128i, [u16; U16_LANES]>(x));
-        }
-        let acc = bytemuck::cast::<__m128i, [u16; U16_LANES]>(carry)[0];
-        super::scalar(out.into_remainder(), src.remainder(), acc);
+        scan::<u16, 8>(
+            out,
+            src,
+            acc,
+            |a, b| _mm_add_epi16(a, b),
+            |x| {
+                // After the shift by k lanes, each lane holds the sum of the 2k lanes up to it.
+                let x = _mm_add_epi16(x, _mm_slli_si128::<2>(x));
+                let x = _mm_add_epi16(x, _mm_slli_si128::<4>(x));
+                let x = _mm_add_epi16(x, _mm_slli_si128::<8>(x));
+                // The last lane into every lane: into lanes 4-7, then 32-bit lane 3 into all.
+                (x, _mm_shuffle_epi32::<0xFF>(_mm_shufflehi_epi16::<0xFF>(x)))
+            },
+        );
     }
 
     #[target_feature(enable = "sse2")]
     pub(super) fn running_sum_u8(out: &mut [u8], src: &[u8], acc: u8) {
+        scan::<u8, 16>(
+            out,
+            src,
+            acc,
+            |a, b| _mm_add_epi8(a, b),
+            |x| {
+                let x = _mm_add_epi8(x, _mm_slli_si128::<1>(x));
+                let x = _mm_add_epi8(x, _mm_slli_si128::<2>(x));
+                let x = _mm_add_epi8(x, _mm_slli_si128::<4>(x));
+                let x = _mm_add_epi8(x, _mm_slli_si128::<8>(x));
+                // Byte 15 into both bytes of 16-bit lane 7, then as for u16.
+                let pairs = _mm_unpackhi_epi8(x, x);
+                (x, _mm_shuffle_epi32::<0xFF>(_mm_shufflehi_epi16::<0xFF>(pairs)))
+            },
+        );
+    }
+
+    /// The loop of both widths, `N` values of `T` a register: `sums(x)` gives the running sums
+    /// within the register and its last lane in every lane; `add` adds lane by lane, to carry
+    /// the sum so far into each register.
+    #[inline]
+    #[target_feature(enable = "sse2")]
+    fn scan<T: Sample, const N: usize>(
+        out: &mut [T],
+        src: &[T],
+        acc: T,
+        add: impl Fn(__m128i, __m128i) -> __m128i,
+        sums: impl Fn(__m128i) -> (__m128i, __m128i),
+    ) where
+        [T; N]: bytemuck::Pod,
+    {
         let n = out.len().min(src.len());
-        let (mut out, mut src) = (out[..n].chunks_exact_mut(U8_LANES), src[..n].chunks_exact(U8_LANES));
-        let mut carry = _mm_set1_epi8(acc as i8);
+        let (mut out, mut src) = (out[..n].chunks_exact_mut(N), src[..n].chunks_exact(N));
+        // Every lane holds the running sum so far.
+        let mut carry: __m128i = bytemuck::cast([acc; N]);
         for (o, s) in (&mut out).zip(&mut src) {
-            let mut lanes = [0u8; U8_LANES];
+            let mut lanes = [acc; N];
             lanes.copy_from_slice(s);
-            let mut x: __m128i = bytemuck::cast(lanes);
-            x = _mm_add_epi8(x, _mm_slli_si128::<1>(x));
-            x = _mm_add_epi8(x, _mm_slli_si128::<2>(x));
-            x = _mm_add_epi8(x, _mm_slli_si128::<4>(x));
-            x = _mm_add_epi8(x, _mm_slli_si128::<8>(x));
-            x = _mm_add_epi8(x, carry);
-            // Byte 15 into both bytes of 16-bit lane 7, then as for u16.
-            let pairs = _mm_unpackhi_epi8(x, x);
-            carry = _mm_shuffle_epi32::<0xFF>(_mm_shufflehi_epi16::<0xFF>(pairs));
-            o.copy_from_slice(&bytemuck::cast::<__m128i, [u8; U8_LANES]>(x));
+            let (x, last) = sums(bytemuck::cast(lanes));
+            o.copy_from_slice(&bytemuck::cast::<__m128i, [T; N]>(add(x, carry)));
+            carry = add(last, carry);
         }
-        let acc = bytemuck::cast::<__m128i, [u8; U8_LANES]>(carry)[0];
+        let acc = bytemuck::cast::<__m128i, [T; N]>(carry)[0];
         super::scalar(out.into_remainder(), src.remainder(), acc);
     }
 }

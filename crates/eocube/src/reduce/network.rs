@@ -28,9 +28,7 @@ pub(super) const MAX_OBSERVATIONS: usize = 32;
 /// observations are all `out.len()` long (the caller checked), and at most [`MAX_OBSERVATIONS`].
 pub(super) fn median_masked(observations: &[&[u16]], out: &mut [u16]) {
     let k = observations.len();
-    // A network per count: a group's days with no observation at all are left out (clouds and
-    // swath edges come in patches, so most groups have a few).
-    let networks: Vec<Vec<(usize, usize)>> = (0..=k).map(odd_even_merge_sort).collect();
+    let networks = networks();
     out.par_chunks_mut(BLOCK).enumerate().for_each(|(b, block)| {
         let first = b * BLOCK;
         let len = block.len();
@@ -81,6 +79,14 @@ pub(super) fn median_masked(observations: &[&[u16]], out: &mut [u16]) {
             *o = median_u16(&mut values);
         }
     });
+}
+
+/// The network of every count up to [`MAX_OBSERVATIONS`], made once per process (a job calls
+/// [`median_masked`] per band and strip of pixels). A network per count, because a group's days
+/// with no observation at all are left out (clouds and swath edges come in patches).
+fn networks() -> &'static [Vec<(usize, usize)>] {
+    static NETWORKS: std::sync::OnceLock<Vec<Vec<(usize, usize)>>> = std::sync::OnceLock::new();
+    NETWORKS.get_or_init(|| (0..=MAX_OBSERVATIONS).map(odd_even_merge_sort).collect())
 }
 
 /// Batcher's odd-even merge sort of `n` values as compare-exchanges `(i, j)`, `i < j`: after
