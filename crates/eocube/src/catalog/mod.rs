@@ -333,8 +333,11 @@ impl Catalog {
 
 /// Parses items into scenes, then sorts by (datetime, id) and keeps the first of each id: pages
 /// of a live catalog can repeat an item when it is updated between two page requests.
-pub fn scenes_from_items(items: &[Value], bands: &[String]) -> Result<Vec<Scene>, CatalogError> {
-    let mut scenes = items.iter().map(|i| parse_item(i, bands)).collect::<Result<Vec<_>, _>>()?;
+pub fn scenes_from_items<'v>(
+    items: impl IntoIterator<Item = &'v Value>,
+    bands: &[String],
+) -> Result<Vec<Scene>, CatalogError> {
+    let mut scenes = items.into_iter().map(|i| parse_item(i, bands)).collect::<Result<Vec<_>, _>>()?;
     scenes.sort_by(|a, b| a.datetime.cmp(&b.datetime).then_with(|| a.id.cmp(&b.id)));
     let mut seen = HashSet::new();
     scenes.retain(|s| seen.insert(s.id.clone()));
