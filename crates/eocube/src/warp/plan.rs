@@ -14,7 +14,7 @@
 //! of each window, which stay in the cache while that row is read, so sorting them by column too
 //! bought the gather nothing. It cost a second counting sort, and left the pixels of one target
 //! row scattered where row order keeps them in runs, which the writes into the day prefer (one
-//! pass: a nearest chunk-month 8 % less CPU, docs/bench.md).
+//! pass: a nearest chunk-month 6 % less CPU, docs/bench.md).
 //!
 //! Blocks of target rows keep the writes local (a block of the output stays in the cache while its
 //! pixels arrive in source order) and give the parallel loops their unit of work.
