@@ -154,7 +154,10 @@ pub struct SampledScene<'a> {
 impl Day {
     /// An empty day of `pixels` pixels and `bands` bands: every pixel open.
     pub fn new(pixels: usize, bands: usize) -> Day {
-        Day { obs: Observation { bands: vec![vec![NODATA; pixels]; bands], scl: vec![0; pixels] }, first_id: None }
+        // One zeroed allocation per band: `vec![vec![..]; bands]` would copy the first band's
+        // zeros into every other, a pass over memory a fresh allocation does not need.
+        let bands = (0..bands).map(|_| vec![NODATA; pixels]).collect();
+        Day { obs: Observation { bands, scl: vec![0; pixels] }, first_id: None }
     }
 
     /// The day's observation.

@@ -10,6 +10,7 @@
 //! `isNull` on item properties; anything else is refused with an error rather than guessed.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -19,14 +20,16 @@ use super::{CatalogError, Scene, SearchRequest, scenes_from_items};
 
 type Ring = Vec<(f64, f64)>;
 
-/// A local item collection, loaded and indexed once, searched any number of times.
+/// A local item collection, loaded and indexed once, searched any number of times. Cheap to
+/// clone: clones share the items. A job clones its context for every scene it reads, and a
+/// copy of every item's JSON each time cost a job more than its search did.
 #[derive(Debug, Clone)]
 pub struct ItemCollection {
     path: PathBuf,
-    items: Vec<Indexed>,
+    items: Arc<[Indexed]>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Indexed {
     collection: Option<String>,
     datetime: DateTime<Utc>,
@@ -82,7 +85,7 @@ impl ItemCollection {
                 let collection = json.get("collection").and_then(Value::as_str).map(str::to_string);
                 Ok(Indexed { collection, datetime, footprint, json })
             })
-            .collect::<Result<Vec<_>, CatalogError>>()?;
+            .collect::<Result<Arc<[_]>, CatalogError>>()?;
         Ok(ItemCollection { path: path.to_path_buf(), items })
     }
 
@@ -118,7 +121,7 @@ impl ItemCollection {
         };
         let filter = req.cql2_filter();
         let mut c = Census { total: self.items.len(), ..Census::default() };
-        for it in &self.items {
+        for it in self.items.iter() {
             let name = it.collection.clone().unwrap_or_else(|| "(no collection)".into());
             *c.by_collection.entry(name).or_default() += 1;
             if !it.collection.as_ref().is_some_and(|c| req.collections.contains(c)) {
