@@ -101,30 +101,30 @@ impl ItemCollection {
         self.items.is_empty()
     }
 
-    /// The items matching `req`, as raw JSON, in file order.
+    /// The items matching `req`, as raw JSON, in file order. Every job searches, so this keeps
+    /// no counts: [`ItemCollection::census`] is for explaining a search that found nothing.
     pub fn matching_items(&self, req: &SearchRequest) -> Result<Vec<&Value>, CatalogError> {
-        Ok(self.census(req)?.matching)
+        let query = Query::new(req)?;
+        let mut matching = Vec::new();
+        for it in self.items.iter() {
+            if query.in_collections(it) && query.in_time(it) && query.in_region(it) && query.passes_filter(it)? {
+                // Borrowed, not cloned: a real item is tens of kilobytes and every job searches.
+                matching.push(&it.json);
+            }
+        }
+        Ok(matching)
     }
 
     /// What the file holds for `req`, step by step: the items of its collections, of those the
     /// ones in its dates, in its region, and passing its filter (the matching items), so that a
     /// search that finds nothing can say what there is instead.
     pub fn census(&self, req: &SearchRequest) -> Result<Census<'_>, CatalogError> {
-        req.validate()?;
-        let region = match (&req.intersects, &req.bbox) {
-            (Some(g), _) => Some(
-                polygons_of_geojson(g)
-                    .map_err(|reason| CatalogError::InvalidRequest { field: "intersects".into(), reason })?,
-            ),
-            (None, Some(b)) => Some(vec![rect(b.west, b.south, b.east, b.north)]),
-            (None, None) => None,
-        };
-        let filter = req.cql2_filter();
+        let query = Query::new(req)?;
         let mut c = Census { total: self.items.len(), ..Census::default() };
         for it in self.items.iter() {
             let name = it.collection.clone().unwrap_or_else(|| "(no collection)".into());
             *c.by_collection.entry(name).or_default() += 1;
-            if !it.collection.as_ref().is_some_and(|c| req.collections.contains(c)) {
+            if !query.in_collections(it) {
                 continue;
             }
             c.of_collection += 1;
@@ -138,22 +138,17 @@ impl ItemCollection {
                     *e = [e[0].min(x), e[1].min(y), e[2].max(x), e[3].max(y)];
                 }
             }
-            if !(req.datetime.0 <= it.datetime && it.datetime <= req.datetime.1) {
+            if !query.in_time(it) {
                 continue;
             }
             c.in_time += 1;
-            if !region.as_ref().is_none_or(|r| polygons_intersect(r, &it.footprint)) {
+            if !query.in_region(it) {
                 continue;
             }
             c.in_time_and_space += 1;
-            if let Some(f) = &filter {
-                let props = it.json.get("properties").unwrap_or(&Value::Null);
-                if eval_cql2(f, props)? != Some(true) {
-                    continue;
-                }
+            if query.passes_filter(it)? {
+                c.matching.push(&it.json);
             }
-            // Borrowed, not cloned: a real item is tens of kilobytes and every job searches.
-            c.matching.push(&it.json);
         }
         Ok(c)
     }
@@ -183,6 +178,47 @@ pub struct Census<'a> {
     pub extent: Option<[f64; 4]>,
     /// The items that match the whole search (its filter too), in file order.
     pub matching: Vec<&'a Value>,
+}
+
+/// One search, checked and ready to test items with, step by step in the order the census
+/// counts them: collection, time, region, filter.
+struct Query<'r> {
+    req: &'r SearchRequest,
+    region: Option<Vec<Ring>>,
+    filter: Option<Value>,
+}
+
+impl<'r> Query<'r> {
+    fn new(req: &'r SearchRequest) -> Result<Query<'r>, CatalogError> {
+        req.validate()?;
+        let region = match (&req.intersects, &req.bbox) {
+            (Some(g), _) => Some(
+                polygons_of_geojson(g)
+                    .map_err(|reason| CatalogError::InvalidRequest { field: "intersects".into(), reason })?,
+            ),
+            (None, Some(b)) => Some(vec![rect(b.west, b.south, b.east, b.north)]),
+            (None, None) => None,
+        };
+        Ok(Query { req, region, filter: req.cql2_filter() })
+    }
+
+    fn in_collections(&self, it: &Indexed) -> bool {
+        it.collection.as_ref().is_some_and(|c| self.req.collections.contains(c))
+    }
+
+    fn in_time(&self, it: &Indexed) -> bool {
+        self.req.datetime.0 <= it.datetime && it.datetime <= self.req.datetime.1
+    }
+
+    fn in_region(&self, it: &Indexed) -> bool {
+        self.region.as_ref().is_none_or(|r| polygons_intersect(r, &it.footprint))
+    }
+
+    fn passes_filter(&self, it: &Indexed) -> Result<bool, CatalogError> {
+        let Some(f) = &self.filter else { return Ok(true) };
+        let props = it.json.get("properties").unwrap_or(&Value::Null);
+        Ok(eval_cql2(f, props)? == Some(true))
+    }
 }
 
 fn rect(w: f64, s: f64, e: f64, n: f64) -> Ring {

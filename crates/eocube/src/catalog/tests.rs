@@ -737,3 +737,34 @@ fn planetary_computer_landsat_item_parses_with_unsigned_blob_hrefs() {
     assert_eq!((red.scale, red.offset), (Some(0.0000275), Some(-0.2)));
     assert_eq!(s.asset("qa_pixel").unwrap().nodata, Some(1.0));
 }
+
+/// A job's search (`matching_items`, which keeps no counts) and the probe's census find the
+/// same items, whichever step of the search drops them.
+#[test]
+fn local_search_and_census_agree_on_every_step() {
+    let c = load_item_collection(data(C1_COLLECTION)).unwrap();
+    let cc = |op: &str, x: f64| json!({"op": op, "args": [{"property": "eo:cloud_cover"}, x]});
+    let mut requests = vec![april()];
+    let mut r = april();
+    r.filter = Some(cc("<", 1.0));
+    requests.push(r);
+    let mut r = april();
+    r.intersects = Some(polygon(-106.0, 40.0, -105.8, 40.2));
+    requests.push(r);
+    let mut r = april();
+    r.bbox = Some(crate::grid::Bbox { west: 10.0, south: 40.0, east: 11.0, north: 41.0 });
+    requests.push(r);
+    let mut r = april();
+    r.collections = vec!["sentinel-2-l2a".into()];
+    requests.push(r);
+    requests.push(SearchRequest::new(&["sentinel-2-c1-l2a"], utc(2024, 4, 12, 17, 54, 0), utc(2024, 4, 15, 18, 0, 0)));
+    let mut sizes = Vec::new();
+    for r in &requests {
+        let census = c.census(r).unwrap();
+        let matching = c.matching_items(r).unwrap();
+        assert_eq!(matching, census.matching, "{r:?}");
+        sizes.push(matching.len());
+    }
+    // The requests cover a search that finds items and ones that find none.
+    assert!(sizes[0] > sizes[1] && sizes[1] > 0 && sizes[3..].iter().all(|&n| n == 0), "{sizes:?}");
+}
