@@ -76,6 +76,11 @@ pub fn stac_item(data: &[u8]) {
     let mut collections: Vec<&str> = items.iter().filter_map(|i| i.get("collection")?.as_str()).collect();
     collections.push("sentinel-2-c1-l2a");
     let filter = doc.get("filter").cloned();
+    // The file's own path: items kept as text, parsed when a search returns them.
+    if let Ok(catalog) = ItemCollection::from_text(Path::new("<fuzz>"), data) {
+        let req = SearchRequest::new(&collections, DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MAX_UTC);
+        let _ = catalog.search(&req, &bands);
+    }
     let Ok(catalog) = ItemCollection::from_json(Path::new("<fuzz>"), doc.clone()) else { return };
     let mut req = SearchRequest::new(&collections, DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MAX_UTC);
     req.filter = filter;

@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use serde::Deserialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::item::{item_bbox_of, item_datetime_of};
 use super::{CatalogError, Scene, SearchRequest, scenes_from_items};
@@ -29,12 +31,35 @@ pub struct ItemCollection {
     items: Arc<[Indexed]>,
 }
 
+/// One item: what a search tests, and the item's JSON text, parsed again only when a search
+/// returns it. Held as a tree, an Earth Search item took ten times its 4 KB of text, so an
+/// export of 5,200 items held 280 MB in every worker.
 #[derive(Debug)]
 struct Indexed {
     collection: Option<String>,
     datetime: DateTime<Utc>,
     footprint: Vec<Ring>,
-    json: Value,
+    json: Box<RawValue>,
+}
+
+/// The members of an item a search tests, parsed once while the file loads and then dropped;
+/// serde skips the rest (its assets and links, most of an item's text) without building them.
+#[derive(Deserialize)]
+struct Searched {
+    id: Option<Value>,
+    collection: Option<Value>,
+    geometry: Option<Value>,
+    bbox: Option<Value>,
+    properties: Option<Value>,
+}
+
+/// The top of a file: a FeatureCollection's type and features, or an item's type.
+#[derive(Deserialize)]
+struct Top<'a> {
+    #[serde(rename = "type")]
+    kind: Option<Value>,
+    #[serde(borrow)]
+    features: Option<&'a RawValue>,
 }
 
 /// Reads a GeoJSON FeatureCollection / STAC ItemCollection, one Item, or a JSON array of items.
@@ -42,50 +67,115 @@ struct Indexed {
 pub fn load_item_collection(path: impl Into<PathBuf>) -> Result<ItemCollection, CatalogError> {
     let path = path.into();
     let text = std::fs::read(&path).map_err(|e| CatalogError::File { path: path.clone(), reason: e.to_string() })?;
-    let doc: Value = serde_json::from_slice(&text)
-        .map_err(|e| CatalogError::InvalidJson { url: path.display().to_string(), reason: e.to_string() })?;
-    ItemCollection::from_json(&path, doc)
+    ItemCollection::from_text(&path, &text)
+}
+
+fn not_items(path: &Path, what: String) -> CatalogError {
+    CatalogError::InvalidJson {
+        url: path.display().to_string(),
+        reason: format!("{what}; expected a FeatureCollection of STAC items, one item, or an array of items"),
+    }
+}
+
+impl Indexed {
+    /// An item from its text: only the members a search tests are parsed. An item that is not
+    /// an object of them takes [`Indexed::from_value`]'s path, whose errors say what is wrong.
+    fn from_text(text: &RawValue) -> Result<Indexed, CatalogError> {
+        let Ok(Searched { id, collection, geometry, bbox, properties }) = serde_json::from_str(text.get()) else {
+            let json: Value = serde_json::from_str(text.get())
+                .map_err(|e| CatalogError::InvalidJson { url: "an item".into(), reason: e.to_string() })?;
+            return Indexed::from_value(json);
+        };
+        let mut searched = serde_json::Map::new();
+        for (key, v) in
+            [("id", id), ("collection", collection), ("geometry", geometry), ("bbox", bbox), ("properties", properties)]
+        {
+            if let Some(v) = v {
+                searched.insert(key.into(), v);
+            }
+        }
+        Indexed::checked(&Value::Object(searched), text.to_owned())
+    }
+
+    /// An item from its JSON tree.
+    fn from_value(json: Value) -> Result<Indexed, CatalogError> {
+        let text = serde_json::value::to_raw_value(&json)
+            .map_err(|e| CatalogError::InvalidJson { url: "an item".into(), reason: e.to_string() })?;
+        Indexed::checked(&json, text)
+    }
+
+    /// Checks `searched` (the item, or the members of it a search tests) and indexes it.
+    fn checked(searched: &Value, json: Box<RawValue>) -> Result<Indexed, CatalogError> {
+        let id = searched.get("id").and_then(Value::as_str).unwrap_or("<no id>").to_string();
+        let datetime = item_datetime_of(searched)?;
+        let footprint = match searched.get("geometry").filter(|g| !g.is_null()) {
+            Some(g) => polygons_of_geojson(g).map_err(|reason| CatalogError::InvalidItem {
+                item: id.clone(),
+                field: "geometry".into(),
+                reason,
+            })?,
+            None => {
+                let b = item_bbox_of(searched)?;
+                vec![rect(b.west, b.south, b.east, b.north)]
+            }
+        };
+        let collection = searched.get("collection").and_then(Value::as_str).map(str::to_string);
+        Ok(Indexed { collection, datetime, footprint, json })
+    }
+
+    /// The item's JSON. It parsed when the file was loaded, so this fails only if memory does.
+    fn parse(&self) -> Result<Value, CatalogError> {
+        serde_json::from_str(self.json.get())
+            .map_err(|e| CatalogError::InvalidJson { url: "an item read before".into(), reason: e.to_string() })
+    }
 }
 
 impl ItemCollection {
+    /// From the text of a file ([`load_item_collection`]); `path` only names it in errors. The
+    /// items are kept as text: only the members a search tests are parsed here.
+    pub fn from_text(path: &Path, text: &[u8]) -> Result<Self, CatalogError> {
+        let bad_json =
+            |e: serde_json::Error| CatalogError::InvalidJson { url: path.display().to_string(), reason: e.to_string() };
+        let raw: Vec<&RawValue> = match text.iter().find(|b| !b.is_ascii_whitespace()) {
+            Some(b'[') => serde_json::from_slice(text).map_err(bad_json)?,
+            Some(b'{') => {
+                let top: Top<'_> = serde_json::from_slice(text).map_err(bad_json)?;
+                // An array of items, each kept as its text.
+                let items = top.features.and_then(|f| serde_json::from_str::<Vec<&RawValue>>(f.get()).ok());
+                match (top.kind.as_ref().and_then(Value::as_str), items) {
+                    (Some("FeatureCollection"), Some(items)) => items,
+                    (Some("FeatureCollection"), None) => {
+                        return Err(not_items(path, "a FeatureCollection without a `features` array".into()));
+                    }
+                    (Some("Feature"), _) => vec![serde_json::from_slice(text).map_err(bad_json)?],
+                    (t, _) => return Err(not_items(path, format!("an object of type {t:?}"))),
+                }
+            }
+            // Not an object or an array: let the parser say what it is (or that it is no JSON).
+            _ => {
+                let doc: Value = serde_json::from_slice(text).map_err(bad_json)?;
+                return ItemCollection::from_json(path, doc);
+            }
+        };
+        let items = raw.into_iter().map(Indexed::from_text).collect::<Result<Arc<[_]>, CatalogError>>()?;
+        Ok(ItemCollection { path: path.to_path_buf(), items })
+    }
+
     /// From an already-parsed document; `path` only names it in errors.
     pub fn from_json(path: &Path, doc: Value) -> Result<Self, CatalogError> {
-        let not_items = |what: String| CatalogError::InvalidJson {
-            url: path.display().to_string(),
-            reason: format!("{what}; expected a FeatureCollection of STAC items, one item, or an array of items"),
-        };
         let raw = match doc {
             Value::Array(a) => a,
             Value::Object(mut m) => match m.get("type").and_then(Value::as_str) {
                 Some("FeatureCollection") => match m.remove("features") {
                     Some(Value::Array(a)) => a,
-                    _ => return Err(not_items("a FeatureCollection without a `features` array".into())),
+                    _ => return Err(not_items(path, "a FeatureCollection without a `features` array".into())),
                 },
                 Some("Feature") => vec![Value::Object(m)],
-                t => return Err(not_items(format!("an object of type {t:?}"))),
+                t => return Err(not_items(path, format!("an object of type {t:?}"))),
             },
-            _ => return Err(not_items("neither an object nor an array".into())),
+            _ => return Err(not_items(path, "neither an object nor an array".into())),
         };
-        let items = raw
-            .into_iter()
-            .map(|json| {
-                let id = json.get("id").and_then(Value::as_str).unwrap_or("<no id>").to_string();
-                let datetime = item_datetime_of(&json)?;
-                let footprint = match json.get("geometry").filter(|g| !g.is_null()) {
-                    Some(g) => polygons_of_geojson(g).map_err(|reason| CatalogError::InvalidItem {
-                        item: id.clone(),
-                        field: "geometry".into(),
-                        reason,
-                    })?,
-                    None => {
-                        let b = item_bbox_of(&json)?;
-                        vec![rect(b.west, b.south, b.east, b.north)]
-                    }
-                };
-                let collection = json.get("collection").and_then(Value::as_str).map(str::to_string);
-                Ok(Indexed { collection, datetime, footprint, json })
-            })
-            .collect::<Result<Arc<[_]>, CatalogError>>()?;
+        let items = raw.into_iter().map(Indexed::from_value).collect::<Result<Arc<[_]>, CatalogError>>()?;
         Ok(ItemCollection { path: path.to_path_buf(), items })
     }
 
@@ -103,13 +193,15 @@ impl ItemCollection {
 
     /// The items matching `req`, as raw JSON, in file order. Every job searches, so this keeps
     /// no counts: [`ItemCollection::census`] is for explaining a search that found nothing.
-    pub fn matching_items(&self, req: &SearchRequest) -> Result<Vec<&Value>, CatalogError> {
+    pub fn matching_items(&self, req: &SearchRequest) -> Result<Vec<Value>, CatalogError> {
         let query = Query::new(req)?;
         let mut matching = Vec::new();
         for it in self.items.iter() {
-            if query.in_collections(it) && query.in_time(it) && query.in_region(it) && query.passes_filter(it)? {
-                // Borrowed, not cloned: a real item is tens of kilobytes and every job searches.
-                matching.push(&it.json);
+            if query.in_collections(it) && query.in_time(it) && query.in_region(it) {
+                let json = it.parse()?;
+                if query.passes_filter(&json)? {
+                    matching.push(json);
+                }
             }
         }
         Ok(matching)
@@ -118,7 +210,7 @@ impl ItemCollection {
     /// What the file holds for `req`, step by step: the items of its collections, of those the
     /// ones in its dates, in its region, and passing its filter (the matching items), so that a
     /// search that finds nothing can say what there is instead.
-    pub fn census(&self, req: &SearchRequest) -> Result<Census<'_>, CatalogError> {
+    pub fn census(&self, req: &SearchRequest) -> Result<Census, CatalogError> {
         let query = Query::new(req)?;
         let mut c = Census { total: self.items.len(), ..Census::default() };
         for it in self.items.iter() {
@@ -146,8 +238,9 @@ impl ItemCollection {
                 continue;
             }
             c.in_time_and_space += 1;
-            if query.passes_filter(it)? {
-                c.matching.push(&it.json);
+            let json = it.parse()?;
+            if query.passes_filter(&json)? {
+                c.matching.push(json);
             }
         }
         Ok(c)
@@ -155,13 +248,13 @@ impl ItemCollection {
 
     /// The scenes matching `req` with the assets of `bands`, sorted by (datetime, id).
     pub fn search(&self, req: &SearchRequest, bands: &[String]) -> Result<Vec<Scene>, CatalogError> {
-        scenes_from_items(self.matching_items(req)?, bands)
+        scenes_from_items(&self.matching_items(req)?, bands)
     }
 }
 
 /// What an item file holds for one search ([`ItemCollection::census`]).
 #[derive(Debug, Clone, Default)]
-pub struct Census<'a> {
+pub struct Census {
     /// Items in the file.
     pub total: usize,
     /// Items per `collection` (items without one under "(no collection)").
@@ -177,7 +270,7 @@ pub struct Census<'a> {
     /// Their lon/lat extent `[west, south, east, north]`.
     pub extent: Option<[f64; 4]>,
     /// The items that match the whole search (its filter too), in file order.
-    pub matching: Vec<&'a Value>,
+    pub matching: Vec<Value>,
 }
 
 /// One search, checked and ready to test items with, step by step in the order the census
@@ -214,9 +307,9 @@ impl<'r> Query<'r> {
         self.region.as_ref().is_none_or(|r| polygons_intersect(r, &it.footprint))
     }
 
-    fn passes_filter(&self, it: &Indexed) -> Result<bool, CatalogError> {
+    fn passes_filter(&self, item: &Value) -> Result<bool, CatalogError> {
         let Some(f) = &self.filter else { return Ok(true) };
-        let props = it.json.get("properties").unwrap_or(&Value::Null);
+        let props = item.get("properties").unwrap_or(&Value::Null);
         Ok(eval_cql2(f, props)? == Some(true))
     }
 }

@@ -167,7 +167,7 @@ pub async fn probe(catalog: &Catalog, p: &Probe) -> Result<ProbeSummary, ProbeEr
                 };
                 return Err(no_scenes("items", source, instead));
             }
-            (c.matching.into_iter().cloned().collect(), false)
+            (c.matching, false)
         }
         Catalog::Api(api) => {
             let source = api.url().to_string();

@@ -577,12 +577,20 @@ fn local_files_in_every_accepted_shape_and_bad_files_give_typed_errors() {
         ("truncated.json", "{\"type\": \"FeatureCollection\", \"features\": ["),
         ("collection.json", &std::fs::read_to_string(data("sentinel-2-c1-l2a_collection.json")).unwrap()),
         ("nofeatures.json", "{\"type\": \"FeatureCollection\"}"),
+        ("features-not-array.json", "{\"type\": \"FeatureCollection\", \"features\": {\"a\": 1}}"),
         ("number.json", "42"),
     ] {
         match load_item_collection(write(name, text)) {
             Err(CatalogError::InvalidJson { url, .. }) => assert!(url.ends_with(name), "{url}"),
             other => panic!("{name}: {other:?}"),
         }
+    }
+    // An item that is no object names what is missing, as an item tree would.
+    match load_item_collection(write("not-an-item.json", "{\"type\": \"FeatureCollection\", \"features\": [42]}")) {
+        Err(CatalogError::InvalidItem { item, field, .. }) => {
+            assert_eq!((item.as_str(), field.as_str()), ("<no id>", "properties"))
+        }
+        other => panic!("{other:?}"),
     }
     let mut bad = read(C1_20EPT);
     bad["properties"]["datetime"] = json!("yesterday");
@@ -767,4 +775,21 @@ fn local_search_and_census_agree_on_every_step() {
     }
     // The requests cover a search that finds items and ones that find none.
     assert!(sizes[0] > sizes[1] && sizes[1] > 0 && sizes[3..].iter().all(|&n| n == 0), "{sizes:?}");
+}
+
+/// A file read from its text (items kept as text, parsed when a search returns them) gives the
+/// same items as the same document handed over as a tree, filter included.
+#[test]
+fn items_read_as_text_equal_items_read_as_a_tree() {
+    let from_text = load_item_collection(data(C1_COLLECTION)).unwrap();
+    let from_tree = ItemCollection::from_json(std::path::Path::new("mem"), read(C1_COLLECTION)).unwrap();
+    let mut r = april();
+    let all = from_text.matching_items(&r).unwrap();
+    assert!(all.len() > 2, "{}", all.len());
+    assert_eq!(all, from_tree.matching_items(&r).unwrap());
+    assert_eq!(all[0]["assets"], read(C1_COLLECTION)["features"][0]["assets"], "the whole item comes back");
+    r.filter = Some(json!({"op": "<", "args": [{"property": "eo:cloud_cover"}, 1.0]}));
+    let few = from_text.matching_items(&r).unwrap();
+    assert!(!few.is_empty() && few.len() < all.len());
+    assert_eq!(few, from_tree.matching_items(&r).unwrap());
 }
