@@ -70,6 +70,9 @@ pub fn load_item_collection(path: impl Into<PathBuf>) -> Result<ItemCollection, 
     ItemCollection::from_text(&path, &text)
 }
 
+/// What an error about one item's text names: an item keeps no path of its own.
+const ITEM_TEXT: &str = "an item of the item file";
+
 fn not_items(path: &Path, what: String) -> CatalogError {
     CatalogError::InvalidJson {
         url: path.display().to_string(),
@@ -82,8 +85,9 @@ impl Indexed {
     /// an object of them takes [`Indexed::from_value`]'s path, whose errors say what is wrong.
     fn from_text(text: &RawValue) -> Result<Indexed, CatalogError> {
         let Ok(Searched { id, collection, geometry, bbox, properties }) = serde_json::from_str(text.get()) else {
+            // The file parsed, so its items do; the error is for completeness, not expected.
             let json: Value = serde_json::from_str(text.get())
-                .map_err(|e| CatalogError::InvalidJson { url: "an item".into(), reason: e.to_string() })?;
+                .map_err(|e| CatalogError::InvalidJson { url: ITEM_TEXT.into(), reason: e.to_string() })?;
             return Indexed::from_value(json);
         };
         let mut searched = serde_json::Map::new();
@@ -100,7 +104,7 @@ impl Indexed {
     /// An item from its JSON tree.
     fn from_value(json: Value) -> Result<Indexed, CatalogError> {
         let text = serde_json::value::to_raw_value(&json)
-            .map_err(|e| CatalogError::InvalidJson { url: "an item".into(), reason: e.to_string() })?;
+            .map_err(|e| CatalogError::InvalidJson { url: ITEM_TEXT.into(), reason: e.to_string() })?;
         Indexed::checked(&json, text)
     }
 
@@ -123,10 +127,11 @@ impl Indexed {
         Ok(Indexed { collection, datetime, footprint, json })
     }
 
-    /// The item's JSON. It parsed when the file was loaded, so this fails only if memory does.
+    /// The item's JSON tree. Its text parsed when the file was loaded, so this is not expected to
+    /// fail.
     fn parse(&self) -> Result<Value, CatalogError> {
         serde_json::from_str(self.json.get())
-            .map_err(|e| CatalogError::InvalidJson { url: "an item read before".into(), reason: e.to_string() })
+            .map_err(|e| CatalogError::InvalidJson { url: ITEM_TEXT.into(), reason: e.to_string() })
     }
 }
 
@@ -191,7 +196,7 @@ impl ItemCollection {
         self.items.is_empty()
     }
 
-    /// The items matching `req`, as raw JSON, in file order. Every job searches, so this keeps
+    /// The items matching `req`, as JSON trees, in file order. Every job searches, so this keeps
     /// no counts: [`ItemCollection::census`] is for explaining a search that found nothing.
     pub fn matching_items(&self, req: &SearchRequest) -> Result<Vec<Value>, CatalogError> {
         let query = Query::new(req)?;
