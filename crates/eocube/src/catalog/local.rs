@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
+use serde::de::IgnoredAny;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
@@ -158,30 +159,20 @@ impl ItemCollection {
             }
             // Not an object or an array: let the parser say what it is (or that it is no JSON).
             _ => {
-                let doc: Value = serde_json::from_slice(text).map_err(bad_json)?;
-                return ItemCollection::from_json(path, doc);
+                serde_json::from_slice::<IgnoredAny>(text).map_err(bad_json)?;
+                return Err(not_items(path, "neither an object nor an array".into()));
             }
         };
         let items = raw.into_iter().map(Indexed::from_text).collect::<Result<Arc<[_]>, CatalogError>>()?;
         Ok(ItemCollection { path: path.to_path_buf(), items })
     }
 
-    /// From an already-parsed document; `path` only names it in errors.
+    /// From an already-parsed document; `path` only names it in errors. The document is read
+    /// as [`ItemCollection::from_text`] reads a file, from its text.
     pub fn from_json(path: &Path, doc: Value) -> Result<Self, CatalogError> {
-        let raw = match doc {
-            Value::Array(a) => a,
-            Value::Object(mut m) => match m.get("type").and_then(Value::as_str) {
-                Some("FeatureCollection") => match m.remove("features") {
-                    Some(Value::Array(a)) => a,
-                    _ => return Err(not_items(path, "a FeatureCollection without a `features` array".into())),
-                },
-                Some("Feature") => vec![Value::Object(m)],
-                t => return Err(not_items(path, format!("an object of type {t:?}"))),
-            },
-            _ => return Err(not_items(path, "neither an object nor an array".into())),
-        };
-        let items = raw.into_iter().map(Indexed::from_value).collect::<Result<Arc<[_]>, CatalogError>>()?;
-        Ok(ItemCollection { path: path.to_path_buf(), items })
+        let text = serde_json::to_vec(&doc)
+            .map_err(|e| CatalogError::InvalidJson { url: path.display().to_string(), reason: e.to_string() })?;
+        ItemCollection::from_text(path, &text)
     }
 
     pub fn path(&self) -> &Path {
