@@ -13,6 +13,7 @@ Prints "all checks passed" at the end.
 """
 
 import json
+import os
 import sys
 import warnings
 
@@ -149,6 +150,11 @@ def main():
                 check(np.array_equal(r.read(1), ref[0][0]), f"GDAL level {level} values")
             print(f"level {level}: GDAL {rasterio.__gdal_version__} reads EPSG:{epsg}, {tuple(r.transform)[:6]}")
     print("all checks passed")
+    # icechunk's Python bindings can abort (SIGABRT) while the interpreter tears their runtime
+    # down, after every check has passed (a clean-clone CI run, 2026-12-07): exit without the
+    # teardown once the verdict is out.
+    sys.stdout.flush()
+    os._exit(0)
 
 
 main()
