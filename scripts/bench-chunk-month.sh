@@ -5,11 +5,15 @@
 #   scripts/bench-chunk-month.sh              # one 1200 x 1200 chunk x June 2023, 3 alternated rounds
 #   scripts/bench-chunk-month.sh --runs 1
 #   scripts/bench-chunk-month.sh --whole      # 2 x 2 chunks x June-August 2023 = 12 jobs (default 1 round)
+#   scripts/bench-chunk-month.sh --texture sensor   # the same scenes, compressing like real ones
 #
 # The archive: full-size synthetic Sentinel-2 scenes (`eocube synth`, 10980 px; 2 tiles per pass,
 # UTM zones 18 and 19), re-encoded by GDAL's COG driver (scripts/bench_archive.py: DEFLATE +
 # PREDICTOR=2, 1024 px blocks, AVERAGE / MODE overviews), made once into target/eocube-bench/
-# and served by our own nginx on 127.0.0.1. Each round runs, one after the other:
+# and served by our own nginx on 127.0.0.1. `--texture sensor` adds noise to the reflectance
+# before GDAL writes it, so that its tiles compress about 1.4:1 like Earth Search's (the smooth
+# surfaces compress about 50:1 and inflate nearly for free); its archive and results are kept
+# apart (*-sensor). Each round runs, one after the other:
 #   eocube-nearest  eocube build --resampling nearest (default mask)
 #   odc-nearest     odc.stac.load nearest, valid SCL {2,4,5,6,7,11}, median: the same computation
 #   eocube-seed     eocube build --mask seed --resampling bilinear (the demo's algorithm)
@@ -24,21 +28,25 @@ cd "$ROOT"
 
 log() { echo "bench: $*" >&2; }
 die() { log "$*"; exit 1; }
-usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; }
 
 RUNS=""
 WHOLE=0
+TEXTURE=smooth
 while [ $# -gt 0 ]; do
     case "$1" in
         --runs) [ $# -ge 2 ] || die "--runs needs a number"; RUNS="$2"; shift 2 ;;
         --runs=*) RUNS="${1#--runs=}"; shift ;;
         --whole) WHOLE=1; shift ;;
+        --texture) [ $# -ge 2 ] || die "--texture needs smooth or sensor"; TEXTURE="$2"; shift 2 ;;
+        --texture=*) TEXTURE="${1#--texture=}"; shift ;;
         -h | --help) usage; exit 0 ;;
         *) usage >&2; die "unknown argument: $1" ;;
     esac
 done
 if [ -z "$RUNS" ]; then if [ "$WHOLE" = 1 ]; then RUNS=1; else RUNS=3; fi; fi
 [[ "$RUNS" =~ ^[1-9][0-9]*$ ]] || die "--runs must be a whole number >= 1, not '$RUNS'"
+case "$TEXTURE" in smooth | sensor) ;; *) die "--texture must be smooth or sensor, not '$TEXTURE'" ;; esac
 
 BENCH="${EOCUBE_BENCH_DIR:-$ROOT/target/eocube-bench}"
 EOCUBE="${CARGO_TARGET_DIR:-$ROOT/target}/release/eocube"
@@ -61,8 +69,10 @@ else
     SYNTH="$BENCH/archive" # the same archive as scripts/bench-build.sh (shared, kept)
 fi
 SYNTH_END=$([ "$WHOLE" = 1 ] && echo 2023-08-31 || echo 2023-06-25)
-ARCHIVE="$BENCH/$NAME-gdal"
-WORK="$BENCH/$NAME"
+SUFFIX=""
+[ "$TEXTURE" = sensor ] && SUFFIX=-sensor
+ARCHIVE="$BENCH/$NAME-gdal$SUFFIX"
+WORK="$BENCH/$NAME$SUFFIX"
 
 # ---------------------------------------------------------------- prerequisites
 if [ ! -x "$PY" ]; then
@@ -104,7 +114,9 @@ EOCUBE="$BENCH/bin/eocube"
 
 # ---------------------------------------------------------------- the archive (made once)
 if [ ! -f "$ARCHIVE/items.json" ]; then
-    need_gb 6 "making the archive (eocube synth, then its GDAL copy)"
+    # the sensor texture's files are about 15 times larger (their tiles compress 1.4:1, not 50:1)
+    if [ "$TEXTURE" = sensor ]; then need_gb 14 "making the archive (eocube synth, then its textured GDAL copy)"
+    else need_gb 6 "making the archive (eocube synth, then its GDAL copy)"; fi
     t0=$SECONDS
     if [ ! -f "$SYNTH/items.json" ]; then
         rm -rf "$SYNTH"
@@ -118,13 +130,14 @@ if [ ! -f "$ARCHIVE/items.json" ]; then
         log "reusing the synth archive in $SYNTH"
     fi
     log "re-encoding every .tif with GDAL (scripts/bench_archive.py)"
-    "$GNU_TIME" -f "%e" -o "$BENCH/$NAME-gdal.time" "$PY" scripts/bench_archive.py "$SYNTH" "$ARCHIVE" >&2 \
+    "$GNU_TIME" -f "%e" -o "$BENCH/$NAME-gdal$SUFFIX.time" "$PY" scripts/bench_archive.py "$SYNTH" "$ARCHIVE" \
+        --texture "$TEXTURE" >&2 \
         || die "the GDAL re-encode failed (scripts/bench_archive.py)"
-    gdal_s="$(cat "$BENCH/$NAME-gdal.time")"
+    gdal_s="$(cat "$BENCH/$NAME-gdal$SUFFIX.time")"
     synth_mb="$(du -sm "$SYNTH" | cut -f1)"
     gdal_mb="$(du -sm "$ARCHIVE" | cut -f1)"
     scenes="$(ls "$ARCHIVE/sentinel-2-c1-l2a" | wc -l)"
-    echo "archive: $scenes scenes; eocube synth ${synth_s} ($synth_mb MB), GDAL re-encode ${gdal_s} s ($gdal_mb MB), generation $((SECONDS - t0)) s in all" \
+    echo "archive: $scenes scenes, texture $TEXTURE; eocube synth ${synth_s} ($synth_mb MB), GDAL re-encode ${gdal_s} s ($gdal_mb MB), generation $((SECONDS - t0)) s in all" \
         | tee "$ARCHIVE/generation.txt" >&2
     # the synth copy is only an intermediate; drop it when disk is short (the chunk-month one is
     # scripts/bench-build.sh's archive too, so it is kept otherwise)
@@ -274,7 +287,7 @@ AGREE="$WORK/agreement.txt"
 
 MACHINE="$(nproc) cores, $(free -g | awk '/^Mem:/ { print $2 }') GB; $(uname -sr)"
 echo
-MDARGS=(--title "$NAME: bbox ${BBOX[*]}, $START .. $END, $(date -u +%Y-%m-%d)" --note "$GENERATION" --note "machine: $MACHINE; nginx on 127.0.0.1, archive in the page cache; $REV; $("$BPY" -c 'import odc.stac; print("odc-stac", odc.stac.__version__)')")
+MDARGS=(--title "$NAME$SUFFIX: bbox ${BBOX[*]}, $START .. $END, $(date -u +%Y-%m-%d)" --note "$GENERATION" --note "machine: $MACHINE; nginx on 127.0.0.1, archive in the page cache; $REV; $("$BPY" -c 'import odc.stac; print("odc-stac", odc.stac.__version__)')")
 [ "$WHOLE" = 1 ] && MDARGS+=(--whole)
-"$PY" scripts/bench_chunk_month.py table "$RUNS_FILE" --md "$BENCH/$NAME.md" --agree "$AGREE" "${MDARGS[@]}"
-log "table written to $BENCH/$NAME.md; raw runs in $RUNS_FILE"
+"$PY" scripts/bench_chunk_month.py table "$RUNS_FILE" --md "$BENCH/$NAME$SUFFIX.md" --agree "$AGREE" "${MDARGS[@]}"
+log "table written to $BENCH/$NAME$SUFFIX.md; raw runs in $RUNS_FILE"
