@@ -25,13 +25,14 @@ use crate::cloud::retries::in_this_job;
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
 use crate::catalog::{Catalog, CatalogError, Scene, SearchRequest};
-use crate::cog::{CogError, FetchedWindow, Fetcher, RasterData, RequestStats};
+use crate::cog::{Cog, CogError, FetchedWindow, Fetcher, RasterData, RequestStats};
 use crate::fuse::{self, Day, FuseError, Radiometry, SampledScene, WarpedScene};
 use crate::grid::{Crs, GeoBox, GridError, PixelWindow, Shape, Transformer};
 use crate::mask::{self, MaskError};
@@ -56,6 +57,10 @@ const FOOTPRINT_POINTS_PER_SIDE: usize = 8;
 /// Scenes of one job read at once: enough to keep I/O and decoding overlapped, few enough that
 /// the windows in memory stay a handful of scenes.
 pub const DEFAULT_SCENE_CONCURRENCY: usize = 6;
+/// Compressed bytes a job holds in fetched, not yet decoded windows before it stops starting new
+/// scenes ahead, per scene it decodes at once. Real Sentinel-2 tiles compress only about 1.4:1,
+/// so a scene's windows at 20 m are 15-20 MB: six scenes ahead would hold 100 MB of them.
+const FETCHED_BYTES_PER_DECODER: u64 = 16 << 20;
 /// Windows being fetched at once over all jobs of a process (each window issues up to
 /// `FetchConfig::max_concurrent_requests` range requests).
 pub const DEFAULT_WINDOWS_IN_FLIGHT: usize = 16;
@@ -657,10 +662,11 @@ impl<T: Copy> Window<T> {
 }
 
 /// The scenes of one job in flight, handed out in fusion order. Up to `fetch_ahead` scenes fetch
-/// their windows at once (I/O: the compressed bytes are small, and on an object store many
-/// requests must be in flight to hide latency); of those, the first `decode_ahead` also decode
-/// (CPU: decoded windows are large, so only as many as keep the cores busy). Memory is bounded
-/// by those two numbers, not by the number of scenes. Dropping the pipeline aborts its tasks.
+/// their windows at once (I/O: on an object store many requests must be in flight to hide
+/// latency), fewer once their compressed windows reach a byte budget (real tiles compress only
+/// about 1.4:1); of those, the first `decode_ahead` also decode (CPU: decoded windows are large,
+/// so only as many as keep the cores busy). Memory is bounded by those numbers, not by the
+/// number of scenes. Dropping the pipeline aborts its tasks.
 ///
 /// A solar day whose scenes have filled every pixel of the work grid takes nothing from its
 /// later scenes (fusion fills only open pixels), so the job drops them ([`Pipeline::skip_day`]).
@@ -681,6 +687,8 @@ struct Pipeline {
     fetching: std::collections::VecDeque<InFlight<Fetched>>,
     decoding: std::collections::VecDeque<InFlight<Loaded>>,
     decode_ahead: usize,
+    /// The compressed bytes of the windows fetched (or being fetched) and not decoded yet.
+    fetched_bytes: FetchedBytes,
     /// The solar day of the last scene taken from `waiting` whose bbox holds the work grid.
     covering: Option<crate::time::Date>,
 }
@@ -734,16 +742,19 @@ impl Pipeline {
             // Each decoding scene gives the pool a task per band, and the scene being fused keeps
             // it busy too: one scene per core is enough, and a decoded scene is 10-20 MB.
             decode_ahead: rayon::current_num_threads().max(2),
+            fetched_bytes: FetchedBytes::default(),
             covering: None,
         };
         p.refill();
         p
     }
 
-    /// Starts fetches up to `fetch_ahead` scenes ahead and decodes up to `decode_ahead`; held
+    /// Starts fetches up to `fetch_ahead` scenes ahead (fewer once their compressed windows
+    /// reach the byte budget; see [`may_fetch_ahead`]) and decodes up to `decode_ahead`; held
     /// scenes take no place in either.
     fn refill(&mut self) {
         let fetch_ahead = self.ctx.scene_concurrency.max(self.decode_ahead);
+        let budget = FETCHED_BYTES_PER_DECODER * self.decode_ahead as u64;
         while started(&self.decoding) < self.decode_ahead {
             let Some(InFlight { date, id, stage }) = self.fetching.pop_front().or_else(|| self.take_next()) else {
                 break;
@@ -754,7 +765,13 @@ impl Pipeline {
             };
             self.decoding.push_back(InFlight { date, id, stage });
         }
-        while started(&self.decoding) + started(&self.fetching) < fetch_ahead {
+        while may_fetch_ahead(
+            started(&self.decoding) + started(&self.fetching),
+            fetch_ahead,
+            self.decode_ahead,
+            self.fetched_bytes.held(),
+            budget,
+        ) {
             let Some(next) = self.take_next() else { break };
             self.fetching.push_back(next);
         }
@@ -783,8 +800,8 @@ impl Pipeline {
         if self.work_lonlat.is_some_and(|w| scene.bbox.contains(&w)) {
             self.covering = Some(date);
         }
-        let (ctx, work) = (self.ctx.clone(), Arc::clone(&self.work));
-        let task = Task(tokio::spawn(in_this_job(async move { fetch_scene(&ctx, scene, &work).await })));
+        let (ctx, work, reserved) = (self.ctx.clone(), Arc::clone(&self.work), self.fetched_bytes.reserve_scene());
+        let task = Task(tokio::spawn(in_this_job(async move { fetch_scene(&ctx, scene, &work, reserved).await })));
         Some(InFlight { date, id, stage: Stage::Started(task) })
     }
 
@@ -795,8 +812,9 @@ impl Pipeline {
         let task = match stage {
             Stage::Started(task) => task,
             Stage::Held(scene) => {
-                let (ctx, work) = (self.ctx.clone(), Arc::clone(&self.work));
-                self.decode(async move { fetch_scene(&ctx, *scene, &work).await })
+                let (ctx, work, reserved) =
+                    (self.ctx.clone(), Arc::clone(&self.work), self.fetched_bytes.reserve_scene());
+                self.decode(async move { fetch_scene(&ctx, *scene, &work, reserved).await })
             }
         };
         self.refill();
@@ -832,6 +850,69 @@ impl Pipeline {
     }
 }
 
+/// Whether a job with `started` scenes fetching or decoding starts one more: below
+/// `fetch_ahead`, and, once it has enough scenes to keep its `decode_ahead` decoders fed, only
+/// while the compressed windows it holds (`held` bytes) are below `budget`. Smooth or mostly
+/// empty scenes are small and are read far ahead (hiding an object store's latency); real
+/// scenes are not, and reading six of them ahead would be most of a job's memory.
+fn may_fetch_ahead(started: usize, fetch_ahead: usize, decode_ahead: usize, held: u64, budget: u64) -> bool {
+    started < fetch_ahead && (started < decode_ahead || held < budget)
+}
+
+/// The compressed bytes of a job's windows fetched or being fetched and not decoded yet. A
+/// scene is started with an estimate of its bytes ([`FetchedBytes::reserve_scene`]: the mean
+/// of the job's scenes so far), replaced by its windows' own once its COGs are open; each
+/// window then holds its share until it is decoded or dropped.
+#[derive(Clone, Default)]
+struct FetchedBytes(Arc<ByteCounts>);
+
+#[derive(Default)]
+struct ByteCounts {
+    held: AtomicU64,
+    /// Scenes whose bytes are known, and their bytes: the estimate for the next.
+    scenes: AtomicU64,
+    scene_bytes: AtomicU64,
+}
+
+impl FetchedBytes {
+    fn hold(&self, bytes: u64) -> HeldBytes {
+        self.0.held.fetch_add(bytes, Relaxed);
+        HeldBytes { of: self.clone(), bytes }
+    }
+
+    /// Holds what the next scene is expected to fetch: the mean of the scenes so far, or
+    /// [`FETCHED_BYTES_PER_DECODER`] before any is known.
+    fn reserve_scene(&self) -> HeldBytes {
+        let (n, bytes) = (self.0.scenes.load(Relaxed), self.0.scene_bytes.load(Relaxed));
+        self.hold(bytes.checked_div(n).unwrap_or(FETCHED_BYTES_PER_DECODER))
+    }
+
+    fn held(&self) -> u64 {
+        self.0.held.load(Relaxed)
+    }
+}
+
+/// A share of [`FetchedBytes`], given back when dropped (decoded, skipped or aborted alike).
+struct HeldBytes {
+    of: FetchedBytes,
+    bytes: u64,
+}
+
+impl HeldBytes {
+    /// Gives back a scene's estimate, its real `bytes` now held window by window, and counts
+    /// them for the next estimates.
+    fn settle(self, bytes: u64) {
+        self.of.0.scenes.fetch_add(1, Relaxed);
+        self.of.0.scene_bytes.fetch_add(bytes, Relaxed);
+    }
+}
+
+impl Drop for HeldBytes {
+    fn drop(&mut self) {
+        self.of.0.held.fetch_sub(self.bytes, Relaxed);
+    }
+}
+
 /// How every scene of a job is read, resolved once per job from its spec: how the quality band
 /// decodes (`QA_PIXEL`'s bits under the cube's mask; `None` for SCL's classes) and whether the
 /// bands take the sensor's BOA offset rule (reflectance, not a quantity such as `aot`).
@@ -851,19 +932,30 @@ struct Fetched {
 /// One band's fetched window and how to resample it.
 struct BandWindow {
     fetched: FetchedWindow,
+    /// The window's compressed bytes, counted against the job's budget until it is decoded.
+    _held: HeldBytes,
     resampling: Resampling,
     nodata: f64,
     scl: bool,
 }
 
-/// Fetches the windows of every band of `scene` (the bands it reads, then SCL) that cover `work`.
-async fn fetch_scene(ctx: &JobContext, scene: Scene, work: &WorkGrid) -> Result<Fetched, JobError> {
+/// Fetches the windows of every band of `scene` (the bands it reads, then SCL) that cover `work`;
+/// `reserved` is the scene's estimated share of the job's [`FetchedBytes`], settled once its
+/// windows' own bytes are known.
+async fn fetch_scene(
+    ctx: &JobContext,
+    scene: Scene,
+    work: &WorkGrid,
+    reserved: HeldBytes,
+) -> Result<Fetched, JobError> {
     let spec = &ctx.plan.spec;
     let read = spec.read_bands();
     let mut names: Vec<&str> = read.iter().map(String::as_str).collect();
     let quality = quality_band(spec);
     names.push(quality);
-    let reads = names.iter().map(|&band| {
+    // First every band's COG and window: then the scene's bytes are known, and they replace
+    // the estimate the scene was started with before any tile is fetched.
+    let opens = names.iter().map(|&band| {
         let scene = &scene;
         async move {
             let asset = scene.asset(band).ok_or_else(|| JobError::BadScene {
@@ -871,19 +963,31 @@ async fn fetch_scene(ctx: &JobContext, scene: Scene, work: &WorkGrid) -> Result<
                 reason: format!("no asset for band {band}"),
             })?;
             let scl = band == quality;
-            let resampling = if scl { Resampling::Nearest } else { spec.resampling };
             // Every band with the reflectance's margin (SCL needs less): bands on one grid read
             // one window, so the scene is sampled in one pass while it is fused.
-            let margin = spec.resampling.margin();
-            let Some((fetched, cog_nodata, stats)) = fetch_band(ctx, &asset.href, &work.geobox, margin).await? else {
+            let Some(read) = open_band(ctx, &asset.href, &work.geobox, spec.resampling.margin()).await? else {
                 return Ok::<_, JobError>(None);
             };
-            // The COG's own nodata wins; then the STAC item's; Sentinel-2 uses 0.
-            let nodata = cog_nodata.or(asset.nodata).unwrap_or(0.0);
-            Ok(Some((BandWindow { fetched, resampling, nodata, scl }, stats)))
+            Ok(Some((read, asset.nodata, scl)))
         }
     });
-    let bands = futures::future::try_join_all(reads).await?;
+    let opened = futures::future::try_join_all(opens).await?;
+    let held: Vec<Option<HeldBytes>> =
+        opened.iter().map(|o| o.as_ref().map(|(r, ..)| reserved.of.hold(r.bytes))).collect();
+    reserved.settle(opened.iter().flatten().map(|(r, ..)| r.bytes).sum());
+    let fetches = opened.into_iter().zip(held).map(|(open, held)| async move {
+        let (Some((read, item_nodata, scl)), Some(held)) = (open, held) else { return Ok::<_, JobError>(None) };
+        let fetched = {
+            let _permit =
+                ctx.io.acquire().await.map_err(|_| JobError::Internal("the I/O limiter was closed".to_string()))?;
+            read.cog.fetch_window(read.level, read.window).await?
+        };
+        // The COG's own nodata wins; then the STAC item's; Sentinel-2 uses 0.
+        let nodata = read.cog.nodata().or(item_nodata).unwrap_or(0.0);
+        let resampling = if scl { Resampling::Nearest } else { spec.resampling };
+        Ok(Some((BandWindow { fetched, _held: held, resampling, nodata, scl }, read.cog.stats())))
+    });
+    let bands = futures::future::try_join_all(fetches).await?;
     Ok(Fetched { scene, bands })
 }
 
@@ -1017,15 +1121,18 @@ fn decode_band(id: &str, w: BandWindow, qa: Option<QaDecoder>) -> Result<Decoded
     Ok(Decoded::Reflectance(Window { data, geobox, nodata }, w.resampling))
 }
 
-/// Opens one band's COG, picks the overview as odc-stac does and fetches the window that covers
-/// `work` grown by `margin` source pixels (`None` when the image does not touch it). Returns the
-/// COG's nodata and what it cost.
-async fn fetch_band(
-    ctx: &JobContext,
-    href: &str,
-    work: &GeoBox,
-    margin: usize,
-) -> Result<Option<(FetchedWindow, Option<f64>, RequestStats)>, JobError> {
+/// One band's COG opened, with the overview level and window a job reads from it and that
+/// window's compressed bytes.
+struct BandRead {
+    cog: Cog,
+    level: usize,
+    window: PixelWindow,
+    bytes: u64,
+}
+
+/// Opens one band's COG and picks the overview as odc-stac does and the window that covers
+/// `work` grown by `margin` source pixels (`None` when the image does not touch it).
+async fn open_band(ctx: &JobContext, href: &str, work: &GeoBox, margin: usize) -> Result<Option<BandRead>, JobError> {
     let cog = ctx.fetcher.open(href).await?;
     let full = cog.geobox(0).ok_or_else(|| CogError::Malformed { href: href.into(), reason: "no image".into() })?;
     let shrink = source_pixels_per_target_pixel(&full, work)?;
@@ -1036,12 +1143,8 @@ async fn fetch_band(
     let Some(window) = source_window(&level_box, work, margin)? else {
         return Ok(None);
     };
-    let fetched = {
-        let _permit =
-            ctx.io.acquire().await.map_err(|_| JobError::Internal("the I/O limiter was closed".to_string()))?;
-        cog.fetch_window(level, window).await?
-    };
-    Ok(Some((fetched, cog.nodata(), cog.stats())))
+    let bytes = cog.window_bytes(level, window)?;
+    Ok(Some(BandRead { cog, level, window, bytes }))
 }
 
 /// The source grids of one job and what warping from each onto its work grid needs, built once
@@ -1191,6 +1294,31 @@ mod tests {
         assert_eq!(s.held(), 0, "the last bin's part given back drops the chunk's search");
         assert!(s.take(job(2, 0, 0)).is_none());
     }
+    #[test]
+    fn scenes_are_read_ahead_while_their_compressed_windows_fit_the_budget() {
+        let mb = 1 << 20;
+        assert!(may_fetch_ahead(0, 6, 2, 100 * mb, 32 * mb), "the decoders are fed whatever the bytes");
+        assert!(may_fetch_ahead(1, 6, 2, 100 * mb, 32 * mb));
+        assert!(!may_fetch_ahead(2, 6, 2, 32 * mb, 32 * mb), "then only below the budget");
+        assert!(may_fetch_ahead(5, 6, 2, 20 * mb, 32 * mb), "small scenes are read far ahead");
+        assert!(!may_fetch_ahead(6, 6, 2, 0, 32 * mb), "but never more than fetch_ahead");
+    }
+
+    #[test]
+    fn fetched_bytes_are_held_until_dropped_and_estimated_from_the_scenes_so_far() {
+        let bytes = FetchedBytes::default();
+        let first = bytes.reserve_scene();
+        assert_eq!(bytes.held(), FETCHED_BYTES_PER_DECODER, "no scene known: the default estimate");
+        let windows = [bytes.hold(3_000), bytes.hold(1_000)];
+        first.settle(4_000);
+        assert_eq!(bytes.held(), 4_000, "the estimate is given back, the windows stay");
+        let second = bytes.reserve_scene();
+        assert_eq!(bytes.held(), 8_000, "the next scene is expected to be like the first");
+        drop(windows);
+        drop(second);
+        assert_eq!(bytes.held(), 0, "decoded or dropped alike, everything is given back");
+    }
+
     use crate::grid::Affine;
 
     fn cube() -> GeoBox {

@@ -628,12 +628,40 @@ impl Cog {
     /// Fetches the compressed tiles `window` touches at `level` (I/O only). A window wholly
     /// outside the image fetches nothing.
     pub async fn fetch_window(&self, level: usize, window: PixelWindow) -> Result<FetchedWindow, CogError> {
+        let WindowTiles { level: lv, clip, tiles, ranges } = self.window_tiles(level, window)?;
+        let geobox = GeoBox::new(self.header.crs.clone(), lv.affine, lv.shape()).window(&window);
+        let (bytes, stats) = if ranges.is_empty() {
+            (Vec::new(), RequestStats::default())
+        } else {
+            source::fetch_ranges(&self.loc, &self.href, &ranges, self.gap, self.concurrency).await?
+        };
+        self.counters.add(stats.requests, stats.bytes);
+        Ok(FetchedWindow {
+            href: self.href.clone(),
+            level: lv.clone(),
+            window,
+            clip,
+            tiles: tiles.into_iter().zip(bytes).collect(),
+            geobox,
+            nodata: self.header.nodata,
+            stats,
+        })
+    }
+
+    /// The compressed bytes of the tiles [`Cog::fetch_window`] would fetch for `window` at
+    /// `level` (sparse tiles have none), known from the header before anything is fetched.
+    pub fn window_bytes(&self, level: usize, window: PixelWindow) -> Result<u64, CogError> {
+        Ok(self.window_tiles(level, window)?.ranges.iter().map(|r| r.end - r.start).sum())
+    }
+
+    /// The tiles of `level` that `window` touches and hold data, with their byte ranges,
+    /// checked against the file's size.
+    fn window_tiles(&self, level: usize, window: PixelWindow) -> Result<WindowTiles<'_>, CogError> {
         let lv = self.header.levels.get(level).ok_or_else(|| CogError::NoSuchLevel {
             href: self.href.to_string(),
             level,
             levels: self.header.levels.len(),
         })?;
-        let geobox = GeoBox::new(self.header.crs.clone(), lv.affine, lv.shape()).window(&window);
         let mut tiles = Vec::new();
         let mut ranges: Vec<Range<u64>> = Vec::new();
         let clip = window.clip(lv.shape());
@@ -669,22 +697,7 @@ impl Cog {
                 }
             }
         }
-        let (bytes, stats) = if ranges.is_empty() {
-            (Vec::new(), RequestStats::default())
-        } else {
-            source::fetch_ranges(&self.loc, &self.href, &ranges, self.gap, self.concurrency).await?
-        };
-        self.counters.add(stats.requests, stats.bytes);
-        Ok(FetchedWindow {
-            href: self.href.clone(),
-            level: lv.clone(),
-            window,
-            clip,
-            tiles: tiles.into_iter().zip(bytes).collect(),
-            geobox,
-            nodata: self.header.nodata,
-            stats,
-        })
+        Ok(WindowTiles { level: lv, clip, tiles, ranges })
     }
 
     /// Fetches and decodes `window` at `level`. Parts outside the image are nodata (or 0).
@@ -693,6 +706,15 @@ impl Cog {
     pub async fn read_window(&self, level: usize, window: PixelWindow) -> Result<Raster, CogError> {
         self.fetch_window(level, window).await?.decode()
     }
+}
+
+/// What [`Cog::window_tiles`] finds: the level, the window clipped to it, and the tiles with
+/// data with their byte ranges (in the same order).
+struct WindowTiles<'a> {
+    level: &'a Level,
+    clip: Option<PixelWindow>,
+    tiles: Vec<TileRef>,
+    ranges: Vec<Range<u64>>,
 }
 
 #[derive(Debug, Clone, Copy)]

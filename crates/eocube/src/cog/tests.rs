@@ -182,6 +182,26 @@ async fn one_window_coalesces_its_tiles() {
 }
 
 #[tokio::test]
+async fn window_bytes_are_the_bytes_a_fetch_without_gaps_reads() {
+    let dir = crate::scratch::ScratchDir::new("cog-window-bytes");
+    let (bytes, _) = test_tiff(false, 8, 2);
+    let href = write_tmp(&dir, "window-bytes.tif", &bytes);
+    let cog = Fetcher::new(FetchConfig { coalesce_gap: 0, ..FetchConfig::default() }).open(&href).await.unwrap();
+    let windows = [
+        PixelWindow { row: 0, col: 0, height: 20, width: 40 },
+        PixelWindow { row: 10, col: 0, height: 10, width: 4 },
+        PixelWindow { row: -5, col: 30, height: 8, width: 20 },
+    ];
+    for win in windows {
+        let expected = cog.window_bytes(0, win).unwrap();
+        assert!(expected > 0, "{win:?}");
+        assert_eq!(cog.fetch_window(0, win).await.unwrap().stats().bytes, expected, "{win:?}");
+    }
+    assert_eq!(cog.window_bytes(0, PixelWindow { row: 100, col: 0, height: 4, width: 4 }).unwrap(), 0, "outside");
+    assert!(matches!(cog.window_bytes(9, windows[0]), Err(CogError::NoSuchLevel { .. })));
+}
+
+#[tokio::test]
 async fn a_header_read_once_is_not_fetched_again_by_the_same_fetcher() {
     let dir = crate::scratch::ScratchDir::new("cog-header-cache");
     let (bytes, truth) = test_tiff(false, 8, 2);
