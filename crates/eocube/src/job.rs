@@ -971,12 +971,14 @@ async fn fetch_scene(
             Ok(Some((read, asset.nodata, scl)))
         }
     });
-    let opened = futures::future::try_join_all(opens).await?;
-    let held: Vec<Option<HeldBytes>> =
-        opened.iter().map(|o| o.as_ref().map(|(r, ..)| reserved.of.hold(r.bytes))).collect();
-    reserved.settle(opened.iter().flatten().map(|(r, ..)| r.bytes).sum());
-    let fetches = opened.into_iter().zip(held).map(|(open, held)| async move {
-        let (Some((read, item_nodata, scl)), Some(held)) = (open, held) else { return Ok::<_, JobError>(None) };
+    let opened: Vec<_> = futures::future::try_join_all(opens)
+        .await?
+        .into_iter()
+        .map(|open| open.map(|(read, item_nodata, scl)| (reserved.of.hold(read.bytes), read, item_nodata, scl)))
+        .collect();
+    reserved.settle(opened.iter().flatten().map(|(_, read, ..)| read.bytes).sum());
+    let fetches = opened.into_iter().map(|open| async move {
+        let Some((held, read, item_nodata, scl)) = open else { return Ok::<_, JobError>(None) };
         let fetched = {
             let _permit =
                 ctx.io.acquire().await.map_err(|_| JobError::Internal("the I/O limiter was closed".to_string()))?;
