@@ -270,6 +270,22 @@ run_variant() { # variant round
         "${cube_args[@]}" "${odc_args[@]}" "${floor_args[@]}" >>"$RUNS_FILE"
 }
 
+# ---------------------------------------------------------------- the page cache
+# The table says the archive is in the page cache: put it there. Right after the archive is made,
+# or after other work, part of it is on disk only, and the first variant of round 1 would wait
+# for the disk on ranges the others then read from memory (a whole build's 1.8 GB, one round).
+CACHE_NOTE="archive in the page cache"
+archive_mb="$(du -sm --apparent-size "$ARCHIVE" | cut -f1)"
+avail_mb="$(awk '/^MemAvailable:/ { print int($2 / 1024) }' /proc/meminfo)"
+if [ "$archive_mb" -le $((avail_mb * 8 / 10)) ]; then
+    t0=$SECONDS
+    find "$ARCHIVE" -name '*.tif' -print0 | xargs -0 cat >/dev/null || die "cannot read the archive $ARCHIVE"
+    log "read the archive ($archive_mb MB) into the page cache in $((SECONDS - t0)) s"
+else
+    CACHE_NOTE="archive ($archive_mb MB) larger than 80 % of the memory available ($avail_mb MB): round 1 may wait for the disk, use --runs 3"
+    log "$CACHE_NOTE"
+fi
+
 VARIANTS=(eocube-nearest odc-nearest eocube-seed odc-demo)
 log "$RUNS round(s) of ${VARIANTS[*]} on $NAME (bbox ${BBOX[*]}, $START .. $END)"
 for i in $(seq 1 "$RUNS"); do
@@ -287,7 +303,7 @@ AGREE="$WORK/agreement.txt"
 
 MACHINE="$(nproc) cores, $(free -g | awk '/^Mem:/ { print $2 }') GB; $(uname -sr)"
 echo
-MDARGS=(--title "$NAME$SUFFIX: bbox ${BBOX[*]}, $START .. $END, $(date -u +%Y-%m-%d)" --note "$GENERATION" --note "machine: $MACHINE; nginx on 127.0.0.1, archive in the page cache; $REV; $("$BPY" -c 'import odc.stac; print("odc-stac", odc.stac.__version__)')")
+MDARGS=(--title "$NAME$SUFFIX: bbox ${BBOX[*]}, $START .. $END, $(date -u +%Y-%m-%d)" --note "$GENERATION" --note "machine: $MACHINE; nginx on 127.0.0.1, $CACHE_NOTE; $REV; $("$BPY" -c 'import odc.stac; print("odc-stac", odc.stac.__version__)')")
 [ "$WHOLE" = 1 ] && MDARGS+=(--whole)
 "$PY" scripts/bench_chunk_month.py table "$RUNS_FILE" --md "$BENCH/$NAME$SUFFIX.md" --agree "$AGREE" "${MDARGS[@]}"
 log "table written to $BENCH/$NAME$SUFFIX.md; raw runs in $RUNS_FILE"
