@@ -279,7 +279,7 @@ archive_mb="$(du -sm --apparent-size "$ARCHIVE" | cut -f1)"
 avail_mb="$(awk '/^MemAvailable:/ { print int($2 / 1024) }' /proc/meminfo)"
 if [ "$archive_mb" -le $((avail_mb * 8 / 10)) ]; then
     t0=$SECONDS
-    find "$ARCHIVE" -name '*.tif' -print0 | xargs -0 cat >/dev/null || die "cannot read the archive $ARCHIVE"
+    find "$ARCHIVE" -name '*.tif' -print0 | xargs -0 -r cat >/dev/null || die "cannot read the archive $ARCHIVE"
     log "read the archive ($archive_mb MB) into the page cache in $((SECONDS - t0)) s"
 else
     CACHE_NOTE="archive ($archive_mb MB) larger than 80 % of the memory available ($avail_mb MB): round 1 may wait for the disk, use --runs 3"
