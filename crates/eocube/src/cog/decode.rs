@@ -2,8 +2,8 @@
 //! predictors 2 and 3, and the copy of each tile's useful part into the output window.
 //!
 //! CPU only, no I/O. Tiles are decompressed into one reused, typed scratch buffer whose size is
-//! known exactly (libdeflate wants that), then only the rows and columns the window needs are
-//! fixed up (byte swap, predictor) and copied.
+//! known exactly (libdeflate wants that), DEFLATE tiles only down to the window's last row, then
+//! only the rows and columns the window needs are fixed up (byte swap, predictor) and copied.
 
 use super::{CogError, DataType};
 
@@ -81,7 +81,17 @@ impl Decoders {
 
     /// Decompresses `src` into `dst` and returns how many bytes were written. `dst` has the exact
     /// size of a full tile, so a larger stream is an error and a shorter one is reported.
-    pub(crate) fn decompress(&mut self, c: Compression, src: &[u8], dst: &mut [u8]) -> Result<usize, String> {
+    ///
+    /// Only the first `needed` bytes are wanted (the rows of the tile above the window's bottom
+    /// edge): a DEFLATE stream is inflated only that far (see [`inflate_prefix`]) and reports
+    /// `needed` bytes written; the other codecs decode the whole tile.
+    pub(crate) fn decompress(
+        &mut self,
+        c: Compression,
+        src: &[u8],
+        dst: &mut [u8],
+        needed: usize,
+    ) -> Result<usize, String> {
         match c {
             Compression::None => {
                 let n = src.len().min(dst.len());
@@ -89,15 +99,7 @@ impl Decoders {
                 Ok(n)
             }
             Compression::Deflate => {
-                // GDAL writes zlib streams; some writers emit raw deflate. Tell them apart by the
-                // zlib header (CM = 8 and the FCHECK multiple of 31).
-                let zlib = matches!(src, [a, b, ..] if a & 0x0f == 8 && (u16::from(*a) << 8 | u16::from(*b)) % 31 == 0);
-                let r = if zlib {
-                    self.inflater.zlib_decompress(src, dst)
-                } else {
-                    self.inflater.deflate_decompress(src, dst)
-                };
-                r.map_err(|e| format!("DEFLATE: {e}"))
+                inflate_prefix(&mut self.inflater, src, dst, needed).map_err(|e| format!("DEFLATE: {e}"))
             }
             Compression::Lzw => lzw(src, dst),
             Compression::Zstd => {
@@ -110,6 +112,41 @@ impl Decoders {
                 }
             }
         }
+    }
+}
+
+/// Room past the bytes wanted that a partial inflate leaves: the longest run libdeflate writes
+/// or refuses whole, a stored block (65,535 bytes; a match is at most 258).
+const INFLATE_SPILL: usize = 1 << 16;
+
+/// Inflates `src` (zlib or raw DEFLATE) into `dst`, stopping once its first `needed` bytes are
+/// out; returns the bytes written (`needed` when it stopped early).
+///
+/// Why: a window's bottom edge crosses its last row of tiles, and a DEFLATE stream can be
+/// stopped where the rows below the window begin (not skipped to where the rows of a window's
+/// right edge do: rows are whole in the stream). How: libdeflate is given `needed` +
+/// [`INFLATE_SPILL`] bytes of room. It writes its output front to back and refuses a literal,
+/// match or stored block that would not fit before writing any of it, so when it reports
+/// insufficient space, everything before the symbol it refused (which starts past `needed`) is
+/// written and correct. That is how libdeflate works, not a promise of its API:
+/// `partial_inflate_equals_the_full_inflate_up_to_what_is_needed` pins it, on tiles of every
+/// kind of block, with the version in Cargo.lock. The stopped stream's checksum (zlib's adler32,
+/// at its end) is not read.
+fn inflate_prefix(
+    inflater: &mut libdeflater::Decompressor,
+    src: &[u8],
+    dst: &mut [u8],
+    needed: usize,
+) -> Result<usize, libdeflater::DecompressionError> {
+    // GDAL writes zlib streams; some writers emit raw deflate. Tell them apart by the zlib
+    // header (CM = 8 and the FCHECK multiple of 31).
+    let zlib = matches!(src, [a, b, ..] if a & 0x0f == 8 && (u16::from(*a) << 8 | u16::from(*b)) % 31 == 0);
+    let room = needed.saturating_add(INFLATE_SPILL).min(dst.len());
+    let out = &mut dst[..room];
+    let r = if zlib { inflater.zlib_decompress(src, out) } else { inflater.deflate_decompress(src, out) };
+    match r {
+        Err(libdeflater::DecompressionError::InsufficientSpace) if room < dst.len() => Ok(needed),
+        r => r,
     }
 }
 
@@ -270,10 +307,10 @@ pub(crate) fn decode_tile<T: Sample>(
     }
     let size = std::mem::size_of::<T>();
     let bytes: &mut [u8] = bytemuck::cast_slice_mut(tile_buf.as_mut_slice());
-    let written = dec.decompress(codec.compression, src, bytes)?;
     // Rows we touch must have been written (edge tiles are full size in GDAL COGs; the last strip
     // of a stripped file may stop at the image edge).
     let needed = p.r1 * p.tile_w * size;
+    let written = dec.decompress(codec.compression, src, bytes, needed)?;
     if written < needed {
         return Err(format!(
             "decompressed to {written} bytes, expected at least {needed} ({} x {} px of {size} bytes)",
@@ -385,12 +422,68 @@ mod tests {
         let mut d = Decoders::new();
         for src in [&z, &raw] {
             let mut out = vec![0u8; data.len()];
-            assert_eq!(d.decompress(Compression::Deflate, src, &mut out).unwrap(), data.len());
+            assert_eq!(d.decompress(Compression::Deflate, src, &mut out, data.len()).unwrap(), data.len());
             assert_eq!(out, data);
         }
         // Garbage is an error, not a panic.
         let mut out = vec![0u8; data.len()];
-        assert!(d.decompress(Compression::Deflate, &[0x78, 0x9c, 1, 2, 3], &mut out).is_err());
+        assert!(d.decompress(Compression::Deflate, &[0x78, 0x9c, 1, 2, 3], &mut out, data.len()).is_err());
+    }
+
+    /// 300 KB of each kind of DEFLATE content: incompressible (stored blocks), noisy 16-bit
+    /// samples like real reflectance (dynamic Huffman, short matches), long repeats (258-byte
+    /// matches) and a short run (one fixed-Huffman block).
+    fn streams() -> Vec<(&'static str, Vec<u8>)> {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let random: Vec<u8> = (0..300_000).map(|_| next() as u8).collect();
+        let noisy: Vec<u8> =
+            (0..150_000u64).flat_map(|i| ((1000 + (i % 1024) + (next() % 200)) as u16).to_le_bytes()).collect();
+        let repeats: Vec<u8> = (0..300_000u32).map(|i| (i % 37) as u8 * (1 + (i / 20_000 % 3) as u8)).collect();
+        let short: Vec<u8> = b"eocube".repeat(9);
+        vec![("random", random), ("noisy", noisy), ("repeats", repeats), ("short", short)]
+    }
+
+    #[test]
+    fn partial_inflate_equals_the_full_inflate_up_to_what_is_needed() {
+        let mut inflater = libdeflater::Decompressor::new();
+        for (name, data) in streams() {
+            for level in [0, 1, 6, 12] {
+                let mut c = libdeflater::Compressor::new(libdeflater::CompressionLvl::new(level).unwrap());
+                let mut z = vec![0; c.zlib_compress_bound(data.len())];
+                let n = c.zlib_compress(&data, &mut z).unwrap();
+                z.truncate(n);
+                let mut raw = vec![0; c.deflate_compress_bound(data.len())];
+                let n = c.deflate_compress(&data, &mut raw).unwrap();
+                raw.truncate(n);
+                let len = data.len();
+                let mut wants = vec![0, 1, 257, 258, 259, 4095, 65_535, 65_536, 65_537, 100_001, 234_567];
+                wants.extend([len / 2, len.saturating_sub(INFLATE_SPILL + 1), len.saturating_sub(1), len]);
+                for src in [&z, &raw] {
+                    for &needed in wants.iter().filter(|&&w| w <= len) {
+                        // Poisoned, so bytes it did not write cannot pass for written ones.
+                        let mut out = vec![0xa5u8; len];
+                        let got = inflate_prefix(&mut inflater, src, &mut out, needed)
+                            .unwrap_or_else(|e| panic!("{name}, level {level}, {needed} bytes: {e}"));
+                        assert!(got >= needed, "{name}, level {level}: {got} bytes written, {needed} needed");
+                        assert!(
+                            out[..needed] == data[..needed],
+                            "{name}, level {level}: the first {needed} bytes differ"
+                        );
+                    }
+                    // A stream longer than the whole buffer is still an error.
+                    let mut short = vec![0u8; len.saturating_sub(1)];
+                    if len > 0 {
+                        assert!(inflate_prefix(&mut inflater, src, &mut short, len - 1).is_err(), "{name}, {level}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]
@@ -410,9 +503,9 @@ mod tests {
         let packed = zstd::bulk::compress(&data, 3).unwrap();
         let mut out = vec![0u8; data.len()];
         let mut d = Decoders::new();
-        assert_eq!(d.decompress(Compression::Zstd, &packed, &mut out).unwrap(), data.len());
+        assert_eq!(d.decompress(Compression::Zstd, &packed, &mut out, data.len()).unwrap(), data.len());
         assert_eq!(out, data);
-        assert!(d.decompress(Compression::Zstd, &[1, 2, 3], &mut out).is_err());
+        assert!(d.decompress(Compression::Zstd, &[1, 2, 3], &mut out, data.len()).is_err());
     }
 
     /// Every sub-window of a differenced tile, in both byte orders and both integer widths,
