@@ -409,16 +409,22 @@ mod tests {
         (0..4096u32).map(|i| ((i * 7) % 251) as u8 / 3).collect()
     }
 
+    /// `data` compressed by libdeflate at `level`: as a zlib stream and as raw DEFLATE.
+    fn zlib_and_raw(data: &[u8], level: libdeflater::CompressionLvl) -> [Vec<u8>; 2] {
+        let mut c = libdeflater::Compressor::new(level);
+        let mut z = vec![0; c.zlib_compress_bound(data.len())];
+        let n = c.zlib_compress(data, &mut z).unwrap();
+        z.truncate(n);
+        let mut raw = vec![0; c.deflate_compress_bound(data.len())];
+        let n = c.deflate_compress(data, &mut raw).unwrap();
+        raw.truncate(n);
+        [z, raw]
+    }
+
     #[test]
     fn deflate_round_trips_zlib_and_raw() {
         let data = payload();
-        let mut c = libdeflater::Compressor::new(libdeflater::CompressionLvl::default());
-        let mut z = vec![0; c.zlib_compress_bound(data.len())];
-        let n = c.zlib_compress(&data, &mut z).unwrap();
-        z.truncate(n);
-        let mut raw = vec![0; c.deflate_compress_bound(data.len())];
-        let n = c.deflate_compress(&data, &mut raw).unwrap();
-        raw.truncate(n);
+        let [z, raw] = zlib_and_raw(&data, libdeflater::CompressionLvl::default());
         let mut d = Decoders::new();
         for src in [&z, &raw] {
             let mut out = vec![0u8; data.len()];
@@ -454,13 +460,7 @@ mod tests {
         let mut inflater = libdeflater::Decompressor::new();
         for (name, data) in streams() {
             for level in [0, 1, 6, 12] {
-                let mut c = libdeflater::Compressor::new(libdeflater::CompressionLvl::new(level).unwrap());
-                let mut z = vec![0; c.zlib_compress_bound(data.len())];
-                let n = c.zlib_compress(&data, &mut z).unwrap();
-                z.truncate(n);
-                let mut raw = vec![0; c.deflate_compress_bound(data.len())];
-                let n = c.deflate_compress(&data, &mut raw).unwrap();
-                raw.truncate(n);
+                let [z, raw] = zlib_and_raw(&data, libdeflater::CompressionLvl::new(level).unwrap());
                 let len = data.len();
                 let mut wants = vec![0, 1, 257, 258, 259, 4095, 65_535, 65_536, 65_537, 100_001, 234_567];
                 wants.extend([len / 2, len.saturating_sub(INFLATE_SPILL + 1), len.saturating_sub(1), len]);
